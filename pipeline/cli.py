@@ -1,0 +1,127 @@
+"""The ``ticketpulse`` command: ``worker``, ``produce``, ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+
+from .settings import SettingsError, load_settings
+
+__all__ = ["main"]
+
+
+def _fail(message: str) -> int:
+    print(f"ticketpulse: {message}", file=sys.stderr)
+    return 2
+
+
+def _parse_spike(text: str) -> object:
+    from .generator import Spike
+
+    try:
+        area, start, hours, factor = text.split(",")
+        moment = datetime.fromisoformat(start)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return Spike(area, moment, float(hours), float(factor))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--spike wants AREA,START,HOURS,FACTOR (e.g. reports,2026-01-06T10:00,2,4), got {text!r}"
+        ) from None
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from .app import build_pipeline
+    from .sinks import SinkError, create_sink
+    from .topics import BrokerError, ensure_topics
+
+    settings = load_settings()
+    try:
+        asyncio.run(ensure_topics(settings))
+        sink = create_sink(settings)
+        asyncio.run(_check_sink(sink))
+    except (BrokerError, SinkError, ValueError) as exc:
+        return _fail(str(exc))
+    pipeline = build_pipeline(settings, sink=create_sink(settings))
+    import faust
+
+    worker = faust.Worker(pipeline.app, loglevel=settings.log_level.upper(), quiet=True)
+    worker.execute_from_commandline()
+    return 0
+
+
+async def _check_sink(sink: object) -> None:
+    await sink.setup()  # type: ignore[attr-defined]
+    await sink.close()  # type: ignore[attr-defined]
+
+
+def _cmd_produce(args: argparse.Namespace) -> int:
+    from .generator import TicketGenerator
+    from .produce import produce, read_tickets
+    from .topics import BrokerError, ensure_topics
+
+    settings = load_settings()
+    try:
+        asyncio.run(ensure_topics(settings))
+    except BrokerError as exc:
+        return _fail(str(exc))
+    if args.file:
+        path = Path(args.file)
+        if not path.exists():
+            return _fail(f"no such file: {path}")
+        messages = read_tickets(path)
+        total = None
+    else:
+        gen = TicketGenerator(
+            datetime.fromisoformat(args.start).replace(tzinfo=UTC), days=args.days, seed=args.seed,
+            scale=args.scale, spikes=args.spike or (),
+        )
+        generated = list(gen.tickets())
+        messages = ((n, orjson.dumps(t.payload)) for n, t in enumerate(generated, 1))
+        total = len(generated)
+    summary = asyncio.run(produce(settings, messages, total=total, progress=not args.quiet))
+    for reason in summary.reasons[:20]:
+        print(f"rejected {reason}", file=sys.stderr)
+    print(summary.line())
+    return 0 if summary.rejected == 0 else 1
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(days=args.days, scale=args.scale, seed=args.seed)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ticketpulse", description="Support tickets in, product intelligence out.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("worker", help="run the Faust worker (settings from TICKETPULSE_* variables)")
+    p = sub.add_parser("produce", help="send tickets to Kafka from a JSONL/CSV file or the generator")
+    p.add_argument("file", nargs="?", help="JSONL or CSV file; without it, generated tickets")
+    p.add_argument("--days", type=float, default=3.0, help="generated days (default 3)")
+    p.add_argument("--start", default="2026-01-05T00:00:00", help="first generated moment, UTC")
+    p.add_argument("--seed", type=int, default=0, help="generator seed")
+    p.add_argument("--scale", type=float, default=1.0, help="multiply every area's volume")
+    p.add_argument("--spike", type=_parse_spike, action="append", help="AREA,START,HOURS,FACTOR (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    d = sub.add_parser("demo", help="embedded broker and InfluxDB, a worker, and generated days with a spike")
+    d.add_argument("--days", type=float, default=3.0, help="simulated days (default 3)")
+    d.add_argument("--scale", type=float, default=20.0, help="volume multiplier (default 20)")
+    d.add_argument("--seed", type=int, default=1, help="generator seed")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    handlers = {"worker": _cmd_worker, "produce": _cmd_produce, "demo": _cmd_demo}
+    try:
+        return handlers[args.command](args)
+    except SettingsError as exc:
+        return _fail(str(exc))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

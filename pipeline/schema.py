@@ -1,0 +1,130 @@
+"""The ticket schema, and the validation that splits good input from bad.
+
+Validation is hand-written on top of :func:`orjson.loads` rather than a model
+library: it runs once per ticket on the hot path, and each failure must say in
+plain words what is wrong, because the reason travels to the dead-letter topic
+and is read by the people who run the helpdesk integration.
+
+Unknown extra fields are accepted and ignored (helpdesks add fields of their
+own all the time; rejecting them would reject whole integrations).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+__all__ = ["CASE_TYPES", "UNASSIGNED", "Ticket", "TicketError", "parse_ticket"]
+
+#: Case types, from the essays the product grew from.
+CASE_TYPES = frozenset({"bug", "ux_confusion", "feature_gap", "billing", "compatibility", "other"})
+
+#: The tag value of a label a ticket does not carry (yet).
+UNASSIGNED = "unassigned"
+
+_REQUIRED_TEXT = ("subject", "body")
+_OPTIONAL_TEXT = ("channel", "product_area", "case_type", "severity", "plan", "locale")
+
+
+class TicketError(ValueError):
+    """Why a message is not a valid ticket; the text goes to the dead-letter topic."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """A validated ticket. Labels the helpdesk did not fill in are ``None``."""
+
+    id: str
+    created_at: datetime
+    customer_id: str
+    subject: str
+    body: str
+    channel: str | None = None
+    product_area: str | None = None
+    case_type: str | None = None
+    severity: str | None = None
+    plan: str | None = None
+    locale: str | None = None
+
+    @property
+    def created_ts(self) -> float:
+        """``created_at`` as seconds since the epoch."""
+        return self.created_at.timestamp()
+
+
+def _identifier(doc: dict[str, Any], name: str) -> str:
+    value = doc.get(name)
+    if value is None:
+        raise TicketError(f"missing required field '{name}'")
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise TicketError(f"field '{name}' must be a string or an integer, got {type(value).__name__}")
+    text = str(value).strip()
+    if not text:
+        raise TicketError(f"field '{name}' is empty")
+    return text
+
+
+def _created_at(doc: dict[str, Any]) -> datetime:
+    value = doc.get("created_at")
+    if value is None:
+        raise TicketError("missing required field 'created_at'")
+    if not isinstance(value, str):
+        raise TicketError(f"field 'created_at' must be an ISO 8601 string, got {type(value).__name__}")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise TicketError(f"field 'created_at' is not an ISO 8601 date-time: {value[:40]!r}") from None
+    if moment.tzinfo is None:
+        raise TicketError(f"field 'created_at' has no time zone: {value[:40]!r}")
+    return moment
+
+
+def parse_ticket(raw: bytes, max_bytes: int = 1_000_000) -> Ticket:
+    """Parse and validate one message; raise :class:`TicketError` naming the problem.
+
+    Examples
+    --------
+    >>> t = parse_ticket(b'{"id": 7, "created_at": "2026-01-05T10:00:00Z", '
+    ...                  b'"customer_id": "c1", "subject": "Export fails", "body": "..."}')
+    >>> t.id, t.product_area, t.created_at.isoformat()
+    ('7', None, '2026-01-05T10:00:00+00:00')
+    >>> parse_ticket(b'{"id": "1"}')
+    Traceback (most recent call last):
+    ...
+    pipeline.schema.TicketError: missing required field 'created_at'
+    """
+    if raw is None:
+        raise TicketError("empty message (no value)")
+    if len(raw) > max_bytes:
+        raise TicketError(f"message of {len(raw)} bytes is over the limit of {max_bytes} bytes")
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        # orjson reports invalid UTF-8 as a decode error too; keep its words.
+        raise TicketError(f"not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise TicketError(f"a ticket must be a JSON object, got {type(doc).__name__}")
+    ticket_id = _identifier(doc, "id")
+    created_at = _created_at(doc)
+    customer_id = _identifier(doc, "customer_id")
+    text: dict[str, str] = {}
+    for name in _REQUIRED_TEXT:
+        value = doc.get(name)
+        if value is None:
+            raise TicketError(f"missing required field '{name}'")
+        if not isinstance(value, str):
+            raise TicketError(f"field '{name}' must be a string, got {type(value).__name__}")
+        text[name] = value
+    optional: dict[str, str | None] = {}
+    for name in _OPTIONAL_TEXT:
+        value = doc.get(name)
+        if value is not None and not isinstance(value, str):
+            raise TicketError(f"field '{name}' must be a string or null, got {type(value).__name__}")
+        optional[name] = value.strip() or None if value is not None else None
+    case_type = optional["case_type"]
+    if case_type is not None and case_type not in CASE_TYPES:
+        raise TicketError(f"field 'case_type' is {case_type[:40]!r}, not one of {', '.join(sorted(CASE_TYPES))}")
+    return Ticket(id=ticket_id, created_at=created_at, customer_id=customer_id, **text, **optional)

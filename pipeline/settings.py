@@ -1,0 +1,154 @@
+"""One frozen settings object for the whole pipeline.
+
+Every field reads the environment variable named in its description, with the
+``TICKETPULSE_`` prefix. Nothing else in ticketpulse reads the environment:
+components receive a :class:`Settings` instance (or the values they need).
+Secrets are :class:`pydantic.SecretStr`, so they never appear in a ``repr`` or
+a log line.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "SettingsError", "load_settings"]
+
+
+class SettingsError(Exception):
+    """A setting is wrong: the message names the environment variable."""
+
+
+class Settings(BaseSettings):
+    """ticketpulse's configuration, validated once at start-up."""
+
+    model_config = SettingsConfigDict(env_prefix="TICKETPULSE_", frozen=True, extra="forbid")
+
+    # --- Kafka ------------------------------------------------------------------------
+    broker_url: str = Field(
+        "kafka://127.0.0.1:9092",
+        description="TICKETPULSE_BROKER_URL: Kafka bootstrap servers, 'kafka://host:port[;host:port]'.",
+    )
+    app_id: str = Field(
+        "ticketpulse",
+        description="TICKETPULSE_APP_ID: Faust app id, also the consumer group and the prefix "
+        "of internal topics. Workers with the same id share the work.",
+    )
+    partitions: int = Field(
+        4, ge=1, le=256, description="TICKETPULSE_PARTITIONS: partitions of every topic the app creates."
+    )
+    topic_tickets: str = Field("tickets", description="TICKETPULSE_TOPIC_TICKETS: incoming tickets.")
+    topic_labels: str = Field("ticket-labels", description="TICKETPULSE_TOPIC_LABELS: human tags.")
+    topic_classified: str = Field(
+        "tickets-classified", description="TICKETPULSE_TOPIC_CLASSIFIED: tickets with predictions."
+    )
+    topic_alerts: str = Field("ticket-alerts", description="TICKETPULSE_TOPIC_ALERTS: spike alerts.")
+    topic_product_events: str = Field(
+        "product-events", description="TICKETPULSE_TOPIC_PRODUCT_EVENTS: releases, fixes, docs changes."
+    )
+    topic_dead_letter: str = Field(
+        "tickets-dead-letter", description="TICKETPULSE_TOPIC_DEAD_LETTER: rejected input with its reason."
+    )
+
+    # --- windows ----------------------------------------------------------------------
+    window_seconds: int = Field(
+        3600, ge=60, le=86400, description="TICKETPULSE_WINDOW_SECONDS: size of a volume window."
+    )
+    allowed_lateness_seconds: int = Field(
+        7 * 86400,
+        ge=0,
+        description="TICKETPULSE_ALLOWED_LATENESS_SECONDS: how far behind the newest ticket of its "
+        "partition a ticket may be and still update its window; older ones are skipped and counted.",
+    )
+    max_ticket_bytes: int = Field(
+        1_000_000,
+        ge=1024,
+        description="TICKETPULSE_MAX_TICKET_BYTES: a larger message goes to the dead-letter topic.",
+    )
+    batch_size: int = Field(
+        2000, ge=1, description="TICKETPULSE_BATCH_SIZE: tickets an agent takes at once (stream.take)."
+    )
+    batch_seconds: float = Field(
+        0.5, gt=0, description="TICKETPULSE_BATCH_SECONDS: longest wait to fill a batch."
+    )
+
+    # --- InfluxDB ---------------------------------------------------------------------
+    influx_url: str | None = Field(
+        None,
+        description="TICKETPULSE_INFLUX_URL: InfluxDB base URL, e.g. http://127.0.0.1:8086. "
+        "Unset: series are written to TICKETPULSE_SERIES_FILE as line protocol instead.",
+    )
+    influx_version: Literal[1, 2] = Field(
+        1, description="TICKETPULSE_INFLUX_VERSION: 1 (line protocol to /write) or 2 (influxdb-client)."
+    )
+    influx_database: str = Field(
+        "ticketpulse", description="TICKETPULSE_INFLUX_DATABASE: database, InfluxDB 1.x."
+    )
+    influx_username: str | None = Field(None, description="TICKETPULSE_INFLUX_USERNAME: 1.x user.")
+    influx_password: SecretStr | None = Field(None, description="TICKETPULSE_INFLUX_PASSWORD: 1.x password.")
+    influx_org: str = Field("ticketpulse", description="TICKETPULSE_INFLUX_ORG: organisation, 2.x.")
+    influx_bucket: str = Field("ticketpulse", description="TICKETPULSE_INFLUX_BUCKET: bucket, 2.x.")
+    influx_token: SecretStr | None = Field(None, description="TICKETPULSE_INFLUX_TOKEN: API token, 2.x.")
+    influx_timeout_seconds: float = Field(
+        10.0, gt=0, description="TICKETPULSE_INFLUX_TIMEOUT_SECONDS: one write's time limit."
+    )
+    series_file: str = Field(
+        "ticketpulse-series.lp",
+        description="TICKETPULSE_SERIES_FILE: where series go when no InfluxDB is configured.",
+    )
+
+    # --- worker -----------------------------------------------------------------------
+    data_dir: str = Field(
+        ".ticketpulse", description="TICKETPULSE_DATA_DIR: the worker's local folder (Faust datadir)."
+    )
+    web_enabled: bool = Field(True, description="TICKETPULSE_WEB_ENABLED: serve the worker's web views.")
+    web_port: int = Field(6066, ge=1, le=65535, description="TICKETPULSE_WEB_PORT: web views port.")
+    log_level: str = Field("info", description="TICKETPULSE_LOG_LEVEL: debug, info, warning or error.")
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_url_has_scheme(cls, value: str) -> str:
+        if not value.startswith("kafka://"):
+            raise ValueError("must look like kafka://host:port")
+        return value
+
+    @field_validator("influx_url")
+    @classmethod
+    def _influx_url_is_http(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/") if value else value
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """The broker URL as aiokafka wants it (``host:port,host:port``)."""
+        return self.broker_url.removeprefix("kafka://").replace(";", ",")
+
+    @property
+    def window_label(self) -> str:
+        """The window size as written in the ``window`` tag: ``1h``, ``15m``, ``90s``."""
+        s = self.window_seconds
+        if s % 3600 == 0:
+            return f"{s // 3600}h"
+        if s % 60 == 0:
+            return f"{s // 60}m"
+        return f"{s}s"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment, turning a validation error into one clear line."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = "_".join(str(part) for part in err["loc"]).upper()
+            shown = "***" if _is_secret(name) else repr(err.get("input"))
+            problems.append(f"TICKETPULSE_{name}: {err['msg']} (got {shown})")
+        raise SettingsError("; ".join(problems)) from None
+
+
+def _is_secret(name: str) -> bool:
+    return any(word in name for word in ("PASSWORD", "TOKEN", "SECRET"))

@@ -1,0 +1,275 @@
+"""Where series go: InfluxDB 1.x (line protocol to ``/write``), InfluxDB 2.x
+(``influxdb-client``), or a line-protocol file when no InfluxDB is configured.
+
+Every sink takes whole batches (:meth:`InfluxSink.write` is called once per batch
+of tickets, never per ticket), creates its client in :meth:`setup`, and retries a
+failed write with exponential backoff and jitter, honouring ``Retry-After`` on 429,
+so a slow or absent InfluxDB slows the stream down (its offsets are not committed)
+instead of losing points. Log lines are ``key=value`` and never carry a secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from .lineprotocol import Point, to_line_protocol
+from .settings import Settings
+
+__all__ = [
+    "FileSink",
+    "InfluxBackpressure",
+    "InfluxSink",
+    "InfluxV1Sink",
+    "InfluxV2Sink",
+    "SinkError",
+    "create_sink",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class SinkError(Exception):
+    """A write that cannot succeed by retrying (bad request, wrong credentials)."""
+
+
+class InfluxBackpressure(Exception):
+    """InfluxDB answered 429: wait ``retry_after`` seconds before the next write."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"InfluxDB asked to slow down for {retry_after} s")
+        self.retry_after = retry_after
+
+
+class _Retryable(Exception):
+    """A transient failure: connection refused, timeout, 5xx."""
+
+
+class InfluxSink(ABC):
+    """A batching, retrying writer of :class:`~pipeline.lineprotocol.Point` batches."""
+
+    name = "sink"
+
+    def __init__(self, max_backoff_seconds: float = 30.0, rng: random.Random | None = None) -> None:
+        if max_backoff_seconds <= 0:
+            raise ValueError("max_backoff_seconds must be positive")
+        self.max_backoff_seconds = max_backoff_seconds
+        self._rng = rng or random.Random(0)  # noqa: S311 - jitter, not cryptography
+        self.points_written = 0
+        self.write_failures = 0
+        self._ready = False
+
+    async def setup(self) -> None:  # noqa: B027 - optional hook
+        """Create the client and check the destination exists; raise :class:`SinkError` if not."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the client."""
+
+    @abstractmethod
+    async def _write(self, body: bytes) -> None:
+        """Write one request body; raise _Retryable, InfluxBackpressure or SinkError."""
+
+    async def write(self, points: Sequence[Point]) -> None:
+        """Write all points, retrying until they are stored; raise only :class:`SinkError`."""
+        if not points:
+            return
+        if not self._ready:
+            await self.setup()
+            self._ready = True
+        body = to_line_protocol(points)
+        attempt = 0
+        while True:
+            try:
+                await self._write(body)
+            except InfluxBackpressure as exc:
+                delay = exc.retry_after
+                reason = "status=429"
+            except _Retryable as exc:
+                delay = min(self.max_backoff_seconds, 0.2 * 2**attempt) * (0.5 + self._rng.random())
+                reason = f"error={exc}"
+            else:
+                self.points_written += len(points)
+                logger.debug("sink=%s points=%d written", self.name, len(points))
+                return
+            attempt += 1
+            self.write_failures += 1
+            logger.warning(
+                "sink=%s points=%d attempt=%d %s retry_in=%.1fs", self.name, len(points), attempt, reason, delay
+            )
+            await asyncio.sleep(delay)
+
+
+def _retry_after(headers: Any) -> float:
+    try:
+        return max(0.0, float(headers.get("Retry-After", "1")))
+    except ValueError:
+        return 1.0
+
+
+class InfluxV1Sink(InfluxSink):
+    """InfluxDB 1.x: line protocol POSTed to ``/write?db=...&precision=s``.
+
+    ``setup()`` creates the database if it is missing (``CREATE DATABASE`` is a no-op
+    when it exists) and fails with one clear line if the server cannot be reached.
+    """
+
+    name = "influx_v1"
+
+    def __init__(
+        self,
+        url: str,
+        database: str,
+        username: str | None = None,
+        password: str | None = None,
+        timeout_seconds: float = 10.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"url must start with http:// or https://, got {url!r}")
+        if not database:
+            raise ValueError("database must not be empty")
+        self.url = url.rstrip("/")
+        self.database = database
+        self._auth = aiohttp.BasicAuth(username, password or "") if username else None
+        self.timeout_seconds = timeout_seconds
+        self._session: aiohttp.ClientSession | None = None
+
+    async def setup(self) -> None:
+        self._session = aiohttp.ClientSession(
+            auth=self._auth, timeout=aiohttp.ClientTimeout(total=self.timeout_seconds)
+        )
+        try:
+            async with self._session.post(
+                f"{self.url}/query", data={"q": f'CREATE DATABASE "{self.database}"'}
+            ) as resp:
+                if resp.status in (401, 403):
+                    raise SinkError(f"InfluxDB at {self.url} refused the credentials (HTTP {resp.status})")
+                if resp.status >= 400:
+                    raise SinkError(f"InfluxDB at {self.url} answered HTTP {resp.status}: {await resp.text()}")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            await self.close()
+            raise SinkError(f"cannot reach InfluxDB at {self.url} (TICKETPULSE_INFLUX_URL): {exc}") from None
+        except SinkError:
+            await self.close()
+            raise
+        logger.info("sink=%s url=%s database=%s ready", self.name, self.url, self.database)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _write(self, body: bytes) -> None:
+        assert self._session is not None, "setup() was not called"
+        try:
+            async with self._session.post(
+                f"{self.url}/write", params={"db": self.database, "precision": "s"}, data=body
+            ) as resp:
+                if resp.status == 204:
+                    return
+                text = (await resp.text())[:300]
+                if resp.status == 429:
+                    raise InfluxBackpressure(_retry_after(resp.headers))
+                if resp.status >= 500:
+                    raise _Retryable(f"HTTP {resp.status}: {text}")
+                raise SinkError(f"InfluxDB rejected the write (HTTP {resp.status}): {text}")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _Retryable(f"{type(exc).__name__}: {exc}") from None
+
+
+class InfluxV2Sink(InfluxSink):
+    """InfluxDB 2.x through ``influxdb-client``'s async write API (URL, token, org, bucket)."""
+
+    name = "influx_v2"
+
+    def __init__(
+        self, url: str, token: str, org: str, bucket: str, timeout_seconds: float = 10.0, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"url must start with http:// or https://, got {url!r}")
+        if not token:
+            raise ValueError("token must not be empty (TICKETPULSE_INFLUX_TOKEN)")
+        if not org or not bucket:
+            raise ValueError("org and bucket must not be empty")
+        self.url = url.rstrip("/")
+        self.org = org
+        self.bucket = bucket
+        self._token = token
+        self.timeout_seconds = timeout_seconds
+        self._client: Any = None
+        self._write_api: Any = None
+
+    async def setup(self) -> None:
+        from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
+
+        self._client = InfluxDBClientAsync(
+            url=self.url, token=self._token, org=self.org, timeout=int(self.timeout_seconds * 1000)
+        )
+        self._write_api = self._client.write_api()
+        logger.info("sink=%s url=%s org=%s bucket=%s ready", self.name, self.url, self.org, self.bucket)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    async def _write(self, body: bytes) -> None:
+        from influxdb_client.rest import ApiException
+
+        assert self._write_api is not None, "setup() was not called"
+        try:
+            await self._write_api.write(bucket=self.bucket, org=self.org, record=body, write_precision="s")
+        except ApiException as exc:
+            if exc.status == 429:
+                raise InfluxBackpressure(_retry_after(exc.headers or {})) from None
+            if exc.status and exc.status >= 500:
+                raise _Retryable(f"HTTP {exc.status}") from None
+            raise SinkError(f"InfluxDB rejected the write (HTTP {exc.status}): {exc.reason}") from None
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise _Retryable(f"{type(exc).__name__}: {exc}") from None
+
+
+class FileSink(InfluxSink):
+    """Appends line protocol to a file: the demo's stand-in when no InfluxDB is installed."""
+
+    name = "file"
+
+    def __init__(self, path: str | Path, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.path = Path(path)
+
+    async def _write(self, body: bytes) -> None:
+        with self.path.open("ab") as fh:
+            fh.write(body + b"\n")
+
+
+def create_sink(settings: Settings) -> InfluxSink:
+    """The sink the settings ask for."""
+    if settings.influx_url is None:
+        return FileSink(settings.series_file)
+    if settings.influx_version == 2:
+        if settings.influx_token is None:
+            raise SinkError("TICKETPULSE_INFLUX_TOKEN is required with TICKETPULSE_INFLUX_VERSION=2")
+        return InfluxV2Sink(
+            settings.influx_url,
+            settings.influx_token.get_secret_value(),
+            settings.influx_org,
+            settings.influx_bucket,
+            settings.influx_timeout_seconds,
+        )
+    return InfluxV1Sink(
+        settings.influx_url,
+        settings.influx_database,
+        settings.influx_username,
+        settings.influx_password.get_secret_value() if settings.influx_password else None,
+        settings.influx_timeout_seconds,
+    )

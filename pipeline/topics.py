@@ -1,0 +1,67 @@
+"""Topic creation and broker checks.
+
+Topics are created explicitly, with the configured partition count: a topic that a
+producer creates by writing to it gets the broker's default (4 on Tansu), and Faust
+stops with PartitionsMismatch when that differs from what it expects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from .settings import Settings
+
+__all__ = ["BrokerError", "all_topics", "ensure_topics"]
+
+
+class BrokerError(RuntimeError):
+    """The broker cannot be reached, or a topic does not fit the settings."""
+
+
+def all_topics(settings: Settings) -> list[str]:
+    """Every topic the app reads or writes, its internal ones included."""
+    return [
+        settings.topic_tickets,
+        settings.topic_labels,
+        settings.topic_classified,
+        settings.topic_alerts,
+        settings.topic_product_events,
+        settings.topic_dead_letter,
+        f"{settings.app_id}-tickets-by-customer",
+        f"{settings.app_id}-volume-partials",
+    ]
+
+
+async def ensure_topics(settings: Settings, timeout: float = 15.0) -> None:
+    """Create missing topics; raise :class:`BrokerError` naming the setting at fault."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=int(timeout * 1000))
+    try:
+        await asyncio.wait_for(admin.start(), timeout)
+    except (KafkaError, OSError, TimeoutError) as exc:
+        await admin.close()
+        raise BrokerError(
+            f"cannot reach the broker at {settings.broker_url} (TICKETPULSE_BROKER_URL): {type(exc).__name__}: {exc}"
+        ) from None
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [t for t in all_topics(settings) if t not in existing]
+        if wanted:
+            try:
+                await admin.create_topics(
+                    [NewTopic(name, settings.partitions, 1) for name in wanted], timeout_ms=int(timeout * 1000)
+                )
+            except TopicAlreadyExistsError:  # another worker was quicker
+                pass
+        described = await admin.describe_topics(all_topics(settings))
+        for topic in described:
+            count = len(topic.get("partitions", []))
+            if count and count != settings.partitions:
+                raise BrokerError(
+                    f"topic {topic['topic']!r} has {count} partitions but TICKETPULSE_PARTITIONS is "
+                    f"{settings.partitions}: set it to {count}, or recreate the topic"
+                )
+    finally:
+        await admin.close()

@@ -1,0 +1,187 @@
+"""Ticket volume per window and key: the state design behind exact counts.
+
+How a ticket is counted exactly once, with at-least-once delivery and any number
+of workers:
+
+1. ``tickets`` is keyed by ticket id; the validating agent re-keys every good
+   ticket by customer id onto an internal topic. All copies of one ticket, and all
+   tickets of one customer, then live in one partition, owned by one worker.
+2. The counting agent keeps one durable fact per ticket, "ticket X was first seen,
+   in window W, with key K, from customer C", in a table whose key carries its
+   partition. Counts are *derived* from those facts (:class:`PartitionVolume`),
+   never incremented in durable state: replaying a ticket after a crash finds the
+   fact already there and changes nothing, and a recovered worker rebuilds the same
+   counts from the changelog. Distinct customers add up across partitions, because a
+   customer lives in exactly one.
+3. Each partition publishes its counts per window and key (a "partial"); the
+   merging agent keeps, per window and key, the latest partial of every partition
+   (counts of a partition only grow, so it keeps the largest: replays and reordering
+   change nothing) and writes the sum to InfluxDB as one point stamped at the window
+   start, so rewriting a window replaces the point.
+
+Every effect (a send, an InfluxDB write) happens before the state that records it,
+and offsets are committed after both: a crash in between repeats an idempotent
+effect, never skips one.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field
+
+__all__ = [
+    "ALL",
+    "PartitionVolume",
+    "VolumeKey",
+    "VolumeTotals",
+    "volume_keys",
+    "window_start",
+]
+
+#: Tag value of the per-area roll-up: ``case_type=all,severity=all`` counts every
+#: ticket of the area once, with its distinct customers.
+ALL = "all"
+
+#: ``(area, case_type, severity)``
+VolumeKey = tuple[str, str, str]
+
+
+def window_start(ts: float, window_seconds: int) -> int:
+    """Start (epoch seconds) of the window holding ``ts``; windows are aligned to the epoch.
+
+    >>> window_start(7199.9, 3600), window_start(7200, 3600)
+    (3600, 7200)
+    """
+    return int(ts // window_seconds) * window_seconds
+
+
+def volume_keys(area: str, case_type: str, severity: str) -> tuple[VolumeKey, VolumeKey]:
+    """The keys one ticket counts under: its area's roll-up and its full key.
+
+    >>> volume_keys("billing", "bug", "high")
+    (('billing', 'all', 'all'), ('billing', 'bug', 'high'))
+    """
+    return (area, ALL, ALL), (area, case_type, severity)
+
+
+@dataclass
+class _Count:
+    tickets: int = 0
+    customers: set[str] = field(default_factory=set)
+
+
+class PartitionVolume:
+    """Counts of one partition, derived from the tickets first seen in it.
+
+    Parameters
+    ----------
+    window_seconds
+        Window size.
+    allowed_lateness_seconds
+        A ticket whose window starts more than this before the newest window seen in
+        the partition (the watermark) is too late: it no longer changes counts, and the
+        windows behind that line are closed (their tickets can be forgotten).
+
+    Examples
+    --------
+    >>> v = PartitionVolume(3600, 3600)
+    >>> v.add("t1", 0, "billing", "bug", "high", "c1")
+    True
+    >>> v.add("t2", 0, "billing", "other", "low", "c1")
+    True
+    >>> v.counts(0)[("billing", "all", "all")]
+    (2, 1)
+    >>> v.add("t3", 3 * 3600, "billing", "bug", "high", "c2")  # moves the watermark
+    True
+    >>> v.is_too_late(0), v.close_windows()
+    (True, {0: ['t1', 't2']})
+    """
+
+    def __init__(self, window_seconds: int, allowed_lateness_seconds: int) -> None:
+        self.window_seconds = window_seconds
+        self.allowed_lateness_seconds = allowed_lateness_seconds
+        self.watermark: int | None = None
+        self._windows: dict[int, dict[VolumeKey, _Count]] = defaultdict(dict)
+        self._ids: dict[int, list[str]] = defaultdict(list)
+
+    def is_too_late(self, window: int) -> bool:
+        """Whether a ticket of ``window`` arrives after its window was closed."""
+        return self.watermark is not None and window < self.watermark - self.allowed_lateness_seconds
+
+    def add(self, ticket_id: str, window: int, area: str, case_type: str, severity: str, customer: str) -> bool:
+        """Count a first-seen ticket; ``False`` (and nothing counted) if it is too late."""
+        if self.is_too_late(window):
+            return False
+        if self.watermark is None or window > self.watermark:
+            self.watermark = window
+        keys = self._windows[window]
+        for key in volume_keys(area, case_type, severity):
+            count = keys.get(key)
+            if count is None:
+                count = keys[key] = _Count()
+            count.tickets += 1
+            count.customers.add(customer)
+        self._ids[window].append(ticket_id)
+        return True
+
+    def restore(
+        self, ticket_id: str, window: int, area: str, case_type: str, severity: str, customer: str
+    ) -> None:
+        """Count a ticket recovered from durable state, in any order (no lateness check)."""
+        saved, self.watermark = self.watermark, None
+        self.add(ticket_id, window, area, case_type, severity, customer)
+        self.watermark = window if saved is None else max(saved, window)
+
+    def counts(self, window: int) -> dict[VolumeKey, tuple[int, int]]:
+        """``{key: (tickets, distinct customers)}`` of one window."""
+        return {key: (c.tickets, len(c.customers)) for key, c in self._windows.get(window, {}).items()}
+
+    def windows(self) -> list[int]:
+        """The open windows, oldest first."""
+        return sorted(self._windows)
+
+    def close_windows(self) -> dict[int, list[str]]:
+        """Forget the windows behind the lateness line; return their ticket ids by window."""
+        closed = {}
+        for window in [w for w in self._windows if self.is_too_late(w)]:
+            del self._windows[window]
+            closed[window] = self._ids.pop(window, [])
+        return closed
+
+
+class VolumeTotals:
+    """Totals per window and key, merged from the partials of every partition.
+
+    A partial is ``(partition, tickets, customers)`` for one window and key. A
+    partition's counts only grow, so the largest partial seen wins: a replayed or
+    reordered partial changes nothing. The partials live in ``store`` (the merging
+    agent passes its durable table), as ``{key: {"partition": [tickets, customers]}}``.
+
+    >>> t = VolumeTotals({})
+    >>> t.merge("k", 1, 5, 3), t.merge("k", 2, 2, 2)
+    (True, True)
+    >>> t.merge("k", 1, 4, 3)  # an older partial, replayed
+    False
+    >>> t.total("k")
+    (7, 5)
+    """
+
+    def __init__(self, store: MutableMapping[str, dict[str, list[int]]]) -> None:
+        self.store = store
+
+    def merge(self, key: str, partition: int, tickets: int, customers: int) -> bool:
+        """Record a partial; ``True`` if it changed the total (the caller then stores it)."""
+        partials = self.store.get(key) or {}
+        old = partials.get(str(partition), [0, 0])
+        new = [max(old[0], tickets), max(old[1], customers)]
+        if new == old:
+            return False
+        # A new dict, assigned back, so a durable store sees (and logs) the change.
+        self.store[key] = {**partials, str(partition): new}
+        return True
+
+    def total(self, key: str) -> tuple[int, int]:
+        """``(tickets, customers)`` summed over partitions."""
+        partials = self.store.get(key) or {}
+        return sum(t for t, _ in partials.values()), sum(c for _, c in partials.values())
