@@ -221,7 +221,7 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
             await _send_partials(partition, touched)
         logger.info(
             "agent=count recovered partitions=%s windows=%d",
-            sorted(owned),
+            ",".join(str(p) for p in sorted(owned)) or "none",
             sum(len(v.windows()) for v in volumes.values()),
         )
 

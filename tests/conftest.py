@@ -1,0 +1,238 @@
+"""Real services for the whole test session, started by the tests themselves.
+
+One Tansu broker, one InfluxDB 1.x (Debian's ``influxd``) and one VictoriaMetrics
+(Debian's ``victoria-metrics``, the InfluxDB 2.x write API) on free loopback ports,
+data in temporary folders, stopped at the end. Each test gets its own topics (an app
+id and topic names of its own) and its own InfluxDB database, so tests do not see
+each other's data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from pipeline.services import EmbeddedBroker, EmbeddedInflux, EmbeddedVictoria
+from pipeline.settings import Settings
+
+TICKETPULSE = str(Path(sys.executable).with_name("ticketpulse"))
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[EmbeddedBroker]:
+    with EmbeddedBroker() as service:
+        yield service  # type: ignore[misc]
+
+
+@pytest.fixture(scope="session")
+def influx() -> Iterator[EmbeddedInflux]:
+    if not EmbeddedInflux.available():
+        pytest.fail("influxd is not installed: run `make test`, which installs Debian's influxdb")
+    with EmbeddedInflux() as service:
+        yield service  # type: ignore[misc]
+
+
+@pytest.fixture(scope="session")
+def victoria() -> Iterator[EmbeddedVictoria]:
+    if not EmbeddedVictoria.available():
+        pytest.fail("victoria-metrics is not installed: run `make test`, which installs it")
+    with EmbeddedVictoria() as service:
+        yield service  # type: ignore[misc]
+
+
+def influx_query(url: str, database: str, query: str) -> list[dict[str, Any]]:
+    """Run InfluxQL; return the series of the first statement (raises on an error)."""
+    params = urllib.parse.urlencode({"db": database, "q": query, "epoch": "s"})
+    with urllib.request.urlopen(f"{url}/query?{params}", timeout=10) as resp:  # noqa: S310 - loopback
+        body = orjson.loads(resp.read())
+    result = body["results"][0]
+    if "error" in result:
+        raise AssertionError(f"InfluxQL error for {query!r}: {result['error']}")
+    return list(result.get("series", []))
+
+
+class Stack:
+    """One test's view of the services: its settings, its workers, its helpers."""
+
+    def __init__(self, broker: EmbeddedBroker, influx: EmbeddedInflux, tmp_path: Path, **overrides: Any) -> None:
+        self.run_id = uuid.uuid4().hex[:8]
+        self.tmp_path = tmp_path
+        self.broker = broker
+        self.influx = influx
+        self.env_overrides: dict[str, str] = {
+            "TICKETPULSE_BROKER_URL": broker.url,
+            "TICKETPULSE_APP_ID": f"tp-{self.run_id}",
+            "TICKETPULSE_TOPIC_TICKETS": f"tickets-{self.run_id}",
+            "TICKETPULSE_TOPIC_DEAD_LETTER": f"dead-{self.run_id}",
+            "TICKETPULSE_TOPIC_LABELS": f"labels-{self.run_id}",
+            "TICKETPULSE_TOPIC_CLASSIFIED": f"classified-{self.run_id}",
+            "TICKETPULSE_TOPIC_ALERTS": f"alerts-{self.run_id}",
+            "TICKETPULSE_TOPIC_PRODUCT_EVENTS": f"events-{self.run_id}",
+            "TICKETPULSE_INFLUX_URL": influx.url,
+            "TICKETPULSE_INFLUX_DATABASE": f"db_{self.run_id}",
+            "TICKETPULSE_WEB_ENABLED": "false",
+            "TICKETPULSE_BATCH_SECONDS": "0.2",
+            "TICKETPULSE_LOG_LEVEL": "warning",
+        }
+        self.env_overrides.update({f"TICKETPULSE_{k.upper()}": str(v) for k, v in overrides.items()})
+        self.workers: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def settings(self) -> Settings:
+        kwargs = {k.removeprefix("TICKETPULSE_").lower(): v for k, v in self.env_overrides.items()}
+        return Settings(**kwargs)
+
+    @property
+    def database(self) -> str:
+        return self.env_overrides["TICKETPULSE_INFLUX_DATABASE"]
+
+    def env(self, **extra: str) -> dict[str, str]:
+        base = {k: v for k, v in os.environ.items() if not k.startswith("TICKETPULSE_")}
+        return {**base, **self.env_overrides, **extra}
+
+    def start_worker(self, name: str = "w1", **extra: str) -> subprocess.Popen[bytes]:
+        data_dir = self.tmp_path / f"worker-{name}"
+        log = (self.tmp_path / f"worker-{name}.log").open("ab")
+        proc = subprocess.Popen(
+            [TICKETPULSE, "worker"],
+            env=self.env(TICKETPULSE_DATA_DIR=str(data_dir), **extra),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.workers.append(proc)
+        return proc
+
+    def worker_logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(self.tmp_path.glob("worker-*.log")))
+
+    def stop_workers(self) -> None:
+        for proc in self.workers:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.workers:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+    def create_topics(self) -> None:
+        from pipeline.topics import ensure_topics
+
+        asyncio.run(ensure_topics(self.settings))
+
+    def send(self, messages: list[tuple[bytes | None, bytes | None]], topic: str | None = None) -> None:
+        """Send raw ``(key, value)`` messages, as a helpdesk integration would."""
+
+        async def _send() -> None:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.broker.url.removeprefix("kafka://"),
+                max_request_size=16 * 1024 * 1024,
+                linger_ms=10,
+            )
+            await producer.start()
+            try:
+                futures = [
+                    await producer.send(topic or self.env_overrides["TICKETPULSE_TOPIC_TICKETS"], v, key=k)
+                    for k, v in messages
+                ]
+                await asyncio.gather(*futures)
+            finally:
+                await producer.stop()
+
+        asyncio.run(_send())
+
+    def read_topic(self, topic: str, expected: int, timeout: float = 30.0) -> list[Any]:
+        """Every message of a topic (JSON values), waiting until ``expected`` have arrived."""
+
+        async def _read() -> list[Any]:
+            consumer = AIOKafkaConsumer(
+                topic,
+                bootstrap_servers=self.broker.url.removeprefix("kafka://"),
+                auto_offset_reset="earliest",
+                enable_auto_commit=False,
+                group_id=None,
+            )
+            await consumer.start()
+            out: list[Any] = []
+            deadline = time.monotonic() + timeout
+            try:
+                while time.monotonic() < deadline:
+                    batch = await consumer.getmany(timeout_ms=500)
+                    for records in batch.values():
+                        out.extend(orjson.loads(r.value) for r in records)
+                    if len(out) >= expected:
+                        # one more poll: more than expected is a failure the test must see
+                        batch = await consumer.getmany(timeout_ms=1500)
+                        for records in batch.values():
+                            out.extend(orjson.loads(r.value) for r in records)
+                        break
+            finally:
+                await consumer.stop()
+            return out
+
+        return asyncio.run(_read())
+
+    def query(self, q: str) -> list[dict[str, Any]]:
+        return influx_query(self.influx.url, self.database, q)
+
+    def area_counts(self) -> dict[tuple[int, str], int]:
+        """``(window start, area) -> tickets`` from the per-area roll-up points."""
+        series = self.query(
+            "SELECT tickets FROM ticket_volume WHERE case_type = 'all' AND severity = 'all' GROUP BY area"
+        )
+        return {(int(t), s["tags"]["area"]): int(v) for s in series for t, v in s["values"]}
+
+    def wait_for_counts(self, expected: dict[tuple[int, str], int], timeout: float = 90.0) -> dict[tuple[int, str], int]:
+        """Poll InfluxDB until the counts equal ``expected`` or time runs out; return the last read."""
+        deadline = time.monotonic() + timeout
+        got: dict[tuple[int, str], int] = {}
+        while time.monotonic() < deadline:
+            try:
+                got = self.area_counts()
+            except (OSError, AssertionError):
+                got = {}
+            if got == expected:
+                return got
+            for proc in self.workers:
+                if proc.poll() is not None and proc.returncode not in (0, -9, -15):
+                    raise AssertionError(f"worker exited with {proc.returncode}:\n{self.worker_logs()}")
+            time.sleep(1.0)
+        return got
+
+
+@pytest.fixture
+def stack_factory(
+    broker: EmbeddedBroker, influx: EmbeddedInflux, tmp_path: Path
+) -> Iterator[Callable[..., Stack]]:
+    stacks: list[Stack] = []
+
+    def make(**overrides: Any) -> Stack:
+        stack = Stack(broker, influx, tmp_path / f"stack{len(stacks)}", **overrides)
+        stack.tmp_path.mkdir(parents=True)
+        stacks.append(stack)
+        return stack
+
+    yield make
+    for stack in stacks:
+        stack.stop_workers()
+
+
+@pytest.fixture
+def stack(stack_factory: Callable[..., Stack]) -> Stack:
+    return stack_factory()

@@ -1,0 +1,138 @@
+"""Tickets through the real broker and worker into the real InfluxDB: exact counts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+
+from pipeline.generator import Spike, TicketGenerator
+
+pytestmark = pytest.mark.integration
+
+START = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
+
+
+def _generated(days: float, seed: int, **kwargs: object) -> tuple[list[tuple[bytes, bytes]], Counter[tuple[int, str]]]:
+    gen = TicketGenerator(START, days=days, seed=seed, **kwargs)  # type: ignore[arg-type]
+    messages = [(str(t.payload["id"]).encode(), orjson.dumps(t.payload)) for t in gen.tickets()]
+    return messages, gen.truth(3600)
+
+
+def _ticket(**fields: object) -> bytes:
+    base: dict[str, object] = {
+        "id": "X1",
+        "created_at": "2026-03-02T10:15:00+00:00",
+        "customer_id": "cust-x",
+        "subject": "Export broken",
+        "body": "It fails.",
+    }
+    base.update(fields)
+    return orjson.dumps({k: v for k, v in base.items() if v is not None})
+
+
+BAD_MESSAGES: list[tuple[str, bytes, str]] = [
+    ("bad-json", b'{"id": "B1", "created_at": ', "not valid JSON"),
+    ("missing-id", _ticket(id=None), "missing required field 'id'"),
+    ("missing-created", _ticket(id="B3", created_at=None), "missing required field 'created_at'"),
+    ("missing-customer", _ticket(id="B4", customer_id=None), "missing required field 'customer_id'"),
+    ("wrong-type-subject", _ticket(id="B5", subject=42), "field 'subject' must be a string, got int"),
+    ("wrong-type-area", _ticket(id="B6", product_area=["a"]), "field 'product_area' must be a string or null"),
+    ("no-zone", _ticket(id="B7", created_at="2026-03-02T10:00:00"), "field 'created_at' has no time zone"),
+    ("huge-body", _ticket(id="B8", body="x" * 10_000_000), "bytes is over the limit of 1000000 bytes"),
+    ("bad-utf8", b'{"id": "B9", "subject": "caf\xe9"}', "not valid JSON"),
+    ("not-object", b'["B10"]', "a ticket must be a JSON object, got list"),
+    ("bad-case-type", _ticket(id="B11", case_type="rant"), "field 'case_type' is 'rant', not one of"),
+]
+
+
+def test_counts_are_exact_and_bad_input_is_dead_lettered(stack) -> None:
+    messages, truth = _generated(days=1, seed=11, spikes=[Spike("reports", START.replace(hour=10), 2, 4)])
+    # Valid edge cases: an unknown extra field is accepted and counted; so is a ticket
+    # 20 hours late for its window.
+    extra = _ticket(id="E1", product_area="billing", plan="pro", crm_score=7)
+    late = _ticket(id="E2", product_area="billing", created_at="2026-03-02T01:30:00+00:00")
+    truth[(int(datetime(2026, 3, 2, 10, tzinfo=UTC).timestamp()), "billing")] += 1
+    truth[(int(datetime(2026, 3, 2, 1, tzinfo=UTC).timestamp()), "billing")] += 1
+    bad = [(name.encode(), raw) for name, raw, _ in BAD_MESSAGES]
+    half = len(messages) // 2
+    stream = messages[:half] + bad[:5] + [(b"E1", extra)] + messages[half:] + bad[5:] + [(b"E2", late), (b"E1", extra)]
+    stack.create_topics()
+    stack.start_worker()
+    stack.send(stream)
+
+    got = stack.wait_for_counts(dict(truth))
+    assert got == dict(truth), stack.worker_logs()
+    assert sum(got.values()) == len({k for k, _ in messages}) + 2
+
+    dead = stack.read_topic(stack.settings.topic_dead_letter, expected=len(BAD_MESSAGES))
+    assert len(dead) == len(BAD_MESSAGES)
+    by_key = {d["key"]: d for d in dead}
+    for name, raw, reason in BAD_MESSAGES:
+        record = by_key[name]
+        assert reason in record["error"], (name, record["error"])
+        assert record["topic"] == stack.settings.topic_tickets
+        assert record["value_bytes"] == len(raw)
+        assert isinstance(record["partition"], int) and isinstance(record["offset"], int)
+    assert by_key["huge-body"]["truncated"] is True
+    assert "value_base64" in by_key["bad-utf8"]
+
+
+def test_two_workers_count_exactly_what_one_worker_counts(stack_factory) -> None:
+    messages, truth = _generated(days=2, seed=5, scale=3.0)
+    one = stack_factory()
+    two = stack_factory()
+    # Same input topic, two apps (consumer groups): one worker against two.
+    two.env_overrides["TICKETPULSE_TOPIC_TICKETS"] = one.env_overrides["TICKETPULSE_TOPIC_TICKETS"]
+    one.create_topics()
+    two.create_topics()
+    one.start_worker("solo")
+    two.start_worker("a", TICKETPULSE_LOG_LEVEL="info")
+    two.start_worker("b", TICKETPULSE_LOG_LEVEL="info")
+    time.sleep(8)  # let the pair rebalance so both own partitions while the stream flows
+    one.send(messages)
+    got_one = one.wait_for_counts(dict(truth))
+    got_two = two.wait_for_counts(dict(truth))
+    assert got_one == dict(truth), one.worker_logs()
+    assert got_two == got_one, two.worker_logs()
+    # Both workers of the pair really shared the work: each owns counting partitions.
+    owned = []
+    for name in ("a", "b"):
+        log = (two.tmp_path / f"worker-{name}.log").read_text()
+        lines = [ln for ln in log.splitlines() if "agent=count recovered partitions=" in ln]
+        assert lines, f"worker {name} never took partitions:\n{log[-2000:]}"
+        field = lines[-1].split("partitions=")[1].split(" ")[0]
+        owned.append(set() if field == "none" else {int(p) for p in field.split(",")})
+    assert owned[0] and owned[1] and not owned[0] & owned[1], owned
+
+
+def test_worker_killed_mid_stream_loses_nothing_and_counts_nothing_twice(stack) -> None:
+    messages, truth = _generated(days=4, seed=3, scale=10.0)
+    assert len(messages) > 30_000
+    stack.create_topics()
+    worker = stack.start_worker("first")
+
+    sender = threading.Thread(target=lambda: [stack.send(messages[i : i + 2000]) or time.sleep(0.25)
+                                             for i in range(0, len(messages), 2000)])
+    sender.start()
+    # Kill once the worker has written some but not all of the counts.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        counted = sum(stack.area_counts().values()) if stack.query("SHOW MEASUREMENTS") else 0
+        if counted > 3000:
+            break
+        time.sleep(0.3)
+    os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait()
+    partial = sum(stack.area_counts().values())
+    assert 0 < partial < sum(truth.values()), "the kill must land in the middle of the stream"
+    stack.start_worker("second")
+    sender.join()
+    got = stack.wait_for_counts(dict(truth), timeout=120)
+    assert got == dict(truth), stack.worker_logs()
