@@ -188,6 +188,7 @@ class EmbeddedVictoria(EmbeddedService):
             f"-httpListenAddr=127.0.0.1:{self.port}",
             f"-storageDataPath={self.workdir / 'data'}",
             "-search.latencyOffset=0s",
+            "-retentionPeriod=100y",
         ]
 
     def ready(self) -> bool:

@@ -66,8 +66,13 @@ class InfluxSink(ABC):
         self.write_failures = 0
         self._ready = False
 
-    async def setup(self) -> None:  # noqa: B027 - optional hook
-        """Create the client and check the destination exists; raise :class:`SinkError` if not."""
+    async def open(self) -> None:  # noqa: B027 - optional hook
+        """Create the client (no network call); ``write`` calls it when needed."""
+
+    async def setup(self) -> None:
+        """Create the client and check the destination; raise :class:`SinkError` naming the problem."""
+        await self.open()
+        self._ready = True
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release the client."""
@@ -81,7 +86,7 @@ class InfluxSink(ABC):
         if not points:
             return
         if not self._ready:
-            await self.setup()
+            await self.open()
             self._ready = True
         body = to_line_protocol(points)
         attempt = 0
@@ -142,18 +147,17 @@ class InfluxV1Sink(InfluxSink):
         self.timeout_seconds = timeout_seconds
         self._session: aiohttp.ClientSession | None = None
 
+    async def open(self) -> None:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                auth=self._auth, timeout=aiohttp.ClientTimeout(total=self.timeout_seconds)
+            )
+
     async def setup(self) -> None:
-        self._session = aiohttp.ClientSession(
-            auth=self._auth, timeout=aiohttp.ClientTimeout(total=self.timeout_seconds)
-        )
+        await super().setup()
+        assert self._session is not None
         try:
-            async with self._session.post(
-                f"{self.url}/query", data={"q": f'CREATE DATABASE "{self.database}"'}
-            ) as resp:
-                if resp.status in (401, 403):
-                    raise SinkError(f"InfluxDB at {self.url} refused the credentials (HTTP {resp.status})")
-                if resp.status >= 400:
-                    raise SinkError(f"InfluxDB at {self.url} answered HTTP {resp.status}: {await resp.text()}")
+            await self._create_database()
         except (aiohttp.ClientError, TimeoutError) as exc:
             await self.close()
             raise SinkError(f"cannot reach InfluxDB at {self.url} (TICKETPULSE_INFLUX_URL): {exc}") from None
@@ -162,13 +166,24 @@ class InfluxV1Sink(InfluxSink):
             raise
         logger.info("sink=%s url=%s database=%s ready", self.name, self.url, self.database)
 
+    async def _create_database(self) -> None:
+        assert self._session is not None
+        async with self._session.post(
+            f"{self.url}/query", data={"q": f'CREATE DATABASE "{self.database}"'}
+        ) as resp:
+            if resp.status in (401, 403):
+                raise SinkError(f"InfluxDB at {self.url} refused the credentials (HTTP {resp.status})")
+            if resp.status >= 400:
+                raise SinkError(f"InfluxDB at {self.url} answered HTTP {resp.status}: {await resp.text()}")
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        self._ready = False
 
     async def _write(self, body: bytes) -> None:
-        assert self._session is not None, "setup() was not called"
+        assert self._session is not None, "open() was not called"
         try:
             async with self._session.post(
                 f"{self.url}/write", params={"db": self.database, "precision": "s"}, data=body
@@ -180,6 +195,10 @@ class InfluxV1Sink(InfluxSink):
                     raise InfluxBackpressure(_retry_after(resp.headers))
                 if resp.status >= 500:
                     raise _Retryable(f"HTTP {resp.status}: {text}")
+                if resp.status == 404 and "database not found" in text:
+                    # Dropped, or never created (InfluxDB was down when the worker started).
+                    await self._create_database()
+                    raise _Retryable("database was missing, created it")
                 raise SinkError(f"InfluxDB rejected the write (HTTP {resp.status}): {text}")
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _Retryable(f"{type(exc).__name__}: {exc}") from None
@@ -208,24 +227,34 @@ class InfluxV2Sink(InfluxSink):
         self._client: Any = None
         self._write_api: Any = None
 
-    async def setup(self) -> None:
+    async def open(self) -> None:
         from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
 
-        self._client = InfluxDBClientAsync(
-            url=self.url, token=self._token, org=self.org, timeout=int(self.timeout_seconds * 1000)
-        )
-        self._write_api = self._client.write_api()
+        if self._client is None:
+            self._client = InfluxDBClientAsync(
+                url=self.url, token=self._token, org=self.org, timeout=int(self.timeout_seconds * 1000)
+            )
+            self._write_api = self._client.write_api()
+
+    async def setup(self) -> None:
+        await super().setup()
+        try:
+            await self._client.ping()
+        except Exception as exc:  # noqa: BLE001 - the client raises many kinds
+            await self.close()
+            raise SinkError(f"cannot reach InfluxDB at {self.url} (TICKETPULSE_INFLUX_URL): {exc}") from None
         logger.info("sink=%s url=%s org=%s bucket=%s ready", self.name, self.url, self.org, self.bucket)
 
     async def close(self) -> None:
         if self._client is not None:
             await self._client.close()
             self._client = None
+        self._ready = False
 
     async def _write(self, body: bytes) -> None:
         from influxdb_client.rest import ApiException
 
-        assert self._write_api is not None, "setup() was not called"
+        assert self._write_api is not None, "open() was not called"
         try:
             await self._write_api.write(bucket=self.bucket, org=self.org, record=body, write_precision="s")
         except ApiException as exc:

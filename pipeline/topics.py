@@ -8,6 +8,7 @@ stops with PartitionsMismatch when that differs from what it expects.
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
@@ -37,6 +38,17 @@ def all_topics(settings: Settings) -> list[str]:
 
 async def ensure_topics(settings: Settings, timeout: float = 15.0) -> None:
     """Create missing topics; raise :class:`BrokerError` naming the setting at fault."""
+    # aiokafka logs every failed connection attempt; the one line we raise says it all.
+    kafka_log = logging.getLogger("aiokafka")
+    level = kafka_log.level
+    kafka_log.setLevel(logging.CRITICAL)
+    try:
+        await _ensure_topics(settings, timeout)
+    finally:
+        kafka_log.setLevel(level)
+
+
+async def _ensure_topics(settings: Settings, timeout: float) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=int(timeout * 1000))
     try:
         await asyncio.wait_for(admin.start(), timeout)

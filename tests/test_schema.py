@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from pipeline.schema import Ticket, TicketError, parse_ticket
+
+GOOD = {
+    "id": "T1",
+    "created_at": "2026-01-05T10:00:00+02:00",
+    "customer_id": 42,
+    "subject": "Export fails",
+    "body": "Hi, the CSV export fails.",
+}
+
+
+def test_valid_ticket_keeps_labels_and_ignores_unknown_fields() -> None:
+    t = parse_ticket(orjson.dumps({**GOOD, "product_area": " reports ", "severity": "high", "zendesk_x": 1}))
+    assert isinstance(t, Ticket)
+    assert (t.id, t.customer_id, t.product_area, t.severity, t.case_type) == ("T1", "42", "reports", "high", None)
+    assert t.created_ts == 1767600000.0  # 08:00 UTC
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"id": None}, "missing required field 'id'"),
+        ({"id": ""}, "field 'id' is empty"),
+        ({"id": True}, "field 'id' must be a string or an integer, got bool"),
+        ({"created_at": "yesterday"}, "field 'created_at' is not an ISO 8601 date-time: 'yesterday'"),
+        ({"created_at": 1767600000}, "field 'created_at' must be an ISO 8601 string, got int"),
+        ({"created_at": "2026-01-05T10:00:00"}, "field 'created_at' has no time zone"),
+        ({"body": None}, "missing required field 'body'"),
+        ({"subject": ["a"]}, "field 'subject' must be a string, got list"),
+        ({"severity": 3}, "field 'severity' must be a string or null, got int"),
+        ({"case_type": "Bug"}, "field 'case_type' is 'Bug', not one of billing, bug, compatibility"),
+    ],
+)
+def test_invalid_tickets_name_the_problem(change: dict[str, object], reason: str) -> None:
+    doc = {k: v for k, v in {**GOOD, **change}.items() if v is not None}
+    with pytest.raises(TicketError) as info:
+        parse_ticket(orjson.dumps(doc))
+    assert str(info.value).startswith(reason)
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"", "not valid JSON"),
+        (b"{", "not valid JSON"),
+        (b'{"id": "\xff"}', "not valid JSON"),
+        (b"[1, 2]", "a ticket must be a JSON object, got list"),
+        (None, "empty message (no value)"),
+    ],
+)
+def test_unparseable_messages(raw: bytes, reason: str) -> None:
+    with pytest.raises(TicketError, match=reason.replace("(", r"\(").replace(")", r"\)")):
+        parse_ticket(raw)
+
+
+def test_size_limit_is_checked_before_parsing() -> None:
+    raw = orjson.dumps({**GOOD, "body": "x" * 5000})
+    with pytest.raises(TicketError, match=f"message of {len(raw)} bytes is over the limit of 4096 bytes"):
+        parse_ticket(raw, max_bytes=4096)
+    assert parse_ticket(raw, max_bytes=len(raw)).id == "T1"

@@ -1,0 +1,116 @@
+"""The InfluxDB writers against real servers: influxd (1.x) and VictoriaMetrics (2.x write API)."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.parse
+import urllib.request
+
+import orjson
+import pytest
+
+from pipeline.lineprotocol import Point
+from pipeline.sinks import FileSink, InfluxV1Sink, InfluxV2Sink, SinkError
+
+from .conftest import influx_query
+
+pytestmark = pytest.mark.integration
+
+POINTS = [
+    Point("ticket_volume", {"area": "billing", "case_type": "all", "severity": "all", "window": "1h"},
+          {"tickets": 12, "customers": 9}, 1767600000),
+    Point("ticket_volume", {"area": "log in", "case_type": "all", "severity": "all", "window": "1h"},
+          {"tickets": 3, "customers": 3}, 1767603600),
+]
+
+
+def test_v1_sink_writes_and_a_rewrite_replaces_the_point(influx) -> None:
+    async def go() -> None:
+        sink = InfluxV1Sink(influx.url, "sinktest")
+        await sink.write(POINTS)
+        await sink.write([Point(POINTS[0].measurement, POINTS[0].tags, {"tickets": 13, "customers": 9}, POINTS[0].time)])
+        await sink.close()
+        assert sink.points_written == 3
+
+    asyncio.run(go())
+    series = influx_query(influx.url, "sinktest", "SELECT tickets, customers FROM ticket_volume GROUP BY area")
+    assert {s["tags"]["area"]: s["values"] for s in series} == {
+        "billing": [[1767600000, 13, 9]],
+        "log in": [[1767603600, 3, 3]],
+    }
+
+
+def test_v2_sink_writes_through_influxdb_client_and_points_read_back(victoria) -> None:
+    async def go() -> None:
+        sink = InfluxV2Sink(victoria.url, token="test-token", org="acme", bucket="tickets")
+        await sink.write(POINTS)
+        await sink.close()
+
+    asyncio.run(go())
+    urllib.request.urlopen(f"{victoria.url}/internal/force_flush", timeout=10).read()  # noqa: S310
+    params = urllib.parse.urlencode({"match[]": '{__name__=~"ticket_volume_.*"}'})
+    with urllib.request.urlopen(f"{victoria.url}/api/v1/export?{params}", timeout=10) as resp:  # noqa: S310
+        rows = [orjson.loads(line) for line in resp.read().splitlines()]
+    got = {(r["metric"]["__name__"], r["metric"]["area"]): (r["values"], r["timestamps"]) for r in rows}
+    assert got == {
+        ("ticket_volume_tickets", "billing"): ([12], [1767600000000]),
+        ("ticket_volume_customers", "billing"): ([9], [1767600000000]),
+        ("ticket_volume_tickets", "log in"): ([3], [1767603600000]),
+        ("ticket_volume_customers", "log in"): ([3], [1767603600000]),
+    }
+    assert all(r["metric"]["case_type"] == "all" and r["metric"]["window"] == "1h" for r in rows)
+
+
+def test_v1_sink_refuses_bad_points_with_a_clear_error(influx) -> None:
+    async def go() -> None:
+        sink = InfluxV1Sink(influx.url, "sinktest")
+        try:
+            await sink.write([Point("m", {}, {"v": 1}, 0), Point("m", {}, {"v": "text"}, 0)])
+        finally:
+            await sink.close()
+
+    with pytest.raises(SinkError, match=r"InfluxDB rejected the write \(HTTP 400\).*field type conflict"):
+        asyncio.run(go())
+
+
+def test_v1_sink_retries_until_influxdb_comes_back_and_creates_the_database(free_port_influx) -> None:
+    """A write to a server that is not up yet is retried, not dropped."""
+    influx_cls, port_holder = free_port_influx
+
+    async def go() -> int:
+        sink = InfluxV1Sink(f"http://127.0.0.1:{port_holder.port}", "retry", max_backoff_seconds=0.5)
+        task = asyncio.create_task(sink.write(POINTS))
+        await asyncio.sleep(1.5)
+        assert not task.done() and sink.write_failures >= 1
+        await asyncio.to_thread(port_holder.start)
+        await asyncio.wait_for(task, 30)
+        await sink.close()
+        return sink.points_written
+
+    try:
+        assert asyncio.run(go()) == 2
+        series = influx_query(port_holder.url, "retry", "SELECT count(tickets) FROM ticket_volume")
+        assert series[0]["values"][0][1] == 2
+    finally:
+        port_holder.stop()
+
+
+@pytest.fixture
+def free_port_influx():
+    from pipeline.services import EmbeddedInflux
+
+    return EmbeddedInflux, EmbeddedInflux()
+
+
+def test_constructor_validates_arguments() -> None:
+    with pytest.raises(ValueError, match="url must start with http"):
+        InfluxV1Sink("localhost:8086", "db")
+    with pytest.raises(ValueError, match="token must not be empty"):
+        InfluxV2Sink("http://x", "", "org", "bucket")
+
+
+def test_file_sink_appends_line_protocol(tmp_path) -> None:
+    sink = FileSink(tmp_path / "series.lp")
+    asyncio.run(sink.write(POINTS[:1]))
+    asyncio.run(sink.write(POINTS[1:]))
+    assert (tmp_path / "series.lp").read_text().splitlines() == [p.line() for p in POINTS]
