@@ -124,7 +124,7 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
         consumer_max_fetch_size=max(4 * 1_048_576, settings.max_ticket_bytes * 2),
         web_enabled=settings.web_enabled,
         web_port=settings.web_port,
-        web_host="127.0.0.1",
+        web_host=settings.web_host,
         topic_allow_declare=True,
         processing_guarantee="at_least_once",
     )

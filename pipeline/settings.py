@@ -9,8 +9,6 @@ a log line.
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -80,8 +78,8 @@ class Settings(BaseSettings):
         description="TICKETPULSE_INFLUX_URL: InfluxDB base URL, e.g. http://127.0.0.1:8086. "
         "Unset: series are written to TICKETPULSE_SERIES_FILE as line protocol instead.",
     )
-    influx_version: Literal[1, 2] = Field(
-        1, description="TICKETPULSE_INFLUX_VERSION: 1 (line protocol to /write) or 2 (influxdb-client)."
+    influx_version: int = Field(
+        1, ge=1, le=2, description="TICKETPULSE_INFLUX_VERSION: 1 (line protocol to /write) or 2 (influxdb-client)."
     )
     influx_database: str = Field(
         "ticketpulse", description="TICKETPULSE_INFLUX_DATABASE: database, InfluxDB 1.x."
@@ -104,6 +102,9 @@ class Settings(BaseSettings):
         ".ticketpulse", description="TICKETPULSE_DATA_DIR: the worker's local folder (Faust datadir)."
     )
     web_enabled: bool = Field(True, description="TICKETPULSE_WEB_ENABLED: serve the worker's web views.")
+    web_host: str = Field(
+        "127.0.0.1", description="TICKETPULSE_WEB_HOST: web views address (0.0.0.0 in a container)."
+    )
     web_port: int = Field(6066, ge=1, le=65535, description="TICKETPULSE_WEB_PORT: web views port.")
     log_level: str = Field("info", description="TICKETPULSE_LOG_LEVEL: debug, info, warning or error.")
 

@@ -1,0 +1,230 @@
+"""``ticketpulse demo``: the whole path on embedded services, watched live.
+
+Starts a Tansu broker and (where ``influxd`` is installed) a throwaway InfluxDB,
+runs a real worker process, plays generated days of helpdesk traffic with a spike
+and a few broken messages through it, and shows the counts per area, the
+dead-letter count and the progress until every ticket is counted. Everything it
+started is stopped on the way out, Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+
+from .generator import Spike, TicketGenerator
+from .services import EmbeddedBroker, EmbeddedInflux
+from .settings import Settings
+
+__all__ = ["run_demo"]
+
+DEMO_START = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
+BROKEN = [
+    (b"broken-1", b'{"id": "broken-1", "created_at": '),
+    (b"broken-2", b'{"id": "broken-2", "customer_id": "c9", "subject": "x", "body": "y"}'),
+    (b"broken-3", b'{"id": "broken-3", "created_at": "2026-03-02T10:00:00", "customer_id": "c9", '
+     b'"subject": "x", "body": "y"}'),
+]
+_BARS = " ▁▂▃▄▅▆▇█"
+
+
+def _sparkline(values: list[int]) -> str:
+    top = max(values) or 1
+    return "".join(_BARS[min(8, round(8 * v / top))] for v in values)
+
+
+class _Volumes:
+    """Reads the per-area hourly counts back from where the worker wrote them."""
+
+    def __init__(self, influx: EmbeddedInflux | None, series_file: Path, database: str) -> None:
+        self.influx, self.series_file, self.database = influx, series_file, database
+
+    def read(self) -> dict[str, dict[int, int]]:
+        out: dict[str, dict[int, int]] = defaultdict(dict)
+        if self.influx is not None:
+            q = "SELECT tickets FROM ticket_volume WHERE case_type = 'all' GROUP BY area"
+            params = urllib.parse.urlencode({"db": self.database, "q": q, "epoch": "s"})
+            try:
+                with urllib.request.urlopen(f"{self.influx.url}/query?{params}", timeout=5) as resp:  # noqa: S310
+                    result = orjson.loads(resp.read())["results"][0]
+            except OSError:
+                return {}
+            for series in result.get("series", []):
+                for ts, value in series["values"]:
+                    out[series["tags"]["area"]][int(ts)] = int(value)
+        elif self.series_file.exists():
+            for line in self.series_file.read_text().splitlines():
+                head, fields, ts = line.rsplit(" ", 2)
+                tags = dict(kv.split("=", 1) for kv in head.split(",")[1:])
+                if head.startswith("ticket_volume,") and tags.get("case_type") == "all":
+                    out[tags["area"]][int(ts)] = int(fields.split("tickets=")[1].split("i")[0])
+        return out
+
+
+async def _count_dead_letters(settings: Settings) -> int:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(settings.topic_dead_letter) or set()
+        tps = [TopicPartition(settings.topic_dead_letter, p) for p in parts]
+        ends = await consumer.end_offsets(tps) if tps else {}
+        return int(sum(ends.values()))
+    finally:
+        await consumer.stop()
+
+
+def _plot(volumes: dict[str, dict[int, int]], spike: Spike, path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(11, 5))
+    for area in sorted(volumes, key=lambda a: -sum(volumes[a].values())):
+        pts = sorted(volumes[area].items())
+        ax.plot([datetime.fromtimestamp(t, UTC) for t, _ in pts], [v for _, v in pts], label=area, linewidth=1.4)
+    ax.axvspan(spike.start, spike.start + timedelta(hours=spike.hours), color="red", alpha=0.12,
+               label=f"injected spike: {spike.area} x{spike.factor:g}")
+    ax.set_title("Tickets per hour and product area, as written to InfluxDB (ticket_volume)")
+    ax.set_ylabel("tickets per hour")
+    ax.legend(loc="upper left", fontsize=8, ncol=2)
+    ax.grid(alpha=0.3)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def run_demo(days: float = 3.0, scale: float = 20.0, seed: int = 1, output: Path | None = None) -> int:
+    """Run the demo; returns the exit code."""
+    started: list[object] = []
+    worker: subprocess.Popen[bytes] | None = None
+    workdir = Path(tempfile.mkdtemp(prefix="ticketpulse-demo-"))
+
+    def _terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        print("starting the embedded broker (Tansu) ...", flush=True)
+        broker = EmbeddedBroker().start()
+        started.append(broker)
+        influx: EmbeddedInflux | None = None
+        if EmbeddedInflux.available():
+            print("starting a throwaway InfluxDB (influxd) ...", flush=True)
+            influx = EmbeddedInflux().start()
+            started.append(influx)
+        series_file = Path.cwd() / "ticketpulse-series.lp"
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("TICKETPULSE_")},
+            "TICKETPULSE_BROKER_URL": broker.url,
+            "TICKETPULSE_APP_ID": "ticketpulse-demo",
+            "TICKETPULSE_DATA_DIR": str(workdir),
+            "TICKETPULSE_WEB_ENABLED": "false",
+            "TICKETPULSE_LOG_LEVEL": "warning",
+            "TICKETPULSE_SERIES_FILE": str(series_file),
+        }
+        if influx is not None:
+            env["TICKETPULSE_INFLUX_URL"] = influx.url
+        else:
+            series_file.unlink(missing_ok=True)
+            print(f"influxd is not installed: series go to {series_file} as line protocol", flush=True)
+        settings = Settings(**{k.removeprefix("TICKETPULSE_").lower(): v for k, v in env.items()
+                               if k.startswith("TICKETPULSE_")})
+        from .topics import ensure_topics
+
+        asyncio.run(ensure_topics(settings))
+        log = (workdir / "worker.log").open("wb")
+        worker = subprocess.Popen(  # noqa: S603 - our own command
+            [sys.executable, "-m", "pipeline.cli", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        spike = Spike("reports", DEMO_START + timedelta(days=1, hours=10), hours=2, factor=4)
+        gen = TicketGenerator(DEMO_START, days=days, seed=seed, scale=scale, spikes=[spike])
+        tickets = list(gen.tickets())
+        truth = gen.truth(settings.window_seconds)
+        unique = sum(truth.values())
+        print(f"playing {days:g} days of generated tickets: {len(tickets)} messages, {unique} distinct tickets, "
+              f"{len(BROKEN)} broken messages, a {spike.factor:g}x spike in '{spike.area}' at {spike.start:%a %H:%M}",
+              flush=True)
+        from .produce import produce
+
+        messages = [(n, orjson.dumps(t.payload)) for n, t in enumerate(tickets, 1)]
+        # The broken messages go first: once they are in the dead-letter topic the
+        # worker is up and consuming, and the clock for the throughput starts.
+        asyncio.run(produce(settings, [(0, raw) for _, raw in BROKEN], validate=False, progress=False))
+        print("waiting for the worker to join the group ...", flush=True)
+        while asyncio.run(_count_dead_letters(settings)) < len(BROKEN):
+            if worker.poll() is not None:
+                print(f"the worker stopped (exit {worker.returncode}); its log: {workdir / 'worker.log'}")
+                return 1
+            time.sleep(0.5)
+        t0 = time.perf_counter()
+        summary = asyncio.run(produce(settings, messages, total=len(messages), progress=False))
+        print(f"sent {summary.sent} messages in {time.perf_counter() - t0:.1f} s; the worker counts them:", flush=True)
+        reader = _Volumes(influx, series_file, settings.influx_database)
+        counted, volumes, deadline = 0, {}, time.monotonic() + 300
+        dead = 0
+        while time.monotonic() < deadline:
+            if worker.poll() is not None:
+                print(f"the worker stopped (exit {worker.returncode}); its log: {workdir / 'worker.log'}")
+                return 1
+            volumes = reader.read()
+            counted = sum(sum(v.values()) for v in volumes.values())
+            dead = asyncio.run(_count_dead_letters(settings))
+            elapsed = time.perf_counter() - t0
+            per_area = "  ".join(f"{a}={sum(v.values())}" for a, v in sorted(volumes.items()))
+            print(f"  [{elapsed:5.1f}s] counted {counted}/{unique} ({100 * counted / unique:5.1f}%)  "
+                  f"dead-letter={dead}  {per_area}", flush=True)
+            if counted >= unique and dead >= len(BROKEN):
+                break
+            time.sleep(1.0)
+        elapsed = time.perf_counter() - t0
+        ok = counted == unique and dead == len(BROKEN)
+        print()
+        print(f"{'area':<14} {'tickets':>8}  tickets per hour, {DEMO_START:%a %d %b} onwards")
+        hours = [int((DEMO_START + timedelta(hours=h)).timestamp()) for h in range(int(days * 24))]
+        for area in sorted(volumes, key=lambda a: -sum(volumes[a].values())):
+            series = [volumes[area].get(h, 0) for h in hours]
+            print(f"{area:<14} {sum(series):>8}  {_sparkline(series)}")
+        print()
+        print(f"{'exact' if ok else 'NOT exact'}: {counted} distinct tickets counted (expected {unique}), "
+              f"{dead} dead letters (expected {len(BROKEN)}); {len(messages)} messages end to end "
+              f"in {elapsed:.1f} s = {len(messages) / elapsed:.0f} messages/s "
+              f"({unique / elapsed:.0f} tickets/s)")
+        png = output or Path.cwd() / "ticketpulse-demo.png"
+        if _plot(volumes, spike, png):
+            print(f"plot of the volumes: {png}")
+        if influx is None:
+            print(f"series (line protocol): {series_file}")
+        return 0 if ok else 1
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping everything the demo started", flush=True)
+        return 130
+    finally:
+        if worker is not None and worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGTERM)
+            try:
+                worker.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(worker.pid, signal.SIGKILL)
+                worker.wait()
+        for service in reversed(started):
+            service.stop()  # type: ignore[attr-defined]
