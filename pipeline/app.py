@@ -4,9 +4,10 @@ Where a ticket goes (see :mod:`pipeline.volume` for why it is exact):
 
 ``tickets`` (key: ticket id)
     -> :func:`validate` -> bad input to ``tickets-dead-letter`` with the reason
-    -> ``<app>-tickets-by-customer`` (key: customer id)
+    -> ``<app>-tickets-by-customer`` (partition: Kafka's partitioner of the customer id;
+       one message per batch and partition)
     -> :func:`count` (dedup by ticket id, counts per partition, window and key)
-    -> ``<app>-volume-partials`` (key: window and key)
+    -> ``<app>-volume-partials`` (partition: that of the window and key)
     -> :func:`merge` (sum over partitions) -> ``ticket_volume`` points in InfluxDB
 
 Agents take whole batches (``stream.take_events``): the per-ticket work is a dict
@@ -30,7 +31,9 @@ from .lineprotocol import Point
 from .schema import UNASSIGNED, TicketError, parse_ticket
 from .settings import Settings
 from .sinks import InfluxSink, create_sink
-from .volume import PartitionVolume, VolumeTotals, volume_keys, window_start
+from aiokafka.partitioner import murmur2
+
+from .volume import COUNTED, DUPLICATE, Fact, PartitionVolume, VolumeTotals, volume_keys, window_start
 
 __all__ = ["PartitionedTable", "Pipeline", "PipelineStats", "build_pipeline"]
 
@@ -154,6 +157,7 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
         partitions=settings.partitions,
         internal=True,
     )
+    # Durable facts, in chunks: "<partition>/<offset>" -> [fact, ...] (pipeline.volume).
     first_seen = app.tables.add(
         PartitionedTable(app, name="tickets-first-seen", key_type=str, partitions=settings.partitions)
     )
@@ -162,22 +166,25 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
     )
     volumes: dict[int, PartitionVolume] = {}
 
+    def _partition_of(key: bytes) -> int:
+        # Kafka's default partitioner, so that our explicit partitions match what any
+        # client would choose for the same key.
+        return (murmur2(key) & 0x7FFFFFFF) % settings.partitions
+
     @app.agent(tickets, name="validate")
     async def validate(stream: faust.StreamT) -> None:
-        """Split good tickets from bad; re-key the good ones by customer."""
+        """Split good tickets from bad; pass the good ones on, grouped by customer partition."""
         async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
+            by_partition: dict[int, list[Fact]] = {}
             for event in events:
-                stats.received += 1
                 raw = event.value
                 try:
                     ticket = parse_ticket(raw, max_bytes)
                 except TicketError as exc:
                     stats.dead_letters += 1
-                    reason = str(exc).split(":", 1)[0]
-                    stats.by_reason[reason] = stats.by_reason.get(reason, 0) + 1
                     await dead_letter.send(value=_dead_letter(raw, event.key, str(exc), event.message))
                     continue
-                record = [
+                fact = [
                     ticket.id,
                     window_start(ticket.created_ts, window_seconds),
                     ticket.product_area or UNASSIGNED,
@@ -185,7 +192,12 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
                     ticket.severity or UNASSIGNED,
                     ticket.customer_id,
                 ]
-                await by_customer.send(key=ticket.customer_id.encode(), value=record)
+                by_partition.setdefault(_partition_of(ticket.customer_id.encode()), []).append(fact)
+            stats.received += len(events)
+            # One message per partition and batch: all tickets of a customer land in
+            # the same partition, as if each had been sent keyed by its customer id.
+            for partition, facts in by_partition.items():
+                await by_customer.send(partition=partition, value=facts)
 
     def _volume(partition: int) -> PartitionVolume:
         vol = volumes.get(partition)
@@ -195,66 +207,77 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
 
     async def _send_partials(partition: int, touched: Iterable[tuple[int, tuple[str, str, str]]]) -> None:
         vol = volumes[partition]
+        by_target: dict[int, list[list[Any]]] = {}
         by_window: dict[int, dict[tuple[str, str, str], tuple[int, int]]] = {}
         for window, key in touched:
             counts = by_window.get(window)
             if counts is None:
                 counts = by_window[window] = vol.counts(window)
             tickets_n, customers_n = counts[key]
-            await partials.send(key=orjson.dumps([window, *key]), value=[partition, tickets_n, customers_n])
+            volume_key = orjson.dumps([window, *key]).decode()
+            by_target.setdefault(_partition_of(volume_key.encode()), []).append(
+                [volume_key, partition, tickets_n, customers_n]
+            )
+        for target, rows in by_target.items():
+            await partials.send(partition=target, value=rows)
 
     @first_seen.on_recover
     async def rebuild_counts() -> None:
         """Derive the counts of the partitions this worker now owns from the durable facts."""
         volumes.clear()
         owned = first_seen.active_partitions
-        for table_key, (window, area, case_type, severity, customer) in first_seen.items():
-            partition_s, ticket_id = table_key.split("/", 1)
-            partition = int(partition_s)
+        for chunk_key, facts in first_seen.items():
+            partition = int(chunk_key.split("/", 1)[0])
             if partition in owned:
-                _volume(partition).restore(ticket_id, window, area, case_type, severity, customer)
-        # A partial sent before a crash may not have reached the broker although the
-        # fact did: publishing every open count again is idempotent and closes that gap.
+                _volume(partition).restore(chunk_key, facts)
         for partition in owned:
             vol = _volume(partition)
-            touched = [(w, key) for w in vol.windows() for key in vol.counts(w)]
-            await _send_partials(partition, touched)
+            vol.close_windows()
+            # A partial sent before a crash may not have reached the broker although
+            # the facts did: publishing every open count again is idempotent.
+            await _send_partials(partition, [(w, key) for w in vol.windows() for key in vol.counts(w)])
         logger.info(
-            "agent=count recovered partitions=%s windows=%d",
+            "agent=count recovered partitions=%s windows=%d chunks=%d",
             ",".join(str(p) for p in sorted(owned)) or "none",
             sum(len(v.windows()) for v in volumes.values()),
+            len(first_seen),
         )
 
     @app.agent(by_customer, name="count")
     async def count(stream: faust.StreamT) -> None:
         """Count each ticket id once, in the window of its ``created_at``."""
         async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
-            new_facts: dict[str, list[Any]] = {}
+            chunks: dict[int, tuple[str, list[Fact]]] = {}
             touched: dict[int, set[tuple[int, tuple[str, str, str]]]] = {}
             for event in events:
                 partition = event.message.partition
-                ticket_id, window, area, case_type, severity, customer = event.value
-                table_key = f"{partition}/{ticket_id}"
-                if table_key in new_facts or table_key in first_seen:
-                    stats.duplicates += 1
-                    continue
-                if not _volume(partition).add(ticket_id, window, area, case_type, severity, customer):
-                    stats.too_late += 1
-                    continue
-                stats.counted += 1
-                new_facts[table_key] = [window, area, case_type, severity, customer]
-                part_touched = touched.setdefault(partition, set())
-                for key in volume_keys(area, case_type, severity):
-                    part_touched.add((window, key))
+                vol = _volume(partition)
+                for fact in event.value:
+                    outcome = vol.add(fact)
+                    if outcome == COUNTED:
+                        if partition not in chunks:
+                            # keyed by the first event with a new fact: a replay after a
+                            # crash never overwrites a chunk that made it (pipeline.volume)
+                            chunks[partition] = (f"{partition}/{event.message.offset}", [])
+                        chunks[partition][1].append(fact)
+                        part_touched = touched.setdefault(partition, set())
+                        for key in volume_keys(fact[2], fact[3], fact[4]):
+                            part_touched.add((fact[1], key))
+                    elif outcome == DUPLICATE:
+                        stats.duplicates += 1
+                    else:
+                        stats.too_late += 1
             # Effects first, then the state that records them (see pipeline.volume).
             for partition, keys in touched.items():
                 await _send_partials(partition, keys)
-            for table_key, fact in new_facts.items():
-                first_seen[table_key] = fact
-            for partition in touched:
-                for ticket_ids in volumes[partition].close_windows().values():
-                    for ticket_id in ticket_ids:
-                        first_seen.pop(f"{partition}/{ticket_id}", None)
+            for partition, (chunk_key, facts) in chunks.items():
+                stats.counted += len(facts)
+                first_seen[chunk_key] = facts
+                vol = volumes[partition]
+                vol.record_chunk(chunk_key, facts)
+                if vol.close_windows():
+                    for expired in vol.expired_chunks():
+                        first_seen.pop(expired, None)
 
     @app.agent(partials, name="merge")
     async def merge(stream: faust.StreamT) -> None:
@@ -262,14 +285,16 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
         async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
             staged: dict[str, dict[str, list[int]]] = {}
             totals = VolumeTotals(ChainMap(staged, totals_table))
-            changed: dict[str, list[Any]] = {}
+            changed: set[str] = set()
             for event in events:
-                table_key = f"{event.message.partition}/{event.key.decode()}"
-                partition, tickets_n, customers_n = event.value
-                if totals.merge(table_key, partition, tickets_n, customers_n):
-                    changed[table_key] = orjson.loads(event.key)
+                target = event.message.partition
+                for volume_key, partition, tickets_n, customers_n in event.value:
+                    table_key = f"{target}/{volume_key}"
+                    if totals.merge(table_key, partition, tickets_n, customers_n):
+                        changed.add(table_key)
             points = []
-            for table_key, (window, area, case_type, severity) in changed.items():
+            for table_key in changed:
+                window, area, case_type, severity = orjson.loads(table_key.split("/", 1)[1])
                 tickets_n, customers_n = totals.total(table_key)
                 tags = {"area": area, "case_type": case_type, "severity": severity, "window": window_tag}
                 points.append(Point("ticket_volume", tags, {"tickets": tickets_n, "customers": customers_n}, window))

@@ -29,9 +29,14 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = [
     "ALL",
+    "COUNTED",
+    "DUPLICATE",
+    "TOO_LATE",
+    "Fact",
     "PartitionVolume",
     "VolumeKey",
     "VolumeTotals",
@@ -71,8 +76,19 @@ class _Count:
     customers: set[str] = field(default_factory=set)
 
 
+#: One durable fact: ``[ticket id, window start, area, case type, severity, customer]``.
+Fact = list[Any]
+
+#: What :meth:`PartitionVolume.add` made of a ticket.
+COUNTED, DUPLICATE, TOO_LATE = "counted", "duplicate", "too_late"
+
+
 class PartitionVolume:
     """Counts of one partition, derived from the tickets first seen in it.
+
+    It knows which ticket ids it has counted (so a re-sent or replayed ticket is a
+    duplicate), and which durable chunk holds each fact (so a chunk can be deleted
+    once all its windows are closed).
 
     Parameters
     ----------
@@ -86,16 +102,18 @@ class PartitionVolume:
     Examples
     --------
     >>> v = PartitionVolume(3600, 3600)
-    >>> v.add("t1", 0, "billing", "bug", "high", "c1")
-    True
-    >>> v.add("t2", 0, "billing", "other", "low", "c1")
-    True
+    >>> v.add(["t1", 0, "billing", "bug", "high", "c1"])
+    'counted'
+    >>> v.add(["t2", 0, "billing", "other", "low", "c1"]), v.add(["t1", 0, "billing", "bug", "high", "c1"])
+    ('counted', 'duplicate')
     >>> v.counts(0)[("billing", "all", "all")]
     (2, 1)
-    >>> v.add("t3", 3 * 3600, "billing", "bug", "high", "c2")  # moves the watermark
-    True
-    >>> v.is_too_late(0), v.close_windows()
-    (True, {0: ['t1', 't2']})
+    >>> v.add(["t3", 3 * 3600, "billing", "bug", "high", "c2"])  # moves the watermark
+    'counted'
+    >>> v.is_too_late(0), v.add(["t4", 0, "billing", "bug", "high", "c3"])
+    (True, 'too_late')
+    >>> v.close_windows()
+    [0]
     """
 
     def __init__(self, window_seconds: int, allowed_lateness_seconds: int) -> None:
@@ -104,17 +122,26 @@ class PartitionVolume:
         self.watermark: int | None = None
         self._windows: dict[int, dict[VolumeKey, _Count]] = defaultdict(dict)
         self._ids: dict[int, list[str]] = defaultdict(list)
+        self._seen: set[str] = set()
+        self._chunks: dict[str, int] = {}  # durable chunk key -> newest window in it
 
     def is_too_late(self, window: int) -> bool:
         """Whether a ticket of ``window`` arrives after its window was closed."""
         return self.watermark is not None and window < self.watermark - self.allowed_lateness_seconds
 
-    def add(self, ticket_id: str, window: int, area: str, case_type: str, severity: str, customer: str) -> bool:
-        """Count a first-seen ticket; ``False`` (and nothing counted) if it is too late."""
+    def add(self, fact: Fact) -> str:
+        """Count a ticket unless it is a duplicate or too late; say which (``COUNTED``, ...)."""
+        ticket_id, window, area, case_type, severity, customer = fact
+        if ticket_id in self._seen:
+            return DUPLICATE
         if self.is_too_late(window):
-            return False
+            return TOO_LATE
         if self.watermark is None or window > self.watermark:
             self.watermark = window
+        self._count(ticket_id, window, area, case_type, severity, customer)
+        return COUNTED
+
+    def _count(self, ticket_id: str, window: int, area: str, case_type: str, severity: str, customer: str) -> None:
         keys = self._windows[window]
         for key in volume_keys(area, case_type, severity):
             count = keys.get(key)
@@ -123,15 +150,20 @@ class PartitionVolume:
             count.tickets += 1
             count.customers.add(customer)
         self._ids[window].append(ticket_id)
-        return True
+        self._seen.add(ticket_id)
 
-    def restore(
-        self, ticket_id: str, window: int, area: str, case_type: str, severity: str, customer: str
-    ) -> None:
-        """Count a ticket recovered from durable state, in any order (no lateness check)."""
-        saved, self.watermark = self.watermark, None
-        self.add(ticket_id, window, area, case_type, severity, customer)
-        self.watermark = window if saved is None else max(saved, window)
+    def record_chunk(self, chunk_key: str, facts: list[Fact]) -> None:
+        """Note that ``facts`` (counted by :meth:`add`) are stored under ``chunk_key``."""
+        self._chunks[chunk_key] = max(f[1] for f in facts)
+
+    def restore(self, chunk_key: str, facts: list[Fact]) -> None:
+        """Count a chunk recovered from durable state, in any order (no lateness check)."""
+        for ticket_id, window, area, case_type, severity, customer in facts:
+            if ticket_id not in self._seen:
+                self._count(ticket_id, window, area, case_type, severity, customer)
+                if self.watermark is None or window > self.watermark:
+                    self.watermark = window
+        self.record_chunk(chunk_key, facts)
 
     def counts(self, window: int) -> dict[VolumeKey, tuple[int, int]]:
         """``{key: (tickets, distinct customers)}`` of one window."""
@@ -141,13 +173,20 @@ class PartitionVolume:
         """The open windows, oldest first."""
         return sorted(self._windows)
 
-    def close_windows(self) -> dict[int, list[str]]:
-        """Forget the windows behind the lateness line; return their ticket ids by window."""
-        closed = {}
-        for window in [w for w in self._windows if self.is_too_late(w)]:
+    def close_windows(self) -> list[int]:
+        """Forget the windows behind the lateness line; return them (oldest first)."""
+        closed = sorted(w for w in self._windows if self.is_too_late(w))
+        for window in closed:
             del self._windows[window]
-            closed[window] = self._ids.pop(window, [])
+            self._seen.difference_update(self._ids.pop(window, []))
         return closed
+
+    def expired_chunks(self) -> list[str]:
+        """Durable chunks whose every window is closed: delete them, then forget them here."""
+        expired = [key for key, newest in self._chunks.items() if self.is_too_late(newest)]
+        for key in expired:
+            del self._chunks[key]
+        return expired
 
 
 class VolumeTotals:
