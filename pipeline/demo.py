@@ -74,15 +74,26 @@ class _Volumes:
 
 
 async def _count_dead_letters(settings: Settings) -> int:
+    """Messages in the dead-letter topic, counted by reading them.
+
+    Not from end offsets: Tansu answers ListOffsets(latest) with the base offset of
+    the last record batch plus one, which undercounts batched messages.
+    """
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers, group_id=None, auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
     await consumer.start()
     try:
-        parts = consumer.partitions_for_topic(settings.topic_dead_letter) or set()
-        tps = [TopicPartition(settings.topic_dead_letter, p) for p in parts]
-        ends = await consumer.end_offsets(tps) if tps else {}
-        return int(sum(ends.values()))
+        consumer.assign([TopicPartition(settings.topic_dead_letter, p) for p in range(settings.partitions)])
+        count = 0
+        while True:
+            batch = await consumer.getmany(timeout_ms=300)
+            if not batch:
+                return count
+            count += sum(len(records) for records in batch.values())
     finally:
         await consumer.stop()
 
@@ -171,9 +182,10 @@ def run_demo(days: float = 3.0, scale: float = 20.0, seed: int = 1, output: Path
         # worker is up and consuming, and the clock for the throughput starts.
         asyncio.run(produce(settings, [(0, raw) for _, raw in BROKEN], validate=False, progress=False))
         print("waiting for the worker to join the group ...", flush=True)
+        ready_by = time.monotonic() + 120
         while asyncio.run(_count_dead_letters(settings)) < len(BROKEN):
-            if worker.poll() is not None:
-                print(f"the worker stopped (exit {worker.returncode}); its log: {workdir / 'worker.log'}")
+            if worker.poll() is not None or time.monotonic() > ready_by:
+                print(f"the worker did not start reading (exit code {worker.poll()}); its log: {workdir / 'worker.log'}")
                 return 1
             time.sleep(0.5)
         t0 = time.perf_counter()
