@@ -26,13 +26,12 @@ from typing import Any
 
 import faust
 import orjson
+from aiokafka.partitioner import murmur2
 
 from .lineprotocol import Point
 from .schema import UNASSIGNED, TicketError, parse_ticket
 from .settings import Settings
 from .sinks import InfluxSink, create_sink
-from aiokafka.partitioner import murmur2
-
 from .volume import COUNTED, DUPLICATE, Fact, PartitionVolume, VolumeTotals, volume_keys, window_start
 
 __all__ = ["PartitionedTable", "Pipeline", "PipelineStats", "build_pipeline"]
@@ -158,12 +157,10 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
         internal=True,
     )
     # Durable facts, in chunks: "<partition>/<offset>" -> [fact, ...] (pipeline.volume).
-    first_seen = app.tables.add(
-        PartitionedTable(app, name="tickets-first-seen", key_type=str, partitions=settings.partitions)
-    )
-    totals_table = app.tables.add(
-        PartitionedTable(app, name="volume-totals", key_type=str, partitions=settings.partitions)
-    )
+    first_seen = PartitionedTable(app, name="tickets-first-seen", key_type=str, partitions=settings.partitions)
+    totals_table = PartitionedTable(app, name="volume-totals", key_type=str, partitions=settings.partitions)
+    app.tables.add(first_seen)
+    app.tables.add(totals_table)
     volumes: dict[int, PartitionVolume] = {}
 
     def _partition_of(key: bytes) -> int:
@@ -172,7 +169,7 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
         return (murmur2(key) & 0x7FFFFFFF) % settings.partitions
 
     @app.agent(tickets, name="validate")
-    async def validate(stream: faust.StreamT) -> None:
+    async def validate(stream: Any) -> None:
         """Split good tickets from bad; pass the good ones on, grouped by customer partition."""
         async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
             by_partition: dict[int, list[Fact]] = {}
@@ -244,7 +241,7 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
         )
 
     @app.agent(by_customer, name="count")
-    async def count(stream: faust.StreamT) -> None:
+    async def count(stream: Any) -> None:
         """Count each ticket id once, in the window of its ``created_at``."""
         async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
             chunks: dict[int, tuple[str, list[Fact]]] = {}
@@ -280,7 +277,7 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
                         first_seen.pop(expired, None)
 
     @app.agent(partials, name="merge")
-    async def merge(stream: faust.StreamT) -> None:
+    async def merge(stream: Any) -> None:
         """Sum the partitions' counts and write ``ticket_volume`` points."""
         async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
             staged: dict[str, dict[str, list[int]]] = {}

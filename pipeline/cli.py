@@ -79,8 +79,11 @@ def _cmd_produce(args: argparse.Namespace) -> int:
         total = None
     else:
         gen = TicketGenerator(
-            datetime.fromisoformat(args.start).replace(tzinfo=UTC), days=args.days, seed=args.seed,
-            scale=args.scale, spikes=args.spike or (),
+            datetime.fromisoformat(args.start).replace(tzinfo=UTC),
+            days=args.days,
+            seed=args.seed,
+            scale=args.scale,
+            spikes=args.spike or (),
         )
         generated = list(gen.tickets())
         messages = ((n, orjson.dumps(t.payload)) for n, t in enumerate(generated, 1))

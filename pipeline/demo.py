@@ -34,8 +34,10 @@ DEMO_START = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
 BROKEN = [
     (b"broken-1", b'{"id": "broken-1", "created_at": '),
     (b"broken-2", b'{"id": "broken-2", "customer_id": "c9", "subject": "x", "body": "y"}'),
-    (b"broken-3", b'{"id": "broken-3", "created_at": "2026-03-02T10:00:00", "customer_id": "c9", '
-     b'"subject": "x", "body": "y"}'),
+    (
+        b"broken-3",
+        b'{"id": "broken-3", "created_at": "2026-03-02T10:00:00", "customer_id": "c9", "subject": "x", "body": "y"}',
+    ),
 ]
 _BARS = " ▁▂▃▄▅▆▇█"
 
@@ -82,7 +84,9 @@ async def _count_dead_letters(settings: Settings) -> int:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers, group_id=None, auto_offset_reset="earliest",
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=None,
+        auto_offset_reset="earliest",
         enable_auto_commit=False,
     )
     await consumer.start()
@@ -104,18 +108,27 @@ def _plot(volumes: dict[str, dict[int, int]], spike: Spike, path: Path) -> bool:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.dates import date2num
     except ImportError:
         return False
     fig, ax = plt.subplots(figsize=(11, 5))
     for area in sorted(volumes, key=lambda a: -sum(volumes[a].values())):
         pts = sorted(volumes[area].items())
-        ax.plot([datetime.fromtimestamp(t, UTC) for t, _ in pts], [v for _, v in pts], label=area, linewidth=1.4)
-    ax.axvspan(spike.start, spike.start + timedelta(hours=spike.hours), color="red", alpha=0.12,
-               label=f"injected spike: {spike.area} x{spike.factor:g}")
+        ax.plot(
+            [date2num(datetime.fromtimestamp(t, UTC)) for t, _ in pts], [v for _, v in pts], label=area, linewidth=1.4
+        )
+    ax.axvspan(
+        date2num(spike.start),
+        date2num(spike.start + timedelta(hours=spike.hours)),
+        color="red",
+        alpha=0.12,
+        label=f"injected spike: {spike.area} x{spike.factor:g}",
+    )
     ax.set_title("Tickets per hour and product area, as written to InfluxDB (ticket_volume)")
     ax.set_ylabel("tickets per hour")
     ax.legend(loc="upper left", fontsize=8, ncol=2)
     ax.grid(alpha=0.3)
+    ax.xaxis_date()
     fig.autofmt_xdate()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -135,12 +148,14 @@ def run_demo(days: float = 3.0, scale: float = 20.0, seed: int = 1, output: Path
     signal.signal(signal.SIGTERM, _terminate)
     try:
         print("starting the embedded broker (Tansu) ...", flush=True)
-        broker = EmbeddedBroker().start()
+        broker = EmbeddedBroker()
+        broker.start()
         started.append(broker)
         influx: EmbeddedInflux | None = None
         if EmbeddedInflux.available():
             print("starting a throwaway InfluxDB (influxd) ...", flush=True)
-            influx = EmbeddedInflux().start()
+            influx = EmbeddedInflux()
+            influx.start()
             started.append(influx)
         series_file = Path.cwd() / "ticketpulse-series.lp"
         env = {
@@ -157,14 +172,18 @@ def run_demo(days: float = 3.0, scale: float = 20.0, seed: int = 1, output: Path
         else:
             series_file.unlink(missing_ok=True)
             print(f"influxd is not installed: series go to {series_file} as line protocol", flush=True)
-        settings = Settings(**{k.removeprefix("TICKETPULSE_").lower(): v for k, v in env.items()
-                               if k.startswith("TICKETPULSE_")})
+        settings = Settings.model_validate(
+            {k.removeprefix("TICKETPULSE_").lower(): v for k, v in env.items() if k.startswith("TICKETPULSE_")}
+        )
         from .topics import ensure_topics
 
         asyncio.run(ensure_topics(settings))
         log = (workdir / "worker.log").open("wb")
-        worker = subprocess.Popen(  # noqa: S603 - our own command
-            [sys.executable, "-m", "pipeline.cli", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT,
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "worker"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         spike = Spike("reports", DEMO_START + timedelta(days=1, hours=10), hours=2, factor=4)
@@ -172,9 +191,11 @@ def run_demo(days: float = 3.0, scale: float = 20.0, seed: int = 1, output: Path
         tickets = list(gen.tickets())
         truth = gen.truth(settings.window_seconds)
         unique = sum(truth.values())
-        print(f"playing {days:g} days of generated tickets: {len(tickets)} messages, {unique} distinct tickets, "
-              f"{len(BROKEN)} broken messages, a {spike.factor:g}x spike in '{spike.area}' at {spike.start:%a %H:%M}",
-              flush=True)
+        print(
+            f"playing {days:g} days of generated tickets: {len(tickets)} messages, {unique} distinct tickets, "
+            f"{len(BROKEN)} broken messages, a {spike.factor:g}x spike in '{spike.area}' at {spike.start:%a %H:%M}",
+            flush=True,
+        )
         from .produce import produce
 
         messages = [(n, orjson.dumps(t.payload)) for n, t in enumerate(tickets, 1)]
@@ -185,7 +206,9 @@ def run_demo(days: float = 3.0, scale: float = 20.0, seed: int = 1, output: Path
         ready_by = time.monotonic() + 120
         while asyncio.run(_count_dead_letters(settings)) < len(BROKEN):
             if worker.poll() is not None or time.monotonic() > ready_by:
-                print(f"the worker did not start reading (exit code {worker.poll()}); its log: {workdir / 'worker.log'}")
+                print(
+                    f"the worker did not start reading (exit code {worker.poll()}); its log: {workdir / 'worker.log'}"
+                )
                 return 1
             time.sleep(0.5)
         t0 = time.perf_counter()
@@ -203,8 +226,11 @@ def run_demo(days: float = 3.0, scale: float = 20.0, seed: int = 1, output: Path
             dead = asyncio.run(_count_dead_letters(settings))
             elapsed = time.perf_counter() - t0
             per_area = "  ".join(f"{a}={sum(v.values())}" for a, v in sorted(volumes.items()))
-            print(f"  [{elapsed:5.1f}s] counted {counted}/{unique} ({100 * counted / unique:5.1f}%)  "
-                  f"dead-letter={dead}  {per_area}", flush=True)
+            print(
+                f"  [{elapsed:5.1f}s] counted {counted}/{unique} ({100 * counted / unique:5.1f}%)  "
+                f"dead-letter={dead}  {per_area}",
+                flush=True,
+            )
             if counted >= unique and dead >= len(BROKEN):
                 break
             time.sleep(1.0)
@@ -217,10 +243,12 @@ def run_demo(days: float = 3.0, scale: float = 20.0, seed: int = 1, output: Path
             series = [volumes[area].get(h, 0) for h in hours]
             print(f"{area:<14} {sum(series):>8}  {_sparkline(series)}")
         print()
-        print(f"{'exact' if ok else 'NOT exact'}: {counted} distinct tickets counted (expected {unique}), "
-              f"{dead} dead letters (expected {len(BROKEN)}); {len(messages)} messages end to end "
-              f"in {elapsed:.1f} s = {len(messages) / elapsed:.0f} messages/s "
-              f"({unique / elapsed:.0f} tickets/s)")
+        print(
+            f"{'exact' if ok else 'NOT exact'}: {counted} distinct tickets counted (expected {unique}), "
+            f"{dead} dead letters (expected {len(BROKEN)}); {len(messages)} messages end to end "
+            f"in {elapsed:.1f} s = {len(messages) / elapsed:.0f} messages/s "
+            f"({unique / elapsed:.0f} tickets/s)"
+        )
         png = output or Path.cwd() / "ticketpulse-demo.png"
         if _plot(volumes, spike, png):
             print(f"plot of the volumes: {png}")

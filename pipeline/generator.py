@@ -14,7 +14,7 @@ import math
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 
@@ -24,8 +24,32 @@ __all__ = ["DEFAULT_AREAS", "Area", "GeneratedTicket", "Spike", "TicketGenerator
 
 # Share of the day's tickets by hour (UTC): quiet nights, a morning peak.
 _HOURLY = np.array(
-    [0.2, 0.15, 0.12, 0.12, 0.15, 0.25, 0.5, 0.9, 1.4, 1.7, 1.8, 1.7, 1.5, 1.6, 1.7, 1.6, 1.4, 1.2, 1.0, 0.8, 0.6,
-     0.45, 0.35, 0.25]
+    [
+        0.2,
+        0.15,
+        0.12,
+        0.12,
+        0.15,
+        0.25,
+        0.5,
+        0.9,
+        1.4,
+        1.7,
+        1.8,
+        1.7,
+        1.5,
+        1.6,
+        1.7,
+        1.6,
+        1.4,
+        1.2,
+        1.0,
+        0.8,
+        0.6,
+        0.45,
+        0.35,
+        0.25,
+    ]
 )
 _HOURLY = _HOURLY / _HOURLY.mean()
 # Monday .. Sunday
@@ -98,6 +122,7 @@ class TicketGenerator:
 
     Examples
     --------
+    >>> from datetime import UTC, datetime
     >>> gen = TicketGenerator(datetime(2026, 1, 5, tzinfo=UTC), days=1, seed=7)
     >>> tickets = list(gen.tickets())
     >>> tickets == list(TicketGenerator(datetime(2026, 1, 5, tzinfo=UTC), days=1, seed=7).tickets())

@@ -28,9 +28,7 @@ class Point:
         'ticket_volume,area=log\\\\ in,window=1h tickets=3i 3600'
         """
         tags = "".join(
-            f",{k.translate(_TAG_ESCAPES)}={v.translate(_TAG_ESCAPES)}"
-            for k, v in sorted(self.tags.items())
-            if v != ""
+            f",{k.translate(_TAG_ESCAPES)}={v.translate(_TAG_ESCAPES)}" for k, v in sorted(self.tags.items()) if v != ""
         )
         fields = ",".join(f"{k.translate(_TAG_ESCAPES)}={_field_value(v)}" for k, v in self.fields.items())
         return f"{self.measurement.translate(_MEASUREMENT_ESCAPES)}{tags} {fields} {self.time}"

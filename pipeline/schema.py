@@ -127,4 +127,16 @@ def parse_ticket(raw: bytes, max_bytes: int = 1_000_000) -> Ticket:
     case_type = optional["case_type"]
     if case_type is not None and case_type not in CASE_TYPES:
         raise TicketError(f"field 'case_type' is {case_type[:40]!r}, not one of {', '.join(sorted(CASE_TYPES))}")
-    return Ticket(id=ticket_id, created_at=created_at, customer_id=customer_id, **text, **optional)
+    return Ticket(
+        id=ticket_id,
+        created_at=created_at,
+        customer_id=customer_id,
+        subject=text["subject"],
+        body=text["body"],
+        channel=optional["channel"],
+        product_area=optional["product_area"],
+        case_type=case_type,
+        severity=optional["severity"],
+        plan=optional["plan"],
+        locale=optional["locale"],
+    )

@@ -68,9 +68,7 @@ class Settings(BaseSettings):
     batch_size: int = Field(
         2000, ge=1, description="TICKETPULSE_BATCH_SIZE: tickets an agent takes at once (stream.take)."
     )
-    batch_seconds: float = Field(
-        0.5, gt=0, description="TICKETPULSE_BATCH_SECONDS: longest wait to fill a batch."
-    )
+    batch_seconds: float = Field(0.5, gt=0, description="TICKETPULSE_BATCH_SECONDS: longest wait to fill a batch.")
 
     # --- InfluxDB ---------------------------------------------------------------------
     influx_url: str | None = Field(
@@ -81,9 +79,7 @@ class Settings(BaseSettings):
     influx_version: int = Field(
         1, ge=1, le=2, description="TICKETPULSE_INFLUX_VERSION: 1 (line protocol to /write) or 2 (influxdb-client)."
     )
-    influx_database: str = Field(
-        "ticketpulse", description="TICKETPULSE_INFLUX_DATABASE: database, InfluxDB 1.x."
-    )
+    influx_database: str = Field("ticketpulse", description="TICKETPULSE_INFLUX_DATABASE: database, InfluxDB 1.x.")
     influx_username: str | None = Field(None, description="TICKETPULSE_INFLUX_USERNAME: 1.x user.")
     influx_password: SecretStr | None = Field(None, description="TICKETPULSE_INFLUX_PASSWORD: 1.x password.")
     influx_org: str = Field("ticketpulse", description="TICKETPULSE_INFLUX_ORG: organisation, 2.x.")
@@ -102,9 +98,7 @@ class Settings(BaseSettings):
         ".ticketpulse", description="TICKETPULSE_DATA_DIR: the worker's local folder (Faust datadir)."
     )
     web_enabled: bool = Field(True, description="TICKETPULSE_WEB_ENABLED: serve the worker's web views.")
-    web_host: str = Field(
-        "127.0.0.1", description="TICKETPULSE_WEB_HOST: web views address (0.0.0.0 in a container)."
-    )
+    web_host: str = Field("127.0.0.1", description="TICKETPULSE_WEB_HOST: web views address (0.0.0.0 in a container).")
     web_port: int = Field(6066, ge=1, le=65535, description="TICKETPULSE_WEB_PORT: web views port.")
     log_level: str = Field("info", description="TICKETPULSE_LOG_LEVEL: debug, info, warning or error.")
 

@@ -155,7 +155,8 @@ class InfluxV1Sink(InfluxSink):
 
     async def setup(self) -> None:
         await super().setup()
-        assert self._session is not None
+        if self._session is None:
+            raise RuntimeError("open() was not called")
         try:
             await self._create_database()
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -167,10 +168,9 @@ class InfluxV1Sink(InfluxSink):
         logger.info("sink=%s url=%s database=%s ready", self.name, self.url, self.database)
 
     async def _create_database(self) -> None:
-        assert self._session is not None
-        async with self._session.post(
-            f"{self.url}/query", data={"q": f'CREATE DATABASE "{self.database}"'}
-        ) as resp:
+        if self._session is None:
+            raise RuntimeError("open() was not called")
+        async with self._session.post(f"{self.url}/query", data={"q": f'CREATE DATABASE "{self.database}"'}) as resp:
             if resp.status in (401, 403):
                 raise SinkError(f"InfluxDB at {self.url} refused the credentials (HTTP {resp.status})")
             if resp.status >= 400:
@@ -183,7 +183,8 @@ class InfluxV1Sink(InfluxSink):
         self._ready = False
 
     async def _write(self, body: bytes) -> None:
-        assert self._session is not None, "open() was not called"
+        if self._session is None:
+            raise RuntimeError("open() was not called")
         try:
             async with self._session.post(
                 f"{self.url}/write", params={"db": self.database, "precision": "s"}, data=body
@@ -240,7 +241,7 @@ class InfluxV2Sink(InfluxSink):
         await super().setup()
         try:
             await self._client.ping()
-        except Exception as exc:  # noqa: BLE001 - the client raises many kinds
+        except Exception as exc:
             await self.close()
             raise SinkError(f"cannot reach InfluxDB at {self.url} (TICKETPULSE_INFLUX_URL): {exc}") from None
         logger.info("sink=%s url=%s org=%s bucket=%s ready", self.name, self.url, self.org, self.bucket)
@@ -254,7 +255,8 @@ class InfluxV2Sink(InfluxSink):
     async def _write(self, body: bytes) -> None:
         from influxdb_client.rest import ApiException
 
-        assert self._write_api is not None, "open() was not called"
+        if self._write_api is None:
+            raise RuntimeError("open() was not called")
         try:
             await self._write_api.write(bucket=self.bucket, org=self.org, record=body, write_precision="s")
         except ApiException as exc:

@@ -198,7 +198,9 @@ class Stack:
         )
         return {(int(t), s["tags"]["area"]): int(v) for s in series for t, v in s["values"]}
 
-    def wait_for_counts(self, expected: dict[tuple[int, str], int], timeout: float = 90.0) -> dict[tuple[int, str], int]:
+    def wait_for_counts(
+        self, expected: dict[tuple[int, str], int], timeout: float = 90.0
+    ) -> dict[tuple[int, str], int]:
         """Poll InfluxDB until the counts equal ``expected`` or time runs out; return the last read."""
         deadline = time.monotonic() + timeout
         got: dict[tuple[int, str], int] = {}
@@ -217,9 +219,7 @@ class Stack:
 
 
 @pytest.fixture
-def stack_factory(
-    broker: EmbeddedBroker, influx: EmbeddedInflux, tmp_path: Path
-) -> Iterator[Callable[..., Stack]]:
+def stack_factory(broker: EmbeddedBroker, influx: EmbeddedInflux, tmp_path: Path) -> Iterator[Callable[..., Stack]]:
     stacks: list[Stack] = []
 
     def make(**overrides: Any) -> Stack:

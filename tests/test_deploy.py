@@ -39,8 +39,9 @@ def test_worker_settings_are_real_settings_and_secrets_come_from_the_environment
     assert services["influxdb"]["environment"]["DOCKER_INFLUXDB_INIT_ADMIN_TOKEN"].startswith("${INFLUXDB_TOKEN")
     assert services["worker"]["depends_on"]["kafka"]["condition"] == "service_healthy"
     # the worker's settings validate as they stand (variables substituted by their defaults)
-    resolved = {k.removeprefix("TICKETPULSE_").lower(): re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(v))
-                for k, v in env.items()}
+    resolved = {
+        k.removeprefix("TICKETPULSE_").lower(): re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(v)) for k, v in env.items()
+    }
     Settings(**resolved)
 
 

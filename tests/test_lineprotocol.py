@@ -4,7 +4,9 @@ from pipeline.lineprotocol import Point, to_line_protocol
 
 
 def test_escapes_tags_measurement_and_strings() -> None:
-    p = Point("ticket volume", {"area": "a,b=c d", "empty": ""}, {"note": 'say "hi" \\o/', "n": 3, "x": 0.5, "ok": True}, 60)
+    p = Point(
+        "ticket volume", {"area": "a,b=c d", "empty": ""}, {"note": 'say "hi" \\o/', "n": 3, "x": 0.5, "ok": True}, 60
+    )
     assert p.line() == 'ticket\\ volume,area=a\\,b\\=c\\ d note="say \\"hi\\" \\\\o/",n=3i,x=0.5,ok=true 60'
 
 

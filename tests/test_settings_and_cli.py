@@ -66,7 +66,9 @@ def test_unreachable_broker_is_named(free_port: int) -> None:
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith(f"ticketpulse: cannot reach the broker at kafka://127.0.0.1:{free_port} (TICKETPULSE_BROKER_URL)")
+    assert lines[0].startswith(
+        f"ticketpulse: cannot reach the broker at kafka://127.0.0.1:{free_port} (TICKETPULSE_BROKER_URL)"
+    )
 
 
 @pytest.mark.integration
@@ -81,7 +83,9 @@ def test_unreachable_influxdb_is_named(broker, free_port: int) -> None:
     )
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
-    assert lines[-1].startswith(f"ticketpulse: cannot reach InfluxDB at http://127.0.0.1:{free_port} (TICKETPULSE_INFLUX_URL)")
+    assert lines[-1].startswith(
+        f"ticketpulse: cannot reach InfluxDB at http://127.0.0.1:{free_port} (TICKETPULSE_INFLUX_URL)"
+    )
 
 
 @pytest.fixture

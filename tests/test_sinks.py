@@ -17,10 +17,18 @@ from .conftest import influx_query
 pytestmark = pytest.mark.integration
 
 POINTS = [
-    Point("ticket_volume", {"area": "billing", "case_type": "all", "severity": "all", "window": "1h"},
-          {"tickets": 12, "customers": 9}, 1767600000),
-    Point("ticket_volume", {"area": "log in", "case_type": "all", "severity": "all", "window": "1h"},
-          {"tickets": 3, "customers": 3}, 1767603600),
+    Point(
+        "ticket_volume",
+        {"area": "billing", "case_type": "all", "severity": "all", "window": "1h"},
+        {"tickets": 12, "customers": 9},
+        1767600000,
+    ),
+    Point(
+        "ticket_volume",
+        {"area": "log in", "case_type": "all", "severity": "all", "window": "1h"},
+        {"tickets": 3, "customers": 3},
+        1767603600,
+    ),
 ]
 
 
@@ -28,7 +36,9 @@ def test_v1_sink_writes_and_a_rewrite_replaces_the_point(influx) -> None:
     async def go() -> None:
         sink = InfluxV1Sink(influx.url, "sinktest")
         await sink.write(POINTS)
-        await sink.write([Point(POINTS[0].measurement, POINTS[0].tags, {"tickets": 13, "customers": 9}, POINTS[0].time)])
+        await sink.write(
+            [Point(POINTS[0].measurement, POINTS[0].tags, {"tickets": 13, "customers": 9}, POINTS[0].time)]
+        )
         await sink.close()
         assert sink.points_written == 3
 
@@ -75,7 +85,7 @@ def test_v1_sink_refuses_bad_points_with_a_clear_error(influx) -> None:
 
 def test_v1_sink_retries_until_influxdb_comes_back_and_creates_the_database(free_port_influx) -> None:
     """A write to a server that is not up yet is retried, not dropped."""
-    influx_cls, port_holder = free_port_influx
+    port_holder = free_port_influx
 
     async def go() -> int:
         sink = InfluxV1Sink(f"http://127.0.0.1:{port_holder.port}", "retry", max_backoff_seconds=0.5)
@@ -99,7 +109,7 @@ def test_v1_sink_retries_until_influxdb_comes_back_and_creates_the_database(free
 def free_port_influx():
     from pipeline.services import EmbeddedInflux
 
-    return EmbeddedInflux, EmbeddedInflux()
+    return EmbeddedInflux()
 
 
 def test_constructor_validates_arguments() -> None:

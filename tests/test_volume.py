@@ -12,8 +12,12 @@ def test_window_start_is_aligned_and_half_open() -> None:
 
 def test_partition_volume_counts_tickets_and_distinct_customers_per_key() -> None:
     v = PartitionVolume(3600, 7200)
-    for fact in (["a", 0, "billing", "bug", "high", "c1"], ["b", 0, "billing", "bug", "high", "c1"],
-                 ["c", 0, "billing", "ux_confusion", "low", "c2"], ["d", 3600, "login", "bug", "high", "c3"]):
+    for fact in (
+        ["a", 0, "billing", "bug", "high", "c1"],
+        ["b", 0, "billing", "bug", "high", "c1"],
+        ["c", 0, "billing", "ux_confusion", "low", "c2"],
+        ["d", 3600, "login", "bug", "high", "c3"],
+    ):
         assert v.add(fact) == COUNTED
     assert v.add(["b", 0, "billing", "bug", "high", "c1"]) == DUPLICATE
     assert v.counts(0) == {
@@ -53,8 +57,10 @@ def test_chunks_expire_when_all_their_windows_are_closed() -> None:
 
 
 def test_restore_accepts_any_order_and_rebuilds_the_same_counts() -> None:
-    chunks = {"0/7": [["a", 7200, "x", "bug", "low", "c1"]], "0/3": [["b", 0, "x", "bug", "low", "c2"],
-                                                                     ["c", 3600, "y", "bug", "low", "c1"]]}
+    chunks = {
+        "0/7": [["a", 7200, "x", "bug", "low", "c1"]],
+        "0/3": [["b", 0, "x", "bug", "low", "c2"], ["c", 3600, "y", "bug", "low", "c1"]],
+    }
     live = PartitionVolume(3600, 7200)
     for key in ("0/3", "0/7"):
         for fact in chunks[key]:

@@ -118,8 +118,9 @@ def test_worker_killed_mid_stream_loses_nothing_and_counts_nothing_twice(stack) 
     stack.create_topics()
     worker = stack.start_worker("first")
 
-    sender = threading.Thread(target=lambda: [stack.send(messages[i : i + 2000]) or time.sleep(0.25)
-                                             for i in range(0, len(messages), 2000)])
+    sender = threading.Thread(
+        target=lambda: [stack.send(messages[i : i + 2000]) or time.sleep(0.25) for i in range(0, len(messages), 2000)]
+    )
     sender.start()
     # Kill once the worker has written some but not all of the counts.
     deadline = time.monotonic() + 60

@@ -1,0 +1,150 @@
+"""Throughput of the walking skeleton: the hot path in-process, and end to end.
+
+    .venv/bin/python benchmarks/bench_pipeline.py [--days 7] [--scale 20]
+
+1. In-process, one core: validation (``parse_ticket``) and counting
+   (``PartitionVolume.add``) over generated tickets, without Kafka.
+2. End to end: an embedded Tansu broker and influxd, one worker process, generated
+   tickets produced as fast as the producer can; the clock runs from the first
+   message sent until InfluxDB holds the exact count of every window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+
+from pipeline.demo import BROKEN, _count_dead_letters, _Volumes
+from pipeline.generator import Spike, TicketGenerator
+from pipeline.produce import produce
+from pipeline.schema import UNASSIGNED, parse_ticket
+from pipeline.services import EmbeddedBroker, EmbeddedInflux
+from pipeline.settings import Settings
+from pipeline.topics import ensure_topics
+from pipeline.volume import PartitionVolume, window_start
+
+START = datetime(2026, 3, 2, tzinfo=UTC)
+
+
+def in_process(raws: list[bytes]) -> dict[str, float]:
+    t0 = time.perf_counter()
+    tickets = [parse_ticket(r) for r in raws]
+    t1 = time.perf_counter()
+    facts = [
+        [
+            t.id,
+            window_start(t.created_ts, 3600),
+            t.product_area or UNASSIGNED,
+            t.case_type or UNASSIGNED,
+            t.severity or UNASSIGNED,
+            t.customer_id,
+        ]
+        for t in tickets
+    ]
+    t2 = time.perf_counter()
+    vol = PartitionVolume(3600, 7 * 86400)
+    for fact in facts:
+        vol.add(fact)
+    t3 = time.perf_counter()
+    n = len(raws)
+    return {"parse": n / (t1 - t0), "facts": n / (t2 - t1), "count": n / (t3 - t2), "all": n / (t3 - t0)}
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def end_to_end(raws: list[bytes], unique: int) -> dict[str, float]:
+    workdir = Path(tempfile.mkdtemp(prefix="ticketpulse-bench-"))
+    broker = EmbeddedBroker().start()
+    influx = EmbeddedInflux().start()
+    worker = None
+    try:
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("TICKETPULSE_")},
+            "TICKETPULSE_BROKER_URL": broker.url,
+            "TICKETPULSE_INFLUX_URL": influx.url,
+            "TICKETPULSE_APP_ID": "ticketpulse-bench",
+            "TICKETPULSE_DATA_DIR": str(workdir),
+            "TICKETPULSE_WEB_ENABLED": "false",
+            "TICKETPULSE_LOG_LEVEL": "warning",
+        }
+        settings = Settings(broker_url=broker.url, influx_url=influx.url, app_id="ticketpulse-bench")
+        asyncio.run(ensure_topics(settings))
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "worker"],
+            env=env,
+            start_new_session=True,
+            stdout=(workdir / "worker.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        asyncio.run(produce(settings, [(0, r) for _, r in BROKEN], validate=False, progress=False))
+        while asyncio.run(_count_dead_letters(settings)) < len(BROKEN):
+            time.sleep(0.2)
+        reader = _Volumes(influx, Path("/nonexistent"), settings.influx_database)
+        cpu0 = _cpu_seconds(worker.pid)
+        t0 = time.perf_counter()
+        summary = asyncio.run(produce(settings, list(enumerate(raws)), total=len(raws), validate=False))
+        sent_s = time.perf_counter() - t0
+        counted = 0
+        while counted < unique:
+            time.sleep(0.2)
+            counted = sum(sum(v.values()) for v in reader.read().values())
+            print(f"\r  counted {counted}/{unique}", end="", file=sys.stderr, flush=True)
+        elapsed = time.perf_counter() - t0
+        cpu = _cpu_seconds(worker.pid) - cpu0
+        print(file=sys.stderr)
+        return {
+            "messages": summary.sent,
+            "produce_s": sent_s,
+            "elapsed_s": elapsed,
+            "worker_cpu_s": cpu,
+            "messages_per_cpu_s": summary.sent / cpu,
+            "messages_per_s": summary.sent / elapsed,
+            "tickets_per_s": unique / elapsed,
+        }
+    finally:
+        if worker is not None:
+            os.killpg(worker.pid, signal.SIGTERM)
+            worker.wait(timeout=30)
+        broker.stop()
+        influx.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--days", type=float, default=7)
+    parser.add_argument("--scale", type=float, default=20)
+    args = parser.parse_args()
+    spike = Spike("reports", START.replace(day=3, hour=10), 2, 4)
+    gen = TicketGenerator(START, days=args.days, scale=args.scale, seed=42, spikes=[spike])
+    raws = [orjson.dumps(t.payload) for t in gen.tickets()]
+    unique = sum(gen.truth().values())
+    print(f"machine: {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"input: {len(raws)} messages, {unique} distinct tickets ({args.days:g} days, scale {args.scale:g})")
+    best = max((in_process(raws) for _ in range(3)), key=lambda r: r["all"])
+    print("in-process, one core (tickets/s): " + ", ".join(f"{k}={v:,.0f}" for k, v in best.items()))
+    e2e = end_to_end(raws, unique)
+    print(
+        f"end to end, one worker: {e2e['messages']} messages in {e2e['elapsed_s']:.1f} s = "
+        f"{e2e['messages_per_s']:,.0f} messages/s, {e2e['tickets_per_s']:,.0f} distinct tickets/s "
+        f"(producer alone: {e2e['produce_s']:.1f} s); the worker used {e2e['worker_cpu_s']:.1f} CPU-s = "
+        f"{e2e['messages_per_cpu_s']:,.0f} messages per worker CPU-second"
+    )
+
+
+if __name__ == "__main__":
+    main()
