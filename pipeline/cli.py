@@ -95,6 +95,24 @@ def _cmd_produce(args: argparse.Namespace) -> int:
     return 0 if summary.rejected == 0 else 1
 
 
+def _cmd_detect(args: argparse.Namespace) -> int:
+    from .detect import DetectError, detect_file
+
+    source = Path(args.input)
+    if not source.exists():
+        return _fail(f"no such file: {source}")
+    try:
+        summary = detect_file(source, Path(args.output))
+    except DetectError as exc:
+        return _fail(str(exc))
+    print(
+        orjson.dumps(
+            {"rows": summary["rows"], "interval_seconds": summary["interval_seconds"], "output": args.output}
+        ).decode()
+    )
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -113,13 +131,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale", type=float, default=1.0, help="multiply every area's volume")
     p.add_argument("--spike", type=_parse_spike, action="append", help="AREA,START,HOURS,FACTOR (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    t = sub.add_parser("detect", help="score a timestamp,value CSV row by row (NAB result format)")
+    t.add_argument("input", help="CSV with columns timestamp,value")
+    t.add_argument("--output", required=True, help="CSV to write: timestamp,value,anomaly_score")
     d = sub.add_parser("demo", help="embedded broker and InfluxDB, a worker, and generated days with a spike")
     d.add_argument("--days", type=float, default=3.0, help="simulated days (default 3)")
     d.add_argument("--scale", type=float, default=20.0, help="volume multiplier (default 20)")
     d.add_argument("--seed", type=int, default=1, help="generator seed")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    handlers = {"worker": _cmd_worker, "produce": _cmd_produce, "demo": _cmd_demo}
+    handlers = {"worker": _cmd_worker, "produce": _cmd_produce, "detect": _cmd_detect, "demo": _cmd_demo}
     try:
         return handlers[args.command](args)
     except SettingsError as exc:

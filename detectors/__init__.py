@@ -1,0 +1,28 @@
+"""Spike detection: pure Python, no Kafka, Faust or InfluxDB import.
+
+The same objects run inside the stream and in offline replays and benchmarks:
+
+- :class:`SpikeDetector`: ticket counts per window against a seasonal (hour of day,
+  day of week) quasi-Poisson model of normal, on distinct customers.
+- :class:`SurpriseDetector`: any numeric series (``ticketpulse detect``, NAB).
+- :class:`RollingZScore`: the baseline to beat.
+- :class:`EpisodeTracker`: one alert per episode.
+"""
+
+from .base import Detector
+from .episodes import Episode, EpisodeTracker
+from .series import parse_timestamp, score_series
+from .spike import SpikeDetector
+from .surprise import SurpriseDetector
+from .zscore import RollingZScore
+
+__all__ = [
+    "Detector",
+    "Episode",
+    "EpisodeTracker",
+    "RollingZScore",
+    "SpikeDetector",
+    "SurpriseDetector",
+    "parse_timestamp",
+    "score_series",
+]

@@ -1,0 +1,155 @@
+"""A detector for any numeric series: how surprising is the recent past, given the long past?"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+from .base import Detector
+
+__all__ = ["SurpriseDetector"]
+
+
+def _normal_tail(z: float) -> float:
+    """P(Z > z) for a standard normal Z."""
+    return 0.5 * math.erfc(z / math.sqrt(2.0))
+
+
+class SurpriseDetector(Detector):
+    """Robust deviation, then its likelihood against the series' own history of deviations.
+
+    Step 1, the raw deviation of ``y``: its distance from the median of the last
+    ``window`` values, in robust standard deviations (1.4826 MAD), and the same for
+    its change from the previous value (a jump in a noisy series); the larger wins.
+    Step 2, the surprise: the mean raw deviation of the last ``short`` rows, against
+    the mean and spread of raw deviations over the last ``window`` rows (the idea of
+    Numenta's "anomaly likelihood": a series that is always noisy is not anomalous
+    for being noisy). Step 3, the score: ``-log10`` of that tail probability, scaled
+    to ``[0, 1]`` at ``max_log10`` (so 1e-10 maps to 1.0 with the default).
+
+    Parameters
+    ----------
+    window
+        Rows of history for the baseline and for the spread of deviations.
+    short
+        Rows averaged for the recent deviation.
+    min_samples
+        Rows before any score but the neutral 0.0.
+    max_log10
+        ``-log10(p)`` that maps to a score of 1.0.
+    period_seconds
+        When set (86400 for a day), a value is also judged by its change from one
+        period earlier. Off by default: on NAB it cost 3.7 points (docs/benchmarks.md).
+    fade
+        How fast the surprise already reported fades, per row (0.99: half in ~70 rows).
+
+    Examples
+    --------
+    >>> import random
+    >>> rng = random.Random(1)
+    >>> det = SurpriseDetector(window=200, min_samples=50)
+    >>> det.score_one({"t": 0, "y": 5.0})
+    0.0
+    >>> for i in range(300):
+    ...     det.learn_one({"t": i, "y": 10 + rng.gauss(0, 1)})
+    >>> det.score_one({"t": 300, "y": 10.5}) < 0.05 < 0.3 < det.score_one({"t": 300, "y": 25.0})
+    True
+    """
+
+    def __init__(
+        self,
+        window: int = 1000,
+        short: int = 3,
+        min_samples: int = 300,
+        max_log10: float = 30.0,
+        fade: float = 0.99,
+        period_seconds: float = 0.0,
+    ) -> None:
+        self.window = window
+        self.short = short
+        self.min_samples = min_samples
+        self.max_log10 = max_log10
+        self.fade = fade
+        self.period_seconds = period_seconds
+        self._values: deque[float] = deque(maxlen=window)
+        self._raw: deque[float] = deque(maxlen=window)
+        self._recent_raw: deque[float] = deque(maxlen=short)
+        self._median = 0.0
+        self._scale = 1.0
+        self._diff_scale = 1.0
+        self._raw_mean = 0.0
+        self._raw_std = 1.0
+        self._since_refresh = 0
+        self._reported = 0.0
+        self._last_t: float | None = None
+        self._period_rows: int | None = None
+        self._season_scale = 1.0
+
+    def _raw_deviation(self, y: float) -> float:
+        level = abs(y - self._median) / self._scale
+        if not self._values:
+            return level
+        jump = abs(y - self._values[-1]) / self._diff_scale
+        lag = self._period_rows
+        if lag and len(self._values) >= lag:
+            seasonal = abs(y - self._values[-lag]) / self._season_scale
+            return max(level, jump, seasonal)
+        return max(level, jump)
+
+    def _refresh(self) -> None:
+        # Robust statistics over the window, recomputed every few rows: medians are
+        # the costly part, and they move slowly.
+        values = np.fromiter(self._values, dtype=float)
+        self._median = float(np.median(values))
+        spread = float(np.median(np.abs(values - self._median))) * 1.4826
+        floor = 1e-6 * (abs(self._median) + 1.0)
+        self._scale = max(spread, floor)
+        diffs = np.abs(np.diff(values))
+        self._diff_scale = max(float(np.median(diffs)) * 1.4826 if diffs.size else 0.0, floor)
+        lag = self._period_rows
+        if lag and values.size > lag:
+            season = np.abs(values[lag:] - values[:-lag])
+            self._season_scale = max(float(np.median(season)) * 1.4826, floor)
+        if len(self._raw) > 1:
+            raw = np.fromiter(self._raw, dtype=float)
+            self._raw_mean = float(raw.mean())
+            self._raw_std = max(float(raw.std()), 1e-3)
+        self._since_refresh = 0
+
+    def score_one(self, x: dict[str, Any]) -> float:
+        # Only what is new counts: an excursion alerts once, at its start, and again
+        # only if it grows beyond the surprise already reported (which fades slowly).
+        return max(0.0, self._surprise(x) - self._reported)
+
+    def _surprise(self, x: dict[str, Any]) -> float:
+        if len(self._values) < self.min_samples:
+            return self.neutral_score
+        raw = self._raw_deviation(float(x["y"]))
+        recent = (sum(self._recent_raw) + raw) / (len(self._recent_raw) + 1)
+        z = (recent - self._raw_mean) / self._raw_std
+        p = _normal_tail(z)
+        if p <= 0.0:
+            return 1.0
+        return min(1.0, max(0.0, -math.log10(p) / self.max_log10))
+
+    def learn_one(self, x: dict[str, Any]) -> None:
+        y = float(x["y"])
+        t = float(x["t"])
+        if self._period_rows is None and self._last_t is not None and t > self._last_t:
+            # the sampling interval, from the first two rows: a day back is this many rows
+            rows = round(self.period_seconds / (t - self._last_t))
+            self._period_rows = rows if 2 <= rows < self.window else 0
+        self._last_t = t
+        self._reported = max(self._reported * self.fade, self._surprise(x))
+        if len(self._values) >= self.min_samples:
+            raw = self._raw_deviation(y)
+            self._recent_raw.append(raw)
+            # the history holds averaged deviations: what the score compares against
+            self._raw.append(sum(self._recent_raw) / len(self._recent_raw))
+        self._values.append(y)
+        self._since_refresh += 1
+        if self._since_refresh >= 10 or len(self._values) <= self.min_samples:
+            self._refresh()

@@ -1,0 +1,224 @@
+"""One contract for every detector, then each detector's own promises."""
+
+from __future__ import annotations
+
+import pickle
+import random
+import subprocess
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from detectors import EpisodeTracker, RollingZScore, SpikeDetector, SurpriseDetector
+from pipeline.generator import Area, Spike, TicketGenerator
+
+from .conftest import TICKETPULSE
+
+DETECTORS = [
+    SpikeDetector(min_windows=24),
+    SurpriseDetector(window=200, min_samples=50),
+    RollingZScore(window=100, min_samples=20),
+]
+MONDAY = datetime(2026, 3, 2, tzinfo=UTC)
+
+
+def _stream(n: int = 400, seed: int = 0) -> list[dict[str, float]]:
+    rng = random.Random(seed)
+    return [
+        {"t": 1772409600 + 3600 * i, "y": float(rng.randint(5, 15)), "customers": float(rng.randint(4, 12))}
+        for i in range(n)
+    ]
+
+
+@pytest.fixture(params=DETECTORS, ids=lambda d: type(d).__name__)
+def detector(request: pytest.FixtureRequest):
+    return request.param.clone()
+
+
+def test_neutral_score_before_learning(detector) -> None:
+    assert detector.score_one({"t": 0.0, "y": 1e9, "customers": 1e9}) == detector.neutral_score == 0.0
+
+
+def test_scoring_does_not_change_state(detector) -> None:
+    for x in _stream(300):
+        detector.learn_one(x)
+    before = pickle.dumps(detector)
+    for x in _stream(50, seed=9):
+        detector.score_one(x)
+    assert pickle.dumps(detector) == before
+
+
+def test_scores_are_in_unit_interval_and_reproducible(detector) -> None:
+    def run(det) -> list[float]:
+        out = []
+        for x in [*_stream(400, seed=3), {"t": 1e10, "y": 500.0, "customers": 400.0}]:
+            out.append(det.score_one(x))
+            det.learn_one(x)
+        return out
+
+    first, second = run(detector), run(detector.clone())
+    assert first == second
+    assert all(0.0 <= s <= 1.0 for s in first)
+    assert first[-1] > 0.3  # a value fifty times the usual is noticed
+
+
+def test_pickled_mid_stream_continues_identically(detector) -> None:
+    stream = _stream(400, seed=5)
+    for x in stream[:250]:
+        detector.learn_one(x)
+    copy = pickle.loads(pickle.dumps(detector))
+    for x in stream[250:]:
+        assert detector.score_one(x) == copy.score_one(x)
+        detector.learn_one(x)
+        copy.learn_one(x)
+
+
+def test_constructor_arguments_are_stored_as_given(detector) -> None:
+    params = detector._get_params()
+    assert repr(detector).startswith(type(detector).__name__ + "(")
+    assert type(detector)(**params)._get_params() == params
+
+
+# --- SpikeDetector on generated ticket streams -------------------------------------
+
+
+def _hourly(gen: TicketGenerator, area: str) -> list[dict[str, float]]:
+    tickets: Counter[int] = Counter()
+    customers: dict[int, set[str]] = {}
+    seen = set()
+    for t in gen.tickets():
+        p = t.payload
+        if p["id"] in seen or p.get("product_area") != area:
+            continue
+        seen.add(p["id"])
+        w = int(datetime.fromisoformat(str(p["created_at"])).timestamp()) // 3600 * 3600
+        tickets[w] += 1
+        customers.setdefault(w, set()).add(str(p["customer_id"]))
+    start = int(gen.start.timestamp())
+    hours = range(start, start + int(gen.days * 86400), 3600)
+    return [{"t": h, "y": tickets[h], "customers": len(customers.get(h, ()))} for h in hours]
+
+
+def _alerts(rows: list[dict[str, float]], det: SpikeDetector, level: float = 0.4) -> list[int]:
+    out = []
+    for x in rows:
+        if det.score_one(x) >= level:
+            out.append(int(x["t"]))
+        det.learn_one(x)
+    return out
+
+
+def test_five_fold_spike_in_a_seasonal_stream_is_found_within_one_window() -> None:
+    start = MONDAY + timedelta(days=17, hours=10)
+    areas = [Area("reports", 3.0)]
+    gen = TicketGenerator(
+        MONDAY,
+        days=21,
+        areas=areas,
+        seed=4,
+        label_rate=1.0,
+        customers=2000,
+        spikes=[Spike("reports", start, hours=2, factor=5)],
+    )
+    alerts = _alerts(_hourly(gen, "reports"), SpikeDetector())
+    assert int(start.timestamp()) in alerts
+
+
+def test_a_month_without_spikes_raises_no_alert() -> None:
+    for seed in (1, 2, 3):
+        gen = TicketGenerator(MONDAY, days=30, areas=[Area("billing", 6.0)], seed=seed, label_rate=1.0, customers=2000)
+        assert _alerts(_hourly(gen, "billing"), SpikeDetector()) == [], seed
+
+
+def test_one_loud_customer_is_not_a_spike() -> None:
+    rows = [{"t": 1772409600 + 3600 * i, "y": 10.0, "customers": 9.0} for i in range(24 * 14)]
+    det = SpikeDetector()
+    for x in rows:
+        det.learn_one(x)
+    loud = {"t": rows[-1]["t"] + 3600, "y": 40.0, "customers": 10.0}  # 30 more tickets, one more customer
+    broad = {"t": rows[-1]["t"] + 3600, "y": 40.0, "customers": 38.0}
+    assert det.score_one(loud) < 0.1 < 0.4 < det.score_one(broad)
+
+
+def test_a_spike_does_not_become_normal_but_a_real_level_change_does() -> None:
+    det = SpikeDetector()
+    t = 1772409600
+    for i in range(24 * 14):
+        det.learn_one({"t": t + 3600 * i, "y": 10.0})
+    t += 3600 * 24 * 14
+    for i in range(3):  # a three-hour spike
+        det.learn_one({"t": t + 3600 * i, "y": 60.0})
+    assert det.expected(t + 3 * 3600) < 13
+    for i in range(3, 24 * 7):  # the product grew: 30 an hour from now on
+        det.learn_one({"t": t + 3600 * i, "y": 30.0})
+    assert 25 < det.expected(t + 24 * 7 * 3600) < 35
+    assert det.score_one({"t": t + 24 * 7 * 3600, "y": 31.0}) < 0.1
+
+
+def test_in_progress_window_alerts_early() -> None:
+    det = SpikeDetector()
+    for i in range(24 * 14):
+        det.learn_one({"t": 1772409600 + 3600 * i, "y": 20.0})
+    t = 1772409600 + 3600 * 24 * 14
+    # a sixth of the window gone and already 40 tickets (normal: about 3 by now)
+    assert det.score_one({"t": t, "y": 40.0, "fraction": 1 / 6}) >= 0.4
+    assert det.score_one({"t": t, "y": 4.0, "fraction": 1 / 6}) < 0.1
+
+
+# --- episodes -------------------------------------------------------------------------
+
+
+def test_a_five_window_spike_is_one_episode_updated_then_resolved() -> None:
+    tr = EpisodeTracker("reports", alert_score=0.4, min_customers=5)
+    scores = [0.1, 0.5, 0.7, 0.9, 0.8, 0.6, 0.1, 0.1]
+    events = [tr.observe(w, s, 10 * s, 3, 20)[0] for w, s in enumerate(scores)]
+    assert events == [None, "opened", "updated", "updated", None, None, "resolved", None]
+
+
+def test_episode_needs_enough_customers_and_survives_a_restart() -> None:
+    tr = EpisodeTracker("login", min_customers=5)
+    assert tr.observe(0, 0.9, 30, 5, customers=2) == (None, None)
+    event, ep = tr.observe(1, 0.9, 30, 5, customers=12)
+    assert event == "opened" and ep is not None and ep.id == "login@1"
+    restored = EpisodeTracker.from_state("login", pickle.loads(pickle.dumps(tr.state())), min_customers=5)
+    assert restored.observe(1, 0.9, 30, 5, 12) == (None, restored.episode)  # a replay: nothing new
+    assert restored.observe(2, 0.0, 5, 5, 12)[0] == "resolved"
+
+
+# --- the detect contract ----------------------------------------------------------------
+
+
+def test_detect_writes_nab_result_format(tmp_path: Path) -> None:
+    rng = random.Random(2)
+    rows = [
+        f"2014-04-0{d} {h:02d}:{m:02d}:00,{50 + rng.gauss(0, 2):.3f}"
+        for d in (1, 2)
+        for h in range(24)
+        for m in range(0, 60, 5)
+    ]
+    rows[450] = rows[450].split(",")[0] + ",400"
+    source = tmp_path / "series.csv"
+    source.write_text("timestamp,value\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "scores.csv"
+    r = subprocess.run([TICKETPULSE, "detect", str(source), "--output", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert '"interval_seconds":300.0' in r.stdout
+    lines = out.read_text().splitlines()
+    assert lines[0] == "timestamp,value,anomaly_score"
+    assert len(lines) == 1 + len(rows)
+    assert [ln.rsplit(",", 1)[0] for ln in lines[1:]] == rows
+    scores = [float(ln.rsplit(",", 1)[1]) for ln in lines[1:]]
+    assert max(range(len(scores)), key=scores.__getitem__) == 450
+    assert scores[0] == 0.0
+
+
+def test_detect_names_the_bad_line(tmp_path: Path) -> None:
+    source = tmp_path / "bad.csv"
+    source.write_text("timestamp,value\n2014-04-01 00:00:00,1\n2014-04-01 00:05:00,abc\n")
+    r = subprocess.run(
+        [TICKETPULSE, "detect", str(source), "--output", str(tmp_path / "o.csv")], capture_output=True, text=True
+    )
+    assert r.returncode == 2
+    assert f"{source}, line 3: not a timestamp and a number" in r.stderr
