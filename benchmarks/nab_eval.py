@@ -113,7 +113,8 @@ def normalised(
 def candidate_thresholds(scores: list[np.ndarray]) -> np.ndarray:
     allv = np.concatenate(scores)
     qs = np.quantile(allv, np.concatenate([np.linspace(0.5, 0.99, 50), 1 - np.logspace(-2, -5, 60)]))
-    return np.unique(np.concatenate([qs, np.linspace(0.05, 1.0, 96)]))
+    # above the largest score: the null detector, so no detector scores below 0
+    return np.unique(np.concatenate([qs, np.linspace(0.05, 1.0, 96), [allv.max() + 1.0]]))
 
 
 def make_detector(name: str):

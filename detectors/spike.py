@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,6 +43,9 @@ class SpikeDetector(Detector):
         After this many anomalous windows in a row, the new level is accepted.
     max_log10
         ``-log10(p)`` that maps to a score of 1.0.
+    span
+        Windows tested together for a sustained rise (the current one and the
+        ``span - 1`` before it), besides the current window alone.
 
     Examples
     --------
@@ -64,6 +68,7 @@ class SpikeDetector(Detector):
         protect_p: float = 1e-3,
         adapt_after: int = 12,
         max_log10: float = 10.0,
+        span: int = 3,
     ) -> None:
         self.level_rate = level_rate
         self.season_rate = season_rate
@@ -71,6 +76,7 @@ class SpikeDetector(Detector):
         self.protect_p = protect_p
         self.adapt_after = adapt_after
         self.max_log10 = max_log10
+        self.span = span
         self._level: float | None = None
         self._hour = [1.0] * 24
         self._hour_n = [0] * 24
@@ -79,6 +85,7 @@ class SpikeDetector(Detector):
         self._dispersion = 1.0
         self._n = 0
         self._anomalous_run = 0
+        self._recent: deque[tuple[float, float]] = deque(maxlen=max(span - 1, 0))
 
     @staticmethod
     def _slots(t: float) -> tuple[int, int]:
@@ -100,8 +107,16 @@ class SpikeDetector(Detector):
     def _p_value(self, x: dict[str, Any]) -> tuple[float, float]:
         mu = self.expected(float(x["t"]), float(x.get("fraction", 1.0)))
         phi = self._dispersion
+        y = self._count(x)
         # quasi-Poisson: a Poisson law on the count scaled down by the dispersion
-        return poisson_sf(self._count(x) / phi, mu / phi), mu
+        p = poisson_sf(y / phi, mu / phi)
+        if self._recent and y > mu + math.sqrt(phi * mu):
+            # A sustained rise: this window (itself above normal) and the previous
+            # ones together. Each test at half strength (Bonferroni, for the two).
+            seen = y + sum(o for o, _ in self._recent)
+            normal = mu + sum(e for _, e in self._recent)
+            p = min(1.0, 2 * min(p, poisson_sf(seen / phi, normal / phi)))
+        return p, mu
 
     def score_one(self, x: dict[str, Any]) -> float:
         if self._n < self.min_windows:
@@ -131,8 +146,12 @@ class SpikeDetector(Detector):
         p = poisson_sf(y / self._dispersion, mu / self._dispersion) if self._n >= self.min_windows else 1.0
         if p < self.protect_p:
             self._anomalous_run += 1
+            # a window anomalous on its own has had its say: it does not also make
+            # the next, normal windows look like a sustained rise
+            self._recent.clear()
         else:
             self._anomalous_run = 0
+            self._recent.append((y, mu))
         protected = 0 < self._anomalous_run < self.adapt_after
         if protected:
             # teach only up to the edge of normal: a spike must not become normal
