@@ -14,6 +14,7 @@ from .episodes import Episode, EpisodeTracker
 from .series import parse_timestamp, score_series
 from .spike import SpikeDetector
 from .surprise import SurpriseDetector
+from .watch import SpikeEvent, VolumeWatch
 from .zscore import RollingZScore
 
 __all__ = [
@@ -22,7 +23,9 @@ __all__ = [
     "EpisodeTracker",
     "RollingZScore",
     "SpikeDetector",
+    "SpikeEvent",
     "SurpriseDetector",
+    "VolumeWatch",
     "parse_timestamp",
     "score_series",
 ]

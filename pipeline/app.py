@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import base64
 import logging
+import pickle
 from collections import ChainMap
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +30,20 @@ import faust
 import orjson
 from aiokafka.partitioner import murmur2
 
+from detectors import SpikeEvent, VolumeWatch
+
 from .lineprotocol import Point
 from .schema import UNASSIGNED, TicketError, parse_ticket
 from .settings import Settings
 from .sinks import InfluxSink, create_sink
-from .volume import COUNTED, DUPLICATE, Fact, PartitionVolume, VolumeTotals, volume_keys, window_start
+from .volume import ALL, COUNTED, DUPLICATE, Fact, PartitionVolume, VolumeTotals, volume_keys, window_start
 
 __all__ = ["PartitionedTable", "Pipeline", "PipelineStats", "build_pipeline"]
 
 logger = logging.getLogger(__name__)
+
+#: Table key suffix of the watermarks a partition has heard (merge and watch agents).
+WATERMARKS = "__watermarks__"
 
 #: Bytes of a rejected message kept in its dead-letter record.
 DEAD_LETTER_KEEP_BYTES = 64 * 1024
@@ -73,6 +80,7 @@ class PipelineStats:
     duplicates: int = 0
     too_late: int = 0
     points_written: int = 0
+    spike_events: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
 
 
@@ -104,6 +112,67 @@ def _dead_letter(raw: bytes | None, key: bytes | None, error: str, message: Any)
     except UnicodeDecodeError:
         record["value_base64"] = base64.b64encode(kept).decode()
     return record
+
+
+def _hear(marks: dict[str, int], heard: dict[str, int | None]) -> bool:
+    """Raise ``marks`` to the watermarks in ``heard``; ``True`` if any moved."""
+    moved = False
+    for source, mark in heard.items():
+        if mark is not None and mark > marks.get(source, -1):
+            marks[source] = mark
+            moved = True
+    return moved
+
+
+def _freeze(value: Any) -> str:
+    """A detector's state as text for a JSON changelog (pickle: it is our own state)."""
+    return base64.b64encode(pickle.dumps(value)).decode()
+
+
+def _thaw(text: str | None) -> Any:
+    return pickle.loads(base64.b64decode(text)) if text else None  # noqa: S301 - our own changelog
+
+
+def alert_payload(spike: SpikeEvent) -> dict[str, Any]:
+    """The ``ticket-alerts`` message of a spike event (../shared/architecture.md)."""
+    return {
+        "area": spike.key,
+        "case_type": None,
+        "event": spike.event,
+        "episode_id": spike.episode_id,
+        "window_start": datetime.fromtimestamp(spike.window_start, UTC).isoformat(),
+        "window_end": datetime.fromtimestamp(spike.window_end, UTC).isoformat(),
+        "observed": spike.customers,
+        "expected": spike.expected,
+        "score": spike.score,
+        "p_value": spike.p_value,
+        "customers": spike.customers,
+        "tickets": spike.tickets,
+        "tickets_per_customer": spike.concentration,
+        "level": spike.level,
+        # Not filled yet (issue #4 stays open): the counting stages carry no ticket
+        # text, and product events are not read yet.
+        "example_ticket_ids": [],
+        "top_terms": [],
+        "recent_product_events": [],
+    }
+
+
+def spike_point(spike: SpikeEvent, window_tag: str) -> Point:
+    """The ``ticket_spike`` point of a spike event, stamped at its window's start."""
+    return Point(
+        "ticket_spike",
+        {"area": spike.key, "case_type": ALL, "level": spike.level, "window": window_tag},
+        {
+            "observed": spike.customers,
+            "expected": float(spike.expected),
+            "score": float(spike.score),
+            "customers": spike.customers,
+            "tickets": spike.tickets,
+            "episode": spike.episode_id,
+        },
+        spike.window_start,
+    )
 
 
 def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeline:
@@ -162,6 +231,21 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
     app.tables.add(first_seen)
     app.tables.add(totals_table)
     volumes: dict[int, PartitionVolume] = {}
+    # counting partition -> {tickets partition: newest window seen}; in memory: after a
+    # restart it is heard again from the next messages.
+    source_marks: dict[int, dict[str, int]] = {}
+    area_volumes = app.topic(
+        f"{settings.app_id}-area-volumes",
+        key_serializer="raw",
+        value_serializer="json",
+        partitions=settings.partitions,
+        internal=True,
+    )
+    alerts = app.topic(settings.topic_alerts, key_serializer="raw", value_serializer="json")
+    # Spike detection state per area: "<partition>/<area>" -> a pickled VolumeWatch, and
+    # "<partition>/__watermarks__" -> the merging partitions' watermarks (see _freeze).
+    watches = PartitionedTable(app, name="volume-watch", key_type=str, partitions=settings.partitions)
+    app.tables.add(watches)
 
     def _partition_of(key: bytes) -> int:
         # Kafka's default partitioner, so that our explicit partitions match what any
@@ -173,6 +257,7 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
         """Split good tickets from bad; pass the good ones on, grouped by customer partition."""
         async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
             by_partition: dict[int, list[Fact]] = {}
+            marks: dict[str, int] = {}
             for event in events:
                 raw = event.value
                 try:
@@ -181,7 +266,7 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
                     stats.dead_letters += 1
                     await dead_letter.send(value=_dead_letter(raw, event.key, str(exc), event.message))
                     continue
-                fact = [
+                fact: Fact = [
                     ticket.id,
                     window_start(ticket.created_ts, window_seconds),
                     ticket.product_area or UNASSIGNED,
@@ -190,11 +275,19 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
                     ticket.customer_id,
                 ]
                 by_partition.setdefault(_partition_of(ticket.customer_id.encode()), []).append(fact)
+                source = str(event.message.partition)
+                if fact[1] > marks.get(source, -1):
+                    marks[source] = fact[1]
             stats.received += len(events)
             # One message per partition and batch: all tickets of a customer land in
             # the same partition, as if each had been sent keyed by its customer id.
-            for partition, facts in by_partition.items():
-                await by_customer.send(partition=partition, value=facts)
+            # Every counting partition also hears how far in event time each tickets
+            # partition has got (its newest window): the watermark the spike watch
+            # closes windows by is the oldest of those.
+            for partition in range(settings.partitions):
+                facts = by_partition.get(partition, [])
+                if facts or marks:
+                    await by_customer.send(partition=partition, value={"facts": facts, "watermarks": marks})
 
     def _volume(partition: int) -> PartitionVolume:
         vol = volumes.get(partition)
@@ -203,7 +296,7 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
         return vol
 
     async def _send_partials(partition: int, touched: Iterable[tuple[int, tuple[str, str, str]]]) -> None:
-        vol = volumes[partition]
+        vol = _volume(partition)
         by_target: dict[int, list[list[Any]]] = {}
         by_window: dict[int, dict[tuple[str, str, str], tuple[int, int]]] = {}
         for window, key in touched:
@@ -215,8 +308,13 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
             by_target.setdefault(_partition_of(volume_key.encode()), []).append(
                 [volume_key, partition, tickets_n, customers_n]
             )
-        for target, rows in by_target.items():
-            await partials.send(partition=target, value=rows)
+        # Every merging partition hears this counting partition's watermark (the oldest
+        # of the tickets partitions' newest windows), even with no rows for it.
+        marks = source_marks.get(partition, {})
+        low = min(marks.values()) if len(marks) == settings.partitions else None
+        watermark = {str(partition): low}
+        for target in range(settings.partitions):
+            await partials.send(partition=target, value={"rows": by_target.get(target, []), "watermarks": watermark})
 
     @first_seen.on_recover
     async def rebuild_counts() -> None:
@@ -246,10 +344,13 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
         async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
             chunks: dict[int, tuple[str, list[Fact]]] = {}
             touched: dict[int, set[tuple[int, tuple[str, str, str]]]] = {}
+            heard: set[int] = set()
             for event in events:
                 partition = event.message.partition
                 vol = _volume(partition)
-                for fact in event.value:
+                if _hear(source_marks.setdefault(partition, {}), event.value["watermarks"]):
+                    heard.add(partition)
+                for fact in event.value["facts"]:
                     outcome = vol.add(fact)
                     if outcome == COUNTED:
                         if partition not in chunks:
@@ -265,8 +366,8 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
                     else:
                         stats.too_late += 1
             # Effects first, then the state that records them (see pipeline.volume).
-            for partition, keys in touched.items():
-                await _send_partials(partition, keys)
+            for partition in heard | set(touched):
+                await _send_partials(partition, touched.get(partition, ()))
             for partition, (chunk_key, facts) in chunks.items():
                 stats.counted += len(facts)
                 first_seen[chunk_key] = facts
@@ -278,25 +379,42 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
 
     @app.agent(partials, name="merge")
     async def merge(stream: Any) -> None:
-        """Sum the partitions' counts and write ``ticket_volume`` points."""
+        """Sum the partitions' counts and write ``ticket_volume`` points; feed the spike watch."""
         async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
-            staged: dict[str, dict[str, list[int]]] = {}
-            totals = VolumeTotals(ChainMap(staged, totals_table))
+            staged: dict[str, dict[str, Any]] = {}
+            view = ChainMap(staged, totals_table)
+            totals = VolumeTotals(view)
             changed: set[str] = set()
+            targets: set[int] = set()
             for event in events:
                 target = event.message.partition
-                for volume_key, partition, tickets_n, customers_n in event.value:
+                targets.add(target)
+                for volume_key, partition, tickets_n, customers_n in event.value["rows"]:
                     table_key = f"{target}/{volume_key}"
                     if totals.merge(table_key, partition, tickets_n, customers_n):
                         changed.add(table_key)
+                marks_key = f"{target}/{WATERMARKS}"
+                marks = dict(view.get(marks_key) or {})
+                _hear(marks, event.value["watermarks"])
+                staged[marks_key] = marks
             points = []
+            by_area: dict[int, list[list[Any]]] = {}
             for table_key in changed:
                 window, area, case_type, severity = orjson.loads(table_key.split("/", 1)[1])
                 tickets_n, customers_n = totals.total(table_key)
                 tags = {"area": area, "case_type": case_type, "severity": severity, "window": window_tag}
                 points.append(Point("ticket_volume", tags, {"tickets": tickets_n, "customers": customers_n}, window))
+                if case_type == ALL and severity == ALL:
+                    by_area.setdefault(_partition_of(area.encode()), []).append([window, area, tickets_n, customers_n])
             await sink.write(points)
             stats.points_written += len(points)
+            for target in targets:
+                marks = view[f"{target}/{WATERMARKS}"]
+                # the watermark of this merging partition: the oldest of every counter's
+                low = min(marks.values()) if len(marks) == settings.partitions else None
+                for q in range(settings.partitions):
+                    rows = sorted(by_area.pop(q, [])) if target == min(targets) else []
+                    await area_volumes.send(partition=q, value={"rows": rows, "source": target, "watermark": low})
             for table_key, value in staged.items():
                 totals_table[table_key] = value
             if events:
@@ -309,6 +427,70 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
                     stats.too_late,
                     stats.points_written,
                 )
+
+    @app.agent(area_volumes, name="watch")
+    async def watch(stream: Any) -> None:
+        """Run the spike detector on each area's window totals; publish alerts and ``ticket_spike``."""
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
+            touched: dict[str, Any] = {}
+            spikes: list[SpikeEvent] = []
+            partitions: set[int] = set()
+            for event in events:
+                partition = event.message.partition
+                partitions.add(partition)
+                marks_key = f"{partition}/{WATERMARKS}"
+                marks = touched.get(marks_key) or dict(_thaw(watches.get(marks_key)) or {})
+                _hear(marks, {str(event.value["source"]): event.value["watermark"]})
+                touched[marks_key] = marks
+                for window, area, tickets_n, customers_n in event.value["rows"]:
+                    table_key = f"{partition}/{area}"
+                    area_watch = touched.get(table_key) or _thaw(watches.get(table_key))
+                    if area_watch is None:
+                        area_watch = VolumeWatch(
+                            area,
+                            window_seconds,
+                            alert_score=settings.spike_alert_score,
+                            min_customers=settings.spike_min_customers,
+                        )
+                    touched[table_key] = area_watch
+                    spikes += area_watch.update(window, tickets_n, customers_n)
+            for partition in partitions:
+                marks = touched[f"{partition}/{WATERMARKS}"]
+                if len(marks) < settings.partitions:
+                    continue  # not every merging partition has spoken yet
+                watermark = min(marks.values())
+                prefix = f"{partition}/"
+                for table_key in [k for k in {*watches.keys(), *touched} if k.startswith(prefix)]:
+                    if table_key.endswith(WATERMARKS):
+                        continue
+                    area_watch = touched.get(table_key) or _thaw(watches[table_key])
+                    closed = area_watch.advance(watermark)
+                    if closed or table_key in touched:
+                        touched[table_key] = area_watch
+                        spikes += closed
+            logger.info(
+                "agent=watch messages=%d partitions=%s watermarks=%s spike_events=%d",
+                len(events),
+                ",".join(str(p) for p in sorted(partitions)),
+                ";".join(f"{p}:{touched[f'{p}/{WATERMARKS}']}" for p in sorted(partitions)),
+                len(spikes),
+            )
+            # Effects first (alerts, points), then the state that has judged them.
+            for spike in spikes:
+                stats.spike_events += 1
+                logger.warning(
+                    "agent=watch event=%s episode=%s area=%s customers=%d expected=%.1f score=%.3f",
+                    spike.event,
+                    spike.episode_id,
+                    spike.key,
+                    spike.customers,
+                    spike.expected,
+                    spike.score,
+                )
+                await alerts.send(key=spike.key.encode(), value=alert_payload(spike))
+            await sink.write([spike_point(spike, window_tag) for spike in spikes])
+            for table_key, value in touched.items():
+                watches[table_key] = _freeze(value)
 
     topics = {"tickets": tickets, "dead_letter": dead_letter, "by_customer": by_customer, "partials": partials}
     return Pipeline(app=app, settings=settings, sink=sink, stats=stats, topics=topics)

@@ -84,6 +84,7 @@ def _cmd_produce(args: argparse.Namespace) -> int:
             seed=args.seed,
             scale=args.scale,
             spikes=args.spike or (),
+            customers=args.customers,
         )
         generated = list(gen.tickets())
         messages = ((n, orjson.dumps(t.payload)) for n, t in enumerate(generated, 1))
@@ -129,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--start", default="2026-01-05T00:00:00", help="first generated moment, UTC")
     p.add_argument("--seed", type=int, default=0, help="generator seed")
     p.add_argument("--scale", type=float, default=1.0, help="multiply every area's volume")
+    p.add_argument("--customers", type=int, default=20000, help="customers in the generated helpdesk")
     p.add_argument("--spike", type=_parse_spike, action="append", help="AREA,START,HOURS,FACTOR (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     t = sub.add_parser("detect", help="score a timestamp,value CSV row by row (NAB result format)")
@@ -139,7 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--scale", type=float, default=20.0, help="volume multiplier (default 20)")
     d.add_argument("--seed", type=int, default=1, help="generator seed")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING if args.command == "demo" else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
     handlers = {"worker": _cmd_worker, "produce": _cmd_produce, "detect": _cmd_detect, "demo": _cmd_demo}
     try:
         return handlers[args.command](args)

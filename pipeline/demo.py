@@ -21,6 +21,7 @@ import urllib.request
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -75,11 +76,11 @@ class _Volumes:
         return out
 
 
-async def _count_dead_letters(settings: Settings) -> int:
-    """Messages in the dead-letter topic, counted by reading them.
+async def _read_topic(settings: Settings, topic: str) -> list[bytes]:
+    """Every message of a topic, read from the start of each partition.
 
-    Not from end offsets: Tansu answers ListOffsets(latest) with the base offset of
-    the last record batch plus one, which undercounts batched messages.
+    Read, not counted from end offsets: Tansu answers ListOffsets(latest) with the base
+    offset of the last record batch plus one, which undercounts batched messages.
     """
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -91,15 +92,23 @@ async def _count_dead_letters(settings: Settings) -> int:
     )
     await consumer.start()
     try:
-        consumer.assign([TopicPartition(settings.topic_dead_letter, p) for p in range(settings.partitions)])
-        count = 0
+        consumer.assign([TopicPartition(topic, p) for p in range(settings.partitions)])
+        out: list[bytes] = []
         while True:
             batch = await consumer.getmany(timeout_ms=300)
             if not batch:
-                return count
-            count += sum(len(records) for records in batch.values())
+                return out
+            out.extend(r.value for records in batch.values() for r in records if r.value is not None)
     finally:
         await consumer.stop()
+
+
+async def _count_dead_letters(settings: Settings) -> int:
+    return len(await _read_topic(settings, settings.topic_dead_letter))
+
+
+async def _read_alerts(settings: Settings) -> list[dict[str, Any]]:
+    return [orjson.loads(raw) for raw in await _read_topic(settings, settings.topic_alerts)]
 
 
 def _plot(volumes: dict[str, dict[int, int]], spike: Spike, path: Path) -> bool:
@@ -187,7 +196,7 @@ def run_demo(days: float = 3.0, scale: float = 20.0, seed: int = 1, output: Path
             start_new_session=True,
         )
         spike = Spike("reports", DEMO_START + timedelta(days=1, hours=10), hours=2, factor=4)
-        gen = TicketGenerator(DEMO_START, days=days, seed=seed, scale=scale, spikes=[spike])
+        gen = TicketGenerator(DEMO_START, days=days, seed=seed, scale=scale, spikes=[spike], customers=20000)
         tickets = list(gen.tickets())
         truth = gen.truth(settings.window_seconds)
         unique = sum(truth.values())
@@ -249,6 +258,17 @@ def run_demo(days: float = 3.0, scale: float = 20.0, seed: int = 1, output: Path
             f"in {elapsed:.1f} s = {len(messages) / elapsed:.0f} messages/s "
             f"({unique / elapsed:.0f} tickets/s)"
         )
+        # The spike watch runs after the counts; give its last batches a moment.
+        spikes: list[dict[str, Any]] = []
+        alerts_by = time.monotonic() + 30
+        while time.monotonic() < alerts_by and not any(a["event"] == "resolved" for a in spikes):
+            spikes = asyncio.run(_read_alerts(settings))
+        print(f"\nspike alerts on '{settings.topic_alerts}': {len(spikes)}")
+        for a in spikes:
+            print(
+                f"  {a['event']:<8} {a['level']:<8} area={a['area']} window={a['window_start']} "
+                f"customers={a['customers']} expected={a['expected']} score={a['score']} episode={a['episode_id']}"
+            )
         png = output or Path.cwd() / "ticketpulse-demo.png"
         if _plot(volumes, spike, png):
             print(f"plot of the volumes: {png}")

@@ -70,6 +70,17 @@ class Settings(BaseSettings):
     )
     batch_seconds: float = Field(0.5, gt=0, description="TICKETPULSE_BATCH_SECONDS: longest wait to fill a batch.")
 
+    # --- spikes -----------------------------------------------------------------------
+    spike_alert_score: float = Field(
+        0.4,
+        gt=0,
+        le=1,
+        description="TICKETPULSE_SPIKE_ALERT_SCORE: detector score that raises an alert (0.4 is p < 1e-4).",
+    )
+    spike_min_customers: int = Field(
+        5, ge=1, description="TICKETPULSE_SPIKE_MIN_CUSTOMERS: distinct customers a window needs to alert."
+    )
+
     # --- InfluxDB ---------------------------------------------------------------------
     influx_url: str | None = Field(
         None,

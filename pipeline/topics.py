@@ -33,6 +33,7 @@ def all_topics(settings: Settings) -> list[str]:
         settings.topic_dead_letter,
         f"{settings.app_id}-tickets-by-customer",
         f"{settings.app_id}-volume-partials",
+        f"{settings.app_id}-area-volumes",
     ]
 
 

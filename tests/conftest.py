@@ -120,6 +120,15 @@ class Stack:
     def worker_logs(self) -> str:
         return "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(self.tmp_path.glob("worker-*.log")))
 
+    def crashes(self) -> list[str]:
+        """Lines where Faust's supervisor restarted a crashed agent, from every worker log."""
+        return [
+            line
+            for path in sorted(self.tmp_path.glob("worker-*.log"))
+            for line in path.read_text(errors="replace").splitlines()
+            if "Crashed reason=" in line
+        ]
+
     def stop_workers(self) -> None:
         for proc in self.workers:
             if proc.poll() is None:
@@ -231,6 +240,10 @@ def stack_factory(broker: EmbeddedBroker, influx: EmbeddedInflux, tmp_path: Path
     yield make
     for stack in stacks:
         stack.stop_workers()
+    for stack in stacks:
+        # an agent that crashed and was restarted by Faust's supervisor is a defect,
+        # even when the counts came out right
+        assert stack.crashes() == []
 
 
 @pytest.fixture

@@ -1,0 +1,134 @@
+"""From window totals of one key to alerts: the part of spike detection the stream runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .episodes import EpisodeTracker
+from .spike import SpikeDetector
+
+__all__ = ["SpikeEvent", "VolumeWatch"]
+
+
+@dataclass(frozen=True)
+class SpikeEvent:
+    """An episode opened, grew, or ended, with what the person paged needs to see why."""
+
+    event: str  # "opened", "updated" or "resolved"
+    episode_id: str
+    key: str
+    window_start: int
+    window_end: int
+    tickets: int
+    customers: int
+    expected: float
+    score: float
+    p_value: float
+    level: str
+
+    @property
+    def concentration(self) -> float:
+        """Tickets per distinct customer: 1.0 is every ticket from someone else."""
+        return round(self.tickets / self.customers, 2) if self.customers else 0.0
+
+
+class VolumeWatch:
+    """Watches the window totals of one key (an area) and says when a spike starts and ends.
+
+    Totals arrive as they grow, in any order, possibly more than once (at-least-once
+    delivery): :meth:`update` keeps the largest seen, and judges the window with
+    what it holds so far, so a spike can alert before its window ends (a window still
+    filling can open or grow an episode, never end one). :meth:`advance` is told the
+    event-time watermark (every counting partition has seen a ticket at least this
+    recent): the windows that ended before it are closed, judged, and learned, in
+    order (a window with no ticket is learned as zero). Plain data: it pickles, with
+    its detector and episode, into the worker's durable table.
+
+    Examples
+    --------
+    >>> watch = VolumeWatch("reports", 3600, SpikeDetector(min_windows=24), min_customers=5)
+    >>> for h in range(24 * 7):
+    ...     _ = watch.update(h * 3600, 10, 10)
+    >>> watch.advance(24 * 7 * 3600)
+    []
+    >>> [e.event for e in watch.update(24 * 7 * 3600, 60, 55)]  # while the window fills
+    ['opened']
+    >>> _ = watch.update(24 * 7 * 3600 + 3600, 3, 3)
+    >>> watch.advance(24 * 7 * 3600 + 3600)  # the spike window closes: same episode, no news
+    []
+    >>> [(e.event, e.window_start) for e in watch.advance(24 * 7 * 3600 + 7200)]  # the next ended quiet
+    [('resolved', 608400)]
+    """
+
+    def __init__(
+        self,
+        key: str,
+        window_seconds: int,
+        detector: SpikeDetector | None = None,
+        alert_score: float = 0.4,
+        critical_score: float = 0.8,
+        min_customers: int = 5,
+    ) -> None:
+        self.key = key
+        self.window_seconds = window_seconds
+        self.detector = detector or SpikeDetector()
+        self.alert_score = alert_score
+        self.critical_score = critical_score
+        self.min_customers = min_customers
+        self.tracker = EpisodeTracker(key, alert_score=alert_score, min_customers=min_customers)
+        self.totals: dict[int, tuple[int, int]] = {}
+        self.learned_through: int | None = None
+
+    def update(self, window: int, tickets: int, customers: int) -> list[SpikeEvent]:
+        """Take a (partial or final) total of one open window; return the events it causes."""
+        if self.learned_through is not None and window <= self.learned_through:
+            return []  # a late update of a window already closed and learned
+        old = self.totals.get(window, (0, 0))
+        self.totals[window] = (max(old[0], tickets), max(old[1], customers))
+        return self._judge(window, closed=False)
+
+    def advance(self, watermark: int) -> list[SpikeEvent]:
+        """Close, judge and learn every window that ended at or before ``watermark``."""
+        last = watermark - self.window_seconds  # the start of the last window that ended
+        if self.learned_through is not None:
+            first = self.learned_through + self.window_seconds
+        elif self.totals:
+            first = min(self.totals)
+        else:
+            return []
+        events: list[SpikeEvent] = []
+        for w in range(first, last + 1, self.window_seconds):
+            events += self._judge(w, closed=True)
+            tickets, customers = self.totals.pop(w, (0, 0))
+            self.detector.learn_one({"t": w, "y": tickets, "customers": customers})
+            self.learned_through = w
+        return events
+
+    def _judge(self, window: int, closed: bool) -> list[SpikeEvent]:
+        tickets, customers = self.totals.get(window, (0, 0))
+        x: dict[str, Any] = {"t": window, "y": tickets, "customers": customers}
+        why = self.detector.explain(x)
+        if not closed and why["score"] < self.alert_score:
+            return []  # a window still filling can raise an alert, not end one
+        event, episode = self.tracker.observe(window, why["score"], customers, why["expected"], customers)
+        if event is None or episode is None:
+            return []
+        level = "critical" if episode.peak_score >= self.critical_score else "warning"
+        if event == "resolved":
+            level = "resolved"
+        return [
+            SpikeEvent(
+                event=event,
+                episode_id=episode.id,
+                key=self.key,
+                window_start=window,
+                window_end=window + self.window_seconds,
+                tickets=tickets,
+                customers=customers,
+                expected=why["expected"],
+                score=round(why["score"], 4),
+                p_value=why["p_value"],
+                level=level,
+            )
+        ]

@@ -1,0 +1,54 @@
+"""A generated spike through the real broker and worker: one alert episode, and its points."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+
+from pipeline.generator import Area, Spike, TicketGenerator
+
+pytestmark = pytest.mark.integration
+
+START = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
+SPIKE = Spike("reports", START + timedelta(days=8, hours=10), hours=2, factor=5)
+
+
+def test_a_spike_is_one_alert_episode_with_matching_ticket_spike_points(stack) -> None:
+    gen = TicketGenerator(
+        START,
+        days=10,
+        areas=[Area("reports", 8.0), Area("billing", 8.0)],
+        spikes=[SPIKE],
+        seed=8,
+        label_rate=1.0,
+        customers=5000,
+    )
+    truth = gen.truth(3600)
+    stack.create_topics()
+    stack.start_worker()
+    stack.send([(str(t.payload["id"]).encode(), orjson.dumps(t.payload)) for t in gen.tickets()])
+    assert stack.wait_for_counts(dict(truth)) == dict(truth), stack.worker_logs()
+
+    alerts = stack.read_topic(stack.settings.topic_alerts, expected=2, timeout=30)
+    episodes = {a["episode_id"] for a in alerts}
+    assert len(episodes) == 1, alerts
+    opened = [a for a in alerts if a["event"] == "opened"]
+    resolved = [a for a in alerts if a["event"] == "resolved"]
+    assert len(opened) == 1 and len(resolved) == 1, alerts
+    alert = opened[0]
+    assert alert["area"] == "reports"
+    start = datetime.fromisoformat(alert["window_start"])
+    assert SPIKE.start <= start < SPIKE.start + timedelta(hours=SPIKE.hours)
+    assert alert["level"] in ("warning", "critical")
+    assert alert["customers"] >= 5 and alert["observed"] > 2 * alert["expected"]
+    window = int(start.timestamp())
+    assert alert["tickets"] <= truth[(window, "reports")]
+    assert datetime.fromisoformat(resolved[0]["window_start"]) >= SPIKE.start + timedelta(hours=SPIKE.hours)
+
+    series = stack.query("SELECT customers, score, episode, level FROM ticket_spike GROUP BY area")
+    assert [s["tags"]["area"] for s in series] == ["reports"]
+    points = {(t, level) for t, _, _, _, level in series[0]["values"]}
+    assert points == {(int(datetime.fromisoformat(a["window_start"]).timestamp()), a["level"]) for a in alerts}
+    assert {episode for _, _, _, episode, _ in series[0]["values"]} == episodes
