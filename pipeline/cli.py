@@ -114,6 +114,19 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from .replay import replay
+
+    source = Path(args.input)
+    if not source.exists():
+        return _fail(f"no such file: {source}")
+    summary = replay(
+        source, Path(args.output), Path(args.save_model) if args.save_model else None, progress=not args.quiet
+    )
+    print(orjson.dumps(summary).decode())
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -136,6 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     t = sub.add_parser("detect", help="score a timestamp,value CSV row by row (NAB result format)")
     t.add_argument("input", help="CSV with columns timestamp,value")
     t.add_argument("--output", required=True, help="CSV to write: timestamp,value,anomaly_score")
+    r = sub.add_parser("replay", help="the tagger over a JSONL history: predict, then learn, per ticket")
+    r.add_argument("input", help="JSONL tickets, in the order they happened")
+    r.add_argument("--output", required=True, help="JSONL predictions, one line per input line")
+    r.add_argument("--save-model", help="write the trained tagger here (pickle) for a warm start")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
     d = sub.add_parser("demo", help="embedded broker and InfluxDB, a worker, and generated days with a spike")
     d.add_argument("--days", type=float, default=3.0, help="simulated days (default 3)")
     d.add_argument("--scale", type=float, default=20.0, help="volume multiplier (default 20)")
@@ -145,7 +163,13 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.WARNING if args.command == "demo" else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    handlers = {"worker": _cmd_worker, "produce": _cmd_produce, "detect": _cmd_detect, "demo": _cmd_demo}
+    handlers = {
+        "worker": _cmd_worker,
+        "produce": _cmd_produce,
+        "detect": _cmd_detect,
+        "replay": _cmd_replay,
+        "demo": _cmd_demo,
+    }
     try:
         return handlers[args.command](args)
     except SettingsError as exc:

@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import orjson
+
+from pipeline.tagger import FIELDS, TicketTagger, clean_text
+
+from .conftest import TICKETPULSE
+
+TRAIN = [
+    ("Charged twice", "my card was charged twice, please refund", "billing", "payments", "high"),
+    ("Refund request", "I want a refund for the invoice", "billing", "payments", "normal"),
+    ("App crashes on start", "error 500 when I open the dashboard", "bug", "dashboard", "high"),
+    ("Dashboard broken", "the chart shows an error and crashes", "bug", "dashboard", "urgent"),
+    ("How do I export?", "where is the export button, I cannot find it", "ux_confusion", "reports", "low"),
+    ("Where is the CSV export", "how do I find the export setting", "ux_confusion", "reports", "low"),
+]
+
+
+def _ticket(i: int, subject: str, body: str, case: str | None, area: str | None, sev: str | None) -> dict:
+    return {"id": f"T{i}", "subject": subject, "body": body, "case_type": case, "product_area": area, "severity": sev}
+
+
+def test_clean_text_drops_code_quotes_traces_signatures_and_contacts() -> None:
+    body = (
+        "The export fails.\n```\nSELECT * FROM t;\n```\n> On Monday you wrote: try again\n"
+        'Traceback (most recent call last):\n  File "x.py", line 3\n    at Foo.bar(Foo.java:12)\n'
+        "See https://example.com/x?y=1 for more.\nThanks,\nAna\nana@example.com"
+    )
+    assert clean_text("Export", body) == "export export the export fails. see for more."
+
+
+def test_a_label_never_helps_predict_its_own_ticket() -> None:
+    tagger = TicketTagger(min_labels=1)
+    for i, row in enumerate(TRAIN * 3):
+        tagger.process_many([_ticket(i, *row)])
+    novel = _ticket(999, "Quantum flux capacitor", "zorblax wibble", "compatibility", "hardware", "low")
+    (predicted,) = tagger.process_many([novel])
+    assert predicted["case_type"]["label"] != "compatibility"  # never seen before this ticket
+    assert predicted["product_area"]["label"] != "hardware"
+    assert ("compatibility", predicted["case_type"]["label"]) == tagger.quality["case_type"].pairs[-1]
+    # ... and after learning it, a ticket in the same words gets it
+    (again,) = tagger.process_many([_ticket(1000, "Quantum flux capacitor", "zorblax wibble", None, None, None)])
+    assert again["case_type"]["label"] == "compatibility"
+
+
+def test_resent_ticket_is_learned_once_and_a_correction_is_learned() -> None:
+    tagger = TicketTagger()
+    t = _ticket(1, *TRAIN[0])
+    tagger.process_many([t, t, t])
+    assert tagger.learned == {"case_type": 1, "product_area": 1, "severity": 1}
+    assert tagger.quality["case_type"].labelled == 1
+    tagger.process_many([{**t, "severity": "urgent"}])  # an agent corrects the severity
+    assert tagger.learned == {"case_type": 1, "product_area": 1, "severity": 2}
+
+
+def test_predictions_are_uncertain_until_enough_labels_and_confident() -> None:
+    tagger = TicketTagger(min_labels=6, min_confidence=0.5)
+    for i, row in enumerate(TRAIN[:4]):
+        tagger.process_many([_ticket(i, *row)])
+    early = tagger.predict_one({"subject": "Charged twice", "body": "refund"})
+    assert early["case_type"]["label"] == "billing" and early["case_type"]["uncertain"] is True
+    for i, row in enumerate(TRAIN * 2, start=10):
+        tagger.process_many([_ticket(i, *row)])
+    late = tagger.predict_one({"subject": "Charged twice", "body": "refund my card"})
+    assert late["case_type"] == {"label": "billing", "confidence": late["case_type"]["confidence"], "uncertain": False}
+    assert late["case_type"]["confidence"] >= 0.5
+    vague = tagger.predict_one({"subject": "hello", "body": "something"})
+    assert all(vague[f]["uncertain"] for f in FIELDS if vague[f]["confidence"] < 0.5)
+
+
+def test_replay_contract(tmp_path: Path) -> None:
+    lines = [
+        orjson.dumps({"created_at": "2026-01-05T10:00:00Z", "customer_id": "c", **_ticket(i, *row)})
+        for i, row in enumerate(TRAIN * 4)
+    ]
+    lines.insert(3, b'{"id": "broken"')
+    source = tmp_path / "history.jsonl"
+    source.write_bytes(b"\n".join(lines) + b"\n")
+    out = tmp_path / "predictions.jsonl"
+    model = tmp_path / "tagger.pkl"
+    r = subprocess.run(
+        [TICKETPULSE, "replay", str(source), "--output", str(out), "--save-model", str(model)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    summary = orjson.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["tickets"] == 24 and summary["rejected"] == 1
+    assert summary["tickets_per_second"] > 0
+    assert set(summary["prequential"]) == set(FIELDS)
+    assert summary["prequential"]["case_type"]["labelled"] == 24
+    rows = [orjson.loads(x) for x in out.read_bytes().splitlines()]
+    assert len(rows) == len(lines)
+    assert rows[3] == {"id": None, "line": 4, "error": rows[3]["error"]} and "not valid JSON" in rows[3]["error"]
+    first = rows[0]
+    assert first["id"] == "T0"
+    assert first["predicted"]["case_type"] == {"label": None, "confidence": 0.0, "uncertain": True}
+    assert set(first["predicted"]) == set(FIELDS)
+    assert rows[-1]["predicted"]["case_type"]["label"] == TRAIN[-1][2]
+    assert model.stat().st_size > 0
