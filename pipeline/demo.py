@@ -154,7 +154,10 @@ def run_demo(days: float = 3.0, scale: float = 20.0, seed: int = 1, output: Path
     def _terminate(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
+    # Ctrl-C (SIGINT) and SIGTERM both stop everything the demo started; SIGINT set
+    # explicitly, as a shell may start a background demo with SIGINT ignored.
     signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _terminate)
     try:
         print("starting the embedded broker (Tansu) ...", flush=True)
         broker = EmbeddedBroker()
