@@ -32,6 +32,7 @@ from aiokafka.partitioner import murmur2
 
 from detectors import SpikeEvent, VolumeWatch
 
+from .delivery import AlertDeliverer
 from .lineprotocol import Point
 from .schema import UNASSIGNED, TicketError, parse_ticket
 from .settings import Settings
@@ -491,6 +492,25 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
             await sink.write([spike_point(spike, window_tag) for spike in spikes])
             for table_key, value in touched.items():
                 watches[table_key] = _freeze(value)
+
+    deliverer = AlertDeliverer(
+        slack_url=settings.slack_webhook_url.get_secret_value() if settings.slack_webhook_url else None,
+        webhook_url=settings.alert_webhook_url,
+        webhook_secret=settings.alert_webhook_secret.get_secret_value() if settings.alert_webhook_secret else None,
+        dashboard_url=settings.dashboard_url,
+        attempts=settings.delivery_attempts,
+    )
+    if deliverer.enabled:
+        # (episode, event, window) -> True, for the alerts already delivered
+        delivered = app.Table("alerts-delivered", key_type=str, value_type=bool, partitions=settings.partitions)
+        deliverer.delivered = delivered
+
+        @app.agent(alerts, name="deliver")
+        async def deliver(stream: Any) -> None:
+            """Post spike alerts to Slack and the signed webhook, each once."""
+            async for alert in stream:
+                # the post (the effect) first, then the record that it was made
+                await deliverer.deliver(alert)
 
     topics = {"tickets": tickets, "dead_letter": dead_letter, "by_customer": by_customer, "partials": partials}
     return Pipeline(app=app, settings=settings, sink=sink, stats=stats, topics=topics)

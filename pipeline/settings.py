@@ -81,6 +81,23 @@ class Settings(BaseSettings):
         5, ge=1, description="TICKETPULSE_SPIKE_MIN_CUSTOMERS: distinct customers a window needs to alert."
     )
 
+    # --- alert delivery ---------------------------------------------------------------
+    slack_webhook_url: SecretStr | None = Field(
+        None, description="TICKETPULSE_SLACK_WEBHOOK_URL: Slack incoming webhook for spike alerts (a secret)."
+    )
+    alert_webhook_url: str | None = Field(
+        None, description="TICKETPULSE_ALERT_WEBHOOK_URL: a JSON webhook for spike alerts, signed with HMAC-SHA256."
+    )
+    alert_webhook_secret: SecretStr | None = Field(
+        None, description="TICKETPULSE_ALERT_WEBHOOK_SECRET: the key of that signature."
+    )
+    dashboard_url: str | None = Field(
+        None, description="TICKETPULSE_DASHBOARD_URL: the area dashboard, linked from Slack alerts."
+    )
+    delivery_attempts: int = Field(
+        5, ge=1, le=20, description="TICKETPULSE_DELIVERY_ATTEMPTS: tries per alert and destination."
+    )
+
     # --- InfluxDB ---------------------------------------------------------------------
     influx_url: str | None = Field(
         None,

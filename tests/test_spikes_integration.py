@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import time
 from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
 
+from pipeline.delivery import SIGNATURE_HEADER
 from pipeline.generator import Area, Spike, TicketGenerator
 
 pytestmark = pytest.mark.integration
@@ -15,7 +19,7 @@ START = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
 SPIKE = Spike("reports", START + timedelta(days=8, hours=10), hours=2, factor=5)
 
 
-def test_a_spike_is_one_alert_episode_with_matching_ticket_spike_points(stack) -> None:
+def test_a_spike_is_one_alert_episode_with_matching_ticket_spike_points_delivered_once(stack, receiver) -> None:
     gen = TicketGenerator(
         START,
         days=10,
@@ -26,6 +30,13 @@ def test_a_spike_is_one_alert_episode_with_matching_ticket_spike_points(stack) -
         customers=5000,
     )
     truth = gen.truth(3600)
+    stack.env_overrides.update(
+        {
+            "TICKETPULSE_SLACK_WEBHOOK_URL": f"{receiver.url}/slack",
+            "TICKETPULSE_ALERT_WEBHOOK_URL": f"{receiver.url}/hook",
+            "TICKETPULSE_ALERT_WEBHOOK_SECRET": "integration-secret",
+        }
+    )
     stack.create_topics()
     stack.start_worker()
     stack.send([(str(t.payload["id"]).encode(), orjson.dumps(t.payload)) for t in gen.tickets()])
@@ -52,3 +63,21 @@ def test_a_spike_is_one_alert_episode_with_matching_ticket_spike_points(stack) -
     points = {(t, level) for t, _, _, _, level in series[0]["values"]}
     assert points == {(int(datetime.fromisoformat(a["window_start"]).timestamp()), a["level"]) for a in alerts}
     assert {episode for _, _, _, episode, _ in series[0]["values"]} == episodes
+
+    # Delivered to ops: each event once to Slack and once, signed, to the webhook ...
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(receiver.posts("/hook")) < 2:
+        time.sleep(0.5)
+    hooks = [orjson.loads(b) for _, b in receiver.posts("/hook")]
+    assert sorted(h["event"] for h in hooks) == ["opened", "resolved"]
+    assert all(h["episode_id"] in episodes for h in hooks)
+    assert len(receiver.posts("/slack")) == 2
+    for headers, body in receiver.posts("/hook"):
+        assert (
+            headers[SIGNATURE_HEADER] == "sha256=" + hmac.new(b"integration-secret", body, hashlib.sha256).hexdigest()
+        )
+    # ... and an alert that reaches the topic again (a replay after a crash) is not posted again.
+    stack.send([(b"reports", orjson.dumps(alert))], topic=stack.settings.topic_alerts)
+    time.sleep(4)
+    assert len(receiver.posts("/hook")) == 2 and len(receiver.posts("/slack")) == 2
+    assert "delivery=" not in stack.worker_logs()  # no retry was needed
