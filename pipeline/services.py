@@ -83,6 +83,11 @@ class EmbeddedService:
 
     def stop(self) -> None:
         """Stop the process group (SIGTERM, then SIGKILL) and remove the data folder."""
+        self.halt()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def halt(self) -> None:
+        """Stop the process group but keep its data: ``start()`` brings it back on the same port."""
         if self.process is not None and self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGTERM)
@@ -93,7 +98,6 @@ class EmbeddedService:
                     os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         self.process = None
-        shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> EmbeddedService:
         return self.start()

@@ -1,0 +1,42 @@
+"""InfluxDB goes away in the middle of a run and comes back: no count is lost or doubled."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+
+from pipeline.generator import TicketGenerator
+from pipeline.services import EmbeddedInflux
+
+pytestmark = pytest.mark.integration
+
+
+def test_influxdb_outage_mid_run_ends_with_exact_counts(stack_factory, broker, tmp_path) -> None:
+    own_influx = EmbeddedInflux().start()  # this test stops it: not the session's
+    try:
+        stack = stack_factory()
+        stack.influx = own_influx
+        stack.env_overrides["TICKETPULSE_INFLUX_URL"] = own_influx.url
+        gen = TicketGenerator(datetime(2026, 3, 2, tzinfo=UTC), days=3, seed=17, scale=3)
+        truth = gen.truth(3600)
+        messages = [(str(t.payload["id"]).encode(), orjson.dumps(t.payload)) for t in gen.tickets()]
+        stack.create_topics()
+        stack.start_worker()
+        half = len(messages) // 2
+        stack.send(messages[:half])
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and sum(stack.area_counts().values()) == 0:
+            time.sleep(0.3)
+        assert sum(stack.area_counts().values()) > 0
+        own_influx.halt()  # down: the worker must hold on and retry, not drop or double
+        stack.send(messages[half:])
+        time.sleep(6)
+        own_influx.start()
+        got = stack.wait_for_counts(dict(truth), timeout=120)
+        assert got == dict(truth), stack.worker_logs()
+        assert "sink=influx_v1" in stack.worker_logs() and "retry_in=" in stack.worker_logs()
+    finally:
+        own_influx.stop()
