@@ -212,20 +212,19 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
     dead_letter = app.topic(
         settings.topic_dead_letter, key_serializer="raw", value_serializer="json", partitions=settings.partitions
     )
-    by_customer = app.topic(
-        f"{settings.app_id}-tickets-by-customer",
-        key_serializer="raw",
-        value_serializer="json",
-        partitions=settings.partitions,
-        internal=True,
-    )
-    partials = app.topic(
-        f"{settings.app_id}-volume-partials",
-        key_serializer="raw",
-        value_serializer="json",
-        partitions=settings.partitions,
-        internal=True,
-    )
+
+    def internal_topic(suffix: str) -> Any:
+        # between our own agents: JSON values, explicit partitions, the app's prefix
+        return app.topic(
+            f"{settings.app_id}-{suffix}",
+            key_serializer="raw",
+            value_serializer="json",
+            partitions=settings.partitions,
+            internal=True,
+        )
+
+    by_customer = internal_topic("tickets-by-customer")
+    partials = internal_topic("volume-partials")
     # Durable facts, in chunks: "<partition>/<offset>" -> [fact, ...] (pipeline.volume).
     first_seen = PartitionedTable(app, name="tickets-first-seen", key_type=str, partitions=settings.partitions)
     totals_table = PartitionedTable(app, name="volume-totals", key_type=str, partitions=settings.partitions)
@@ -235,13 +234,7 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
     # counting partition -> {tickets partition: newest window seen}; in memory: after a
     # restart it is heard again from the next messages.
     source_marks: dict[int, dict[str, int]] = {}
-    area_volumes = app.topic(
-        f"{settings.app_id}-area-volumes",
-        key_serializer="raw",
-        value_serializer="json",
-        partitions=settings.partitions,
-        internal=True,
-    )
+    area_volumes = internal_topic("area-volumes")
     alerts = app.topic(settings.topic_alerts, key_serializer="raw", value_serializer="json")
     # Spike detection state per area: "<partition>/<area>" -> a pickled VolumeWatch, and
     # "<partition>/__watermarks__" -> the merging partitions' watermarks (see _freeze).

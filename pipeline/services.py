@@ -145,27 +145,28 @@ bind-address = "127.0.0.1:{rpc_port}"
 """
 
 
-class EmbeddedInflux(EmbeddedService):
-    """InfluxDB 1.x (Debian's ``influxd``) with its own config: loopback ports, temporary data."""
+class _HttpService(EmbeddedService):
+    """A service from a Debian package, ready when ``health_path`` answers ``health_status``."""
 
-    name = "influxd"
+    binary = ""
+    package = ""
+    health_path = "/"
+    health_status = 200
 
-    @staticmethod
-    def available() -> bool:
-        return shutil.which("influxd") is not None
+    @classmethod
+    def available(cls) -> bool:
+        return shutil.which(cls.binary) is not None
 
-    def command(self) -> list[str]:
-        binary = shutil.which("influxd")
-        if binary is None:
-            raise ServiceError("influxd is not installed (Debian package 'influxdb')")
-        config = self.workdir / "influxdb.conf"
-        config.write_text(_INFLUXD_CONFIG.format(rpc_port=free_port(), dir=self.workdir, port=self.port))
-        return [binary, "-config", str(config)]
+    def _binary(self) -> str:
+        path = shutil.which(self.binary)
+        if path is None:
+            raise ServiceError(f"{self.binary} is not installed (Debian package '{self.package}')")
+        return path
 
     def ready(self) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.url}/ping", timeout=1) as resp:  # noqa: S310 - loopback
-                return bool(resp.status == 204)
+            with urllib.request.urlopen(f"{self.url}{self.health_path}", timeout=1) as resp:  # noqa: S310 - loopback
+                return bool(resp.status == self.health_status)
         except (urllib.error.URLError, OSError):
             return False
 
@@ -174,34 +175,35 @@ class EmbeddedInflux(EmbeddedService):
         return f"http://127.0.0.1:{self.port}"
 
 
-class EmbeddedVictoria(EmbeddedService):
+class EmbeddedInflux(_HttpService):
+    """InfluxDB 1.x (Debian's ``influxd``) with its own config: loopback ports, temporary data."""
+
+    name = "influxd"
+    binary = "influxd"
+    package = "influxdb"
+    health_path = "/ping"
+    health_status = 204
+
+    def command(self) -> list[str]:
+        binary = self._binary()
+        config = self.workdir / "influxdb.conf"
+        config.write_text(_INFLUXD_CONFIG.format(rpc_port=free_port(), dir=self.workdir, port=self.port))
+        return [binary, "-config", str(config)]
+
+
+class EmbeddedVictoria(_HttpService):
     """VictoriaMetrics (Debian's ``victoria-metrics``): accepts the InfluxDB 2.x write API."""
 
     name = "victoria-metrics"
-
-    @staticmethod
-    def available() -> bool:
-        return shutil.which("victoria-metrics") is not None
+    binary = "victoria-metrics"
+    package = "victoria-metrics"
+    health_path = "/health"
 
     def command(self) -> list[str]:
-        binary = shutil.which("victoria-metrics")
-        if binary is None:
-            raise ServiceError("victoria-metrics is not installed (Debian package 'victoria-metrics')")
         return [
-            binary,
+            self._binary(),
             f"-httpListenAddr=127.0.0.1:{self.port}",
             f"-storageDataPath={self.workdir / 'data'}",
             "-search.latencyOffset=0s",
             "-retentionPeriod=100y",
         ]
-
-    def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/health", timeout=1) as resp:  # noqa: S310 - loopback
-                return bool(resp.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
