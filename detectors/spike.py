@@ -104,6 +104,16 @@ class SpikeDetector(Detector):
         hour, weekday = self._slots(t)
         return max(self._level * self._hour[hour] * self._weekday[weekday] * fraction, 1e-3)
 
+    @property
+    def ready(self) -> bool:
+        """Whether it has learned enough windows to score (``min_windows``)."""
+        return self._n >= self.min_windows
+
+    def upper(self, t: float, fraction: float = 1.0) -> float:
+        """The top of the normal band: three (dispersion-inflated) standard deviations up."""
+        mu = self.expected(t, fraction)
+        return mu + 3.0 * math.sqrt(self._dispersion * mu)
+
     def _p_value(self, x: dict[str, Any]) -> tuple[float, float]:
         mu = self.expected(float(x["t"]), float(x.get("fraction", 1.0)))
         phi = self._dispersion
@@ -119,7 +129,7 @@ class SpikeDetector(Detector):
         return p, mu
 
     def score_one(self, x: dict[str, Any]) -> float:
-        if self._n < self.min_windows:
+        if not self.ready:
             return self.neutral_score
         p, _ = self._p_value(x)
         if p <= 0.0:

@@ -79,6 +79,9 @@ class VolumeWatch:
         self.tracker = EpisodeTracker(key, alert_score=alert_score, min_customers=min_customers)
         self.totals: dict[int, tuple[int, int]] = {}
         self.learned_through: int | None = None
+        #: ``(window, customers, expected, upper)`` of each window closed since the last
+        #: :meth:`drain_baselines`: the "normal" band dashboards draw.
+        self.baselines: list[tuple[int, int, float, float]] = []
 
     def update(self, window: int, tickets: int, customers: int) -> list[SpikeEvent]:
         """Take a (partial or final) total of one open window; return the events it causes."""
@@ -101,9 +104,17 @@ class VolumeWatch:
         for w in range(first, last + 1, self.window_seconds):
             events += self._judge(w, closed=True)
             tickets, customers = self.totals.pop(w, (0, 0))
+            if self.detector.ready:
+                expected = self.detector.expected(w)
+                self.baselines.append((w, customers, round(expected, 3), round(self.detector.upper(w), 3)))
             self.detector.learn_one({"t": w, "y": tickets, "customers": customers})
             self.learned_through = w
         return events
+
+    def drain_baselines(self) -> list[tuple[int, int, float, float]]:
+        """The closed windows' baselines gathered so far, handed over once."""
+        out, self.baselines = self.baselines, []
+        return out
 
     def _judge(self, window: int, closed: bool) -> list[SpikeEvent]:
         tickets, customers = self.totals.get(window, (0, 0))

@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import pickle
+import socket
+import time
 from collections import ChainMap
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -82,6 +85,7 @@ class PipelineStats:
     too_late: int = 0
     points_written: int = 0
     spike_events: int = 0
+    newest_created: float | None = None
     by_reason: dict[str, int] = field(default_factory=dict)
 
 
@@ -272,6 +276,8 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
                 source = str(event.message.partition)
                 if fact[1] > marks.get(source, -1):
                     marks[source] = fact[1]
+                if stats.newest_created is None or ticket.created_ts > stats.newest_created:
+                    stats.newest_created = ticket.created_ts
             stats.received += len(events)
             # One message per partition and batch: all tickets of a customer land in
             # the same partition, as if each had been sent keyed by its customer id.
@@ -482,7 +488,18 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
                     spike.score,
                 )
                 await alerts.send(key=spike.key.encode(), value=alert_payload(spike))
-            await sink.write([spike_point(spike, window_tag) for spike in spikes])
+            baselines = [
+                Point(
+                    "ticket_baseline",
+                    {"area": value.key, "window": window_tag},
+                    {"customers": customers_n, "expected": expected, "upper": upper},
+                    window,
+                )
+                for value in touched.values()
+                if isinstance(value, VolumeWatch)
+                for window, customers_n, expected, upper in value.drain_baselines()
+            ]
+            await sink.write([spike_point(spike, window_tag) for spike in spikes] + baselines)
             for table_key, value in touched.items():
                 watches[table_key] = _freeze(value)
 
@@ -504,6 +521,26 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
             async for alert in stream:
                 # the post (the effect) first, then the record that it was made
                 await deliverer.deliver(alert)
+
+    worker_tag = f"{socket.gethostname()}-{os.getpid()}"
+
+    @app.timer(interval=settings.stats_seconds)
+    async def write_stats() -> None:
+        """This worker's counters as a ``pipeline_stats`` point (rates and lag for dashboards)."""
+        now = int(time.time())
+        fields: dict[str, int | float] = {
+            "received": stats.received,
+            "dead_letters": stats.dead_letters,
+            "counted": stats.counted,
+            "duplicates": stats.duplicates,
+            "too_late": stats.too_late,
+            "spike_events": stats.spike_events,
+            "alerts_delivered": deliverer.sent,
+            "alerts_undelivered": deliverer.failed,
+        }
+        if stats.newest_created is not None:
+            fields["lag_seconds"] = round(max(0.0, now - stats.newest_created), 1)
+        await sink.write([Point("pipeline_stats", {"worker": worker_tag, "app": settings.app_id}, fields, now)])
 
     topics = {"tickets": tickets, "dead_letter": dead_letter, "by_customer": by_customer, "partials": partials}
     return Pipeline(app=app, settings=settings, sink=sink, stats=stats, topics=topics)

@@ -128,6 +128,9 @@ class Settings(BaseSettings):
     web_enabled: bool = Field(True, description="TICKETPULSE_WEB_ENABLED: serve the worker's web views.")
     web_host: str = Field("127.0.0.1", description="TICKETPULSE_WEB_HOST: web views address (0.0.0.0 in a container).")
     web_port: int = Field(6066, ge=1, le=65535, description="TICKETPULSE_WEB_PORT: web views port.")
+    stats_seconds: float = Field(
+        10.0, gt=0, description="TICKETPULSE_STATS_SECONDS: how often a worker writes its pipeline_stats point."
+    )
     log_level: str = Field("info", description="TICKETPULSE_LOG_LEVEL: debug, info, warning or error.")
 
     @field_validator("broker_url")

@@ -65,3 +65,16 @@ def test_grafana_datasource_is_influxql_with_token_from_environment() -> None:
     assert source["secureJsonData"]["httpHeaderValue1"] == "Token ${INFLUXDB_TOKEN}"
     grafana_env = _compose()["services"]["grafana"]["environment"]
     assert {"INFLUXDB_URL", "INFLUXDB_BUCKET", "INFLUXDB_TOKEN"} <= set(grafana_env)
+
+
+def test_alert_rules_and_contact_points_are_provisioned_from_the_environment() -> None:
+    doc = yaml.safe_load((ROOT / "deploy/grafana/provisioning/alerting/ticketpulse.yml").read_text())
+    receivers = {r["type"]: r["settings"]["url"] for r in doc["contactPoints"][0]["receivers"]}
+    assert receivers == {"slack": "$SLACK_WEBHOOK_URL", "webhook": "$ALERT_WEBHOOK_URL"}
+    grafana_env = _compose()["services"]["grafana"]["environment"]
+    assert {"SLACK_WEBHOOK_URL", "ALERT_WEBHOOK_URL"} <= set(grafana_env)
+    rules = [r for g in doc["groups"] for r in g["rules"]]
+    assert {r["uid"] for r in rules} == {"ticketpulse-spike", "ticketpulse-dead-letters", "ticketpulse-lag"}
+    for rule in rules:
+        refs = {item["refId"] for item in rule["data"]}
+        assert rule["condition"] in refs
