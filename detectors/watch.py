@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,10 @@ class SpikeEvent:
     score: float
     p_value: float
     level: str
+    #: ``(ticket id, masked text)`` of a few tickets of the window, from different customers
+    examples: tuple[tuple[str, str], ...] = ()
+    #: the window's most frequent subject words
+    top_terms: tuple[str, ...] = ()
 
     @property
     def concentration(self) -> float:
@@ -82,6 +87,8 @@ class VolumeWatch:
         #: ``(window, customers, expected, upper)`` of each window closed since the last
         #: :meth:`drain_baselines`: the "normal" band dashboards draw.
         self.baselines: list[tuple[int, int, float, float]] = []
+        #: window -> (examples ``[id, customer, text]``, subject word counts) of open windows
+        self.context: dict[int, tuple[list[list[str]], Counter[str]]] = {}
 
     def update(self, window: int, tickets: int, customers: int) -> list[SpikeEvent]:
         """Take a (partial or final) total of one open window; return the events it causes."""
@@ -90,6 +97,18 @@ class VolumeWatch:
         old = self.totals.get(window, (0, 0))
         self.totals[window] = (max(old[0], tickets), max(old[1], customers))
         return self._judge(window, closed=False)
+
+    def add_context(self, window: int, examples: list[list[str]], terms: dict[str, int], keep: int = 5) -> None:
+        """Remember a few example tickets (distinct customers) and word counts of an open window."""
+        if self.learned_through is not None and window <= self.learned_through:
+            return
+        kept, counts = self.context.setdefault(window, ([], Counter()))
+        for ticket_id, customer, text in examples:
+            if len(kept) < keep and all(k[0] != ticket_id and k[1] != customer for k in kept):
+                kept.append([ticket_id, customer, text])
+        counts.update(terms)
+        if len(counts) > 200:  # bounded: keep the most frequent
+            self.context[window] = (kept, Counter(dict(counts.most_common(100))))
 
     def advance(self, watermark: int) -> list[SpikeEvent]:
         """Close, judge and learn every window that ended at or before ``watermark``."""
@@ -104,6 +123,7 @@ class VolumeWatch:
         for w in range(first, last + 1, self.window_seconds):
             events += self._judge(w, closed=True)
             tickets, customers = self.totals.pop(w, (0, 0))
+            self.context.pop(w, None)
             if self.detector.ready:
                 expected = self.detector.expected(w)
                 self.baselines.append((w, customers, round(expected, 3), round(self.detector.upper(w), 3)))
@@ -128,6 +148,7 @@ class VolumeWatch:
         level = "critical" if episode.peak_score >= self.critical_score else "warning"
         if event == "resolved":
             level = "resolved"
+        examples, terms = self.context.get(window, ([], Counter()))
         return [
             SpikeEvent(
                 event=event,
@@ -141,5 +162,7 @@ class VolumeWatch:
                 score=round(why["score"], 4),
                 p_value=why["p_value"],
                 level=level,
+                examples=tuple((ticket_id, text) for ticket_id, _, text in examples),
+                top_terms=tuple(term for term, _ in terms.most_common(8)),
             )
         ]

@@ -20,9 +20,10 @@ import base64
 import logging
 import os
 import pickle
+import re
 import socket
 import time
-from collections import ChainMap
+from collections import ChainMap, Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,6 +38,7 @@ from detectors import SpikeEvent, VolumeWatch
 
 from .delivery import AlertDeliverer
 from .lineprotocol import Point
+from .privacy import mask_personal
 from .schema import UNASSIGNED, TicketError, parse_ticket
 from .settings import Settings
 from .sinks import InfluxSink, create_sink
@@ -119,6 +121,18 @@ def _dead_letter(raw: bytes | None, key: bytes | None, error: str, message: Any)
     return record
 
 
+_WORD = re.compile(r"[a-z][a-z0-9_-]{2,}")
+_STOPWORDS = frozenset(
+    "the and for with not but you your are was has have had this that from can cannot when what how why where "
+    "does did its into out all any our get got please help issue problem since after".split()
+)
+
+
+def subject_terms(subject: str) -> list[str]:
+    """The words of a subject that say what it is about (lower case, no stop words)."""
+    return [w for w in _WORD.findall(subject.lower()) if w not in _STOPWORDS]
+
+
 def _hear(marks: dict[str, int], heard: dict[str, int | None]) -> bool:
     """Raise ``marks`` to the watermarks in ``heard``; ``True`` if any moved."""
     moved = False
@@ -155,10 +169,11 @@ def alert_payload(spike: SpikeEvent) -> dict[str, Any]:
         "tickets": spike.tickets,
         "tickets_per_customer": spike.concentration,
         "level": spike.level,
-        # Not filled yet (issue #4 stays open): the counting stages carry no ticket
-        # text, and product events are not read yet.
-        "example_ticket_ids": [],
-        "top_terms": [],
+        "example_ticket_ids": [ticket_id for ticket_id, _ in spike.examples],
+        # in the customers' words, personal data masked (pipeline.privacy)
+        "example_tickets": [text for _, text in spike.examples],
+        "top_terms": list(spike.top_terms),
+        # Not filled yet: product events are not read by the worker.
         "recent_product_events": [],
     }
 
@@ -256,6 +271,7 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
         async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
             by_partition: dict[int, list[Fact]] = {}
             marks: dict[str, int] = {}
+            context: dict[tuple[int, str], tuple[list[list[str]], Counter[str]]] = {}
             for event in events:
                 raw = event.value
                 try:
@@ -278,6 +294,11 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
                     marks[source] = fact[1]
                 if stats.newest_created is None or ticket.created_ts > stats.newest_created:
                     stats.newest_created = ticket.created_ts
+                examples, terms = context.setdefault((fact[1], fact[2]), ([], Counter()))
+                terms.update(subject_terms(ticket.subject))
+                if len(examples) < 2 and all(e[1] != ticket.customer_id for e in examples):
+                    text = mask_personal(f"{ticket.subject}: {ticket.body}")
+                    examples.append([ticket.id, ticket.customer_id, text])
             stats.received += len(events)
             # One message per partition and batch: all tickets of a customer land in
             # the same partition, as if each had been sent keyed by its customer id.
@@ -288,6 +309,14 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
                 facts = by_partition.get(partition, [])
                 if facts or marks:
                     await by_customer.send(partition=partition, value={"facts": facts, "watermarks": marks})
+            # Examples and words travel straight to the spike watch: alerts show them.
+            by_area_partition: dict[int, list[list[Any]]] = {}
+            for (window, area), (examples, terms) in context.items():
+                by_area_partition.setdefault(_partition_of(area.encode()), []).append(
+                    [window, area, examples, dict(terms.most_common(20))]
+                )
+            for partition, items in by_area_partition.items():
+                await area_volumes.send(partition=partition, value={"context": items})
 
     def _volume(partition: int) -> PartitionVolume:
         vol = volumes.get(partition)
@@ -428,6 +457,19 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
                     stats.points_written,
                 )
 
+    def watch_of(touched: dict[str, Any], table_key: str, area: str) -> VolumeWatch:
+        """The area's watch: already in this batch, else from the table, else a new one."""
+        area_watch = touched.get(table_key) or _thaw(watches.get(table_key))
+        if area_watch is None:
+            area_watch = VolumeWatch(
+                area,
+                window_seconds,
+                alert_score=settings.spike_alert_score,
+                min_customers=settings.spike_min_customers,
+            )
+        touched[table_key] = area_watch
+        return area_watch
+
     @app.agent(area_volumes, name="watch")
     async def watch(stream: Any) -> None:
         """Run the spike detector on each area's window totals; publish alerts and ``ticket_spike``."""
@@ -435,25 +477,20 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
             touched: dict[str, Any] = {}
             spikes: list[SpikeEvent] = []
             partitions: set[int] = set()
+
             for event in events:
                 partition = event.message.partition
+                if "context" in event.value:
+                    for window, area, examples, terms in event.value["context"]:
+                        watch_of(touched, f"{partition}/{area}", area).add_context(window, examples, terms)
+                    continue
                 partitions.add(partition)
                 marks_key = f"{partition}/{WATERMARKS}"
                 marks = touched.get(marks_key) or dict(_thaw(watches.get(marks_key)) or {})
                 _hear(marks, {str(event.value["source"]): event.value["watermark"]})
                 touched[marks_key] = marks
                 for window, area, tickets_n, customers_n in event.value["rows"]:
-                    table_key = f"{partition}/{area}"
-                    area_watch = touched.get(table_key) or _thaw(watches.get(table_key))
-                    if area_watch is None:
-                        area_watch = VolumeWatch(
-                            area,
-                            window_seconds,
-                            alert_score=settings.spike_alert_score,
-                            min_customers=settings.spike_min_customers,
-                        )
-                    touched[table_key] = area_watch
-                    spikes += area_watch.update(window, tickets_n, customers_n)
+                    spikes += watch_of(touched, f"{partition}/{area}", area).update(window, tickets_n, customers_n)
             for partition in partitions:
                 marks = touched[f"{partition}/{WATERMARKS}"]
                 if len(marks) < settings.partitions:

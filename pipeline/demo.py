@@ -272,6 +272,10 @@ def run_demo(days: float = 3.0, scale: float = 20.0, seed: int = 1, output: Path
                 f"  {a['event']:<8} {a['level']:<8} area={a['area']} window={a['window_start']} "
                 f"customers={a['customers']} expected={a['expected']} score={a['score']} episode={a['episode_id']}"
             )
+            if a["event"] == "opened":
+                print(f"           top terms: {', '.join(a['top_terms'])}")
+                for text in a["example_tickets"][:3]:
+                    print(f"           > {text[:110]}")
         png = output or Path.cwd() / "ticketpulse-demo.png"
         if _plot(volumes, spike, png):
             print(f"plot of the volumes: {png}")

@@ -57,6 +57,16 @@ def test_a_spike_is_one_alert_episode_with_matching_ticket_spike_points_delivere
     window = int(start.timestamp())
     assert alert["tickets"] <= truth[(window, "reports")]
     assert datetime.fromisoformat(resolved[0]["window_start"]) >= SPIKE.start + timedelta(hours=SPIKE.hours)
+    # enough for the person paged to see why: tickets of that hour, in their words, masked
+    ids = alert["example_ticket_ids"]
+    assert 1 <= len(ids) <= 5 and len(alert["example_tickets"]) == len(ids)
+    firsts = {t.payload["id"]: t.payload for t in gen.tickets()}
+    for ticket_id, text in zip(ids, alert["example_tickets"], strict=True):
+        ticket = firsts[ticket_id]
+        assert ticket["product_area"] == "reports"
+        assert int(datetime.fromisoformat(ticket["created_at"]).timestamp()) // 3600 * 3600 == window
+        assert text.startswith(ticket["subject"]) and "@" not in text and "Thanks" not in text
+    assert {"release", "fails", "error"} <= set(alert["top_terms"])
 
     series = stack.query("SELECT customers, score, episode, level FROM ticket_spike GROUP BY area")
     assert [s["tags"]["area"] for s in series] == ["reports"]
@@ -72,6 +82,8 @@ def test_a_spike_is_one_alert_episode_with_matching_ticket_spike_points_delivere
     assert sorted(h["event"] for h in hooks) == ["opened", "resolved"]
     assert all(h["episode_id"] in episodes for h in hooks)
     assert len(receiver.posts("/slack")) == 2
+    opened_slack = next(orjson.loads(b) for _, b in receiver.posts("/slack") if b"Spike in" in b)
+    assert f"> {alert['example_tickets'][0]}" in opened_slack["blocks"][1]["text"]["text"]
     for headers, body in receiver.posts("/hook"):
         assert (
             headers[SIGNATURE_HEADER] == "sha256=" + hmac.new(b"integration-secret", body, hashlib.sha256).hexdigest()

@@ -1,0 +1,32 @@
+"""Example tickets are shown to people (alerts, reports): personal data must not be."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.privacy import mask_personal
+
+CASES = [
+    ("Please reset, my login is jane.doe+work@acme-corp.co.uk", "Please reset, my login is [email]"),
+    ("Call +44 20 7946 0958 after 5pm", "Call [phone] after 5pm"),
+    ("Call 415-555-0199", "Call [phone]"),
+    ("Invoice for account 00123456789 is wrong", "Invoice for account [number] is wrong"),
+    (
+        "Reset link https://app.example/reset?token=s3cr3t&u=42 expired",
+        "Reset link https://app.example/reset?[…] expired",
+    ),
+    ("Hello Marcus, the export fails", "Hello [name], the export fails"),
+    ("The export fails.\n\nThanks,\nMarcus Weber\nHead of Ops, ACME\n+49 30 1234567", "The export fails."),
+    ("The export fails.\n--\nMarcus", "The export fails."),
+    ("Error 500 since version 4.28.0 on 2 of 3 machines", "Error 500 since version 4.28.0 on 2 of 3 machines"),
+]
+
+
+@pytest.mark.parametrize(("text", "masked"), CASES)
+def test_personal_data_is_masked_and_the_rest_kept(text: str, masked: str) -> None:
+    assert mask_personal(text) == masked
+
+
+def test_long_text_is_cut_on_one_line() -> None:
+    out = mask_personal("word " * 200, limit=50)
+    assert len(out) == 50 and out.endswith("…") and "\n" not in out
