@@ -37,11 +37,13 @@ from aiokafka.partitioner import murmur2
 from detectors import SpikeEvent, VolumeWatch
 
 from .delivery import AlertDeliverer
+from .ingest import WebhookIngest
 from .lineprotocol import Point
 from .privacy import mask_personal
 from .schema import UNASSIGNED, TicketError, parse_ticket
 from .settings import Settings
 from .sinks import InfluxSink, create_sink
+from .topics import broker_reachable
 from .volume import ALL, COUNTED, DUPLICATE, Fact, PartitionVolume, VolumeTotals, volume_keys, window_start
 
 __all__ = ["PartitionedTable", "Pipeline", "PipelineStats", "build_pipeline"]
@@ -558,6 +560,31 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
             async for alert in stream:
                 # the post (the effect) first, then the record that it was made
                 await deliverer.deliver(alert)
+
+    async def send_ticket(key: bytes, value: bytes) -> None:
+        # returns once the broker has acknowledged the ticket
+        await (await tickets.send(key=key, value=value))
+
+    ingest = WebhookIngest(settings.webhook_secrets(), send_ticket, max_bytes=settings.max_ticket_bytes)
+
+    class WebhookView(faust.web.View):  # type: ignore[misc]
+        async def post(self, request: Any, source: str) -> Any:
+            body = await request.read()
+            answer = await ingest.handle(
+                source, body, request.headers, request.headers.get("Content-Type", ""), request.content_length
+            )
+            return self.json(answer.body, status=answer.status)
+
+    class HealthView(faust.web.View):  # type: ignore[misc]
+        async def get(self, request: Any) -> Any:
+            try:
+                await broker_reachable(settings, timeout=5.0)
+            except Exception as exc:
+                return self.json({"broker": "unreachable", "error": type(exc).__name__}, status=503)
+            return self.json({"broker": "ok", "accepted": ingest.accepted, "refused": ingest.refused})
+
+    app.page("/webhooks/{source}")(WebhookView)
+    app.page("/health")(HealthView)
 
     worker_tag = f"{socket.gethostname()}-{os.getpid()}"
 

@@ -98,6 +98,23 @@ class Settings(BaseSettings):
         5, ge=1, le=20, description="TICKETPULSE_DELIVERY_ATTEMPTS: tries per alert and destination."
     )
 
+    # --- webhook ingest ---------------------------------------------------------------
+    zendesk_webhook_secret: SecretStr | None = Field(
+        None, description="TICKETPULSE_ZENDESK_WEBHOOK_SECRET: Zendesk's webhook signing secret."
+    )
+    freshdesk_webhook_token: SecretStr | None = Field(
+        None, description="TICKETPULSE_FRESHDESK_WEBHOOK_TOKEN: bearer token Freshdesk sends (custom header)."
+    )
+    intercom_webhook_secret: SecretStr | None = Field(
+        None, description="TICKETPULSE_INTERCOM_WEBHOOK_SECRET: the Intercom app's client secret (X-Hub-Signature)."
+    )
+    helpscout_webhook_secret: SecretStr | None = Field(
+        None, description="TICKETPULSE_HELPSCOUT_WEBHOOK_SECRET: Help Scout's webhook secret key."
+    )
+    ingest_token: SecretStr | None = Field(
+        None, description="TICKETPULSE_INGEST_TOKEN: bearer token for POST /webhooks/ticketpulse (ticket JSON)."
+    )
+
     # --- InfluxDB ---------------------------------------------------------------------
     influx_url: str | None = Field(
         None,
@@ -146,6 +163,17 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/") if value else value
+
+    def webhook_secrets(self) -> dict[str, str]:
+        """Per webhook source, its secret or token (only the configured ones)."""
+        pairs = {
+            "zendesk": self.zendesk_webhook_secret,
+            "freshdesk": self.freshdesk_webhook_token,
+            "intercom": self.intercom_webhook_secret,
+            "helpscout": self.helpscout_webhook_secret,
+            "ticketpulse": self.ingest_token,
+        }
+        return {source: value.get_secret_value() for source, value in pairs.items() if value is not None}
 
     @property
     def bootstrap_servers(self) -> str:

@@ -15,7 +15,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from .settings import Settings
 
-__all__ = ["BrokerError", "all_topics", "ensure_topics"]
+__all__ = ["BrokerError", "all_topics", "broker_reachable", "ensure_topics"]
 
 
 class BrokerError(RuntimeError):
@@ -76,5 +76,15 @@ async def _ensure_topics(settings: Settings, timeout: float) -> None:
                     f"topic {topic['topic']!r} has {count} partitions but TICKETPULSE_PARTITIONS is "
                     f"{settings.partitions}: set it to {count}, or recreate the topic"
                 )
+    finally:
+        await admin.close()
+
+
+async def broker_reachable(settings: Settings, timeout: float = 5.0) -> list[str]:
+    """The broker's topics, asked for real; raises when it does not answer in ``timeout``."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=int(timeout * 1000))
+    try:
+        await asyncio.wait_for(admin.start(), timeout)
+        return list(await asyncio.wait_for(admin.list_topics(), timeout))
     finally:
         await admin.close()
