@@ -59,7 +59,7 @@ def victoria() -> Iterator[EmbeddedVictoria]:
 def influx_query(url: str, database: str, query: str) -> list[dict[str, Any]]:
     """Run InfluxQL; return the series of the first statement (raises on an error)."""
     params = urllib.parse.urlencode({"db": database, "q": query, "epoch": "s"})
-    with urllib.request.urlopen(f"{url}/query?{params}", timeout=10) as resp:  # noqa: S310 - loopback
+    with urllib.request.urlopen(f"{url}/query?{params}", timeout=10) as resp:
         body = orjson.loads(resp.read())
     result = body["results"][0]
     if "error" in result:

@@ -57,9 +57,9 @@ def test_v2_sink_writes_through_influxdb_client_and_points_read_back(victoria) -
         await sink.close()
 
     asyncio.run(go())
-    urllib.request.urlopen(f"{victoria.url}/internal/force_flush", timeout=10).read()  # noqa: S310
+    urllib.request.urlopen(f"{victoria.url}/internal/force_flush", timeout=10).read()
     params = urllib.parse.urlencode({"match[]": '{__name__=~"ticket_volume_.*"}'})
-    with urllib.request.urlopen(f"{victoria.url}/api/v1/export?{params}", timeout=10) as resp:  # noqa: S310
+    with urllib.request.urlopen(f"{victoria.url}/api/v1/export?{params}", timeout=10) as resp:
         rows = [orjson.loads(line) for line in resp.read().splitlines()]
     got = {(r["metric"]["__name__"], r["metric"]["area"]): (r["values"], r["timestamps"]) for r in rows}
     assert got == {
