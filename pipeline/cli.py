@@ -127,6 +127,58 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_import(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from .importer import ImportError_, read_export
+    from .produce import produce
+    from .replay import replay
+    from .topics import BrokerError, ensure_topics
+
+    path = Path(args.file)
+    if not path.exists():
+        return _fail(f"no such file: {path}")
+    mapping = {}
+    for item in args.map or []:
+        column, sep, field = item.partition("=")
+        if not sep or not column or not field:
+            return _fail(f"--map wants column=field, got {item!r}")
+        mapping[column] = field
+    good: list[tuple[int, bytes]] = []
+    rejected: list[str] = []
+    try:
+        for line, record in read_export(path, args.format, mapping):
+            if isinstance(record, bytes):
+                good.append((line, record))
+            else:
+                rejected.append(f"line {line}: {record}")
+    except (ImportError_, ValueError) as exc:
+        return _fail(f"{path}: {exc}")
+    if args.replay:
+        if not args.output:
+            return _fail("--replay needs --output PREDICTIONS.jsonl")
+        with tempfile.NamedTemporaryFile("wb", suffix=".jsonl", delete=False) as fh:
+            fh.write(b"".join(raw + b"\n" for _, raw in good))
+        summary = replay(Path(fh.name), Path(args.output), progress=not args.quiet)
+        Path(fh.name).unlink()
+        summary["rejected"] += len(rejected)
+        for reason in rejected[:50]:
+            print(f"rejected {reason}", file=sys.stderr)
+        print(orjson.dumps(summary).decode())
+        return 0
+    settings = load_settings()
+    try:
+        asyncio.run(ensure_topics(settings))
+    except BrokerError as exc:
+        return _fail(str(exc))
+    result = asyncio.run(produce(settings, good, total=len(good), progress=not args.quiet))
+    result.rejected += len(rejected)
+    for reason in (rejected + result.reasons)[:50]:
+        print(f"rejected {reason}", file=sys.stderr)
+    print(result.line())
+    return 0 if result.rejected == 0 else 1
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -154,6 +206,13 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--output", required=True, help="JSONL predictions, one line per input line")
     r.add_argument("--save-model", help="write the trained tagger here (pickle) for a warm start")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    i = sub.add_parser("import", help="a helpdesk's export into the tickets topic (or into replay)")
+    i.add_argument("file", help="the export: Zendesk JSON, Freshdesk CSV, a CSV or JSONL in the ticket schema")
+    i.add_argument("--format", required=True, choices=["zendesk", "freshdesk", "csv", "jsonl"])
+    i.add_argument("--map", action="append", help="column=field: a CSV column is this ticket field (repeatable)")
+    i.add_argument("--replay", action="store_true", help="feed the tickets to the tagger replay, not to Kafka")
+    i.add_argument("--output", help="with --replay: where the predictions go")
+    i.add_argument("--quiet", action="store_true", help="no progress bar")
     d = sub.add_parser("demo", help="embedded broker and InfluxDB, a worker, and generated days with a spike")
     d.add_argument("--days", type=float, default=3.0, help="simulated days (default 3)")
     d.add_argument("--scale", type=float, default=20.0, help="volume multiplier (default 20)")
@@ -168,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         "produce": _cmd_produce,
         "detect": _cmd_detect,
         "replay": _cmd_replay,
+        "import": _cmd_import,
         "demo": _cmd_demo,
     }
     try:
