@@ -6,6 +6,8 @@ import base64
 import hashlib
 import hmac
 import json
+import os
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -140,3 +142,50 @@ def test_requests_that_fail_are_refused_and_produce_nothing(stack, endpoint) -> 
     assert post(f"{endpoint}/webhooks/ticketpulse", good, signed_headers("ticketpulse", good))[0] == 202
     on_topic = stack.read_topic(stack.settings.topic_tickets, expected=1)
     assert [t["id"] for t in on_topic] == ["own-1"]
+
+
+def test_broker_down_gives_the_helpdesk_a_5xx_to_retry(stack_factory, influx) -> None:
+    from pipeline.services import EmbeddedBroker
+
+    own_broker = EmbeddedBroker().start()  # this test stops it: not the session's
+    try:
+        stack = stack_factory()
+        stack.broker = own_broker
+        stack.env_overrides["TICKETPULSE_BROKER_URL"] = own_broker.url
+        port = free_port()
+        stack.env_overrides.update(
+            {"TICKETPULSE_WEB_ENABLED": "true", "TICKETPULSE_WEB_PORT": str(port), "TICKETPULSE_INGEST_TOKEN": "t"}
+        )
+        stack.create_topics()
+        stack.start_worker()
+        base = f"http://127.0.0.1:{port}"
+        good = (FIXTURES / "ticketpulse.json").read_bytes()
+        deadline = time.monotonic() + 60
+        status = 0
+        while time.monotonic() < deadline and status != 202:
+            try:
+                status, _ = post(f"{base}/webhooks/ticketpulse", good, {"Authorization": "Bearer t"})
+            except OSError:
+                time.sleep(0.5)
+        assert status == 202
+        own_broker.halt()
+        started = time.monotonic()
+        status, answer = post(f"{base}/webhooks/ticketpulse", good, {"Authorization": "Bearer t"})
+        assert status == 503, answer
+        assert answer["error"].startswith("the broker did not take the ticket")
+        assert time.monotonic() - started < 20
+        health = post_get(f"{base}/health")
+        assert health[0] == 503 and health[1]["broker"] == "unreachable"
+        # a worker without a broker takes long to stop gracefully; this test is done with it
+        for proc in stack.workers:
+            os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        own_broker.stop()
+
+
+def post_get(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            return resp.status, orjson.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, orjson.loads(exc.read())
