@@ -159,7 +159,8 @@ def _cmd_import(args: argparse.Namespace) -> int:
             return _fail("--replay needs --output PREDICTIONS.jsonl")
         with tempfile.NamedTemporaryFile("wb", suffix=".jsonl", delete=False) as fh:
             fh.write(b"".join(raw + b"\n" for _, raw in good))
-        summary = replay(Path(fh.name), Path(args.output), progress=not args.quiet)
+        save = Path(args.save_model) if args.save_model else None
+        summary = replay(Path(fh.name), Path(args.output), save, progress=not args.quiet)
         Path(fh.name).unlink()
         summary["rejected"] += len(rejected)
         for reason in rejected[:50]:
@@ -212,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("--map", action="append", help="column=field: a CSV column is this ticket field (repeatable)")
     i.add_argument("--replay", action="store_true", help="feed the tickets to the tagger replay, not to Kafka")
     i.add_argument("--output", help="with --replay: where the predictions go")
+    i.add_argument("--save-model", help="with --replay: write the trained tagger here, for a warm start")
     i.add_argument("--quiet", action="store_true", help="no progress bar")
     d = sub.add_parser("demo", help="embedded broker and InfluxDB, a worker, and generated days with a spike")
     d.add_argument("--days", type=float, default=3.0, help="simulated days (default 3)")

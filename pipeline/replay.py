@@ -11,21 +11,57 @@ from __future__ import annotations
 import pickle
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 from tqdm import tqdm
 
-from .schema import TicketError, parse_ticket
+from detectors import VolumeWatch
+
+from .schema import UNASSIGNED, TicketError, parse_ticket
 from .tagger import FIELDS, TicketTagger
+from .volume import window_start
 
 __all__ = ["replay"]
 
 
-def replay(source: Path, output: Path, save_model: Path | None = None, progress: bool = True) -> dict[str, Any]:
-    """Run the tagger over ``source``; write predictions to ``output``; return the summary."""
+def backtest_spikes(volumes: dict[tuple[int, str], dict[str, Any]], window_seconds: int) -> list[dict[str, Any]]:
+    """The spike episodes the worker would have raised on this history (same detector code)."""
+    episodes: list[dict[str, Any]] = []
+    areas = sorted({area for _, area in volumes})
+    for area in areas:
+        windows = sorted(w for w, a in volumes if a == area)
+        watch = VolumeWatch(area, window_seconds)
+        for w in range(windows[0], windows[-1] + window_seconds, window_seconds):
+            cell = volumes.get((w, area))
+            events = watch.update(w, len(cell["ids"]), len(cell["customers"])) if cell is not None else []
+            for event in events + watch.advance(w):
+                if event.event == "opened":
+                    episodes.append(
+                        {
+                            "area": area,
+                            "episode_id": event.episode_id,
+                            "window_start": datetime.fromtimestamp(event.window_start, UTC).isoformat(),
+                            "customers": event.customers,
+                            "expected": event.expected,
+                            "score": event.score,
+                        }
+                    )
+    return episodes
+
+
+def replay(
+    source: Path, output: Path, save_model: Path | None = None, progress: bool = True, window_seconds: int = 3600
+) -> dict[str, Any]:
+    """Run the tagger over ``source``; write predictions to ``output``; return the summary.
+
+    The summary also backtests spike detection on the history: the alert episodes the
+    worker would have opened, per product area (the helpdesk's own, or ``unassigned``).
+    """
     tagger = TicketTagger()
+    volumes: dict[tuple[int, str], dict[str, Any]] = {}
     tickets = rejected = 0
     started = time.perf_counter()
     with source.open("rb") as fh, output.open("wb") as out:
@@ -43,6 +79,12 @@ def replay(source: Path, output: Path, save_model: Path | None = None, progress:
             doc.update({f: getattr(ticket, f) for f in FIELDS})
             (predicted,) = tagger.process_many([doc])
             tickets += 1
+            cell = volumes.setdefault(
+                (window_start(ticket.created_ts, window_seconds), ticket.product_area or UNASSIGNED),
+                {"ids": set(), "customers": set()},
+            )
+            cell["ids"].add(ticket.id)
+            cell["customers"].add(ticket.customer_id)
             out.write(orjson.dumps({"id": ticket.id, "predicted": predicted}) + b"\n")
     seconds = time.perf_counter() - started
     if save_model is not None:
@@ -54,4 +96,5 @@ def replay(source: Path, output: Path, save_model: Path | None = None, progress:
         "tickets_per_second": round(tickets / seconds, 1) if seconds > 0 else None,
         "prequential": {f: tagger.quality[f].summary() for f in FIELDS},
         "model_version": tagger.version,
+        "spike_episodes": backtest_spikes(volumes, window_seconds) if volumes else [],
     }

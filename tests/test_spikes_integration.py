@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -13,13 +14,17 @@ import pytest
 from pipeline.delivery import SIGNATURE_HEADER
 from pipeline.generator import Area, Spike, TicketGenerator
 
+from .conftest import TICKETPULSE
+
 pytestmark = pytest.mark.integration
 
 START = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
 SPIKE = Spike("reports", START + timedelta(days=8, hours=10), hours=2, factor=5)
 
 
-def test_a_spike_is_one_alert_episode_with_matching_ticket_spike_points_delivered_once(stack, receiver) -> None:
+def test_a_spike_is_one_alert_episode_with_matching_ticket_spike_points_delivered_once(
+    stack, receiver, tmp_path
+) -> None:
     gen = TicketGenerator(
         START,
         days=10,
@@ -93,3 +98,15 @@ def test_a_spike_is_one_alert_episode_with_matching_ticket_spike_points_delivere
     time.sleep(4)
     assert len(receiver.posts("/hook")) == 2 and len(receiver.posts("/slack")) == 2
     assert "delivery=" not in stack.worker_logs()  # no retry was needed
+
+    # Offline, on the same history, the replay's backtest finds the same episode.
+    history = tmp_path / "history.jsonl"
+    history.write_bytes(b"".join(orjson.dumps(t.payload) + b"\n" for t in gen.tickets()))
+    r = subprocess.run(
+        [TICKETPULSE, "replay", str(history), "--output", str(tmp_path / "p.jsonl"), "--quiet"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    backtest = orjson.loads(r.stdout.strip().splitlines()[-1])["spike_episodes"]
+    assert [(b["area"], b["episode_id"]) for b in backtest] == [("reports", alert["episode_id"])]
