@@ -20,6 +20,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from pipeline.generator import Area, Spike, TicketGenerator
 from pipeline.services import EmbeddedBroker, EmbeddedInflux, EmbeddedVictoria
 from pipeline.settings import Settings
 
@@ -290,3 +292,21 @@ def receiver() -> Iterator[Receiver]:
     r = Receiver()
     yield r
     r.server.shutdown()
+
+
+#: The history the spike tests share: ten days of two areas, a 5x spike in 'reports'
+#: on the second Tuesday at 10:00 for two hours.
+HISTORY_START = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
+SPIKE = Spike("reports", HISTORY_START + timedelta(days=8, hours=10), hours=2, factor=5)
+
+
+def spike_history(label_rate: float = 1.0) -> TicketGenerator:
+    return TicketGenerator(
+        HISTORY_START,
+        days=10,
+        areas=[Area("reports", 8.0), Area("billing", 8.0)],
+        spikes=[SPIKE],
+        seed=8,
+        label_rate=label_rate,
+        customers=5000,
+    )

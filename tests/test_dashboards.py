@@ -5,20 +5,19 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import orjson
 import pytest
 import yaml
 
-from pipeline.generator import Area, Spike, TicketGenerator
+from .conftest import HISTORY_START, SPIKE, spike_history
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
-START = datetime(2026, 3, 2, tzinfo=UTC)
-SPIKE = Spike("reports", START + timedelta(days=8, hours=10), hours=2, factor=5)
+START = HISTORY_START
 
 
 def dashboard_queries() -> list[tuple[str, str, str]]:
@@ -53,15 +52,7 @@ def grafana_macros(query: str, start: int, end: int, area: str) -> str:
 
 
 def test_every_dashboard_and_alert_query_returns_what_its_panel_needs(stack) -> None:
-    gen = TicketGenerator(
-        START,
-        days=10,
-        areas=[Area("reports", 8.0), Area("billing", 8.0)],
-        spikes=[SPIKE],
-        seed=8,
-        label_rate=0.9,
-        customers=5000,
-    )
+    gen = spike_history(label_rate=0.9)
     truth = gen.truth(3600)
     stack.env_overrides["TICKETPULSE_STATS_SECONDS"] = "1"
     stack.create_topics()

@@ -6,34 +6,24 @@ import hashlib
 import hmac
 import subprocess
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import orjson
 import pytest
 
 from pipeline.delivery import SIGNATURE_HEADER
-from pipeline.generator import Area, Spike, TicketGenerator
 
-from .conftest import TICKETPULSE
+from .conftest import HISTORY_START, SPIKE, TICKETPULSE, spike_history
 
 pytestmark = pytest.mark.integration
 
-START = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
-SPIKE = Spike("reports", START + timedelta(days=8, hours=10), hours=2, factor=5)
+START = HISTORY_START
 
 
 def test_a_spike_is_one_alert_episode_with_matching_ticket_spike_points_delivered_once(
     stack, receiver, tmp_path
 ) -> None:
-    gen = TicketGenerator(
-        START,
-        days=10,
-        areas=[Area("reports", 8.0), Area("billing", 8.0)],
-        spikes=[SPIKE],
-        seed=8,
-        label_rate=1.0,
-        customers=5000,
-    )
+    gen = spike_history(label_rate=1.0)
     truth = gen.truth(3600)
     stack.env_overrides.update(
         {
