@@ -31,6 +31,8 @@ class SpikeEvent:
     examples: tuple[tuple[str, str], ...] = ()
     #: the window's most frequent subject words
     top_terms: tuple[str, ...] = ()
+    #: product events of the key in the days before (and during) the window
+    recent_product_events: tuple[dict[str, Any], ...] = ()
 
     @property
     def concentration(self) -> float:
@@ -89,6 +91,8 @@ class VolumeWatch:
         self.baselines: list[tuple[int, int, float, float]] = []
         #: window -> (examples ``[id, customer, text]``, subject word counts) of open windows
         self.context: dict[int, tuple[list[list[str]], Counter[str]]] = {}
+        #: releases, fixes, docs and default changes of this key, newest last (bounded)
+        self.product_events: list[dict[str, Any]] = []
 
     def update(self, window: int, tickets: int, customers: int) -> list[SpikeEvent]:
         """Take a (partial or final) total of one open window; return the events it causes."""
@@ -109,6 +113,17 @@ class VolumeWatch:
         counts.update(terms)
         if len(counts) > 200:  # bounded: keep the most frequent
             self.context[window] = (kept, Counter(dict(counts.most_common(100))))
+
+    def add_product_event(self, event: dict[str, Any], keep: int = 50) -> None:
+        """Remember a product event (``{"kind", "at", "ref", "note"}``), once."""
+        if event not in self.product_events:
+            self.product_events.append(event)
+            self.product_events.sort(key=lambda e: e["at"])
+            del self.product_events[:-keep]
+
+    def _recent_events(self, window: int, days: int = 7) -> tuple[dict[str, Any], ...]:
+        since, until = window - days * 86400, window + self.window_seconds
+        return tuple(e for e in self.product_events if since <= e["at"] < until)
 
     def advance(self, watermark: int) -> list[SpikeEvent]:
         """Close, judge and learn every window that ended at or before ``watermark``."""
@@ -164,5 +179,6 @@ class VolumeWatch:
                 level=level,
                 examples=tuple((ticket_id, text) for ticket_id, _, text in examples),
                 top_terms=tuple(term for term, _ in terms.most_common(8)),
+                recent_product_events=self._recent_events(window),
             )
         ]

@@ -40,7 +40,7 @@ from .delivery import AlertDeliverer
 from .ingest import WebhookIngest
 from .lineprotocol import Point
 from .privacy import mask_personal
-from .schema import UNASSIGNED, TicketError, parse_ticket
+from .schema import UNASSIGNED, TicketError, parse_product_event, parse_ticket
 from .settings import Settings
 from .sinks import InfluxSink, create_sink
 from .topics import broker_reachable
@@ -175,8 +175,9 @@ def alert_payload(spike: SpikeEvent) -> dict[str, Any]:
         # in the customers' words, personal data masked (pipeline.privacy)
         "example_tickets": [text for _, text in spike.examples],
         "top_terms": list(spike.top_terms),
-        # Not filled yet: product events are not read by the worker.
-        "recent_product_events": [],
+        "recent_product_events": [
+            {**e, "at": datetime.fromtimestamp(e["at"], UTC).isoformat()} for e in spike.recent_product_events
+        ],
     }
 
 
@@ -482,6 +483,11 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
 
             for event in events:
                 partition = event.message.partition
+                if "product_event" in event.value:
+                    product_event = event.value["product_event"]
+                    area = product_event.pop("area")
+                    watch_of(touched, f"{partition}/{area}", area).add_product_event(product_event)
+                    continue
                 if "context" in event.value:
                     for window, area, examples, terms in event.value["context"]:
                         watch_of(touched, f"{partition}/{area}", area).add_context(window, examples, terms)
@@ -585,6 +591,30 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
 
     app.page("/webhooks/{source}")(WebhookView)
     app.page("/health")(HealthView)
+
+    product_events = app.topic(
+        settings.topic_product_events, key_serializer="raw", value_serializer="raw", partitions=settings.partitions
+    )
+
+    @app.agent(product_events, name="product_events")
+    async def read_product_events(stream: Any) -> None:
+        """Store releases, fixes and docs changes (``product_event``) and tell the spike watch."""
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
+            points = []
+            forward: list[tuple[int, dict[str, Any]]] = []
+            for event in events:
+                try:
+                    product_event = parse_product_event(event.value)
+                except TicketError as exc:
+                    await dead_letter.send(value=_dead_letter(event.value, event.key, str(exc), event.message))
+                    continue
+                tags = {"area": product_event["area"], "kind": product_event["kind"]}
+                fields = {"ref": product_event["ref"], "note": product_event["note"]}
+                points.append(Point("product_event", tags, fields, product_event["at"]))
+                forward.append((_partition_of(product_event["area"].encode()), product_event))
+            await sink.write(points)
+            for partition, product_event in forward:
+                await area_volumes.send(partition=partition, value={"product_event": product_event})
 
     worker_tag = f"{socket.gethostname()}-{os.getpid()}"
 

@@ -80,7 +80,8 @@ def slack_message(alert: Mapping[str, Any], dashboard_url: str | None = None) ->
         lines.append(f"> {example}")
     events = alert.get("recent_product_events") or []
     if events:
-        lines.append("*Recent releases:* " + ", ".join(str(e) for e in events[:3]))
+        shown = [f"{e['kind']} {e['ref']} ({str(e['at'])[:16].replace('T', ' ')})" for e in events[-3:]]
+        lines.append("*Recent product events:* " + ", ".join(shown))
     if dashboard_url:
         lines.append(f"<{dashboard_url.rstrip('/')}?var-area={quote(area)}|Open the area dashboard>")
     return {

@@ -17,7 +17,10 @@ from typing import Any
 
 import orjson
 
-__all__ = ["CASE_TYPES", "UNASSIGNED", "Ticket", "TicketError", "parse_ticket"]
+__all__ = ["CASE_TYPES", "EVENT_KINDS", "UNASSIGNED", "Ticket", "TicketError", "parse_product_event", "parse_ticket"]
+
+#: What a product event can be (``product-events`` topic).
+EVENT_KINDS = frozenset({"release", "fix", "docs", "default-change"})
 
 #: Case types, from the essays the product grew from.
 CASE_TYPES = frozenset({"bug", "ux_confusion", "feature_gap", "billing", "compatibility", "other"})
@@ -140,3 +143,30 @@ def parse_ticket(raw: bytes, max_bytes: int = 1_000_000) -> Ticket:
         plan=optional["plan"],
         locale=optional["locale"],
     )
+
+
+def parse_product_event(raw: bytes) -> dict[str, Any]:
+    """Validate a ``product-events`` message: ``{"kind", "area", "at", "ref", "note"?}``.
+
+    >>> parse_product_event(b'{"kind": "release", "area": "reports", "at": "2026-03-10T09:00:00Z", "ref": "v4.2"}')
+    {'kind': 'release', 'area': 'reports', 'at': 1773133200, 'ref': 'v4.2', 'note': ''}
+    """
+    try:
+        doc = orjson.loads(raw or b"")
+    except orjson.JSONDecodeError as exc:
+        raise TicketError(f"not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise TicketError("a product event must be a JSON object")
+    kind = doc.get("kind")
+    if kind not in EVENT_KINDS:
+        raise TicketError(f"field 'kind' is {kind!r}, not one of {', '.join(sorted(EVENT_KINDS))}")
+    for name in ("area", "ref"):
+        if not isinstance(doc.get(name), str) or not doc[name].strip():
+            raise TicketError(f"missing required field '{name}'")
+    moment = _created_at({"created_at": doc.get("at")}) if doc.get("at") is not None else None
+    if moment is None:
+        raise TicketError("missing required field 'at'")
+    note = doc.get("note") or ""
+    if not isinstance(note, str):
+        raise TicketError("field 'note' must be a string")
+    return {"kind": kind, "area": doc["area"].strip(), "at": int(moment.timestamp()), "ref": doc["ref"], "note": note}

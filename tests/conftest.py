@@ -310,3 +310,13 @@ def spike_history(label_rate: float = 1.0) -> TicketGenerator:
         label_rate=label_rate,
         customers=5000,
     )
+
+
+#: A release of the 'reports' area an hour before the spike: alerts and annotations show it.
+RELEASE = {
+    "kind": "release",
+    "area": "reports",
+    "at": (SPIKE.start - timedelta(hours=1)).isoformat(),
+    "ref": "v4.2.0",
+    "note": "new export engine",
+}

@@ -12,7 +12,7 @@ import orjson
 import pytest
 import yaml
 
-from .conftest import HISTORY_START, SPIKE, spike_history
+from .conftest import HISTORY_START, RELEASE, SPIKE, spike_history
 
 pytestmark = pytest.mark.integration
 
@@ -56,6 +56,7 @@ def test_every_dashboard_and_alert_query_returns_what_its_panel_needs(stack) -> 
     truth = gen.truth(3600)
     stack.env_overrides["TICKETPULSE_STATS_SECONDS"] = "1"
     stack.create_topics()
+    stack.send([(b"reports", orjson.dumps(RELEASE))], topic=stack.settings.topic_product_events)
     stack.start_worker()
     stack.send([(str(t.payload["id"]).encode(), orjson.dumps(t.payload)) for t in gen.tickets()])
     assert stack.wait_for_counts(dict(truth)) == dict(truth), stack.worker_logs()
@@ -105,6 +106,18 @@ def test_every_dashboard_and_alert_query_returns_what_its_panel_needs(stack) -> 
         elif what.startswith("Pipeline lag") or what == "rule Ticket counts falling behind":
             lags = [v for s in series for _, v in s["values"] if v is not None]
             assert lags and min(lags) > 200 * 86400  # the generated tickets are from March
+        elif what == "annotation Product events":
+            assert [(s["tags"], s["values"]) for s in series] == [
+                (
+                    {"area": "reports", "kind": "release"},
+                    [[int(SPIKE.start.timestamp()) - 3600, "v4.2.0", "new export engine"]],
+                )
+            ]
         elif what == "variable area":
             assert {v for _, v in series[0]["values"]} == {"reports", "billing", "unassigned"}
-    assert {"Spike episodes", "annotation Spikes", "rule Ticket spike in a product area"} <= checked
+    assert {
+        "Spike episodes",
+        "annotation Spikes",
+        "annotation Product events",
+        "rule Ticket spike in a product area",
+    } <= checked

@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.delivery import SIGNATURE_HEADER
 
-from .conftest import HISTORY_START, SPIKE, TICKETPULSE, spike_history
+from .conftest import HISTORY_START, RELEASE, SPIKE, TICKETPULSE, spike_history
 
 pytestmark = pytest.mark.integration
 
@@ -33,6 +33,8 @@ def test_a_spike_is_one_alert_episode_with_matching_ticket_spike_points_delivere
         }
     )
     stack.create_topics()
+    stack.send([(b"reports", orjson.dumps(RELEASE))], topic=stack.settings.topic_product_events)
+    stack.send([(b"reports", b'{"kind": "rumour", "area": "reports"}')], topic=stack.settings.topic_product_events)
     stack.start_worker()
     stack.send([(str(t.payload["id"]).encode(), orjson.dumps(t.payload)) for t in gen.tickets()])
     assert stack.wait_for_counts(dict(truth)) == dict(truth), stack.worker_logs()
@@ -62,6 +64,12 @@ def test_a_spike_is_one_alert_episode_with_matching_ticket_spike_points_delivere
         assert int(datetime.fromisoformat(ticket["created_at"]).timestamp()) // 3600 * 3600 == window
         assert text.startswith(ticket["subject"]) and "@" not in text and "Thanks" not in text
     assert {"release", "fails", "error"} <= set(alert["top_terms"])
+    assert alert["recent_product_events"] == [
+        {"kind": "release", "at": RELEASE["at"], "ref": "v4.2.0", "note": "new export engine"}
+    ]
+    dead = stack.read_topic(stack.settings.topic_dead_letter, expected=1)
+    assert [d["topic"] for d in dead] == [stack.settings.topic_product_events]
+    assert dead[0]["error"].startswith("field 'kind' is 'rumour'")
 
     series = stack.query("SELECT customers, score, episode, level FROM ticket_spike GROUP BY area")
     assert [s["tags"]["area"] for s in series] == ["reports"]
@@ -79,6 +87,7 @@ def test_a_spike_is_one_alert_episode_with_matching_ticket_spike_points_delivere
     assert len(receiver.posts("/slack")) == 2
     opened_slack = next(orjson.loads(b) for _, b in receiver.posts("/slack") if b"Spike in" in b)
     assert f"> {alert['example_tickets'][0]}" in opened_slack["blocks"][1]["text"]["text"]
+    assert "*Recent product events:* release v4.2.0 (2026-03-10 09:00)" in opened_slack["blocks"][1]["text"]["text"]
     for headers, body in receiver.posts("/hook"):
         assert (
             headers[SIGNATURE_HEADER] == "sha256=" + hmac.new(b"integration-secret", body, hashlib.sha256).hexdigest()
