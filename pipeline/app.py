@@ -2,13 +2,20 @@
 
 Where a ticket goes (see :mod:`pipeline.volume` for why it is exact):
 
-``tickets`` (key: ticket id)
-    -> :func:`validate` -> bad input to ``tickets-dead-letter`` with the reason
+``POST /webhooks/{source}`` (:mod:`pipeline.ingest`) -> ``tickets`` (key: ticket id)
+    -> ``validate`` -> bad input to ``tickets-dead-letter`` with the reason
     -> ``<app>-tickets-by-customer`` (partition: Kafka's partitioner of the customer id;
-       one message per batch and partition)
-    -> :func:`count` (dedup by ticket id, counts per partition, window and key)
+       one message per batch and partition, with the tickets partitions' watermarks)
+    -> ``count`` (dedup by ticket id, counts per partition, window and key)
     -> ``<app>-volume-partials`` (partition: that of the window and key)
-    -> :func:`merge` (sum over partitions) -> ``ticket_volume`` points in InfluxDB
+    -> ``merge`` (sum over partitions) -> ``ticket_volume`` points in InfluxDB
+    -> ``<app>-area-volumes`` (partition: that of the area) -> ``watch``: a
+       :class:`detectors.VolumeWatch` per area -> ``ticket-alerts``, ``ticket_spike``,
+       ``ticket_baseline`` -> ``deliver`` (Slack, signed webhook)
+
+The watch also hears, on ``<app>-area-volumes``, example tickets and subject words
+straight from ``validate``, and product events from ``product_events`` (which stores
+them as ``product_event`` points).
 
 Agents take whole batches (``stream.take_events``): the per-ticket work is a dict
 lookup and a few additions; sends and InfluxDB writes happen once per batch.
@@ -25,7 +32,7 @@ import socket
 import time
 from collections import ChainMap, Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -90,7 +97,6 @@ class PipelineStats:
     points_written: int = 0
     spike_events: int = 0
     newest_created: float | None = None
-    by_reason: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
