@@ -1,0 +1,52 @@
+"""Cost of the tagger per ticket: features, prediction (three fields), learning.
+
+    .venv/bin/python benchmarks/bench_tagger.py [--days 7] [--scale 3]
+
+Generated tickets; the model first learns 3,000 labelled ones, then each step is
+timed over the next 2,000 on one core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from datetime import UTC, datetime
+
+from pipeline.generator import TicketGenerator
+from pipeline.tagger import TicketTagger, ticket_features
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--days", type=float, default=7)
+    parser.add_argument("--scale", type=float, default=3)
+    args = parser.parse_args()
+    rows = [
+        t.payload
+        for t in TicketGenerator(datetime(2026, 3, 2, tzinfo=UTC), days=args.days, seed=3, scale=args.scale).tickets()
+        if not t.is_resend
+    ]
+    train, test = rows[:3000], rows[3000:5000]
+    tagger = TicketTagger()
+    tagger.process_many(train)
+    t0 = time.perf_counter()
+    feats = [ticket_features(str(r["subject"]), str(r["body"])) for r in test]
+    t1 = time.perf_counter()
+    for x in feats:
+        tagger._predict(x)
+    t2 = time.perf_counter()
+    fresh = TicketTagger()
+    t3 = time.perf_counter()
+    fresh.process_many(test)
+    t4 = time.perf_counter()
+    n = len(test)
+    print(f"machine: {platform.machine()}, Python {platform.python_version()}; {n} tickets after {len(train)} learned")
+    print(
+        f"features {1e6 * (t1 - t0) / n:.0f} us/ticket; predict (3 fields) {1e6 * (t2 - t1) / n:.0f} us/ticket; "
+        f"predict+learn from scratch {1e6 * (t4 - t3) / n:.0f} us/ticket = {n / (t4 - t3):,.0f} tickets/s"
+    )
+
+
+if __name__ == "__main__":
+    main()
