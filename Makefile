@@ -25,7 +25,7 @@ setup: $(STAMP) ## virtual environment in .venv, dependencies, broker binary, in
 demo: $(STAMP) ## the main job: embedded broker and InfluxDB, a worker, three generated days with a spike
 	$(BIN)/ticketpulse demo
 
-test: $(STAMP) ## the whole suite: unit and integration tests on a real broker and InfluxDB it starts itself
+test: lint ## lint, then the whole suite: unit and integration tests on a real broker and InfluxDB it starts itself
 	$(BIN)/pytest
 
 test-fast: $(STAMP) ## only the tests that need no service
