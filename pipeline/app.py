@@ -622,6 +622,12 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
             for partition, product_event in forward:
                 await area_volumes.send(partition=partition, value={"product_event": product_event})
 
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode types receivers oddly
+    async def close_clients(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        """Close the HTTP clients of the sink and the alert delivery before the loop ends."""
+        await sink.close()
+        await deliverer.close()
+
     worker_tag = f"{socket.gethostname()}-{os.getpid()}"
 
     @app.timer(interval=settings.stats_seconds)
