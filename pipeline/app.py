@@ -39,6 +39,7 @@ from typing import Any
 
 import faust
 import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import murmur2
 
 from detectors import SpikeEvent, VolumeWatch
@@ -47,9 +48,10 @@ from .delivery import AlertDeliverer
 from .ingest import WebhookIngest
 from .lineprotocol import Point
 from .privacy import mask_personal
-from .schema import UNASSIGNED, TicketError, parse_product_event, parse_ticket
+from .schema import UNASSIGNED, Ticket, TicketError, parse_product_event, parse_ticket
 from .settings import Settings
 from .sinks import InfluxSink, create_sink
+from .tagger import FIELDS, TicketTagger
 from .topics import broker_reachable
 from .volume import ALL, COUNTED, DUPLICATE, Fact, PartitionVolume, VolumeTotals, volume_keys, window_start
 
@@ -139,6 +141,22 @@ _STOPWORDS = frozenset(
 def subject_terms(subject: str) -> list[str]:
     """The words of a subject that say what it is about (lower case, no stop words)."""
     return [w for w in _WORD.findall(subject.lower()) if w not in _STOPWORDS]
+
+
+def ticket_document(ticket: Ticket) -> dict[str, Any]:
+    """A validated ticket as JSON-ready fields (the ones it has)."""
+    doc: dict[str, Any] = {
+        "id": ticket.id,
+        "created_at": ticket.created_at.isoformat(),
+        "customer_id": ticket.customer_id,
+        "subject": ticket.subject,
+        "body": ticket.body,
+    }
+    for name in ("channel", "product_area", "case_type", "severity", "plan", "locale"):
+        value = getattr(ticket, name)
+        if value is not None:
+            doc[name] = value
+    return doc
 
 
 def _hear(marks: dict[str, int], heard: dict[str, int | None]) -> bool:
@@ -252,6 +270,11 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
         )
 
     by_customer = internal_topic("tickets-by-customer")
+    training = internal_topic("tagger-training")
+    classified = app.topic(
+        settings.topic_classified, key_serializer="raw", value_serializer="json", partitions=settings.partitions
+    )
+    tagger = TicketTagger()
     partials = internal_topic("volume-partials")
     # Durable facts, in chunks: "<partition>/<offset>" -> [fact, ...] (pipeline.volume).
     first_seen = PartitionedTable(app, name="tickets-first-seen", key_type=str, partitions=settings.partitions)
@@ -281,6 +304,7 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
             by_partition: dict[int, list[Fact]] = {}
             marks: dict[str, int] = {}
             context: dict[tuple[int, str], tuple[list[list[str]], Counter[str]]] = {}
+            docs: list[dict[str, Any]] = []
             for event in events:
                 raw = event.value
                 try:
@@ -303,6 +327,8 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
                     marks[source] = fact[1]
                 if stats.newest_created is None or ticket.created_ts > stats.newest_created:
                     stats.newest_created = ticket.created_ts
+                if settings.tagging_enabled:
+                    docs.append(ticket_document(ticket))
                 examples, terms = context.setdefault((fact[1], fact[2]), ([], Counter()))
                 terms.update(subject_terms(ticket.subject))
                 if len(examples) < 2 and all(e[1] != ticket.customer_id for e in examples):
@@ -318,6 +344,18 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
                 facts = by_partition.get(partition, [])
                 if facts or marks:
                     await by_customer.send(partition=partition, value={"facts": facts, "watermarks": marks})
+            # Tags: one batched prediction; the ticket with its predictions to tickets-classified,
+            # its labels (fields the helpdesk filled in) to every worker's model.
+            labelled = []
+            for doc, predicted in zip(docs, tagger.predict_many(docs), strict=True):
+                await classified.send(
+                    key=doc["id"].encode(), value={**doc, "predicted": predicted, "model_version": tagger.version}
+                )
+                if any(doc.get(f) for f in FIELDS):
+                    # with the prediction made before its labels are learned (prequential)
+                    labelled.append({**doc, "predicted": predicted})
+            if labelled:
+                await training.send(value={"examples": labelled})
             # Examples and words travel straight to the spike watch: alerts show them.
             by_area_partition: dict[int, list[list[Any]]] = {}
             for (window, area), (examples, terms) in context.items():
@@ -627,6 +665,51 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
         """Close the HTTP clients of the sink and the alert delivery before the loop ends."""
         await sink.close()
         await deliverer.close()
+
+    async def learn_labels() -> None:
+        """Every worker reads every label, from the start of the training topic.
+
+        Broadcast, not a consumer group: each worker's models learn all labels, and naive
+        Bayes does not depend on the order, so workers that have read the same labels
+        predict the same. A restarted worker relearns from the topic (the tagger skips a
+        label it has learned for that ticket). Faust's GlobalTable is documented to loop
+        in recovery with several workers, hence a plain consumer.
+        """
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers, group_id=None, enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            name = training.get_topic_name()
+            partitions = [TopicPartition(name, p) for p in range(settings.partitions)]
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            last_written = 0.0
+            while True:
+                batch = await consumer.getmany(timeout_ms=1000, max_records=2000)
+                examples = [e for records in batch.values() for r in records for e in orjson.loads(r.value)["examples"]]
+                if examples:
+                    tagger.learn_batch(examples)
+                if time.time() - last_written >= settings.stats_seconds and any(tagger.learned.values()):
+                    last_written = time.time()
+                    now = int(last_written)
+                    await sink.write(
+                        [
+                            Point(
+                                "classifier_quality",
+                                {"target": field, "worker": worker_tag},
+                                tagger.quality[field].summary(),
+                                now,
+                            )
+                            for field in FIELDS
+                            if tagger.quality[field].labelled
+                        ]
+                    )
+        finally:
+            await consumer.stop()
+
+    if settings.tagging_enabled:
+        app.task(learn_labels)
 
     worker_tag = f"{socket.gethostname()}-{os.getpid()}"
 

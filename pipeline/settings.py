@@ -70,6 +70,13 @@ class Settings(BaseSettings):
     )
     batch_seconds: float = Field(0.5, gt=0, description="TICKETPULSE_BATCH_SECONDS: longest wait to fill a batch.")
 
+    # --- tagging ------------------------------------------------------------------------
+    tagging_enabled: bool = Field(
+        True,
+        description="TICKETPULSE_TAGGING_ENABLED: predict case type, area and severity for every ticket "
+        "(tickets-classified) and learn from every label; off: about three times the throughput.",
+    )
+
     # --- spikes -----------------------------------------------------------------------
     spike_alert_score: float = Field(
         0.4,

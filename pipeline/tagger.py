@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import re
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import pandas as pd
 from river import feature_extraction, naive_bayes
 
 __all__ = ["FIELDS", "Prequential", "TicketTagger", "clean_text", "ticket_features"]
@@ -57,6 +58,12 @@ def ticket_features(subject: str, body: str, extractor: Any = None) -> dict[str,
 
 
 _DEFAULT_EXTRACTOR = feature_extraction.BagOfWords(ngram_range=(1, 2), strip_accents=False)
+
+
+def features_many(tickets: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """The same features for a batch, as River's mini-batch API wants them (sparse DataFrame)."""
+    texts = pd.Series([clean_text(str(t.get("subject", "")), str(t.get("body", ""))) for t in tickets], dtype=object)
+    return _DEFAULT_EXTRACTOR.transform_many(texts)
 
 
 def _default_model() -> Any:
@@ -196,6 +203,56 @@ class TicketTagger:
             self.models[name].learn_one(x, label)
             self.learned[name] += 1
             self.version += 1
+
+    def predict_many(self, tickets: Sequence[Mapping[str, Any]]) -> list[dict[str, dict[str, Any]]]:
+        """Predictions for a batch (River's ``predict_proba_many``: the worker's path)."""
+        out: list[dict[str, dict[str, Any]]] = [{} for _ in tickets]
+        if not tickets:
+            return out
+        x = features_many(tickets)
+        for name, model in self.models.items():
+            if not self.learned[name]:
+                for row in out:
+                    row[name] = {"label": None, "confidence": 0.0, "uncertain": True}
+                continue
+            proba = model.predict_proba_many(x)
+            labels = proba.idxmax(axis=1).tolist()
+            confidences = proba.max(axis=1).tolist()
+            for row, label, confidence in zip(out, labels, confidences, strict=True):
+                uncertain = self.learned[name] < self.min_labels or confidence < self.min_confidence
+                row[name] = {"label": label, "confidence": round(float(confidence), 4), "uncertain": uncertain}
+        return out
+
+    def learn_batch(self, tickets: Sequence[Mapping[str, Any]]) -> int:
+        """Score, then learn, the new labels of a batch (River's ``learn_many``); how many were learned.
+
+        Prequential: every label is scored against the prediction made before it was
+        learned: the ticket's ``predicted`` (made when the worker first saw it), or one
+        made now, before this batch is learned.
+        """
+        fresh = [(i, self._new_labels(t)) for i, t in enumerate(tickets)]
+        fresh = [(i, labels) for i, labels in fresh if labels]
+        if not fresh:
+            return 0
+        batch = [tickets[i] for i, _ in fresh]
+        if all("predicted" in t for t in batch):
+            predicted = [t["predicted"] for t in batch]
+        else:
+            predicted = self.predict_many(batch)
+        learned = 0
+        for name in FIELDS:
+            rows = [j for j, (_, labels) in enumerate(fresh) if name in labels]
+            if not rows:
+                continue
+            for j in rows:
+                self.quality[name].add(fresh[j][1][name], predicted[j][name]["label"])
+            # features of just these rows: slicing a sparse frame costs more than building it
+            x = features_many([batch[j] for j in rows])
+            self.models[name].learn_many(x, pd.Series([fresh[j][1][name] for j in rows], index=x.index))
+            self.learned[name] += len(rows)
+            self.version += len(rows)
+            learned += len(rows)
+        return learned
 
     def process_many(self, tickets: Iterable[Mapping[str, Any]]) -> list[dict[str, dict[str, Any]]]:
         """For each ticket in order: predict, score the prediction against its labels, learn.

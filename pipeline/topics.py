@@ -34,6 +34,7 @@ def all_topics(settings: Settings) -> list[str]:
         f"{settings.app_id}-tickets-by-customer",
         f"{settings.app_id}-volume-partials",
         f"{settings.app_id}-area-volumes",
+        f"{settings.app_id}-tagger-training",
     ]
 
 

@@ -93,10 +93,18 @@ def test_every_dashboard_and_alert_query_returns_what_its_panel_needs(stack) -> 
             assert sum(c > u for _, c, _, u in rows) <= 4  # the band holds the normal hours
         elif what in ("Spike episodes", "Spike events of this area", "annotation Spikes"):
             episodes = {row[1] for s in series for row in s["values"]}
-            # the spike, and its untagged tickets (label_rate 0.9) spiking 'unassigned' with it,
-            # unless the panel is filtered to the area
-            areas = ("reports",) if board == "ticketpulse-area.json" else ("reports", "unassigned")
-            assert episodes == {f"{a}@{int(SPIKE.start.timestamp())}" for a in areas}, series
+            assert f"reports@{int(SPIKE.start.timestamp())}" in episodes, series
+            # The spike's untagged tickets (label_rate 0.9) spike 'unassigned' too, unless the
+            # panel is filtered to the area. That one is small (about 15 customers) and its
+            # start hour depends on whether a late ticket arrives before its window closes.
+            others = episodes - {f"reports@{int(SPIKE.start.timestamp())}"}
+            spike_hours = {int(SPIKE.start.timestamp()) + 3600 * h for h in range(int(SPIKE.hours))}
+            if board == "ticketpulse-area.json":
+                assert others == set(), series
+            else:
+                assert len(others) == 1 and all(
+                    e.startswith("unassigned@") and int(e.split("@")[1]) in spike_hours for e in others
+                ), series
         elif what == "rule Ticket spike in a product area":
             assert {s["tags"]["area"] for s in series} == {"reports", "unassigned"}
         elif what == "Dead letters per minute, by worker":
