@@ -44,7 +44,7 @@ def dashboard_queries() -> list[tuple[str, str, str]]:
 
 def grafana_macros(query: str, start: int, end: int, area: str) -> str:
     """What Grafana substitutes before sending InfluxQL (operational series: the last hour)."""
-    if "pipeline_stats" in query:
+    if "pipeline_stats" in query or "classifier_quality" in query:
         window, interval = "time > now() - 1h", "1s"
     else:
         window, interval = f"time >= {start}s AND time < {end}s", "1h"
@@ -121,6 +121,9 @@ def test_every_dashboard_and_alert_query_returns_what_its_panel_needs(stack) -> 
                     [[int(SPIKE.start.timestamp()) - 3600, "v4.2.0", "new export engine"]],
                 )
             ]
+        elif what.startswith("Classifier quality"):
+            assert {s["tags"]["target"] for s in series} == {"case_type", "product_area", "severity"}
+            assert all(0 <= v <= 1 for s in series for _, v in s["values"] if v is not None)
         elif what == "variable area":
             assert {v for _, v in series[0]["values"]} == {"reports", "billing", "unassigned"}
     assert {
