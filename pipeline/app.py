@@ -351,7 +351,9 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
                 await classified.send(
                     key=doc["id"].encode(), value={**doc, "predicted": predicted, "model_version": tagger.version}
                 )
-                if any(doc.get(f) for f in FIELDS):
+                # Labels this worker has learned for this id came from the training topic, so
+                # every worker has them: a re-sent ticket's labels are not broadcast again.
+                if any(doc.get(f) for f in FIELDS) and not tagger.knows(doc):
                     # with the prediction made before its labels are learned (prequential)
                     labelled.append({**doc, "predicted": predicted})
             if labelled:

@@ -169,6 +169,13 @@ class TicketTagger:
         """Predictions for one ticket (it learns nothing)."""
         return self._predict(ticket_features(str(ticket.get("subject", "")), str(ticket.get("body", ""))))
 
+    def knows(self, ticket: Mapping[str, Any]) -> bool:
+        """Whether every label the ticket carries was already learned for its id (a re-send)."""
+        ticket_id = ticket.get("id")
+        if ticket_id is None:
+            return False
+        return all(self._taught.get((str(ticket_id), name)) == ticket[name] for name in FIELDS if ticket.get(name))
+
     def _new_labels(self, ticket: Mapping[str, Any]) -> dict[str, str]:
         """The labels of ``ticket`` not learned before for its id (all, without an id)."""
         ticket_id = ticket.get("id")

@@ -101,3 +101,13 @@ def test_replay_contract(tmp_path: Path) -> None:
     assert set(first["predicted"]) == set(FIELDS)
     assert rows[-1]["predicted"]["case_type"]["label"] == TRAIN[-1][2]
     assert model.stat().st_size > 0
+
+
+def test_knows_a_resent_ticket_but_not_a_correction() -> None:
+    tagger = TicketTagger()
+    t = _ticket(1, *TRAIN[0])
+    assert tagger.knows(t) is False
+    tagger.process_many([t])
+    assert tagger.knows(t) is True
+    assert tagger.knows({**t, "severity": "urgent"}) is False  # a correction is news
+    assert tagger.knows({**t, "id": "T2"}) is False
