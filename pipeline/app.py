@@ -32,7 +32,7 @@ import socket
 import time
 from collections import ChainMap, Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,12 +46,13 @@ from detectors import SpikeEvent, VolumeWatch
 
 from .delivery import AlertDeliverer
 from .ingest import WebhookIngest
+from .labels import LabelJoin
 from .lineprotocol import Point
 from .privacy import mask_personal
-from .schema import UNASSIGNED, Ticket, TicketError, parse_product_event, parse_ticket
+from .schema import UNASSIGNED, Ticket, TicketError, parse_label, parse_product_event, parse_ticket
 from .settings import Settings
 from .sinks import InfluxSink, create_sink
-from .tagger import FIELDS, TicketTagger
+from .tagger import FIELDS, TicketTagger, load_tagger, save_tagger
 from .topics import broker_reachable
 from .volume import ALL, COUNTED, DUPLICATE, Fact, PartitionVolume, VolumeTotals, volume_keys, window_start
 
@@ -61,6 +62,9 @@ logger = logging.getLogger(__name__)
 
 #: Table key suffix of the watermarks a partition has heard (merge and watch agents).
 WATERMARKS = "__watermarks__"
+
+#: The tagger's fields in the order of a fact's tags (area, case type, severity).
+FIELDS_BY_TAG = ("product_area", "case_type", "severity")
 
 #: Bytes of a rejected message kept in its dead-letter record.
 DEAD_LETTER_KEEP_BYTES = 64 * 1024
@@ -99,6 +103,18 @@ class PipelineStats:
     points_written: int = 0
     spike_events: int = 0
     newest_created: float | None = None
+    tagged: int = 0
+    #: per field, predictions marked uncertain: the tickets that need a human tag
+    uncertain: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FIELDS, 0))
+    labels_joined: int = 0
+    labels_expired: int = 0
+
+    def count_uncertain(self, predictions: list[dict[str, dict[str, Any]]]) -> None:
+        self.tagged += len(predictions)
+        for predicted in predictions:
+            for name, guess in predicted.items():
+                if guess["uncertain"]:
+                    self.uncertain[name] += 1
 
 
 @dataclass
@@ -305,30 +321,43 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
             marks: dict[str, int] = {}
             context: dict[tuple[int, str], tuple[list[list[str]], Counter[str]]] = {}
             docs: list[dict[str, Any]] = []
+            predictions: list[dict[str, dict[str, Any]]] = []
+            good: list[tuple[Ticket, int]] = []
             for event in events:
                 raw = event.value
                 try:
-                    ticket = parse_ticket(raw, max_bytes)
+                    good.append((parse_ticket(raw, max_bytes), event.message.partition))
                 except TicketError as exc:
                     stats.dead_letters += 1
                     await dead_letter.send(value=_dead_letter(raw, event.key, str(exc), event.message))
-                    continue
+            # Tags first, in one batched prediction: a ticket the helpdesk left untagged is
+            # counted under its predicted tags when the models are sure of them.
+            if settings.tagging_enabled:
+                docs = [ticket_document(ticket) for ticket, _ in good]
+                predictions = tagger.predict_many(docs)
+                stats.count_uncertain(predictions)
+            for n, (ticket, source_partition) in enumerate(good):
+                tags = [ticket.product_area, ticket.case_type, ticket.severity]
+                if settings.tagging_enabled and settings.count_predicted_tags:
+                    guess = predictions[n]
+                    tags = [
+                        given or (None if guess[name]["uncertain"] else guess[name]["label"])
+                        for given, name in zip(tags, FIELDS_BY_TAG, strict=True)
+                    ]
                 fact: Fact = [
                     ticket.id,
                     window_start(ticket.created_ts, window_seconds),
-                    ticket.product_area or UNASSIGNED,
-                    ticket.case_type or UNASSIGNED,
-                    ticket.severity or UNASSIGNED,
+                    tags[0] or UNASSIGNED,
+                    tags[1] or UNASSIGNED,
+                    tags[2] or UNASSIGNED,
                     ticket.customer_id,
                 ]
                 by_partition.setdefault(_partition_of(ticket.customer_id.encode()), []).append(fact)
-                source = str(event.message.partition)
+                source = str(source_partition)
                 if fact[1] > marks.get(source, -1):
                     marks[source] = fact[1]
                 if stats.newest_created is None or ticket.created_ts > stats.newest_created:
                     stats.newest_created = ticket.created_ts
-                if settings.tagging_enabled:
-                    docs.append(ticket_document(ticket))
                 examples, terms = context.setdefault((fact[1], fact[2]), ([], Counter()))
                 terms.update(subject_terms(ticket.subject))
                 if len(examples) < 2 and all(e[1] != ticket.customer_id for e in examples):
@@ -346,18 +375,19 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
                     await by_customer.send(partition=partition, value={"facts": facts, "watermarks": marks})
             # Tags: one batched prediction; the ticket with its predictions to tickets-classified,
             # its labels (fields the helpdesk filled in) to every worker's model.
-            labelled = []
-            for doc, predicted in zip(docs, tagger.predict_many(docs), strict=True):
+            labelled: dict[int, list[dict[str, Any]]] = {}
+            for doc, predicted in zip(docs, predictions, strict=True):
                 await classified.send(
                     key=doc["id"].encode(), value={**doc, "predicted": predicted, "model_version": tagger.version}
                 )
                 # Labels this worker has learned for this id came from the training topic, so
                 # every worker has them: a re-sent ticket's labels are not broadcast again.
                 if any(doc.get(f) for f in FIELDS) and not tagger.knows(doc):
-                    # with the prediction made before its labels are learned (prequential)
-                    labelled.append({**doc, "predicted": predicted})
-            if labelled:
-                await training.send(value={"examples": labelled})
+                    # with the prediction made before its labels are learned (prequential);
+                    # in the partition of its id, so that a later correction comes after it
+                    labelled.setdefault(_partition_of(doc["id"].encode()), []).append({**doc, "predicted": predicted})
+            for partition, examples_of_partition in labelled.items():
+                await training.send(partition=partition, value={"examples": examples_of_partition})
             # Examples and words travel straight to the spike watch: alerts show them.
             by_area_partition: dict[int, list[list[Any]]] = {}
             for (window, area), (examples, terms) in context.items():
@@ -668,49 +698,130 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
         await sink.close()
         await deliverer.close()
 
+    labels_in = app.topic(
+        settings.topic_classified,
+        settings.topic_labels,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
+    )
+    # "<partition>/<ticket id>" -> the ticket's words, or labels waiting for them (pipeline.labels)
+    label_texts = PartitionedTable(app, name="label-texts", key_type=str, partitions=settings.partitions)
+    app.tables.add(label_texts)
+    label_join = LabelJoin(label_texts, settings.label_horizon_hours * 3600)
+
+    async def join_labels(stream: Any) -> None:
+        """Keep tickets' words (from tickets-classified); join the tags agents send later (ticket-labels).
+
+        Both topics are keyed by ticket id, so a ticket and its labels share a partition
+        number, which one worker owns: the join is local (module :mod:`pipeline.labels`).
+        """
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
+            joined: dict[int, list[dict[str, Any]]] = {}
+            for event in events:
+                message = event.message
+                if message.topic == settings.topic_classified:
+                    doc = orjson.loads(event.value)
+                    examples = label_join.remember(f"{message.partition}/{doc['id']}", doc)
+                else:
+                    try:
+                        label = parse_label(event.value)
+                    except TicketError as exc:
+                        stats.dead_letters += 1
+                        await dead_letter.send(value=_dead_letter(event.value, event.key, str(exc), message))
+                        continue
+                    examples = label_join.label(f"{message.partition}/{label['id']}", label)
+                for example in examples:
+                    joined.setdefault(_partition_of(example["id"].encode()), []).append(example)
+            for partition, examples in joined.items():
+                stats.labels_joined += len(examples)
+                await training.send(partition=partition, value={"examples": examples})
+
+    async def expire_label_texts() -> None:
+        """Forget texts older than the horizon; a label whose ticket never came is dead-lettered."""
+        for label in label_join.expire():
+            stats.labels_expired += 1
+            stats.dead_letters += 1
+            hours = settings.label_horizon_hours
+            await dead_letter.send(
+                value={
+                    "error": f"label for ticket '{label['id']}': no such ticket seen within the {hours:g} h horizon",
+                    "topic": settings.topic_labels,
+                    "value": orjson.dumps(label).decode(),
+                }
+            )
+
+    checkpoint_path = Path(settings.data_dir) / "tagger-checkpoint.pickle"
+
     async def learn_labels() -> None:
-        """Every worker reads every label, from the start of the training topic.
+        """Every worker reads every label from the training topic, resuming from its checkpoint.
 
         Broadcast, not a consumer group: each worker's models learn all labels, and naive
-        Bayes does not depend on the order, so workers that have read the same labels
-        predict the same. A restarted worker relearns from the topic (the tagger skips a
-        label it has learned for that ticket). Faust's GlobalTable is documented to loop
-        in recovery with several workers, hence a plain consumer.
+        Bayes counts do not depend on the order, so workers that have read the same labels
+        predict the same; a ticket's labels and corrections share a partition, so they are
+        read in the order they were sent, and a correction replaces the earlier tag.
+        The models are saved every ``TICKETPULSE_TAGGER_CHECKPOINT_SECONDS`` with the offset
+        of every training partition they include: a restarted worker loads them and reads
+        on from there, so it neither starts from zero nor learns a label twice. Without a
+        checkpoint it starts from ``TICKETPULSE_TAGGER_MODEL`` (a warm start) or empty, and
+        reads the topic from its beginning. Faust's GlobalTable is documented to loop in
+        recovery with several workers, hence a plain consumer.
         """
+        positions = load_tagger(tagger, checkpoint_path, settings.tagger_model)
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.bootstrap_servers, group_id=None, enable_auto_commit=False
+            bootstrap_servers=settings.bootstrap_servers,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
         )
         await consumer.start()
         try:
             name = training.get_topic_name()
             partitions = [TopicPartition(name, p) for p in range(settings.partitions)]
             consumer.assign(partitions)
-            await consumer.seek_to_beginning(*partitions)
-            last_written = 0.0
+            for tp in partitions:
+                if tp.partition in positions:
+                    consumer.seek(tp, positions[tp.partition])
+                else:
+                    await consumer.seek_to_beginning(tp)
+            last_written = last_saved = time.monotonic()
+            saved_version = tagger.version
             while True:
                 batch = await consumer.getmany(timeout_ms=1000, max_records=2000)
                 examples = [e for records in batch.values() for r in records for e in orjson.loads(r.value)["examples"]]
                 if examples:
                     tagger.learn_batch(examples)
-                if time.time() - last_written >= settings.stats_seconds and any(tagger.learned.values()):
-                    last_written = time.time()
-                    now = int(last_written)
+                for tp, records in batch.items():
+                    if records:
+                        positions[tp.partition] = records[-1].offset + 1
+                if time.monotonic() - last_saved >= settings.tagger_checkpoint_seconds and (
+                    tagger.version != saved_version or examples
+                ):
+                    save_tagger(tagger, positions, checkpoint_path)
+                    last_saved, saved_version = time.monotonic(), tagger.version
+                if time.monotonic() - last_written >= settings.stats_seconds and any(tagger.learned.values()):
+                    last_written = time.monotonic()
+                    now = int(time.time())
                     await sink.write(
                         [
                             Point(
                                 "classifier_quality",
-                                {"target": field, "worker": worker_tag},
-                                tagger.quality[field].summary(),
+                                {"target": target, "worker": worker_tag},
+                                {**tagger.quality[target].summary(), "learned": tagger.learned[target]},
                                 now,
                             )
-                            for field in FIELDS
-                            if tagger.quality[field].labelled
+                            for target in FIELDS
+                            if tagger.quality[target].labelled
                         ]
                     )
         finally:
+            save_tagger(tagger, positions, checkpoint_path)
             await consumer.stop()
 
     if settings.tagging_enabled:
+        app.agent(labels_in, name="join_labels")(join_labels)
+        # often enough that an expired label is reported within a quarter of the horizon
+        app.timer(interval=min(60.0, settings.label_horizon_hours * 900))(expire_label_texts)
         app.task(learn_labels)
 
     worker_tag = f"{socket.gethostname()}-{os.getpid()}"
@@ -728,6 +839,11 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
             "spike_events": stats.spike_events,
             "alerts_delivered": deliverer.sent,
             "alerts_undelivered": deliverer.failed,
+            "tagged": stats.tagged,
+            **{f"uncertain_{name}": n for name, n in stats.uncertain.items()},
+            "labels_joined": stats.labels_joined,
+            "labels_expired": stats.labels_expired,
+            "corrections": tagger.corrections,
         }
         if stats.newest_created is not None:
             fields["lag_seconds"] = round(max(0.0, now - stats.newest_created), 1)

@@ -17,7 +17,17 @@ from typing import Any
 
 import orjson
 
-__all__ = ["CASE_TYPES", "EVENT_KINDS", "UNASSIGNED", "Ticket", "TicketError", "parse_product_event", "parse_ticket"]
+__all__ = [
+    "CASE_TYPES",
+    "EVENT_KINDS",
+    "LABEL_FIELDS",
+    "UNASSIGNED",
+    "Ticket",
+    "TicketError",
+    "parse_label",
+    "parse_product_event",
+    "parse_ticket",
+]
 
 #: What a product event can be (``product-events`` topic).
 EVENT_KINDS = frozenset({"release", "fix", "docs", "default-change"})
@@ -170,3 +180,44 @@ def parse_product_event(raw: bytes) -> dict[str, Any]:
     if not isinstance(note, str):
         raise TicketError("field 'note' must be a string")
     return {"kind": kind, "area": doc["area"].strip(), "at": int(moment.timestamp()), "ref": doc["ref"], "note": note}
+
+
+#: The fields a label may set (``ticket-labels``), the tagger's targets.
+LABEL_FIELDS = ("case_type", "product_area", "severity")
+
+
+def parse_label(raw: bytes | None) -> dict[str, str]:
+    """Validate a ``ticket-labels`` message: ``{"id", "case_type"?, "product_area"?, "severity"?, ...}``.
+
+    Returns the id and the fields it sets (at least one); ``labelled_by`` and
+    ``labelled_at`` are kept when given.
+
+    >>> parse_label(b'{"id": 42, "case_type": "billing", "labelled_by": "ana"}')
+    {'id': '42', 'case_type': 'billing', 'labelled_by': 'ana'}
+    >>> parse_label(b'{"id": "42"}')
+    Traceback (most recent call last):
+    ...
+    pipeline.schema.TicketError: a label sets none of case_type, product_area, severity
+    """
+    if raw is None:
+        raise TicketError("empty message (no value)")
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise TicketError(f"not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise TicketError(f"a label must be a JSON object, got {type(doc).__name__}")
+    label = {"id": _identifier(doc, "id")}
+    for name in (*LABEL_FIELDS, "labelled_by", "labelled_at"):
+        value = doc.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value.strip():
+            raise TicketError(f"field '{name}' must be a non-empty string")
+        label[name] = value.strip()
+    if not any(name in label for name in LABEL_FIELDS):
+        raise TicketError(f"a label sets none of {', '.join(LABEL_FIELDS)}")
+    case_type = label.get("case_type")
+    if case_type is not None and case_type not in CASE_TYPES:
+        raise TicketError(f"field 'case_type' is {case_type[:40]!r}, not one of {', '.join(sorted(CASE_TYPES))}")
+    return label

@@ -76,6 +76,28 @@ class Settings(BaseSettings):
         description="TICKETPULSE_TAGGING_ENABLED: predict case type, area and severity for every ticket "
         "(tickets-classified) and learn from every label; off: about three times the throughput.",
     )
+    label_horizon_hours: float = Field(
+        72.0,
+        gt=0,
+        description="TICKETPULSE_LABEL_HORIZON_HOURS: how long a ticket's text is kept for a tag or correction "
+        "that names it later on ticket-labels; a label for a ticket not seen within it goes to the dead-letter topic.",
+    )
+    tagger_model: str | None = Field(
+        None,
+        description="TICKETPULSE_TAGGER_MODEL: a model saved by `ticketpulse replay --save-model`, loaded at start "
+        "when the worker has no checkpoint of its own (warm start from a helpdesk's history).",
+    )
+    tagger_checkpoint_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="TICKETPULSE_TAGGER_CHECKPOINT_SECONDS: how often the models are saved to the data dir, "
+        "with the position of the labels they include.",
+    )
+    count_predicted_tags: bool = Field(
+        True,
+        description="TICKETPULSE_COUNT_PREDICTED_TAGS: count a ticket without a helpdesk tag under its predicted "
+        "area, case type and severity when the prediction is not uncertain (otherwise 'unassigned').",
+    )
 
     # --- spikes -----------------------------------------------------------------------
     spike_alert_score: float = Field(

@@ -12,16 +12,21 @@ what the model predicted before learning from it.
 
 from __future__ import annotations
 
+import logging
+import os
+import pickle
 import re
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from river import feature_extraction, naive_bayes
 
-__all__ = ["FIELDS", "Prequential", "TicketTagger", "clean_text", "ticket_features"]
+__all__ = ["FIELDS", "Prequential", "TicketTagger", "clean_text", "load_tagger", "save_tagger", "ticket_features"]
 
 FIELDS = ("case_type", "product_area", "severity")
 
@@ -66,10 +71,36 @@ def features_many(tickets: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     return _DEFAULT_EXTRACTOR.transform_many(texts)
 
 
+class AlignedMultinomialNB(naive_bayes.MultinomialNB):  # type: ignore[misc]
+    """River's multinomial naive Bayes, with its mini-batch scoring aligned by class name.
+
+    River 0.26's ``_feature_log_prob`` subtracts the class totals from the feature counts
+    by position: the rows of the feature-count frame come in the order the classes first
+    appear among the features, the totals in the order they were first learned. When
+    the two differ (after ``learn_many``, or a forgotten correction) ``predict_proba_many``
+    mixes classes up while ``predict_proba_one`` is right. Here the rows are put in the
+    totals' order first.
+    """
+
+    def _feature_log_prob(self, columns: list[Any], known: list[Any], unknown: list[Any]) -> pd.DataFrame:
+        classes = list(self.class_totals)
+        counts = pd.DataFrame.from_dict(self.feature_counts, orient="index").T
+        counts = counts.reindex(index=classes).fillna(0)[known]
+        smooth_fc = np.log(counts.astype(float) + self.alpha)
+        smooth_fc[unknown] = np.log(self.alpha)
+        totals = pd.Series(self.class_totals, dtype=float)[classes]
+        smooth_cc = np.log(totals + self.alpha * self.n_terms)
+        return smooth_fc.subtract(smooth_cc.values, axis="rows")[columns].T
+
+    def p_class_many(self) -> pd.DataFrame:
+        counts = pd.Series(self.class_counts, dtype=float)[list(self.class_totals)]
+        return (counts / counts.sum()).to_frame().T
+
+
 def _default_model() -> Any:
     # Chosen on NLBSE'24 (docs/benchmarks.md): multinomial naive Bayes on the cleaned
     # text, 0.625 macro-F1; ComplementNB scored about as well but ran at 68 issues/s.
-    return naive_bayes.MultinomialNB(alpha=1.0)
+    return AlignedMultinomialNB(alpha=1.0)
 
 
 @dataclass
@@ -152,6 +183,8 @@ class TicketTagger:
         # (ticket id, field) -> label learned: a re-sent ticket teaches nothing twice
         self._taught: OrderedDict[tuple[str, str], str] = OrderedDict()
         self.max_remembered = 1_000_000
+        self.corrections = 0
+        self.corrections_not_forgotten = 0
 
     def _predict(self, features: Mapping[str, float]) -> dict[str, dict[str, Any]]:
         out = {}
@@ -177,7 +210,12 @@ class TicketTagger:
         return all(self._taught.get((str(ticket_id), name)) == ticket[name] for name in FIELDS if ticket.get(name))
 
     def _new_labels(self, ticket: Mapping[str, Any]) -> dict[str, str]:
-        """The labels of ``ticket`` not learned before for its id (all, without an id)."""
+        """The labels of ``ticket`` not learned before for its id (all, without an id).
+
+        A label that differs from the one learned earlier for the same id is a
+        correction: the earlier one is forgotten first (:meth:`_forget`), so the
+        correction replaces it rather than adding to it.
+        """
         ticket_id = ticket.get("id")
         fresh = {}
         for name in FIELDS:
@@ -186,14 +224,50 @@ class TicketTagger:
                 continue
             if ticket_id is not None:
                 key = (str(ticket_id), name)
-                if self._taught.get(key) == label:
+                earlier = self._taught.get(key)
+                if earlier == label:
                     continue
+                if earlier is not None:
+                    self._forget(name, ticket, earlier)
                 self._taught[key] = str(label)
                 self._taught.move_to_end(key)
                 if len(self._taught) > self.max_remembered:
                     self._taught.popitem(last=False)
             fresh[name] = str(label)
         return fresh
+
+    def _forget(self, name: str, ticket: Mapping[str, Any], label: str) -> None:
+        """Take back what the model of ``name`` learned from ``ticket`` as ``label``.
+
+        Multinomial naive Bayes is counts, so forgetting is subtracting them: the model
+        ends as if it had never seen that example. Other models cannot forget; for them
+        a correction adds evidence.
+        """
+        model = self.models[name]
+        if not isinstance(model, naive_bayes.MultinomialNB):
+            self.corrections_not_forgotten += 1
+            return
+        x = ticket_features(str(ticket.get("subject", "")), str(ticket.get("body", "")))
+        model.class_counts[label] -= 1
+        for f, frequency in x.items():
+            counts = model.feature_counts.get(f)
+            # a re-sent ticket's text may have changed since: never below zero
+            taken = min(frequency, counts.get(label, 0)) if counts is not None else 0
+            if taken:
+                counts[label] -= taken
+                model.class_totals[label] -= taken
+        if model.class_counts[label] <= 0:
+            # a class with no example left would have probability zero (log of 0)
+            del model.class_counts[label]
+            del model.class_totals[label]
+            for counts in model.feature_counts.values():
+                counts.pop(label, None)
+        self.learned[name] -= 1
+        self.corrections += 1
+
+    def restore(self, other: TicketTagger) -> None:
+        """Become ``other`` (a checkpoint or a warm-start model), in place: agents hold this object."""
+        self.__dict__.update(other.__dict__)
 
     def learn_one(self, ticket: Mapping[str, Any], features: Mapping[str, float] | None = None) -> None:
         """Learn from the labels the ticket carries, unless learned already for its id.
@@ -279,3 +353,40 @@ class TicketTagger:
                 self.version += 1
             results.append(predicted)
         return results
+
+
+logger = logging.getLogger(__name__)
+
+
+def save_tagger(tagger: TicketTagger, positions: Mapping[int, int], path: Path) -> None:
+    """Write a checkpoint: the models and, per training partition, the next offset they have not learned.
+
+    Written to a temporary file and renamed, so a worker killed mid-write leaves the
+    previous checkpoint whole.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(pickle.dumps({"tagger": tagger, "positions": dict(positions)}))
+    os.replace(tmp, path)
+    logger.info("tagger checkpoint=%s version=%d positions=%s", path, tagger.version, dict(positions))
+
+
+def load_tagger(tagger: TicketTagger, checkpoint: Path, warm_start: str | None = None) -> dict[int, int]:
+    """Load the checkpoint into ``tagger`` (else the warm-start model); the positions to resume from.
+
+    Positions are empty when there is no checkpoint: the training topic is then read
+    from its beginning (labels the warm-start model learned for the same ticket ids
+    are not learned twice).
+    """
+    if checkpoint.exists():
+        state = pickle.loads(checkpoint.read_bytes())  # noqa: S301 - the worker's own file
+        tagger.restore(state["tagger"])
+        logger.info("tagger loaded=checkpoint path=%s version=%d", checkpoint, tagger.version)
+        return {int(p): int(o) for p, o in state["positions"].items()}
+    if warm_start:
+        loaded = pickle.loads(Path(warm_start).read_bytes())  # noqa: S301 - a model the user saved
+        if not isinstance(loaded, TicketTagger):
+            raise TypeError(f"{warm_start} is not a model saved by `ticketpulse replay --save-model`")
+        tagger.restore(loaded)
+        logger.info("tagger loaded=warm-start path=%s version=%d", warm_start, tagger.version)
+    return {}

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import pickle
 import subprocess
 from pathlib import Path
 
 import orjson
+import pytest
 
-from pipeline.tagger import FIELDS, TicketTagger, clean_text
+from pipeline.tagger import FIELDS, TicketTagger, clean_text, load_tagger, save_tagger
 
 from .conftest import TICKETPULSE
 
@@ -53,7 +55,54 @@ def test_resent_ticket_is_learned_once_and_a_correction_is_learned() -> None:
     assert tagger.learned == {"case_type": 1, "product_area": 1, "severity": 1}
     assert tagger.quality["case_type"].labelled == 1
     tagger.process_many([{**t, "severity": "urgent"}])  # an agent corrects the severity
-    assert tagger.learned == {"case_type": 1, "product_area": 1, "severity": 2}
+    assert tagger.learned == {"case_type": 1, "product_area": 1, "severity": 1}
+    assert tagger.corrections == 1
+
+
+def test_a_correction_replaces_the_earlier_tag() -> None:
+    corrected = TicketTagger(min_labels=1)
+    never_wrong = TicketTagger(min_labels=1)
+    for i, row in enumerate(TRAIN * 2):
+        corrected.learn_batch([_ticket(i, *row)])
+        never_wrong.learn_batch([_ticket(i, *row)])
+    wrong = _ticket(100, "Charged twice", "my card was charged twice", "bug", "dashboard", "low")
+    corrected.learn_batch([wrong])
+    corrected.learn_batch([{**wrong, "case_type": "billing", "product_area": "payments", "severity": "high"}])
+    never_wrong.learn_batch([{**wrong, "case_type": "billing", "product_area": "payments", "severity": "high"}])
+    probe = [{"subject": "Charged twice", "body": "refund my card"}, {"subject": "App crashes", "body": "error 500"}]
+    assert corrected.predict_many(probe) == never_wrong.predict_many(probe)
+    model, reference = corrected.models["case_type"], never_wrong.models["case_type"]
+    assert model.class_counts == reference.class_counts
+    assert +model.class_totals == +reference.class_totals
+    assert corrected.learned == never_wrong.learned and corrected.corrections == 3
+
+
+def test_forgetting_the_last_example_of_a_class_removes_the_class() -> None:
+    tagger = TicketTagger(min_labels=1)
+    tagger.learn_batch([_ticket(1, *TRAIN[0]), _ticket(2, *TRAIN[2])])
+    tagger.learn_batch([{**_ticket(2, *TRAIN[2]), "severity": "high"}])  # "urgent" had only this ticket
+    assert "urgent" not in tagger.models["severity"].class_counts
+    assert tagger.predict_one({"subject": "Dashboard", "body": "crash"})["severity"]["label"] == "high"
+
+
+def test_checkpoint_round_trip_and_warm_start(tmp_path: Path) -> None:
+    tagger = TicketTagger(min_labels=1)
+    tagger.learn_batch([_ticket(i, *row) for i, row in enumerate(TRAIN)])
+    path = tmp_path / "ckpt" / "tagger.pickle"
+    save_tagger(tagger, {0: 12, 3: 7}, path)
+    restored = TicketTagger()
+    assert load_tagger(restored, path) == {0: 12, 3: 7}
+    probe = [{"subject": "Charged twice", "body": "refund"}]
+    assert restored.predict_many(probe) == tagger.predict_many(probe)
+    assert restored.learn_batch([_ticket(0, *TRAIN[0])]) == 0  # learned before the checkpoint: not twice
+    model = tmp_path / "model.pkl"
+    model.write_bytes(pickle.dumps(tagger))
+    warm = TicketTagger()
+    assert load_tagger(warm, tmp_path / "none.pickle", str(model)) == {}
+    assert warm.predict_many(probe) == tagger.predict_many(probe)
+    (tmp_path / "junk.pkl").write_bytes(pickle.dumps({"not": "a model"}))
+    with pytest.raises(TypeError, match="not a model saved by `ticketpulse replay --save-model`"):
+        load_tagger(TicketTagger(), tmp_path / "none.pickle", str(tmp_path / "junk.pkl"))
 
 
 def test_predictions_are_uncertain_until_enough_labels_and_confident() -> None:

@@ -1,0 +1,189 @@
+"""Tags agents send later, model checkpoints, and counting by predicted tags: real broker and InfluxDB."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+
+pytestmark = pytest.mark.integration
+
+START = datetime(2026, 3, 2, 9, tzinfo=UTC)
+BILLING = ("Charged twice on my invoice", "my card was charged twice this month, please refund the invoice")
+CRASH = ("App crashes on start", "the app shows an error and crashes when I open the dashboard")
+
+
+def _ticket(ticket_id: str, text: tuple[str, str], minute: int = 0, **tags: str) -> dict[str, Any]:
+    return {
+        "id": ticket_id,
+        "created_at": (START + timedelta(minutes=minute)).isoformat(),
+        "customer_id": f"c-{ticket_id}",
+        "subject": text[0],
+        "body": text[1],
+        **tags,
+    }
+
+
+def _send(stack, docs: list[dict[str, Any]], topic: str | None = None) -> None:
+    stack.send([(str(d["id"]).encode(), orjson.dumps(d)) for d in docs], topic=topic)
+
+
+def _quality(stack) -> dict[tuple[str, str], dict[str, float]]:
+    """(worker, target) -> the newest classifier_quality point's fields."""
+    try:
+        series = stack.query(
+            "SELECT last(labelled) AS labelled, last(learned) AS learned FROM classifier_quality "
+            "GROUP BY target, worker"
+        )
+    except AssertionError:
+        return {}
+    return {
+        (s["tags"]["worker"], s["tags"]["target"]): dict(zip(s["columns"][1:], s["values"][0][1:], strict=True))
+        for s in series
+    }
+
+
+def _wait(condition, timeout: float = 60.0, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = condition()
+        if last:
+            return last
+        time.sleep(1)
+    raise AssertionError(f"timed out waiting for {what}: last={last!r}")
+
+
+def test_late_tags_and_corrections_reach_every_worker(stack) -> None:
+    stack.env_overrides["TICKETPULSE_STATS_SECONDS"] = "1"
+    stack.create_topics()
+    stack.start_worker("a")
+    stack.start_worker("b")
+    time.sleep(8)  # both in the group before the stream flows
+    # 40 untagged tickets (ids on every partition), and one whose tag will come before it
+    tickets = [_ticket(f"bill-{i}", BILLING, i) for i in range(20)] + [
+        _ticket(f"crash-{i}", CRASH, i) for i in range(20)
+    ]
+    _send(stack, tickets)
+    stack.read_topic(stack.settings.topic_classified, expected=len(tickets))
+    labels_topic = stack.settings.topic_labels
+    # agents tag them hours later: the billing ones wrongly first, then correct themselves
+    wrong = [{"id": f"bill-{i}", "case_type": "bug", "labelled_by": "ana"} for i in range(20)]
+    right = [{"id": f"crash-{i}", "case_type": "bug", "product_area": "app"} for i in range(20)]
+    _send(stack, wrong + right, topic=labels_topic)
+    early = {"id": "late-1", "case_type": "billing"}  # its ticket comes after its tag
+    bad = [(b"x", b"{not json"), (b"y", orjson.dumps({"id": "bill-1", "case_type": "refunds"}))]
+    stack.send([(b"late-1", orjson.dumps(early)), *bad], topic=labels_topic)
+    time.sleep(3)
+    fixes = [{"id": f"bill-{i}", "case_type": "billing", "labelled_by": "lead"} for i in range(20)]
+    _send(stack, fixes, topic=labels_topic)
+    _send(stack, [_ticket("late-1", BILLING, 50)])
+
+    # every worker: 61 case-type labels scored (20 wrong, 20 fixes, 20 crash, 1 late), 41 held after
+    # the corrections replaced the wrong ones; 20 area labels
+    def settled() -> dict | None:
+        q = _quality(stack)
+        workers = {w for w, _ in q}
+        done = len(workers) == 2 and all(
+            q.get((w, "case_type")) == {"labelled": 61, "learned": 41}
+            and q.get((w, "product_area")) == {"labelled": 20, "learned": 20}
+            for w in workers
+        )
+        return q if done else None
+
+    _wait(settled, 90, "both workers to learn every label")
+
+    def corrections() -> list[int]:
+        stats = stack.query("SELECT last(corrections) FROM pipeline_stats GROUP BY worker")
+        return sorted(s["values"][0][1] for s in stats)
+
+    assert _wait(lambda: corrections() == [20, 20], 10, "20 corrections on each worker")
+
+    dead = stack.read_topic(stack.settings.topic_dead_letter, expected=2)
+    errors = sorted(d["error"] for d in dead)
+    assert errors[0].startswith("field 'case_type' is 'refunds', not one of billing, bug,")
+    assert errors[1].startswith("not valid JSON")
+    # both workers answer the same, and the corrections won
+    probes = [_ticket(f"probe-{i}", BILLING, 55) for i in range(12)]
+    _send(stack, probes)
+    classified = stack.read_topic(stack.settings.topic_classified, expected=len(tickets) + 13)
+    answers = [c for c in classified if c["id"].startswith("probe-")]
+    assert len(answers) == 12
+    assert len({orjson.dumps(a["predicted"]) for a in answers}) == 1
+    guess = answers[0]["predicted"]["case_type"]
+    assert guess["label"] == "billing" and guess["uncertain"] is False and guess["confidence"] > 0.99
+
+
+def test_a_tag_for_a_ticket_not_seen_within_the_horizon_is_dead_lettered(stack) -> None:
+    stack.env_overrides["TICKETPULSE_LABEL_HORIZON_HOURS"] = "0.002"  # 7.2 s
+    stack.create_topics()
+    stack.start_worker()
+    _send(stack, [_ticket("old-1", CRASH)])
+    stack.read_topic(stack.settings.topic_classified, expected=1)
+    time.sleep(12)  # the ticket's words are forgotten
+    labels = [{"id": "old-1", "case_type": "bug"}, {"id": "never-1", "severity": "high"}]
+    _send(stack, labels, topic=stack.settings.topic_labels)
+    dead = stack.read_topic(stack.settings.topic_dead_letter, expected=2, timeout=40)
+    assert sorted(d["error"] for d in dead) == [
+        "label for ticket 'never-1': no such ticket seen within the 0.002 h horizon",
+        "label for ticket 'old-1': no such ticket seen within the 0.002 h horizon",
+    ]
+    assert sorted(orjson.loads(d["value"])["id"] for d in dead) == ["never-1", "old-1"]
+
+
+def test_a_killed_worker_resumes_its_models_from_the_checkpoint(stack) -> None:
+    stack.env_overrides.update({"TICKETPULSE_STATS_SECONDS": "1", "TICKETPULSE_TAGGER_CHECKPOINT_SECONDS": "1"})
+    stack.create_topics()
+    first = stack.start_worker("w")
+    labelled = [_ticket(f"b-{i}", BILLING, i, case_type="billing") for i in range(15)]
+    labelled += [_ticket(f"c-{i}", CRASH, i, case_type="bug") for i in range(15)]
+    _send(stack, labelled)
+    _wait(
+        lambda: any(v == {"labelled": 30, "learned": 30} for (_, t), v in _quality(stack).items() if t == "case_type"),
+        60,
+        "30 labels learned",
+    )
+    time.sleep(3)  # a checkpoint after the last label
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    assert (stack.tmp_path / "worker-w" / "tagger-checkpoint.pickle").exists()
+    second = stack.start_worker("w")
+    more = [_ticket(f"b-{i}", BILLING, i, case_type="billing") for i in range(15, 20)]
+    _send(stack, more)
+
+    def resumed() -> dict | None:
+        q = {w: v for (w, t), v in _quality(stack).items() if t == "case_type" and w.endswith(f"-{second.pid}")}
+        return q if list(q.values()) == [{"labelled": 35, "learned": 35}] else None
+
+    # not from zero (35, not 5) and nothing twice (35, not 65)
+    _wait(resumed, 60, "the restarted worker to resume")
+
+
+def test_untagged_tickets_are_counted_under_their_predicted_area(stack) -> None:
+    stack.env_overrides.update({"TICKETPULSE_COUNT_PREDICTED_TAGS": "true", "TICKETPULSE_STATS_SECONDS": "1"})
+    stack.create_topics()
+    stack.start_worker()
+    teach = [_ticket(f"t-b{i}", BILLING, i, product_area="billing", case_type="billing") for i in range(25)]
+    teach += [_ticket(f"t-c{i}", CRASH, i, product_area="app", case_type="bug") for i in range(25)]
+    _send(stack, teach)
+    _wait(
+        lambda: any(v["learned"] == 50 for (_, t), v in _quality(stack).items() if t == "product_area"),
+        60,
+        "50 area labels learned",
+    )
+    untagged = [_ticket(f"u-b{i}", BILLING, 70 + i) for i in range(7)] + [
+        _ticket(f"u-c{i}", CRASH, 70 + i) for i in range(4)
+    ]
+    _send(stack, untagged)
+    hour = int(START.timestamp())
+    expected = {(hour, "billing"): 25, (hour, "app"): 25, (hour + 3600, "billing"): 7, (hour + 3600, "app"): 4}
+    assert stack.wait_for_counts(expected) == expected  # no 'unassigned': the models were sure
+    uncertain = stack.query("SELECT last(tagged), last(uncertain_product_area) FROM pipeline_stats")
+    tagged, unsure = uncertain[0]["values"][0][1:]
+    # uncertain until 20 labels were learned (some of the 50 teaching tickets), then sure (the 11)
+    assert tagged == 61 and 1 <= unsure <= 50
