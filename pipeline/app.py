@@ -826,6 +826,8 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
 
     worker_tag = f"{socket.gethostname()}-{os.getpid()}"
 
+    reported_tagging: dict[str, int] = {}
+
     @app.timer(interval=settings.stats_seconds)
     async def write_stats() -> None:
         """This worker's counters as a ``pipeline_stats`` point (rates and lag for dashboards)."""
@@ -847,7 +849,15 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
         }
         if stats.newest_created is not None:
             fields["lag_seconds"] = round(max(0.0, now - stats.newest_created), 1)
-        await sink.write([Point("pipeline_stats", {"worker": worker_tag, "app": settings.app_id}, fields, now)])
+        points = [Point("pipeline_stats", {"worker": worker_tag, "app": settings.app_id}, fields, now)]
+        # Tickets tagged since the last point, and how many of them were uncertain per
+        # field: summed over workers, the share of tickets that need a human tag.
+        tagging = {"tagged": stats.tagged, **{f"uncertain_{n}": v for n, v in stats.uncertain.items()}}
+        delta = {name: value - reported_tagging.get(name, 0) for name, value in tagging.items()}
+        if delta["tagged"] > 0:
+            points.append(Point("ticket_tags", {"worker": worker_tag}, delta, now))
+        await sink.write(points)
+        reported_tagging.update(tagging)
 
     topics = {"tickets": tickets, "dead_letter": dead_letter, "by_customer": by_customer, "partials": partials}
     return Pipeline(app=app, settings=settings, sink=sink, stats=stats, topics=topics)

@@ -44,7 +44,7 @@ def dashboard_queries() -> list[tuple[str, str, str]]:
 
 def grafana_macros(query: str, start: int, end: int, area: str) -> str:
     """What Grafana substitutes before sending InfluxQL (operational series: the last hour)."""
-    if "pipeline_stats" in query or "classifier_quality" in query:
+    if "pipeline_stats" in query or "classifier_quality" in query or "ticket_tags" in query:
         window, interval = "time > now() - 1h", "1s"
     else:
         window, interval = f"time >= {start}s AND time < {end}s", "1h"
@@ -141,6 +141,22 @@ def test_every_dashboard_and_alert_query_returns_what_its_panel_needs(stack) -> 
         elif what.startswith("Classifier quality"):
             assert {s["tags"]["target"] for s in series} == {"case_type", "product_area", "severity"}
             assert all(0 <= v <= 1 for s in series for _, v in s["values"] if v is not None)
+        elif what == "Share of tickets whose tags are uncertain, by field":
+            assert len(series) == 1 and all(0 <= v <= 1 for s in series for _, v in s["values"])
+            # over the whole run (one bucket): the worker's own counters, and every message tagged
+            counters = stack.query(
+                "SELECT last(tagged), last(uncertain_case_type), last(uncertain_product_area), "
+                "last(uncertain_severity) FROM pipeline_stats"
+            )[0]["values"][0][1:]
+            assert counters[0] == len(list(gen.tickets()))
+            shares = sorted(
+                stack.query(grafana_macros(q, start, end, area).replace(" GROUP BY time(1s) fill(none)", ""))[0][
+                    "values"
+                ][0][1]
+                for _, w, q in queries
+                if w == what
+            )
+            assert shares == pytest.approx(sorted(u / counters[0] for u in counters[1:]))
         elif what == "variable area":
             assert {v for _, v in series[0]["values"]} == {"reports", "billing", "unassigned"}
     assert {
