@@ -2,7 +2,10 @@
 
 A contract other tools call: it reads tickets (JSONL in the ticket schema, in file
 order) and, for each, first predicts, then learns from the labels the ticket carries,
-exactly as the worker's tagger does. One JSON line per input line goes to the output;
+exactly as the worker's tagger does; it also groups it into a pattern
+(:mod:`pipeline.patterns`) and flags near-churn (:mod:`pipeline.nearchurn`). One JSON
+line per input line goes to the output
+(``{"id", "predicted", "pattern": {"id", "name"}, "near_churn"}``);
 a JSON summary goes to the last line of standard output.
 """
 
@@ -20,6 +23,8 @@ from tqdm import tqdm
 
 from detectors import VolumeWatch
 
+from .nearchurn import near_churn
+from .patterns import PatternGrouper
 from .schema import UNASSIGNED, TicketError, parse_ticket
 from .tagger import FIELDS, TicketTagger
 from .volume import window_start
@@ -61,6 +66,7 @@ def replay(
     worker would have opened, per product area (the helpdesk's own, or ``unassigned``).
     """
     tagger = TicketTagger()
+    grouper = PatternGrouper()
     volumes: dict[tuple[int, str], dict[str, Any]] = {}
     tickets = rejected = 0
     started = time.perf_counter()
@@ -78,6 +84,10 @@ def replay(
             doc: dict[str, Any] = {"id": ticket.id, "subject": ticket.subject, "body": ticket.body}
             doc.update({f: getattr(ticket, f) for f in FIELDS})
             (predicted,) = tagger.process_many([doc])
+            churn = near_churn(ticket.subject, ticket.body)
+            pattern = grouper.add(
+                {**doc, "customer_id": ticket.customer_id, "created_at": ticket.created_at.isoformat()}, churn
+            )
             tickets += 1
             cell = volumes.setdefault(
                 (window_start(ticket.created_ts, window_seconds), ticket.product_area or UNASSIGNED),
@@ -85,7 +95,13 @@ def replay(
             )
             cell["ids"].add(ticket.id)
             cell["customers"].add(ticket.customer_id)
-            out.write(orjson.dumps({"id": ticket.id, "predicted": predicted}) + b"\n")
+            line = {
+                "id": ticket.id,
+                "predicted": predicted,
+                "pattern": {"id": pattern.id, "name": pattern.name},
+                "near_churn": churn,
+            }
+            out.write(orjson.dumps(line) + b"\n")
     seconds = time.perf_counter() - started
     if save_model is not None:
         save_model.write_bytes(pickle.dumps(tagger))
@@ -97,4 +113,6 @@ def replay(
         "prequential": {f: tagger.quality[f].summary() for f in FIELDS},
         "model_version": tagger.version,
         "spike_episodes": backtest_spikes(volumes, window_seconds) if volumes else [],
+        "patterns": len(grouper.patterns),
+        "near_churn": sum(p.near_churn for p in grouper.patterns.values()),
     }

@@ -150,6 +150,28 @@ def test_replay_contract(tmp_path: Path) -> None:
     assert set(first["predicted"]) == set(FIELDS)
     assert rows[-1]["predicted"]["case_type"]["label"] == TRAIN[-1][2]
     assert model.stat().st_size > 0
+    # patterns: the same words join the same pattern; different problems do not
+    good = [r for r in rows if r["id"] is not None]
+    assert [r["pattern"]["id"] for r in good[:6]] == [r["pattern"]["id"] for r in good[6:12]]
+    assert good[0]["pattern"]["id"] != good[2]["pattern"]["id"]  # charged twice vs app crashes
+    assert "charged" in good[6]["pattern"]["name"]
+    assert summary["patterns"] == len({r["pattern"]["id"] for r in good}) and summary["near_churn"] == 0
+    assert not any(r["near_churn"] for r in good)
+
+
+def test_replay_flags_near_churn(tmp_path: Path) -> None:
+    base = {"created_at": "2026-01-05T10:00:00Z", "customer_id": "c"}
+    lines = [
+        {**base, "id": "1", "subject": "Export", "body": "I was about to cancel our subscription, then found it"},
+        {**base, "id": "2", "subject": "Cancel export", "body": "How do I cancel an export job?"},
+    ]
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_bytes(b"\n".join(orjson.dumps(x) for x in lines))
+    r = subprocess.run(
+        [TICKETPULSE, "replay", str(source), "--output", str(out), "--quiet"], capture_output=True, check=True
+    )
+    assert [orjson.loads(x)["near_churn"] for x in out.read_bytes().splitlines()] == [True, False]
+    assert orjson.loads(r.stdout.splitlines()[-1])["near_churn"] == 1
 
 
 def test_knows_a_resent_ticket_but_not_a_correction() -> None:
