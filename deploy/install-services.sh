@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the demo and the tests start locally: influxdb
-# (InfluxDB 1.x, influxd) and victoria-metrics (the InfluxDB 2.x write API, for the
-# tests). Only where the user is root and a package is missing; otherwise it says
+# (InfluxDB 1.x, influxd), victoria-metrics (the InfluxDB 2.x write API, for the
+# tests) and chromium (the tests open the monthly report in it, headless). Only where the user is root and a package is missing; otherwise it says
 # what is missing and leaves the machine alone (the demo then runs without InfluxDB).
 set -euo pipefail
 
 missing=()
 command -v influxd >/dev/null 2>&1 || missing+=(influxdb)
 command -v victoria-metrics >/dev/null 2>&1 || missing+=(victoria-metrics)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then

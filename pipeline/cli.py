@@ -1,4 +1,4 @@
-"""The ``ticketpulse`` command: ``worker``, ``produce``, ``demo``."""
+"""The ``ticketpulse`` command: ``worker``, ``produce``, ``detect``, ``replay``, ``import``, ``report``, ``demo``."""
 
 from __future__ import annotations
 
@@ -19,6 +19,24 @@ __all__ = ["main"]
 def _fail(message: str) -> int:
     print(f"ticketpulse: {message}", file=sys.stderr)
     return 2
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import parse_since, write_report
+
+    settings = load_settings()
+    try:
+        until = parse_since(args.until, datetime.now(UTC)) if args.until else datetime.now(UTC)
+        since = parse_since(args.since, until)
+        data = write_report(settings, since, until, args.output)
+    except (ValueError, OSError) as exc:
+        return _fail(str(exc))
+    print(
+        f"{args.output}: {since:%Y-%m-%d %H:%M} to {until:%Y-%m-%d %H:%M} UTC, tickets={data.tickets_read} "
+        f"areas={len(data.volume)} spikes={len(data.spikes)} patterns={len(data.patterns)} "
+        f"near_churn={len(data.near_churn)} effects={len(data.effects)}"
+    )
+    return 0
 
 
 def _parse_spike(text: str) -> object:
@@ -215,6 +233,10 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("--output", help="with --replay: where the predictions go")
     i.add_argument("--save-model", help="with --replay: write the trained tagger here, for a warm start")
     i.add_argument("--quiet", action="store_true", help="no progress bar")
+    o = sub.add_parser("report", help="the monthly review: one self-contained HTML file")
+    o.add_argument("--since", default="30d", help="30d, 12h, 2w before --until, or a date (default 30d)")
+    o.add_argument("--until", help="end of the period, ISO date-time (default now)")
+    o.add_argument("--output", required=True, help="the HTML file to write")
     d = sub.add_parser("demo", help="embedded broker and InfluxDB, a worker, and generated days with a spike")
     d.add_argument("--days", type=float, default=3.0, help="simulated days (default 3)")
     d.add_argument("--scale", type=float, default=20.0, help="volume multiplier (default 20)")
@@ -231,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         "replay": _cmd_replay,
         "import": _cmd_import,
         "demo": _cmd_demo,
+        "report": _cmd_report,
     }
     try:
         return handlers[args.command](args)

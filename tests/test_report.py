@@ -1,0 +1,135 @@
+"""The monthly review report, rendered from a real run and opened in headless Chromium."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+
+from pipeline.generator import Area, Spike, TicketGenerator
+
+from .conftest import TICKETPULSE
+
+pytestmark = pytest.mark.integration
+
+START = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
+FIX_AT = START + timedelta(days=7)
+FIX = {"kind": "fix", "area": "reports", "at": FIX_AT.isoformat(), "ref": "fix-123", "note": "export retries"}
+CHURN = "I was about to cancel my subscription: the CSV export of the sales report never finishes. "
+
+
+def _history() -> TicketGenerator:
+    # the fix halves the reports tickets for the second week; a burst on its Wednesday
+    return TicketGenerator(
+        START,
+        days=14,
+        areas=[Area("reports", 4.0), Area("billing", 4.0)],
+        # (the burst first: an hour takes the first spike that covers it)
+        spikes=[Spike("reports", START + timedelta(days=9, hours=10), 2, 12), Spike("reports", FIX_AT, 168, 0.5)],
+        seed=21,
+        label_rate=1.0,
+        customers=4000,
+    )
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        pytest.fail("chromium is not installed: run `make test`, which installs Debian's chromium")
+    return found
+
+
+def test_the_report_from_a_real_run(stack, tmp_path) -> None:
+    gen = _history()
+    truth = gen.truth(3600)
+    churn = [
+        {
+            "id": f"churn-{i}",
+            "created_at": (START + timedelta(days=12, hours=9, minutes=i)).isoformat(),
+            "customer_id": f"angry-{i}",
+            "subject": "Sales report CSV export never finishes",
+            "body": CHURN + f"Call me at +1 415 555 01{i:02d} or jo{i}@corp.example",
+            "product_area": "reports",
+            "case_type": "bug",
+        }
+        for i in range(12)
+    ]
+    stack.create_topics()
+    stack.send([(b"reports", orjson.dumps(FIX))], topic=stack.settings.topic_product_events)
+    stack.start_worker()
+    messages = [(str(t.payload["id"]).encode(), orjson.dumps(t.payload)) for t in gen.tickets()]
+    stack.send(messages + [(c["id"].encode(), orjson.dumps(c)) for c in churn])
+    for c in churn:
+        hour = int(datetime.fromisoformat(c["created_at"]).timestamp()) // 3600 * 3600
+        truth[(hour, "reports")] += 1
+    assert stack.wait_for_counts(dict(truth)) == dict(truth), stack.worker_logs()
+    distinct = len({t.payload["id"] for t in gen.tickets()}) + len(churn)
+    stack.read_topic(stack.settings.topic_classified, expected=len(messages) + len(churn), timeout=60)
+
+    out = tmp_path / "report.html"
+    end = START + timedelta(days=14)
+    r = subprocess.run(
+        [TICKETPULSE, "report", "--since", "2026-03-02", "--until", end.isoformat(), "--output", str(out)],
+        env=stack.env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    assert f"tickets={distinct} areas=2" in r.stdout and "near_churn=12 effects=1" in r.stdout, r.stdout
+    page = out.read_text()
+
+    # areas: exact totals, from InfluxDB
+    reports = sum(n for (_, a), n in truth.items() if a == "reports")
+    billing = sum(n for (_, a), n in truth.items() if a == "billing")
+    assert f"<td>reports</td><td><span class='num'>{reports}</span></td>" in page
+    assert f"<td>billing</td><td><span class='num'>{billing}</span></td>" in page
+    # the fix: the week after against the week before, against all tickets
+    fix_hour = int(FIX_AT.timestamp())
+    before = sum(n for (h, a), n in truth.items() if a == "reports" and h < fix_hour)
+    after = sum(n for (h, a), n in truth.items() if a == "reports" and h >= fix_hour)
+    row = re.search(r"<td>reports</td><td>fix</td><td>fix-123</td>.*?</tr>", page).group(0)
+    cells = re.findall(r"<td>(.*?)</td>", row)
+    assert cells[4:6] == [str(before), str(after)]
+    assert cells[-1] == "fewer", row
+    # spikes, with the product event of the week before
+    spike = re.search(r"<td>reports</td><td>2026-03-11 1\d:00</td>.*?</tr>", page)
+    assert spike is not None and "fix fix-123" in spike.group(0), page[page.find("id='spikes'") :][:2000]
+    # the near-churn pattern: twelve customers, a decision, their words with personal data masked
+    assert "12 tickets from 12 customers" in page and "Suggested: fix the bug" in page
+    assert "12 tickets said the user was about to cancel, switch or gave up." in page
+    assert page.count("about to cancel my subscription") >= 12
+    for personal in ("555 01", "@corp.example", "@example.com"):
+        assert personal not in page
+    # self-contained: no script, nothing fetched
+    assert "<script" not in page and "http://" not in page and "https://" not in page
+    assert page.count("src='data:image/png;base64,") == 2
+
+    chromium = _chromium()
+    dom = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", out.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "Did the fix work?" in dom.stdout and "Users who almost gave up" in dom.stdout, dom.stderr[-2000:]
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            f"--screenshot={shot}",
+            "--window-size=1200,2400",
+            out.as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    assert shot.stat().st_size > 20_000  # text, tables and plots, not a blank page
