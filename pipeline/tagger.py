@@ -8,6 +8,17 @@ confidence is under a threshold: those are the tickets that need a human tag.
 
 Quality is measured while it runs (prequential): each label is first scored against
 what the model predicted before learning from it.
+
+Several workers: labels are broadcast, not snapshots. Every labelled example goes to a
+training topic (in the partition of its ticket id, so a correction comes after the tag
+it corrects) that every worker reads in full with its own consumer (pipeline/app.py,
+``learn_labels``). Naive Bayes is counts, so the order across partitions does not
+matter: two workers that have read the same labels hold the same counts and make the
+same prediction. Snapshots from one learner would make every other worker lag by a
+snapshot interval and ship the whole model each time; a label is a few hundred bytes.
+A correction replaces the earlier tag (:meth:`TicketTagger._forget` subtracts its
+counts). Each worker checkpoints its models with the training offsets they include
+(:func:`save_tagger`), so a restart resumes rather than relearns.
 """
 
 from __future__ import annotations
