@@ -95,6 +95,22 @@ def _created_at(doc: dict[str, Any]) -> datetime:
     return moment
 
 
+def _json_object(raw: bytes | None, what: str, max_bytes: int) -> dict[str, Any]:
+    """The message as a JSON object, or a :class:`TicketError` saying why it is not one."""
+    if raw is None:
+        raise TicketError("empty message (no value)")
+    if len(raw) > max_bytes:
+        raise TicketError(f"message of {len(raw)} bytes is over the limit of {max_bytes} bytes")
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        # orjson reports invalid UTF-8 as a decode error too; keep its words.
+        raise TicketError(f"not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise TicketError(f"{what} must be a JSON object, got {type(doc).__name__}")
+    return doc
+
+
 def parse_ticket(raw: bytes, max_bytes: int = 1_000_000) -> Ticket:
     """Parse and validate one message; raise :class:`TicketError` naming the problem.
 
@@ -109,17 +125,7 @@ def parse_ticket(raw: bytes, max_bytes: int = 1_000_000) -> Ticket:
     ...
     pipeline.schema.TicketError: missing required field 'created_at'
     """
-    if raw is None:
-        raise TicketError("empty message (no value)")
-    if len(raw) > max_bytes:
-        raise TicketError(f"message of {len(raw)} bytes is over the limit of {max_bytes} bytes")
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        # orjson reports invalid UTF-8 as a decode error too; keep its words.
-        raise TicketError(f"not valid JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise TicketError(f"a ticket must be a JSON object, got {type(doc).__name__}")
+    doc = _json_object(raw, "a ticket", max_bytes)
     ticket_id = _identifier(doc, "id")
     created_at = _created_at(doc)
     customer_id = _identifier(doc, "customer_id")
@@ -199,14 +205,7 @@ def parse_label(raw: bytes | None) -> dict[str, str]:
     ...
     pipeline.schema.TicketError: a label sets none of case_type, product_area, severity
     """
-    if raw is None:
-        raise TicketError("empty message (no value)")
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise TicketError(f"not valid JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise TicketError(f"a label must be a JSON object, got {type(doc).__name__}")
+    doc = _json_object(raw, "a label", max_bytes=1_000_000)
     label = {"id": _identifier(doc, "id")}
     for name in (*LABEL_FIELDS, "labelled_by", "labelled_at"):
         value = doc.get(name)
