@@ -23,6 +23,7 @@ lookup and a few additions; sends and InfluxDB writes happen once per batch.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import os
@@ -48,6 +49,7 @@ from .delivery import AlertDeliverer
 from .ingest import WebhookIngest
 from .labels import LabelJoin
 from .lineprotocol import Point
+from .pattern_watch import PatternWatch
 from .privacy import mask_personal
 from .schema import UNASSIGNED, Ticket, TicketError, parse_label, parse_product_event, parse_ticket
 from .settings import Settings
@@ -65,6 +67,9 @@ WATERMARKS = "__watermarks__"
 
 #: The tagger's fields in the order of a fact's tags (area, case type, severity).
 FIELDS_BY_TAG = ("product_area", "case_type", "severity")
+
+#: Characters of a ticket's body that pattern grouping reads (the problem is said early).
+PATTERN_BODY_CHARS = 2000
 
 #: Bytes of a rejected message kept in its dead-letter record.
 DEAD_LETTER_KEEP_BYTES = 64 * 1024
@@ -238,6 +243,41 @@ def spike_point(spike: SpikeEvent, window_tag: str) -> Point:
     )
 
 
+def pattern_spike_point(spike: SpikeEvent, area: str, name: str, window_tag: str) -> Point:
+    """The ``pattern_spike`` point of a pattern's spike event, stamped at its window's start."""
+    return Point(
+        "pattern_spike",
+        {"pattern": spike.key, "area": area, "level": spike.level, "window": window_tag},
+        {
+            "observed": spike.customers,
+            "expected": float(spike.expected),
+            "score": float(spike.score),
+            "customers": spike.customers,
+            "tickets": spike.tickets,
+            "episode": spike.episode_id,
+            "name": name,
+        },
+        spike.window_start,
+    )
+
+
+def pattern_alert_payload(spike: SpikeEvent, area: str, pattern: dict[str, Any]) -> dict[str, Any]:
+    """A ``ticket-alerts`` message for a pattern's spike: the area alert's fields, and the pattern."""
+    return {
+        **alert_payload(spike),
+        "area": area,
+        "pattern": {
+            "id": pattern["id"],
+            "name": pattern["name"],
+            "tickets": pattern["tickets"],
+            "customers": pattern["customers"],
+            "tier": pattern["tier"],
+            "concentration": pattern["concentration"],
+        },
+        "top_terms": pattern["name"].split(),
+    }
+
+
 def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeline:
     """Create the Faust app with its topics, tables and agents for ``settings``."""
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
@@ -292,6 +332,7 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
     )
     tagger = TicketTagger()
     partials = internal_topic("volume-partials")
+    pattern_tickets = internal_topic("pattern-tickets")
     # Durable facts, in chunks: "<partition>/<offset>" -> [fact, ...] (pipeline.volume).
     first_seen = PartitionedTable(app, name="tickets-first-seen", key_type=str, partitions=settings.partitions)
     totals_table = PartitionedTable(app, name="volume-totals", key_type=str, partitions=settings.partitions)
@@ -318,6 +359,7 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
         """Split good tickets from bad; pass the good ones on, grouped by customer partition."""
         async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
             by_partition: dict[int, list[Fact]] = {}
+            texts: dict[int, list[list[str]]] = {}
             marks: dict[str, int] = {}
             context: dict[tuple[int, str], tuple[list[list[str]], Counter[str]]] = {}
             docs: list[dict[str, Any]] = []
@@ -352,7 +394,13 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
                     tags[2] or UNASSIGNED,
                     ticket.customer_id,
                 ]
-                by_partition.setdefault(_partition_of(ticket.customer_id.encode()), []).append(fact)
+                customer_partition = _partition_of(ticket.customer_id.encode())
+                by_partition.setdefault(customer_partition, []).append(fact)
+                if settings.patterns_enabled:
+                    # the words travel with the fact: what ``count`` counts, patterns group
+                    texts.setdefault(customer_partition, []).append(
+                        [ticket.created_at.isoformat(), ticket.subject, ticket.body[:PATTERN_BODY_CHARS]]
+                    )
                 source = str(source_partition)
                 if fact[1] > marks.get(source, -1):
                     marks[source] = fact[1]
@@ -372,7 +420,10 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
             for partition in range(settings.partitions):
                 facts = by_partition.get(partition, [])
                 if facts or marks:
-                    await by_customer.send(partition=partition, value={"facts": facts, "watermarks": marks})
+                    message = {"facts": facts, "watermarks": marks}
+                    if settings.patterns_enabled:
+                        message["texts"] = texts.get(partition, [])
+                    await by_customer.send(partition=partition, value=message)
             # Tags: one batched prediction; the ticket with its predictions to tickets-classified,
             # its labels (fields the helpdesk filled in) to every worker's model.
             labelled: dict[int, list[dict[str, Any]]] = {}
@@ -424,6 +475,15 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
         for target in range(settings.partitions):
             await partials.send(partition=target, value={"rows": by_target.get(target, []), "watermarks": watermark})
 
+    async def _send_pattern_tickets(partition: int, by_target: dict[int, list[list[Any]]]) -> None:
+        # every pattern partition hears this counting partition's watermark, as in _send_partials
+        marks = source_marks.get(partition, {})
+        low = min(marks.values()) if len(marks) == settings.partitions else None
+        for target in range(settings.partitions):
+            await pattern_tickets.send(
+                partition=target, value={"tickets": by_target.get(target, []), "watermarks": {str(partition): low}}
+            )
+
     @first_seen.on_recover
     async def rebuild_counts() -> None:
         """Derive the counts of the partitions this worker now owns from the durable facts."""
@@ -453,13 +513,21 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
             chunks: dict[int, tuple[str, list[Fact]]] = {}
             touched: dict[int, set[tuple[int, tuple[str, str, str]]]] = {}
             heard: set[int] = set()
+            # counting partition -> pattern partition -> newly counted tickets with their words
+            for_patterns: dict[int, dict[int, list[list[Any]]]] = {}
             for event in events:
                 partition = event.message.partition
                 vol = _volume(partition)
                 if _hear(source_marks.setdefault(partition, {}), event.value["watermarks"]):
                     heard.add(partition)
-                for fact in event.value["facts"]:
+                texts = event.value.get("texts")
+                for n, fact in enumerate(event.value["facts"]):
                     outcome = vol.add(fact)
+                    if outcome == COUNTED and texts is not None:
+                        by_target = for_patterns.setdefault(partition, {})
+                        by_target.setdefault(_partition_of(fact[2].encode()), []).append(
+                            [fact[0], fact[1], fact[2], fact[3], fact[5], *texts[n]]
+                        )
                     if outcome == COUNTED:
                         if partition not in chunks:
                             # keyed by the first event with a new fact: a replay after a
@@ -476,6 +544,12 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
             # Effects first, then the state that records them (see pipeline.volume).
             for partition in heard | set(touched):
                 await _send_partials(partition, touched.get(partition, ()))
+                if settings.patterns_enabled:
+                    await _send_pattern_tickets(partition, for_patterns.get(partition, {}))
+            if for_patterns:
+                # The words are not kept in the facts: they must be on the broker before
+                # the facts that say they were counted (a replay would not send them again).
+                await app.producer.flush()
             for partition, (chunk_key, facts) in chunks.items():
                 stats.counted += len(facts)
                 first_seen[chunk_key] = facts
@@ -823,6 +897,120 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
         # often enough that an expired label is reported within a quarter of the horizon
         app.timer(interval=min(60.0, settings.label_horizon_hours * 900))(expire_label_texts)
         app.task(learn_labels)
+
+    pattern_checkpoint = Path(settings.data_dir) / "patterns-checkpoint.pickle"
+
+    def new_pattern_watch() -> PatternWatch:
+        return PatternWatch(
+            window_seconds,
+            settings.allowed_lateness_seconds,
+            sources=settings.partitions,
+            threshold=settings.pattern_threshold,
+            alert_score=settings.spike_alert_score,
+            min_customers=settings.spike_min_customers,
+        )
+
+    async def group_patterns() -> None:
+        """Group counted tickets into patterns; ``pattern_volume``, ``pattern_spike`` and their alerts.
+
+        Every worker reads every partition of ``<app>-pattern-tickets`` (a plain consumer,
+        as ``learn_labels``), one :class:`PatternWatch` per partition. A partition holds
+        whole areas and is read in order, so every worker forms the same patterns with the
+        same ids and counts: the points they write are the same points (idempotent), and
+        a rebalance moves nothing, since no worker owns this state. The price: each worker
+        groups every ticket (benchmarks/bench_pipeline.py measures it). Alerts are sent by
+        the worker that owns the same-numbered partition of the counting topic, so one
+        episode is one alert however many workers run. Checkpoints as the tagger's: the
+        watches and the next offset per partition, every ``TICKETPULSE_PATTERN_CHECKPOINT_SECONDS``
+        and at shutdown; a restarted worker reads on from there.
+        """
+        state: dict[str, Any] = {"watches": {}, "positions": {}}
+        if pattern_checkpoint.exists():
+            state = pickle.loads(pattern_checkpoint.read_bytes())  # noqa: S301 - the worker's own file
+        pattern_watches: dict[int, PatternWatch] = state["watches"]
+        positions: dict[int, int] = state["positions"]
+
+        def save() -> None:
+            tmp = pattern_checkpoint.with_suffix(".tmp")
+            tmp.write_bytes(pickle.dumps({"watches": pattern_watches, "positions": positions}))
+            os.replace(tmp, pattern_checkpoint)
+
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        try:
+            name = pattern_tickets.get_topic_name()
+            tps = [TopicPartition(name, p) for p in range(settings.partitions)]
+            consumer.assign(tps)
+            for tp in tps:
+                if tp.partition in positions:
+                    consumer.seek(tp, positions[tp.partition])
+                else:
+                    await consumer.seek_to_beginning(tp)
+            counting_topic = by_customer.get_topic_name()
+            while not app.assignor.assigned_actives():
+                await asyncio.sleep(0.2)  # whose alerts are whose is known once partitions are assigned
+            last_saved = time.monotonic()
+            while True:
+                batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
+                points: list[Point] = []
+                events: list[tuple[int, SpikeEvent]] = []
+                for tp, records in batch.items():
+                    if not records:
+                        continue
+                    pw = pattern_watches.get(tp.partition)
+                    if pw is None:
+                        pw = pattern_watches[tp.partition] = new_pattern_watch()
+                    touched: set[tuple[int, str]] = set()
+                    for record in records:
+                        value = orjson.loads(record.value)
+                        changed = pw.add(value["tickets"])
+                        touched |= changed
+                        events += [(tp.partition, e) for e in pw.judge(changed)]
+                        events += [(tp.partition, e) for e in pw.hear(value["watermarks"])]
+                    positions[tp.partition] = records[-1].offset + 1
+                    points += pw.points(touched, window_tag)
+                owned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == counting_topic}
+                for partition, spike in events:
+                    pw = pattern_watches[partition]
+                    pattern = pw.summary(spike.key)
+                    points.append(pattern_spike_point(spike, pw.area_of[spike.key], pattern["name"], window_tag))
+                    if partition in owned:
+                        stats.spike_events += 1
+                        payload = pattern_alert_payload(spike, pw.area_of[spike.key], pattern)
+                        logger.warning(
+                            "agent=patterns event=%s episode=%s pattern=%s area=%s customers=%d score=%.3f",
+                            spike.event,
+                            spike.episode_id,
+                            spike.key,
+                            payload["area"],
+                            spike.customers,
+                            spike.score,
+                        )
+                        await alerts.send(key=payload["area"].encode(), value=payload)
+                # the points and alerts first, then the checkpoint that says they were made
+                await sink.write(points)
+                if batch:
+                    logger.info(
+                        "agent=patterns messages=%d points=%d spike_events=%d patterns=%s",
+                        sum(len(r) for r in batch.values()),
+                        len(points),
+                        len(events),
+                        ";".join(f"{p}:{len(pw.area_of)}" for p, pw in sorted(pattern_watches.items())),
+                    )
+                if batch and time.monotonic() - last_saved >= settings.pattern_checkpoint_seconds:
+                    save()
+                    last_saved = time.monotonic()
+        finally:
+            save()
+            await consumer.stop()
+
+    if settings.patterns_enabled:
+        app.task(group_patterns)
 
     worker_tag = f"{socket.gethostname()}-{os.getpid()}"
 

@@ -49,32 +49,43 @@ def sign(body: bytes, secret: str) -> str:
 def slack_message(alert: Mapping[str, Any], dashboard_url: str | None = None) -> dict[str, Any]:
     """A readable Slack message: what, how far above normal, how many customers, where to look.
 
-    >>> msg = slack_message({"event": "opened", "level": "warning", "area": "reports", "observed": 90,
+    >>> msg_alert = {"event": "opened", "level": "warning", "area": "reports", "observed": 90,
     ...     "expected": 20.0, "customers": 90, "tickets": 120, "window_start": "2026-03-03T10:00:00+00:00",
-    ...     "episode_id": "reports@1", "example_ticket_ids": [], "recent_product_events": []})
+    ...     "episode_id": "reports@1", "example_ticket_ids": [], "recent_product_events": []}
+    >>> msg = slack_message(msg_alert)
     >>> msg["text"]
     ':rotating_light: Spike in *reports*: 90 customers in the hour from 2026-03-03 10:00 UTC, 4.5x the 20 expected'
+    >>> pattern = {"name": "fails last release", "tickets": 90, "customers": 88, "tier": "roadmap", "concentration": 0.02}
+    >>> slack_message({**msg_alert, "expected": 0.001, "pattern": pattern})["text"]  # doctest: +NORMALIZE_WHITESPACE
+    ':rotating_light: Spike in pattern *fails last release* (reports): 90 customers in the hour from
+     2026-03-03 10:00 UTC, where none were expected'
     """
     area = str(alert["area"])
+    pattern = alert.get("pattern")
+    # a pattern's spike names the problem, in the pattern's words, and its area
+    what = f"*{area}*" if not pattern else f"pattern *{pattern['name']}* ({area})"
     expected = float(alert["expected"])
     ratio = float(alert["observed"]) / expected if expected > 0 else float("inf")
     when = str(alert["window_start"]).replace("T", " ")[:16] + " UTC"
     event = alert["event"]
     if event == "resolved":
         text = (
-            f":white_check_mark: Resolved: *{area}* is back to normal "
+            f":white_check_mark: Resolved: {what} is back to normal "
             f"({alert['observed']} customers in the hour from {when}, {expected:.0f} expected)"
         )
     else:
         prefix = ":rotating_light: Spike in" if event == "opened" else ":arrow_up: Spike growing in"
-        text = (
-            f"{prefix} *{area}*: {alert['observed']} customers in the hour from {when}, "
-            f"{ratio:.1f}x the {expected:.0f} expected"
-        )
+        against = f"{ratio:.1f}x the {expected:.0f} expected" if expected >= 0.5 else "where none were expected"
+        text = f"{prefix} {what}: {alert['observed']} customers in the hour from {when}, {against}"
     lines = [
         f"*Tickets:* {alert.get('tickets')} from {alert['customers']} customers  *Level:* {alert['level']}  "
         f"*Episode:* {alert['episode_id']}"
     ]
+    if pattern:
+        lines.append(
+            f"*Pattern so far:* {pattern['tickets']} tickets from {pattern['customers']} customers "
+            f"({pattern['tier']}), {pattern['concentration']:.0%} from its top customer"
+        )
     examples = alert.get("example_tickets") or []
     for example in examples[:3]:
         lines.append(f"> {example}")

@@ -152,8 +152,12 @@ class PatternGrouper:
         pid = self._of_ticket.get(ticket_id)
         return self.patterns[pid] if pid is not None else None
 
-    def add(self, ticket: Mapping[str, Any], near_churn: bool = False) -> Pattern:
-        """Group one ticket; a ticket id seen before stays in its pattern and counts once."""
+    def add(self, ticket: Mapping[str, Any], near_churn: bool = False, remember: bool = True) -> Pattern:
+        """Group one ticket; a ticket id seen before stays in its pattern and counts once.
+
+        ``remember=False`` keeps no per-ticket record: the caller deduplicates (the
+        stream does, over its allowed lateness), so memory does not grow with every id.
+        """
         ticket_id = str(ticket["id"])
         known = self.pattern_of(ticket_id)
         if known is not None:
@@ -168,7 +172,8 @@ class PatternGrouper:
             pid = "p-" + hashlib.sha1(ticket_id.encode(), usedforsecurity=False).hexdigest()[:10]
             pattern = self.patterns[pid] = Pattern(pid, first_at=str(ticket.get("created_at", "")))
         self._join(pattern, vec)
-        self._of_ticket[ticket_id] = pattern.id
+        if remember:
+            self._of_ticket[ticket_id] = pattern.id
         customer = str(ticket.get("customer_id", ""))
         pattern.tickets += 1
         pattern.customers[customer] += 1

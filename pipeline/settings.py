@@ -110,6 +110,26 @@ class Settings(BaseSettings):
         5, ge=1, description="TICKETPULSE_SPIKE_MIN_CUSTOMERS: distinct customers a window needs to alert."
     )
 
+    # --- patterns ---------------------------------------------------------------------
+    patterns_enabled: bool = Field(
+        True,
+        description="TICKETPULSE_PATTERNS_ENABLED: group counted tickets into patterns in the worker "
+        "(pattern_volume, pattern_spike, pattern alerts).",
+    )
+    pattern_threshold: float = Field(
+        0.45,
+        gt=0.0,
+        le=1.0,
+        description="TICKETPULSE_PATTERN_THRESHOLD: cosine similarity a ticket needs to join a pattern "
+        "(measured in docs/benchmarks.md).",
+    )
+    pattern_checkpoint_seconds: float = Field(
+        30.0,
+        gt=0.0,
+        description="TICKETPULSE_PATTERN_CHECKPOINT_SECONDS: how often the patterns are saved to the data "
+        "directory with the offsets they include.",
+    )
+
     # --- alert delivery ---------------------------------------------------------------
     slack_webhook_url: SecretStr | None = Field(
         None, description="TICKETPULSE_SLACK_WEBHOOK_URL: Slack incoming webhook for spike alerts (a secret)."

@@ -35,6 +35,7 @@ def all_topics(settings: Settings) -> list[str]:
         f"{settings.app_id}-volume-partials",
         f"{settings.app_id}-area-volumes",
         f"{settings.app_id}-tagger-training",
+        f"{settings.app_id}-pattern-tickets",
     ]
 
 

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 import orjson
 import pytest
 
-from pipeline.delivery import SIGNATURE_HEADER
+from pipeline.delivery import SIGNATURE_HEADER, delivery_key
 
 from .conftest import HISTORY_START, RELEASE, SPIKE, TICKETPULSE, spike_history
 
@@ -39,7 +39,9 @@ def test_a_spike_is_one_alert_episode_with_matching_ticket_spike_points_delivere
     stack.send([(str(t.payload["id"]).encode(), orjson.dumps(t.payload)) for t in gen.tickets()])
     assert stack.wait_for_counts(dict(truth)) == dict(truth), stack.worker_logs()
 
-    alerts = stack.read_topic(stack.settings.topic_alerts, expected=2, timeout=30)
+    # the area's episode (opened, resolved) and the new pattern's (opened, maybe updated, resolved)
+    everything = stack.read_topic(stack.settings.topic_alerts, expected=4, timeout=30)
+    alerts = [a for a in everything if "pattern" not in a]
     episodes = {a["episode_id"] for a in alerts}
     assert len(episodes) == 1, alerts
     opened = [a for a in alerts if a["event"] == "opened"]
@@ -77,15 +79,43 @@ def test_a_spike_is_one_alert_episode_with_matching_ticket_spike_points_delivere
     assert points == {(int(datetime.fromisoformat(a["window_start"]).timestamp()), a["level"]) for a in alerts}
     assert {episode for _, _, _, episode, _ in series[0]["values"]} == episodes
 
+    # The spike's tickets say something no ticket said before ("fails since the last
+    # release"): a new pattern, which spikes from its first hour, once.
+    pattern_alerts = [a for a in everything if "pattern" in a]
+    assert len({a["episode_id"] for a in pattern_alerts}) == 1, pattern_alerts
+    assert [a["event"] for a in pattern_alerts][0] == "opened" and pattern_alerts[-1]["event"] == "resolved"
+    assert {a["event"] for a in pattern_alerts[1:-1]} <= {"updated"}
+    p_opened = pattern_alerts[0]
+    assert p_opened["area"] == "reports" and set(p_opened["pattern"]["name"].split()) <= {"fails", "last", "release"}
+    assert datetime.fromisoformat(p_opened["window_start"]) == SPIKE.start
+    assert p_opened["customers"] >= 5 and p_opened["expected"] < 0.5
+    p_series = stack.query('SELECT customers, episode, "level", "name" FROM pattern_spike GROUP BY pattern, area')
+    assert [(s["tags"]["pattern"], s["tags"]["area"]) for s in p_series] == [(p_opened["pattern"]["id"], "reports")]
+    assert {(t, level) for t, _, _, level, _ in p_series[0]["values"]} == {
+        (int(datetime.fromisoformat(a["window_start"]).timestamp()), a["level"]) for a in pattern_alerts
+    }
+    # pattern_volume: every ticket in exactly one pattern, per window and area
+    volume = stack.query("SELECT sum(tickets) FROM pattern_volume GROUP BY time(1h), area fill(none)")
+    by_window = {
+        (int(t), s["tags"]["area"]): int(v)
+        for s in volume
+        for t, v in s["values"]
+    }
+    assert by_window == dict(truth)
+
     # Delivered to ops: each event once to Slack and once, signed, to the webhook ...
+    # an episode updated twice in one window is posted once (pipeline.delivery.delivery_key)
+    n = len({delivery_key(a) for a in everything})
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and len(receiver.posts("/hook")) < 2:
+    while time.monotonic() < deadline and len(receiver.posts("/hook")) < n:
         time.sleep(0.5)
     hooks = [orjson.loads(b) for _, b in receiver.posts("/hook")]
-    assert sorted(h["event"] for h in hooks) == ["opened", "resolved"]
-    assert all(h["episode_id"] in episodes for h in hooks)
-    assert len(receiver.posts("/slack")) == 2
-    opened_slack = next(orjson.loads(b) for _, b in receiver.posts("/slack") if b"Spike in" in b)
+    assert sorted(h["event"] for h in hooks if "pattern" not in h) == ["opened", "resolved"]
+    assert {h["episode_id"] for h in hooks} == episodes | {p_opened["episode_id"]}
+    assert len(hooks) == n and len(receiver.posts("/slack")) == n
+    opened_slack = next(orjson.loads(b) for _, b in receiver.posts("/slack") if b"Spike in *reports*" in b)
+    pattern_slack = next(orjson.loads(b) for _, b in receiver.posts("/slack") if b"Spike in pattern" in b)
+    assert pattern_slack["text"].endswith("where none were expected")
     assert f"> {alert['example_tickets'][0]}" in opened_slack["blocks"][1]["text"]["text"]
     assert "*Recent product events:* release v4.2.0 (2026-03-10 09:00)" in opened_slack["blocks"][1]["text"]["text"]
     for headers, body in receiver.posts("/hook"):
@@ -95,7 +125,7 @@ def test_a_spike_is_one_alert_episode_with_matching_ticket_spike_points_delivere
     # ... and an alert that reaches the topic again (a replay after a crash) is not posted again.
     stack.send([(b"reports", orjson.dumps(alert))], topic=stack.settings.topic_alerts)
     time.sleep(4)
-    assert len(receiver.posts("/hook")) == 2 and len(receiver.posts("/slack")) == 2
+    assert len(receiver.posts("/hook")) == n and len(receiver.posts("/slack")) == n
     assert "delivery=" not in stack.worker_logs()  # no retry was needed
 
     # Offline, on the same history, the replay's backtest finds the same episode.

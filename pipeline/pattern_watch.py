@@ -1,0 +1,252 @@
+"""Patterns in the stream: grouping, counts per window and pattern, near-churn, pattern spikes.
+
+Where it sits (see :mod:`pipeline.app`): ``count`` counts each ticket id once and
+forwards every newly counted ticket, with its words, to ``<app>-pattern-tickets``, in
+the partition of its product area, together with each counting partition's event-time
+watermark. One :class:`PatternWatch` per partition of that topic
+
+- groups the tickets of each area into patterns (:class:`pipeline.patterns.PatternGrouper`,
+  one per area: a pattern lives within an area, and an area within one partition);
+- counts, per window and pattern, tickets, distinct customers and near-churn tickets
+  (:func:`pipeline.nearchurn.near_churn`): the ``pattern_volume`` series;
+- runs a :class:`detectors.VolumeWatch` on every pattern that has come back (two tickets
+  or more), so that patterns spike like areas (``pattern_spike``, ``ticket-alerts``).
+
+It is deterministic: the same messages of a partition in the same order give the same
+patterns, ids, counts and spikes. That is what lets every worker run every partition
+and agree (the design is in :mod:`pipeline.app`, ``group_patterns``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from detectors import SpikeDetector, SpikeEvent, VolumeWatch
+
+from .lineprotocol import Point
+from .nearchurn import near_churn
+from .patterns import Pattern, PatternGrouper
+from .privacy import mask_personal
+
+__all__ = ["PatternRecord", "PatternWatch"]
+
+#: A counted ticket as ``count`` forwards it:
+#: ``[id, window, area, case_type, customer_id, created_at, subject, body]``.
+PatternRecord = Sequence[Any]
+
+
+class PatternWatch:
+    """The patterns of one partition of the pattern topic, their window counts and spikes.
+
+    Parameters
+    ----------
+    window_seconds
+        Size of a window (the same as the volume windows).
+    allowed_lateness_seconds
+        How long counts and ticket ids are kept after the newest window: a ticket sent
+        again within it counts once.
+    sources
+        Counting partitions whose watermarks this partition hears; windows close when
+        all have spoken, at the oldest.
+    threshold
+        Similarity a ticket needs to join a pattern (:class:`PatternGrouper`).
+    alert_score, min_customers
+        Of each pattern's spike watch (:class:`detectors.VolumeWatch`).
+    watch_after
+        Tickets a pattern needs before it gets a spike watch: most patterns stay one
+        ticket (anecdotes), and a watch each would cost memory for nothing.
+    warm_windows
+        Windows of its area before a pattern's first ticket that its watch learns as
+        zeros (a new pattern can spike at once; see :meth:`judge`).
+    retire_after_seconds
+        A watch whose pattern has had no ticket for this long, and no open episode, is
+        dropped; it starts afresh if the pattern comes back.
+
+    Examples
+    --------
+    >>> pw = PatternWatch(3600, 86400, sources=1)
+    >>> ticket = lambda i, c: [f"t{i}", 0, "export", "bug", c, "1970-01-01T00:00:00+00:00",
+    ...                        "CSV export times out", "I was about to cancel my subscription"]
+    >>> sorted(pw.add([ticket(1, "c1"), ticket(2, "c2"), ticket(2, "c2")]))  # t2 twice: once
+    [(0, 'p-e5353879bd')]
+    >>> point = pw.points({(0, "p-e5353879bd")}, "1h")[0]
+    >>> point.tags["area"], point.fields["tickets"], point.fields["customers"], point.fields["near_churn"]
+    ('export', 2, 2, 2)
+    """
+
+    def __init__(
+        self,
+        window_seconds: int,
+        allowed_lateness_seconds: int,
+        sources: int,
+        threshold: float = 0.45,
+        alert_score: float = 0.4,
+        min_customers: int = 5,
+        watch_after: int = 2,
+        retire_after_seconds: int = 28 * 86400,
+        warm_windows: int = 168,
+    ) -> None:
+        self.window_seconds = window_seconds
+        self.allowed_lateness_seconds = allowed_lateness_seconds
+        self.sources = sources
+        self.threshold = threshold
+        self.alert_score = alert_score
+        self.min_customers = min_customers
+        self.watch_after = watch_after
+        self.retire_after_seconds = retire_after_seconds
+        self.warm_windows = warm_windows
+        self.groupers: dict[str, PatternGrouper] = {}
+        #: pattern id -> its area
+        self.area_of: dict[str, str] = {}
+        #: (window, pattern id) -> [tickets, distinct customers, near-churn tickets]
+        self.counts: dict[tuple[int, str], tuple[int, set[str], int]] = {}
+        #: pattern id -> the windows it has counts in (so a new watch hears them)
+        self.windows_of: dict[str, set[int]] = {}
+        #: ticket id -> window, for tickets within the allowed lateness
+        self.seen: dict[str, int] = {}
+        self.newest: int | None = None
+        self.marks: dict[str, int] = {}
+        self.watermark: int | None = None
+        self.watches: dict[str, VolumeWatch] = {}
+        self.last_window_of: dict[str, int] = {}
+        #: area -> the first window this partition saw a ticket of it
+        self.first_window_of: dict[str, int] = {}
+
+    def pattern(self, pattern_id: str) -> Pattern:
+        return self.groupers[self.area_of[pattern_id]].patterns[pattern_id]
+
+    def add(self, records: Iterable[PatternRecord]) -> set[tuple[int, str]]:
+        """Group newly counted tickets; the ``(window, pattern id)`` whose counts changed."""
+        touched: set[tuple[int, str]] = set()
+        for ticket_id, window, area, case_type, customer, created_at, subject, body in records:
+            if ticket_id in self.seen or self._too_old(window):
+                continue  # sent again after a crash, or older than anything still counted
+            self.seen[ticket_id] = window
+            churn = near_churn(subject, body)
+            grouper = self.groupers.get(area)
+            if grouper is None:
+                grouper = self.groupers[area] = PatternGrouper(threshold=self.threshold)
+            ticket = {
+                "id": ticket_id,
+                "customer_id": customer,
+                "subject": subject,
+                "body": body,
+                "case_type": case_type,
+                "product_area": area,
+                "created_at": created_at,
+            }
+            pattern = grouper.add(ticket, near_churn=churn, remember=False)
+            pid = pattern.id
+            self.area_of[pid] = area
+            if window < self.first_window_of.get(area, window + 1):
+                self.first_window_of[area] = window
+            tickets, customers, churned = self.counts.get((window, pid), (0, set(), 0))
+            customers.add(customer)
+            self.counts[(window, pid)] = (tickets + 1, customers, churned + int(churn))
+            self.windows_of.setdefault(pid, set()).add(window)
+            self.last_window_of[pid] = max(window, self.last_window_of.get(pid, window))
+            touched.add((window, pid))
+            watch = self.watches.get(pid)
+            if watch is not None and len(watch.context.get(window, ((),))[0]) < 5:
+                # masked only when kept: masking every ticket would cost more than grouping it
+                watch.add_context(window, [[ticket_id, customer, mask_personal(f"{subject}: {body}")]], {})
+            if self.newest is None or window > self.newest:
+                self.newest = window
+                self._prune()
+        return touched
+
+    def _too_old(self, window: int) -> bool:
+        return self.newest is not None and window < self.newest - self.allowed_lateness_seconds
+
+    def _prune(self) -> None:
+        for ticket_id in [t for t, w in self.seen.items() if self._too_old(w)]:
+            del self.seen[ticket_id]
+        for key in [k for k in self.counts if self._too_old(k[0])]:
+            del self.counts[key]
+            windows = self.windows_of[key[1]]
+            windows.discard(key[0])
+            if not windows:
+                del self.windows_of[key[1]]
+
+    def judge(self, touched: Iterable[tuple[int, str]]) -> list[SpikeEvent]:
+        """Give each changed count to its pattern's watch (starting one when a pattern comes back)."""
+        events: list[SpikeEvent] = []
+        for window, pid in sorted(touched):
+            watch = self.watches.get(pid)
+            if watch is None:
+                if self.pattern(pid).tickets < self.watch_after:
+                    continue
+                watch = self.watches[pid] = VolumeWatch(
+                    pid,
+                    self.window_seconds,
+                    SpikeDetector(),
+                    alert_score=self.alert_score,
+                    min_customers=self.min_customers,
+                )
+                self._warm(watch, self.area_of[pid], min(self.windows_of[pid]))
+                # every window it has counts in, oldest first (an episode never goes back)
+                for w in sorted(self.windows_of[pid]):
+                    tickets, customers, _ = self.counts[(w, pid)]
+                    events += watch.update(w, tickets, len(customers))
+                continue
+            if (window, pid) in self.counts:
+                tickets, customers, _ = self.counts[(window, pid)]
+                events += watch.update(window, tickets, len(customers))
+        return events
+
+    def _warm(self, watch: VolumeWatch, area: str, first: int) -> None:
+        # A pattern did not exist before its first ticket: the windows of its area before
+        # it (up to a week) had none of it. Learning them as zeros makes a new problem
+        # that arrives with many customers at once, the spike most worth an alert, a spike
+        # from its first hour, where an untrained detector would stay neutral for a day.
+        start = max(self.first_window_of[area], first - self.warm_windows * self.window_seconds)
+        for w in range(start, first, self.window_seconds):
+            watch.detector.learn_one({"t": w, "y": 0, "customers": 0})
+            watch.learned_through = w
+
+    def hear(self, watermarks: dict[str, int | None]) -> list[SpikeEvent]:
+        """Take the counting partitions' watermarks; close the windows every one has passed."""
+        for source, mark in watermarks.items():
+            if mark is not None and mark > self.marks.get(source, -1):
+                self.marks[source] = mark
+        if len(self.marks) < self.sources:
+            return []
+        low = min(self.marks.values())
+        if self.watermark is not None and low <= self.watermark:
+            return []
+        self.watermark = low
+        events: list[SpikeEvent] = []
+        for pid in sorted(self.watches):
+            watch = self.watches[pid]
+            events += watch.advance(low)
+            quiet = low - self.last_window_of.get(pid, low) > self.retire_after_seconds
+            if quiet and watch.tracker.episode is None:
+                del self.watches[pid]
+        return events
+
+    def points(self, touched: Iterable[tuple[int, str]], window_tag: str) -> list[Point]:
+        """``pattern_volume`` points of the changed counts (each the window's whole count: idempotent)."""
+        out = []
+        for window, pid in sorted(touched):
+            if (window, pid) not in self.counts:
+                continue
+            tickets, customers, churned = self.counts[(window, pid)]
+            out.append(
+                Point(
+                    "pattern_volume",
+                    {"pattern": pid, "area": self.area_of[pid], "window": window_tag},
+                    {
+                        "tickets": tickets,
+                        "customers": len(customers),
+                        "near_churn": churned,
+                        "name": self.pattern(pid).name,
+                    },
+                    window,
+                )
+            )
+        return out
+
+    def summary(self, pattern_id: str) -> dict[str, Any]:
+        """The pattern's summary (name, counts, tier, concentration, masked examples)."""
+        return self.pattern(pattern_id).summary()
