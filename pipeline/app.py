@@ -927,6 +927,7 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
         state: dict[str, Any] = {"watches": {}, "positions": {}}
         if pattern_checkpoint.exists():
             state = pickle.loads(pattern_checkpoint.read_bytes())  # noqa: S301 - the worker's own file
+            logger.info("agent=patterns loaded=checkpoint path=%s positions=%s", pattern_checkpoint, state["positions"])
         pattern_watches: dict[int, PatternWatch] = state["watches"]
         positions: dict[int, int] = state["positions"]
 
@@ -968,10 +969,9 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
                     touched: set[tuple[int, str]] = set()
                     for record in records:
                         value = orjson.loads(record.value)
-                        changed = pw.add(value["tickets"])
+                        changed = pw.add(value["tickets"]) | pw.hear(value["watermarks"])
                         touched |= changed
-                        events += [(tp.partition, e) for e in pw.judge(changed)]
-                        events += [(tp.partition, e) for e in pw.hear(value["watermarks"])]
+                        events += [(tp.partition, e) for e in pw.judge(changed) + pw.close()]
                     positions[tp.partition] = records[-1].offset + 1
                     points += pw.points(touched, window_tag)
                 owned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == counting_topic}

@@ -55,7 +55,8 @@ def slack_message(alert: Mapping[str, Any], dashboard_url: str | None = None) ->
     >>> msg = slack_message(msg_alert)
     >>> msg["text"]
     ':rotating_light: Spike in *reports*: 90 customers in the hour from 2026-03-03 10:00 UTC, 4.5x the 20 expected'
-    >>> pattern = {"name": "fails last release", "tickets": 90, "customers": 88, "tier": "roadmap", "concentration": 0.02}
+    >>> pattern = {"name": "fails last release", "tickets": 90, "customers": 88, "tier": "roadmap",
+    ...            "concentration": 0.02}
     >>> slack_message({**msg_alert, "expected": 0.001, "pattern": pattern})["text"]  # doctest: +NORMALIZE_WHITESPACE
     ':rotating_light: Spike in pattern *fails last release* (reports): 90 customers in the hour from
      2026-03-03 10:00 UTC, where none were expected'

@@ -12,9 +12,14 @@ watermark. One :class:`PatternWatch` per partition of that topic
 - runs a :class:`detectors.VolumeWatch` on every pattern that has come back (two tickets
   or more), so that patterns spike like areas (``pattern_spike``, ``ticket-alerts``).
 
-It is deterministic: the same messages of a partition in the same order give the same
-patterns, ids, counts and spikes. That is what lets every worker run every partition
-and agree (the design is in :mod:`pipeline.app`, ``group_patterns``).
+A window's tickets are grouped when the window closes (every counting partition has
+passed it), in order of creation time and id: the patterns, their ids, counts and
+spikes then depend on the tickets, not on how many workers counted them or in what
+order their messages interleaved. Every worker runs every partition and they agree
+(the design is in :mod:`pipeline.app`, ``group_patterns``). The price is a window of
+delay: ``pattern_volume`` and pattern spikes come when the window closes, where area
+counts and area spikes come while it fills. A ticket that arrives after its window
+closed (late) is grouped as it comes.
 """
 
 from __future__ import annotations
@@ -57,7 +62,7 @@ class PatternWatch:
         Tickets a pattern needs before it gets a spike watch: most patterns stay one
         ticket (anecdotes), and a watch each would cost memory for nothing.
     warm_windows
-        Windows of its area before a pattern's first ticket that its watch learns as
+        Windows before a pattern's first ticket that its watch learns as
         zeros (a new pattern can spike at once; see :meth:`judge`).
     retire_after_seconds
         A watch whose pattern has had no ticket for this long, and no open episode, is
@@ -68,7 +73,9 @@ class PatternWatch:
     >>> pw = PatternWatch(3600, 86400, sources=1)
     >>> ticket = lambda i, c: [f"t{i}", 0, "export", "bug", c, "1970-01-01T00:00:00+00:00",
     ...                        "CSV export times out", "I was about to cancel my subscription"]
-    >>> sorted(pw.add([ticket(1, "c1"), ticket(2, "c2"), ticket(2, "c2")]))  # t2 twice: once
+    >>> pw.add([ticket(1, "c1"), ticket(2, "c2"), ticket(2, "c2")])  # t2 twice: once; window 0 open
+    set()
+    >>> sorted(pw.hear({"0": 3600}))  # the counting partition has passed window 0: grouped
     [(0, 'p-e5353879bd')]
     >>> point = pw.points({(0, "p-e5353879bd")}, "1h")[0]
     >>> point.tags["area"], point.fields["tickets"], point.fields["customers"], point.fields["near_churn"]
@@ -108,53 +115,70 @@ class PatternWatch:
         self.newest: int | None = None
         self.marks: dict[str, int] = {}
         self.watermark: int | None = None
+        self.closed_through: int | None = None
+        #: window -> tickets of that window waiting for it to close
+        self.pending: dict[int, list[list[Any]]] = {}
         self.watches: dict[str, VolumeWatch] = {}
         self.last_window_of: dict[str, int] = {}
-        #: area -> the first window this partition saw a ticket of it
-        self.first_window_of: dict[str, int] = {}
+        #: the first window this partition saw a ticket of
+        self.first_window: int | None = None
 
     def pattern(self, pattern_id: str) -> Pattern:
         return self.groupers[self.area_of[pattern_id]].patterns[pattern_id]
 
     def add(self, records: Iterable[PatternRecord]) -> set[tuple[int, str]]:
-        """Group newly counted tickets; the ``(window, pattern id)`` whose counts changed."""
+        """Take newly counted tickets; the ``(window, pattern id)`` whose counts changed.
+
+        A ticket of a window still open waits for the window to close (:meth:`hear`);
+        one whose window has closed already (late) is grouped at once.
+        """
         touched: set[tuple[int, str]] = set()
-        for ticket_id, window, area, case_type, customer, created_at, subject, body in records:
+        for record in records:
+            ticket_id, window = record[0], record[1]
             if ticket_id in self.seen or self._too_old(window):
                 continue  # sent again after a crash, or older than anything still counted
             self.seen[ticket_id] = window
-            churn = near_churn(subject, body)
-            grouper = self.groupers.get(area)
-            if grouper is None:
-                grouper = self.groupers[area] = PatternGrouper(threshold=self.threshold)
-            ticket = {
-                "id": ticket_id,
-                "customer_id": customer,
-                "subject": subject,
-                "body": body,
-                "case_type": case_type,
-                "product_area": area,
-                "created_at": created_at,
-            }
-            pattern = grouper.add(ticket, near_churn=churn, remember=False)
-            pid = pattern.id
-            self.area_of[pid] = area
-            if window < self.first_window_of.get(area, window + 1):
-                self.first_window_of[area] = window
-            tickets, customers, churned = self.counts.get((window, pid), (0, set(), 0))
-            customers.add(customer)
-            self.counts[(window, pid)] = (tickets + 1, customers, churned + int(churn))
-            self.windows_of.setdefault(pid, set()).add(window)
-            self.last_window_of[pid] = max(window, self.last_window_of.get(pid, window))
-            touched.add((window, pid))
-            watch = self.watches.get(pid)
-            if watch is not None and len(watch.context.get(window, ((),))[0]) < 5:
-                # masked only when kept: masking every ticket would cost more than grouping it
-                watch.add_context(window, [[ticket_id, customer, mask_personal(f"{subject}: {body}")]], {})
             if self.newest is None or window > self.newest:
                 self.newest = window
                 self._prune()
+            if self._closed(window):
+                touched.add(self._group(record))
+            else:
+                self.pending.setdefault(window, []).append(list(record))
         return touched
+
+    def _closed(self, window: int) -> bool:
+        return self.watermark is not None and window + self.window_seconds <= self.watermark
+
+    def _group(self, record: PatternRecord) -> tuple[int, str]:
+        ticket_id, window, area, case_type, customer, created_at, subject, body = record
+        churn = near_churn(subject, body)
+        grouper = self.groupers.get(area)
+        if grouper is None:
+            grouper = self.groupers[area] = PatternGrouper(threshold=self.threshold)
+        ticket = {
+            "id": ticket_id,
+            "customer_id": customer,
+            "subject": subject,
+            "body": body,
+            "case_type": case_type,
+            "product_area": area,
+            "created_at": created_at,
+        }
+        pid = grouper.add(ticket, near_churn=churn, remember=False).id
+        self.area_of[pid] = area
+        if self.first_window is None or window < self.first_window:
+            self.first_window = window
+        tickets, customers, churned = self.counts.get((window, pid), (0, set(), 0))
+        customers.add(customer)
+        self.counts[(window, pid)] = (tickets + 1, customers, churned + int(churn))
+        self.windows_of.setdefault(pid, set()).add(window)
+        self.last_window_of[pid] = max(window, self.last_window_of.get(pid, window))
+        watch = self.watches.get(pid)
+        if watch is not None and len(watch.context.get(window, ((),))[0]) < 5:
+            # masked only when kept: masking every ticket would cost more than grouping it
+            watch.add_context(window, [[ticket_id, customer, mask_personal(f"{subject}: {body}")]], {})
+        return window, pid
 
     def _too_old(self, window: int) -> bool:
         return self.newest is not None and window < self.newest - self.allowed_lateness_seconds
@@ -184,7 +208,7 @@ class PatternWatch:
                     alert_score=self.alert_score,
                     min_customers=self.min_customers,
                 )
-                self._warm(watch, self.area_of[pid], min(self.windows_of[pid]))
+                self._warm(watch, min(self.windows_of[pid]))
                 # every window it has counts in, oldest first (an episode never goes back)
                 for w in sorted(self.windows_of[pid]):
                     tickets, customers, _ = self.counts[(w, pid)]
@@ -195,27 +219,44 @@ class PatternWatch:
                 events += watch.update(window, tickets, len(customers))
         return events
 
-    def _warm(self, watch: VolumeWatch, area: str, first: int) -> None:
-        # A pattern did not exist before its first ticket: the windows of its area before
-        # it (up to a week) had none of it. Learning them as zeros makes a new problem
+    def _warm(self, watch: VolumeWatch, first: int) -> None:
+        # A pattern did not exist before its first ticket: the windows this partition
+        # saw before it (up to a week) had none of it. Learning them as zeros makes a new problem
         # that arrives with many customers at once, the spike most worth an alert, a spike
         # from its first hour, where an untrained detector would stay neutral for a day.
-        start = max(self.first_window_of[area], first - self.warm_windows * self.window_seconds)
+        start = max(self.first_window or first, first - self.warm_windows * self.window_seconds)
         for w in range(start, first, self.window_seconds):
             watch.detector.learn_one({"t": w, "y": 0, "customers": 0})
             watch.learned_through = w
 
-    def hear(self, watermarks: dict[str, int | None]) -> list[SpikeEvent]:
-        """Take the counting partitions' watermarks; close the windows every one has passed."""
+    def hear(self, watermarks: dict[str, int | None]) -> set[tuple[int, str]]:
+        """Take the counting partitions' watermarks; group the windows every one has passed.
+
+        A closed window's tickets are grouped in one order, by creation time and id,
+        whatever order they arrived in: grouping is online (a ticket joins the patterns
+        that exist when it comes), so the order decides borderline cases, and this one
+        does not depend on how many workers counted them or how fast.
+        """
         for source, mark in watermarks.items():
             if mark is not None and mark > self.marks.get(source, -1):
                 self.marks[source] = mark
         if len(self.marks) < self.sources:
-            return []
+            return set()
         low = min(self.marks.values())
         if self.watermark is not None and low <= self.watermark:
-            return []
+            return set()
         self.watermark = low
+        touched: set[tuple[int, str]] = set()
+        for window in sorted(w for w in self.pending if self._closed(w)):
+            for record in sorted(self.pending.pop(window), key=lambda r: (r[5], r[0])):
+                touched.add(self._group(record))
+        return touched
+
+    def close(self) -> list[SpikeEvent]:
+        """Close, in every pattern's watch, the windows the watermark has passed (after :meth:`judge`)."""
+        if self.watermark is None or self.watermark == self.closed_through:
+            return []
+        low = self.closed_through = self.watermark
         events: list[SpikeEvent] = []
         for pid in sorted(self.watches):
             watch = self.watches[pid]

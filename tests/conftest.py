@@ -220,15 +220,37 @@ class Stack:
             raise
         return {(int(t), s["tags"]["area"]): int(v) for s in series for t, v in s["values"]}
 
+    def pattern_area_counts(self) -> dict[tuple[int, str], int]:
+        """``(window start, area) -> tickets`` summed over the area's patterns ({} before any)."""
+        try:
+            series = self.query("SELECT sum(tickets) FROM pattern_volume GROUP BY time(1h), area fill(none)")
+        except AssertionError as exc:
+            if "database not found" in str(exc):
+                return {}
+            raise
+        return {(int(t), s["tags"]["area"]): int(v) for s in series for t, v in s["values"]}
+
+    def patterns(self) -> dict[tuple[int, str, str], tuple[int, int, int]]:
+        """``(window, pattern, area) -> (tickets, customers, near_churn)`` from ``pattern_volume``."""
+        series = self.query("SELECT tickets, customers, near_churn FROM pattern_volume GROUP BY pattern, area")
+        return {
+            (int(t), s["tags"]["pattern"], s["tags"]["area"]): (int(a), int(b), int(c))
+            for s in series
+            for t, a, b, c in s["values"]
+        }
+
     def wait_for_counts(
-        self, expected: dict[tuple[int, str], int], timeout: float = 90.0
+        self, expected: dict[tuple[int, str], int], timeout: float = 90.0, patterns: bool = False
     ) -> dict[tuple[int, str], int]:
-        """Poll InfluxDB until the counts equal ``expected`` or time runs out; return the last read."""
+        """Poll InfluxDB until the counts equal ``expected`` or time runs out; return the last read.
+
+        ``patterns=True`` reads the counts summed over patterns (``pattern_volume``).
+        """
         deadline = time.monotonic() + timeout
         got: dict[tuple[int, str], int] = {}
         while time.monotonic() < deadline:
             try:
-                got = self.area_counts()
+                got = self.pattern_area_counts() if patterns else self.area_counts()
             except (OSError, AssertionError):
                 got = {}
             if got == expected:
@@ -238,6 +260,12 @@ class Stack:
                     raise AssertionError(f"worker exited with {proc.returncode}:\n{self.worker_logs()}")
             time.sleep(1.0)
         return got
+
+
+def closed_windows(truth: dict[tuple[int, str], int]) -> dict[tuple[int, str], int]:
+    """The counts of every window but the newest: patterns group a window once it has closed."""
+    newest = max(window for window, _ in truth)
+    return {key: n for key, n in truth.items() if key[0] < newest}
 
 
 @pytest.fixture

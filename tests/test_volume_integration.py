@@ -14,6 +14,8 @@ import pytest
 
 from pipeline.generator import Spike, TicketGenerator
 
+from .conftest import closed_windows
+
 pytestmark = pytest.mark.integration
 
 START = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
@@ -101,6 +103,14 @@ def test_two_workers_count_exactly_what_one_worker_counts(stack_factory) -> None
     got_two = two.wait_for_counts(dict(truth))
     assert got_one == dict(truth), one.worker_logs()
     assert got_two == got_one, two.worker_logs()
+    # Patterns: every worker of the pair groups every ticket, in the same order per
+    # partition, so the pair writes the very points the solo worker writes.
+    closed = closed_windows(truth)
+    assert one.wait_for_counts(closed, patterns=True) == closed, one.worker_logs()
+    assert two.wait_for_counts(closed, patterns=True) == closed, two.worker_logs()
+    solo_patterns = one.patterns()
+    assert two.patterns() == solo_patterns
+    assert 10 < len({pattern for _, pattern, _ in solo_patterns}) < 200
     # Both workers of the pair really shared the work: each owns counting partitions.
     owned = []
     for name in ("a", "b"):
@@ -115,6 +125,7 @@ def test_two_workers_count_exactly_what_one_worker_counts(stack_factory) -> None
 def test_worker_killed_mid_stream_loses_nothing_and_counts_nothing_twice(stack) -> None:
     messages, truth = _generated(days=4, seed=3, scale=10.0)
     assert len(messages) > 30_000
+    stack.env_overrides["TICKETPULSE_PATTERN_CHECKPOINT_SECONDS"] = "2"  # killed after a checkpoint
     stack.create_topics()
     worker = stack.start_worker("first")
 
@@ -133,7 +144,12 @@ def test_worker_killed_mid_stream_loses_nothing_and_counts_nothing_twice(stack) 
     worker.wait()
     partial = sum(stack.area_counts().values())
     assert 0 < partial < sum(truth.values()), "the kill must land in the middle of the stream"
-    stack.start_worker("second")
+    stack.start_worker("first", TICKETPULSE_LOG_LEVEL="info")  # the same machine: its data directory
     sender.join()
     got = stack.wait_for_counts(dict(truth), timeout=120)
     assert got == dict(truth), stack.worker_logs()
+    # the restarted worker read on from its pattern checkpoint: each ticket in one pattern, once
+    assert "agent=patterns loaded=checkpoint" in (stack.tmp_path / "worker-first.log").read_text()
+    closed = closed_windows(truth)
+    got = stack.wait_for_counts(closed, timeout=60, patterns=True)
+    assert got == closed, stack.worker_logs()

@@ -1,0 +1,144 @@
+"""Patterns in the stream (pipeline.pattern_watch): counts, near-churn, determinism, pattern spikes."""
+
+from __future__ import annotations
+
+import pickle
+import random
+from datetime import UTC, datetime
+
+from pipeline.pattern_watch import PatternWatch
+
+H = 3600
+DAY = 86400
+START = int(datetime(2026, 3, 2, tzinfo=UTC).timestamp())  # a Monday
+
+PROBLEMS = {
+    "export": ["CSV export times out", "the export of my report never finishes"],
+    "login": ["Cannot log in with SSO", "single sign-on redirects back to the login page"],
+    "invoice": ["Invoice shows the wrong VAT", "the VAT rate on my invoice is wrong"],
+}
+
+
+def record(n: int, window: int, problem: str, customer: str, churn: bool = False) -> list[object]:
+    subject, body = PROBLEMS[problem]
+    if churn:
+        body += ". I was about to cancel my subscription over this."
+    created = datetime.fromtimestamp(window + 60, UTC).isoformat()
+    return [
+        f"{problem}-{n}",
+        window,
+        problem if problem != "invoice" else "billing",
+        "bug",
+        customer,
+        created,
+        subject,
+        body,
+    ]
+
+
+def stream(seed: int = 1) -> list[list[object]]:
+    rnd = random.Random(seed)
+    out = []
+    for n in range(300):
+        problem = rnd.choice(sorted(PROBLEMS))
+        window = START + rnd.randrange(48) * H
+        out.append(record(n, window, problem, f"c{rnd.randrange(60)}", churn=n % 25 == 0))
+    return sorted(out, key=lambda r: (r[1], r[0]))
+
+
+def test_counts_are_exact_per_window_and_pattern_once_windows_close_and_a_resent_ticket_counts_once() -> None:
+    pw = PatternWatch(H, 7 * DAY, sources=1)
+    records = stream()
+    touched = pw.add(records[:200])
+    touched |= pw.add(records[150:])  # 50 sent again (a replay after a crash)
+    assert touched == set() and pw.counts == {}  # every window still open: nothing grouped yet
+    touched = pw.hear({"0": START + 48 * H})
+    points = pw.points(touched, "1h")
+    # each problem is one pattern, its counts those of the input
+    by_area: dict[str, set[str]] = {}
+    for p in points:
+        by_area.setdefault(p.tags["area"], set()).add(p.tags["pattern"])
+    assert {area: len(ids) for area, ids in by_area.items()} == {"export": 1, "login": 1, "billing": 1}
+    got = {
+        (p.time, p.tags["area"]): (p.fields["tickets"], p.fields["customers"], p.fields["near_churn"]) for p in points
+    }
+    expected: dict[tuple[int, str], tuple[int, set[object], int]] = {}
+    for r in records:
+        key = (int(r[1]), str(r[2]))  # type: ignore[call-overload]
+        tickets, customers, churn = expected.get(key, (0, set(), 0))
+        customers.add(r[4])
+        expected[key] = (tickets + 1, customers, churn + int("about to cancel" in str(r[7])))
+    assert got == {k: (t, len(c), n) for k, (t, c, n) in expected.items()}
+    assert sum(p.fields["near_churn"] for p in points) == 12  # n % 25 == 0 in 300
+    assert all("export" in str(p.fields["name"]).split() for p in points if p.tags["area"] == "export")
+
+
+def test_arrival_order_within_open_windows_changes_nothing_and_a_pickled_copy_carries_on() -> None:
+    # one worker's order against another's: the same tickets, interleaved differently
+    records = stream(seed=3)
+    shuffled = records[:]
+    random.Random(9).shuffle(shuffled)
+    one, two = PatternWatch(H, 7 * DAY, sources=2), PatternWatch(H, 7 * DAY, sources=2)
+    for hour in range(0, 49, 6):
+        batch = [r for r in records if START + (hour - 6) * H <= int(r[1]) < START + hour * H]  # type: ignore[call-overload]
+        one.add(batch)
+        one.hear({"0": START + hour * H, "1": START + hour * H})
+    two.add(shuffled[:150])
+    restored = pickle.loads(pickle.dumps(two))  # a checkpoint, then a restart
+    restored.add(shuffled)  # the first 150 again: no double count
+    restored.hear({"0": START + 48 * H})
+    restored.hear({"1": START + 48 * H})
+    a = [(p.time, sorted(p.tags.items()), sorted(p.fields.items())) for p in one.points(set(one.counts), "1h")]
+    b = [
+        (p.time, sorted(p.tags.items()), sorted(p.fields.items())) for p in restored.points(set(restored.counts), "1h")
+    ]
+    assert a == b and len(a) > 40
+
+
+def test_old_counts_and_ticket_ids_are_let_go_after_the_allowed_lateness() -> None:
+    pw = PatternWatch(H, 2 * DAY, sources=1)
+    pw.add([record(1, START, "export", "c1"), record(2, START, "export", "c2")])
+    pw.hear({"0": START + H})
+    pw.add([record(3, START + 3 * DAY, "export", "c3")])
+    pw.hear({"0": START + 3 * DAY + H})
+    assert set(pw.seen) == {"export-3"} and {w for w, _ in pw.counts} == {START + 3 * DAY}
+    # a ticket older than the lateness is not counted (count drops it too)
+    assert pw.add([record(4, START, "export", "c4")]) == set()
+
+
+def test_a_new_problem_that_arrives_with_many_customers_spikes_in_its_first_hour_once() -> None:
+    pw = PatternWatch(H, 7 * DAY, sources=2, min_customers=5)
+    rnd = random.Random(5)
+    events = []
+    n = 0
+    for hour in range(24 * 3):
+        window = START + hour * H
+        batch = []
+        for _ in range(rnd.randrange(2, 5)):  # the everyday problems, a few an hour
+            n += 1
+            batch.append(record(n, window, rnd.choice(["export", "login"]), f"c{rnd.randrange(500)}"))
+        if hour == 60:  # something new, from 12 customers at once
+            PROBLEMS["sync"] = ["Calendar sync duplicates events", "every event appears twice after sync"]
+            batch += [record(1000 + i, window, "sync", f"s{i}") for i in range(12)]
+        touched = pw.add(batch) | pw.hear({"0": window, "1": window})
+        events += pw.judge(touched) + pw.close()
+    sync_pattern = next(pid for pid, area in pw.area_of.items() if area == "sync")
+    assert [(e.event, e.key, e.window_start) for e in events] == [
+        ("opened", sync_pattern, START + 60 * H),
+        ("resolved", sync_pattern, START + 61 * H),
+    ]
+    assert events[0].customers == 12 and events[0].expected < 0.5
+    # the everyday patterns have watches, and never alerted
+    assert len(pw.watches) == 3
+    del PROBLEMS["sync"]
+
+
+def test_windows_close_only_when_every_counting_partition_has_passed_them() -> None:
+    pw = PatternWatch(H, 7 * DAY, sources=2)
+    pw.add([record(1, START, "export", "c1"), record(2, START, "export", "c2")])
+    assert pw.hear({"0": START + 5 * H}) == set() and pw.watermark is None
+    pw.judge(pw.hear({"1": START + 2 * H}))
+    pw.close()
+    assert pw.watermark == START + 2 * H
+    (watch,) = pw.watches.values()
+    assert watch.learned_through == START + H  # windows that ended by the slower partition's mark
