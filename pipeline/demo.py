@@ -199,7 +199,9 @@ def run_demo(days: float = 3.0, scale: float = 20.0, seed: int = 1, output: Path
             start_new_session=True,
         )
         spike = Spike("reports", DEMO_START + timedelta(days=1, hours=10), hours=2, factor=4)
-        gen = TicketGenerator(DEMO_START, days=days, seed=seed, scale=scale, spikes=[spike], customers=20000)
+        gen = TicketGenerator(
+            DEMO_START, days=days, seed=seed, scale=scale, spikes=[spike], customers=20000, near_churn_every=40
+        )
         tickets = list(gen.tickets())
         truth = gen.truth(settings.window_seconds)
         unique = sum(truth.values())

@@ -102,6 +102,12 @@ _TEMPLATES = {
     "compatibility": ("{thing} on an older version", "The {thing} does not work with our browser version."),
     "other": ("About the {thing}", "Just a note about the {thing}."),
 }
+# Users who almost gave up, in their words (pipeline.nearchurn flags each of these).
+_NEAR_CHURN = (
+    "Honestly, I was about to cancel our subscription over this.",
+    "We nearly switched to a competitor because of it.",
+    "I almost gave up before finding a workaround.",
+)
 _NAMES = ("Ana", "Ben", "Chloe", "Dmitri", "Eve", "Farid", "Grace", "Hiro", "Ines", "Jonas")
 
 
@@ -143,6 +149,9 @@ class TicketGenerator:
     late_max_hours: float = 6.0
     label_rate: float = 0.85
     id_prefix: str = "T"
+    #: every n-th ticket also says the user nearly left (0: none); by position, so the
+    #: random draws, and every other ticket, stay as they were
+    near_churn_every: int = 0
     _cache: list[GeneratedTicket] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -194,7 +203,13 @@ class TicketGenerator:
                 "created_at": created.isoformat(),
                 "customer_id": customer,
                 "subject": subject.format(thing=thing),
-                "body": body.format(thing=thing) + f"\n\nThanks,\n{name}\n{name.lower()}@example.com",
+                "body": body.format(thing=thing)
+                + (
+                    f" {_NEAR_CHURN[n % len(_NEAR_CHURN)]}"
+                    if self.near_churn_every and n % self.near_churn_every == 7
+                    else ""
+                )
+                + f"\n\nThanks,\n{name}\n{name.lower()}@example.com",
                 "channel": _CHANNELS[int(rng.integers(len(_CHANNELS)))],
             }
             if rng.random() < self.label_rate:

@@ -341,6 +341,7 @@ def spike_history(label_rate: float = 1.0) -> TicketGenerator:
         seed=8,
         label_rate=label_rate,
         customers=5000,
+        near_churn_every=40,
     )
 
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import orjson
 import pytest
 import yaml
 
-from .conftest import HISTORY_START, RELEASE, SPIKE, spike_history
+from pipeline.nearchurn import near_churn
+
+from .conftest import HISTORY_START, RELEASE, SPIKE, closed_windows, spike_history
 
 pytestmark = pytest.mark.integration
 
@@ -69,9 +71,24 @@ def test_every_dashboard_and_alert_query_returns_what_its_panel_needs(stack) -> 
     per_case = Counter(
         (p.get("case_type") or "unassigned") for p in firsts.values() if p.get("product_area") == "reports"
     )
+    # patterns count a window once it has closed: every window but the newest
+    closed = closed_windows(truth)
+    assert stack.wait_for_counts(closed, patterns=True) == closed, stack.worker_logs()
+    near_churn_by_area = Counter(
+        p.get("product_area") or "unassigned"
+        for p in firsts.values()
+        if near_churn(str(p["subject"]), str(p["body"]))
+        and (
+            int(datetime.fromisoformat(str(p["created_at"])).timestamp()) // 3600 * 3600,
+            p.get("product_area") or "unassigned",
+        )
+        in closed
+    )
+    for area in {a for _, a in closed}:
+        near_churn_by_area.setdefault(area, 0)
     start, end = int(START.timestamp()), int((START + timedelta(days=10)).timestamp())
     queries = dashboard_queries()
-    assert len(queries) >= 15
+    assert len(queries) >= 19
     checked = set()
     for board, what, query in queries:
         # the overview's area variable is multi-valued with All selected; the area board's is one area
@@ -157,6 +174,26 @@ def test_every_dashboard_and_alert_query_returns_what_its_panel_needs(stack) -> 
                 if w == what
             )
             assert shares == pytest.approx(sorted(u / counters[0] for u in counters[1:]))
+        elif what == "Near-churn tickets per day, by product area":
+            got = {s["tags"]["area"]: sum(v for _, v in s["values"]) for s in series}
+            assert got == near_churn_by_area and sum(got.values()) > 20, got
+        elif what == "Largest patterns over the period":
+            tickets_by_area = Counter()
+            for s in series:
+                (row,) = s["values"]
+                tickets_by_area[s["tags"]["area"]] += row[1]
+                assert row[4] and row[3] <= row[1] and row[2] <= row[1]  # a name; near-churn, customer-hours
+            assert dict(tickets_by_area) == {a: sum(n for (_, b), n in closed.items() if b == a) for _, a in closed}
+        elif what == "Tickets per hour, by pattern":
+            per_hour = Counter()
+            for s in series:
+                for t, v in s["values"]:
+                    per_hour[t] += v
+            assert {t: v for t, v in per_hour.items() if v} == {w: n for (w, a), n in closed.items() if a == "reports"}
+        elif what == "Pattern spike events of this area":
+            (opened,) = [row for s in series for row in s["values"] if s["tags"]["level"] != "resolved"][:1]
+            assert opened[0] == int(SPIKE.start.timestamp()) and "release" in opened[1].split()
+            assert opened[2].endswith(f"@{int(SPIKE.start.timestamp())}")
         elif what == "variable area":
             assert {v for _, v in series[0]["values"]} == {"reports", "billing", "unassigned"}
     assert {
@@ -164,4 +201,8 @@ def test_every_dashboard_and_alert_query_returns_what_its_panel_needs(stack) -> 
         "annotation Spikes",
         "annotation Product events",
         "rule Ticket spike in a product area",
+        "Near-churn tickets per day, by product area",
+        "Largest patterns over the period",
+        "Tickets per hour, by pattern",
+        "Pattern spike events of this area",
     } <= checked
