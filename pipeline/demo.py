@@ -111,6 +111,28 @@ async def _read_alerts(settings: Settings) -> list[dict[str, Any]]:
     return [orjson.loads(raw) for raw in await _read_topic(settings, settings.topic_alerts)]
 
 
+def _print_patterns(influx: EmbeddedInflux, database: str) -> None:
+    """The largest patterns the worker found, and the near-churn tickets per area (``pattern_volume``)."""
+    q = 'SELECT sum("tickets"), sum("near_churn"), last("name") FROM pattern_volume GROUP BY "pattern", "area"'
+    url = f"{influx.url}/query?" + urllib.parse.urlencode({"db": database, "q": q, "epoch": "s"})
+    with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - our own local influxd
+        results = orjson.loads(resp.read())["results"][0].get("series", [])
+    rows = sorted(
+        ((s["values"][0][1], s["values"][0][2], s["values"][0][3], s["tags"]["area"]) for s in results),
+        key=lambda r: (-r[0], r[2]),
+    )
+    churn: dict[str, int] = defaultdict(int)
+    for _, near, _, area in rows:
+        churn[area] += near
+    print(f"\npatterns found by the worker: {len(rows)} (hours that have closed); the largest:")
+    for tickets, near, name, area in rows[:8]:
+        print(f"  {tickets:>6} tickets  {area:<14} '{name}'" + (f"  near-churn={near}" if near else ""))
+    print(
+        "near-churn tickets (users about to cancel, switch, or who gave up): "
+        + ("  ".join(f"{a}={n}" for a, n in sorted(churn.items(), key=lambda kv: -kv[1]) if n) or "none")
+    )
+
+
 def _plot(volumes: dict[str, dict[int, int]], spike: Spike, path: Path) -> bool:
     try:
         import matplotlib
@@ -266,18 +288,28 @@ def run_demo(days: float = 3.0, scale: float = 20.0, seed: int = 1, output: Path
         # The spike watch runs after the counts; give its last batches a moment.
         spikes: list[dict[str, Any]] = []
         alerts_by = time.monotonic() + 30
-        while time.monotonic() < alerts_by and not any(a["event"] == "resolved" for a in spikes):
+
+        def ended(alerts: list[dict[str, Any]]) -> bool:
+            # the area's episode and, when the spike was also a pattern's, the pattern's
+            kinds = {("pattern" in a, a["event"]) for a in alerts}
+            return (False, "resolved") in kinds and ((True, "opened") not in kinds or (True, "resolved") in kinds)
+
+        while time.monotonic() < alerts_by and not ended(spikes):
             spikes = asyncio.run(_read_alerts(settings))
+            time.sleep(0.5)
         print(f"\nspike alerts on '{settings.topic_alerts}': {len(spikes)}")
         for a in spikes:
+            what = f"area={a['area']}" + (f" pattern='{a['pattern']['name']}'" if "pattern" in a else "")
             print(
-                f"  {a['event']:<8} {a['level']:<8} area={a['area']} window={a['window_start']} "
-                f"customers={a['customers']} expected={a['expected']} score={a['score']} episode={a['episode_id']}"
+                f"  {a['event']:<8} {a['level']:<8} {what} window={a['window_start']} "
+                f"customers={a['customers']} expected={a['expected']:.1f} score={a['score']} episode={a['episode_id']}"
             )
             if a["event"] == "opened":
                 print(f"           top terms: {', '.join(a['top_terms'])}")
                 for text in a["example_tickets"][:3]:
                     print(f"           > {text[:110]}")
+        if influx is not None:
+            _print_patterns(influx, settings.influx_database)
         png = output or Path.cwd() / "ticketpulse-demo.png"
         if _plot(volumes, spike, png):
             print(f"plot of the volumes: {png}")
