@@ -907,7 +907,7 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
             sources=settings.partitions,
             threshold=settings.pattern_threshold,
             alert_score=settings.spike_alert_score,
-            min_customers=settings.spike_min_customers,
+            min_customers=settings.pattern_spike_min_customers,
         )
 
     async def group_patterns() -> None:

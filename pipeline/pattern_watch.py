@@ -108,6 +108,8 @@ class PatternWatch:
         self.area_of: dict[str, str] = {}
         #: (window, pattern id) -> [tickets, distinct customers, near-churn tickets]
         self.counts: dict[tuple[int, str], tuple[int, set[str], int]] = {}
+        #: (window, pattern id) -> up to three ``[id, customer, masked text]`` from different customers
+        self.examples: dict[tuple[int, str], list[list[str]]] = {}
         #: pattern id -> the windows it has counts in (so a new watch hears them)
         self.windows_of: dict[str, set[int]] = {}
         #: ticket id -> window, for tickets within the allowed lateness
@@ -174,10 +176,10 @@ class PatternWatch:
         self.counts[(window, pid)] = (tickets + 1, customers, churned + int(churn))
         self.windows_of.setdefault(pid, set()).add(window)
         self.last_window_of[pid] = max(window, self.last_window_of.get(pid, window))
-        watch = self.watches.get(pid)
-        if watch is not None and len(watch.context.get(window, ((),))[0]) < 5:
+        examples = self.examples.setdefault((window, pid), [])
+        if len(examples) < 3 and all(e[1] != customer for e in examples):
             # masked only when kept: masking every ticket would cost more than grouping it
-            watch.add_context(window, [[ticket_id, customer, mask_personal(f"{subject}: {body}")]], {})
+            examples.append([ticket_id, customer, mask_personal(f"{subject}: {body}")])
         return window, pid
 
     def _too_old(self, window: int) -> bool:
@@ -188,6 +190,7 @@ class PatternWatch:
             del self.seen[ticket_id]
         for key in [k for k in self.counts if self._too_old(k[0])]:
             del self.counts[key]
+            self.examples.pop(key, None)
             windows = self.windows_of[key[1]]
             windows.discard(key[0])
             if not windows:
@@ -212,10 +215,12 @@ class PatternWatch:
                 # every window it has counts in, oldest first (an episode never goes back)
                 for w in sorted(self.windows_of[pid]):
                     tickets, customers, _ = self.counts[(w, pid)]
+                    watch.add_context(w, self.examples.get((w, pid), []), {})
                     events += watch.update(w, tickets, len(customers))
                 continue
             if (window, pid) in self.counts:
                 tickets, customers, _ = self.counts[(window, pid)]
+                watch.add_context(window, self.examples.get((window, pid), []), {})
                 events += watch.update(window, tickets, len(customers))
         return events
 

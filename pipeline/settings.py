@@ -123,6 +123,13 @@ class Settings(BaseSettings):
         description="TICKETPULSE_PATTERN_THRESHOLD: cosine similarity a ticket needs to join a pattern "
         "(measured in docs/benchmarks.md).",
     )
+    pattern_spike_min_customers: int = Field(
+        10,
+        ge=1,
+        description="TICKETPULSE_PATTERN_SPIKE_MIN_CUSTOMERS: distinct customers a pattern's window needs to "
+        "alert (the essays: ten similar tickets are a pattern). Higher than an area's: a pattern is new "
+        "more often than an area, and a new one is judged against no history.",
+    )
     pattern_checkpoint_seconds: float = Field(
         30.0,
         gt=0.0,
