@@ -827,6 +827,25 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
 
     checkpoint_path = Path(settings.data_dir) / "tagger-checkpoint.pickle"
 
+    async def read_every_partition(topic: str, positions: dict[int, int]) -> AIOKafkaConsumer:
+        """A started consumer of every partition of ``topic`` (no group: every worker reads all),
+        at the checkpointed ``positions``, else at the beginning."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        consumer.assign(tps)
+        for tp in tps:
+            if tp.partition in positions:
+                consumer.seek(tp, positions[tp.partition])
+            else:
+                await consumer.seek_to_beginning(tp)
+        return consumer
+
     async def learn_labels() -> None:
         """Every worker reads every label from the training topic, resuming from its checkpoint.
 
@@ -842,22 +861,8 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
         recovery with several workers, hence a plain consumer.
         """
         positions = load_tagger(tagger, checkpoint_path, settings.tagger_model)
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.bootstrap_servers,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-        )
-        await consumer.start()
+        consumer = await read_every_partition(training.get_topic_name(), positions)
         try:
-            name = training.get_topic_name()
-            partitions = [TopicPartition(name, p) for p in range(settings.partitions)]
-            consumer.assign(partitions)
-            for tp in partitions:
-                if tp.partition in positions:
-                    consumer.seek(tp, positions[tp.partition])
-                else:
-                    await consumer.seek_to_beginning(tp)
             last_written = last_saved = time.monotonic()
             saved_version = tagger.version
             while True:
@@ -936,22 +941,8 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
             tmp.write_bytes(pickle.dumps({"watches": pattern_watches, "positions": positions}))
             os.replace(tmp, pattern_checkpoint)
 
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.bootstrap_servers,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-        )
-        await consumer.start()
+        consumer = await read_every_partition(pattern_tickets.get_topic_name(), positions)
         try:
-            name = pattern_tickets.get_topic_name()
-            tps = [TopicPartition(name, p) for p in range(settings.partitions)]
-            consumer.assign(tps)
-            for tp in tps:
-                if tp.partition in positions:
-                    consumer.seek(tp, positions[tp.partition])
-                else:
-                    await consumer.seek_to_beginning(tp)
             counting_topic = by_customer.get_topic_name()
             while not app.assignor.assigned_actives():
                 await asyncio.sleep(0.2)  # whose alerts are whose is known once partitions are assigned

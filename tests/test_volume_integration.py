@@ -151,5 +151,5 @@ def test_worker_killed_mid_stream_loses_nothing_and_counts_nothing_twice(stack) 
     # the restarted worker read on from its pattern checkpoint: each ticket in one pattern, once
     assert "agent=patterns loaded=checkpoint" in (stack.tmp_path / "worker-first.log").read_text()
     closed = closed_windows(truth)
-    got = stack.wait_for_counts(closed, timeout=60, patterns=True)
+    got = stack.wait_for_counts(closed, timeout=120, patterns=True)
     assert got == closed, stack.worker_logs()
