@@ -13,6 +13,11 @@ Where a ticket goes (see :mod:`pipeline.volume` for why it is exact):
        :class:`detectors.VolumeWatch` per area -> ``ticket-alerts``, ``ticket_spike``,
        ``ticket_baseline`` -> ``deliver`` (Slack, signed webhook)
 
+``count`` also forwards each newly counted ticket with its words to ``<app>-pattern-tickets``
+(partition: that of the area) -> ``group_patterns`` (every worker, every partition; a window
+once it has closed, :mod:`pipeline.pattern_watch`) -> ``pattern_volume``, ``pattern_spike``,
+``ticket-alerts``.
+
 The watch also hears, on ``<app>-area-volumes``, example tickets and subject words
 straight from ``validate``, and product events from ``product_events`` (which stores
 them as ``product_event`` points).
