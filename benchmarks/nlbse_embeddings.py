@@ -22,19 +22,16 @@ it is not a dependency of ticketpulse.
 from __future__ import annotations
 
 import argparse
-import csv
 import random
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from nlbse_eval import LABELS, load_issues  # this script's neighbour (benchmarks/)
 from river import linear_model, multiclass, naive_bayes, neighbors, optim, preprocessing
 
 from pipeline.tagger import Prequential, clean_text, ticket_features
-
-LABELS = {"bug": "bug", "feature": "feature_gap", "question": "ux_confusion"}
 
 
 def main() -> None:
@@ -48,12 +45,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     encoder = load_model(device="cpu")
-    csv.field_size_limit(sys.maxsize)
-    with args.data.open(newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    by_repo: dict[str, list[dict[str, str]]] = defaultdict(list)
-    for row in rows:
-        by_repo[row["repo"]].append(row)
+    rows, by_repo = load_issues(args.data)
 
     texts = [clean_text(r["title"], r["body"]) for r in rows]
     t0 = time.perf_counter()

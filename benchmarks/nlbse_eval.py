@@ -49,18 +49,24 @@ def models() -> dict[str, object]:
     }
 
 
+def load_issues(path: Path) -> tuple[list[dict[str, str]], dict[str, list[dict[str, str]]]]:
+    """The CSV's issues, and the same grouped by repository."""
+    csv.field_size_limit(sys.maxsize)
+    with path.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    by_repo: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for row in rows:
+        by_repo[row["repo"]].append(row)
+    return rows, by_repo
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", type=Path)
     parser.add_argument("--model", action="append", help=", ".join(models()))
     parser.add_argument("--order", choices=["shuffled", "time"], default="shuffled")
     args = parser.parse_args()
-    csv.field_size_limit(sys.maxsize)
-    with args.data.open(newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    by_repo: dict[str, list[dict[str, str]]] = defaultdict(list)
-    for row in rows:
-        by_repo[row["repo"]].append(row)
+    rows, by_repo = load_issues(args.data)
     bow_unigram_bigram = feature_extraction.BagOfWords(ngram_range=(1, 2))
     order = "created_at order" if args.order == "time" else "seeded random order, 5 seeds"
     print(f"{len(rows)} issues, {len(by_repo)} repositories; learn 2/3 online ({order}), score the other 1/3")

@@ -231,39 +231,28 @@ def alert_payload(spike: SpikeEvent) -> dict[str, Any]:
     }
 
 
+def _spike_fields(spike: SpikeEvent) -> dict[str, int | float | str]:
+    # the fields of ticket_spike and pattern_spike alike
+    return {
+        "observed": spike.customers,
+        "expected": float(spike.expected),
+        "score": float(spike.score),
+        "customers": spike.customers,
+        "tickets": spike.tickets,
+        "episode": spike.episode_id,
+    }
+
+
 def spike_point(spike: SpikeEvent, window_tag: str) -> Point:
     """The ``ticket_spike`` point of a spike event, stamped at its window's start."""
-    return Point(
-        "ticket_spike",
-        {"area": spike.key, "case_type": ALL, "level": spike.level, "window": window_tag},
-        {
-            "observed": spike.customers,
-            "expected": float(spike.expected),
-            "score": float(spike.score),
-            "customers": spike.customers,
-            "tickets": spike.tickets,
-            "episode": spike.episode_id,
-        },
-        spike.window_start,
-    )
+    tags = {"area": spike.key, "case_type": ALL, "level": spike.level, "window": window_tag}
+    return Point("ticket_spike", tags, _spike_fields(spike), spike.window_start)
 
 
 def pattern_spike_point(spike: SpikeEvent, area: str, name: str, window_tag: str) -> Point:
     """The ``pattern_spike`` point of a pattern's spike event, stamped at its window's start."""
-    return Point(
-        "pattern_spike",
-        {"pattern": spike.key, "area": area, "level": spike.level, "window": window_tag},
-        {
-            "observed": spike.customers,
-            "expected": float(spike.expected),
-            "score": float(spike.score),
-            "customers": spike.customers,
-            "tickets": spike.tickets,
-            "episode": spike.episode_id,
-            "name": name,
-        },
-        spike.window_start,
-    )
+    tags = {"pattern": spike.key, "area": area, "level": spike.level, "window": window_tag}
+    return Point("pattern_spike", tags, {**_spike_fields(spike), "name": name}, spike.window_start)
 
 
 def pattern_alert_payload(spike: SpikeEvent, area: str, pattern: dict[str, Any]) -> dict[str, Any]:
