@@ -63,7 +63,7 @@ from .tagger import FIELDS, TicketTagger, load_tagger, save_tagger
 from .topics import broker_reachable
 from .volume import ALL, COUNTED, DUPLICATE, Fact, PartitionVolume, VolumeTotals, volume_keys, window_start
 
-__all__ = ["PartitionedTable", "Pipeline", "PipelineStats", "build_pipeline"]
+__all__ = ["DurableTable", "PartitionedTable", "Pipeline", "PipelineStats", "build_pipeline"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,35 @@ PATTERN_BODY_CHARS = 2000
 DEAD_LETTER_KEEP_BYTES = 64 * 1024
 
 
-class PartitionedTable(faust.Table):  # type: ignore[misc]
+class DurableTable(faust.Table):  # type: ignore[misc]
+    """A table whose changes an agent can wait for, until the broker has them.
+
+    Faust sends table changes through its producer buffer and flushes the producer
+    before it commits offsets, but that flush gives up after 0.1 s without progress
+    (``ProducerBuffer.flush_atmost``): under backpressure ("producer buffer full"),
+    offsets can be committed while changes still wait in the buffer, and a worker
+    killed then loses them for good (the events that made them are not read again).
+    An agent awaits :meth:`delivered` at the end of each batch, before the batch's
+    events are acknowledged, so a committed offset never covers an undelivered change.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._undelivered: list[asyncio.Future[Any]] = []
+
+    def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
+        sent = super().send_changelog(*args, **kwargs)
+        self._undelivered.append(sent)
+        return sent
+
+    async def delivered(self) -> None:
+        """Return once every change made so far is acknowledged by the broker."""
+        pending, self._undelivered = self._undelivered, []
+        if pending:
+            await asyncio.gather(*pending)
+
+
+class PartitionedTable(DurableTable):
     """A table whose keys are ``"<partition>/<key>"``.
 
     Faust writes a table change to the changelog partition of the event being
@@ -469,14 +497,17 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
         for target in range(settings.partitions):
             await partials.send(partition=target, value={"rows": by_target.get(target, []), "watermarks": watermark})
 
-    async def _send_pattern_tickets(partition: int, by_target: dict[int, list[list[Any]]]) -> None:
+    async def _send_pattern_tickets(partition: int, by_target: dict[int, list[list[Any]]]) -> list[Any]:
+        """Send; return the futures of the sends (done when the broker has the message)."""
         # every pattern partition hears this counting partition's watermark, as in _send_partials
         marks = source_marks.get(partition, {})
         low = min(marks.values()) if len(marks) == settings.partitions else None
-        for target in range(settings.partitions):
+        return [
             await pattern_tickets.send(
                 partition=target, value={"tickets": by_target.get(target, []), "watermarks": {str(partition): low}}
             )
+            for target in range(settings.partitions)
+        ]
 
     @first_seen.on_recover
     async def rebuild_counts() -> None:
@@ -536,14 +567,15 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
                     else:
                         stats.too_late += 1
             # Effects first, then the state that records them (see pipeline.volume).
+            pattern_sends: list[Any] = []
             for partition in heard | set(touched):
                 await _send_partials(partition, touched.get(partition, ()))
                 if settings.patterns_enabled:
-                    await _send_pattern_tickets(partition, for_patterns.get(partition, {}))
+                    pattern_sends += await _send_pattern_tickets(partition, for_patterns.get(partition, {}))
             if for_patterns:
                 # The words are not kept in the facts: they must be on the broker before
                 # the facts that say they were counted (a replay would not send them again).
-                await app.producer.flush()
+                await asyncio.gather(*pattern_sends)
             for partition, (chunk_key, facts) in chunks.items():
                 stats.counted += len(facts)
                 first_seen[chunk_key] = facts
@@ -552,6 +584,7 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
                 if vol.close_windows():
                     for expired in vol.expired_chunks():
                         first_seen.pop(expired, None)
+            await first_seen.delivered()  # before the batch is acknowledged (DurableTable)
 
     @app.agent(partials, name="merge")
     async def merge(stream: Any) -> None:
@@ -593,6 +626,7 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
                     await area_volumes.send(partition=q, value={"rows": rows, "source": target, "watermark": low})
             for table_key, value in staged.items():
                 totals_table[table_key] = value
+            await totals_table.delivered()
             if events:
                 logger.info(
                     "agent=merge received=%d dead_letters=%d counted=%d duplicates=%d too_late=%d points=%d",
@@ -691,6 +725,7 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
             await sink.write([spike_point(spike, window_tag) for spike in spikes] + baselines)
             for table_key, value in touched.items():
                 watches[table_key] = _freeze(value)
+            await watches.delivered()
 
     deliverer = AlertDeliverer(
         slack_url=settings.slack_webhook_url.get_secret_value() if settings.slack_webhook_url else None,
@@ -701,7 +736,10 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
     )
     if deliverer.enabled:
         # (episode, event, window) -> True, for the alerts already delivered
-        delivered = app.Table("alerts-delivered", key_type=str, value_type=bool, partitions=settings.partitions)
+        delivered = DurableTable(
+            app, name="alerts-delivered", key_type=str, value_type=bool, partitions=settings.partitions
+        )
+        app.tables.add(delivered)
         deliverer.delivered = delivered
 
         @app.agent(alerts, name="deliver")
@@ -710,6 +748,7 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
             async for alert in stream:
                 # the post (the effect) first, then the record that it was made
                 await deliverer.deliver(alert)
+                await delivered.delivered()
 
     async def send_ticket(key: bytes, value: bytes) -> None:
         # returns once the broker has acknowledged the ticket
@@ -804,6 +843,7 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
             for partition, examples in joined.items():
                 stats.labels_joined += len(examples)
                 await training.send(partition=partition, value={"examples": examples})
+            await label_texts.delivered()
 
     async def expire_label_texts() -> None:
         """Forget texts older than the horizon; a label whose ticket never came is dead-lettered."""
