@@ -100,6 +100,11 @@ class VolumeWatch:
             return []  # a late update of a window already closed and learned
         old = self.totals.get(window, (0, 0))
         self.totals[window] = (max(old[0], tickets), max(old[1], customers))
+        if self.learned_through is not None and window > self.learned_through + 2 * self.window_seconds:
+            # Far ahead of the closed windows: a backlog being caught up. It is judged when
+            # it closes, in order; judged now, it would stretch an open episode over the
+            # windows between, which then could not end it.
+            return []
         return self._judge(window, closed=False)
 
     def add_context(self, window: int, examples: list[list[str]], terms: dict[str, int], keep: int = 5) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from detectors import EpisodeTracker, RollingZScore, SpikeDetector, SurpriseDetector
+from detectors import EpisodeTracker, RollingZScore, SpikeDetector, SurpriseDetector, VolumeWatch
 from pipeline.generator import Area, Spike, TicketGenerator
 
 from .conftest import TICKETPULSE
@@ -222,3 +222,28 @@ def test_detect_names_the_bad_line(tmp_path: Path) -> None:
     )
     assert r.returncode == 2
     assert f"{source}, line 3: not a timestamp and a number" in r.stderr
+
+
+def test_a_backlog_caught_up_at_once_ends_its_episode_where_the_spike_ended() -> None:
+    # A worker catching up hears every window's total before any window closes: a spike,
+    # quiet days, then another busy hour. The spike's episode ends with the spike.
+    watch = VolumeWatch("reports", 3600, SpikeDetector(min_windows=24), min_customers=10)
+    rng = random.Random(5)
+    for h in range(24 * 14):
+        watch.update(h * 3600, 3, 3)
+    watch.advance(24 * 14 * 3600)
+    start = 24 * 14
+    backlog = {h: rng.randint(0, 4) for h in range(start, start + 72)}
+    backlog[start + 2] = 50  # the spike
+    backlog[start + 60] = 25  # another, days later
+    events = []
+    for h, n in sorted(backlog.items()):
+        events += watch.update(h * 3600, n, n)
+    assert events == []  # none is judged ahead of the closed windows (only the next two would be)
+    events += watch.advance((start + 72) * 3600)
+    assert [(e.event, e.window_start // 3600 - start) for e in events] == [
+        ("opened", 2),
+        ("resolved", 3),
+        ("opened", 60),
+        ("resolved", 61),
+    ]
