@@ -15,12 +15,12 @@ of joined pairs that are duplicates (precision).
 from __future__ import annotations
 
 import argparse
-import csv
-import sys
 import time
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
+
+from nlbse_eval import load_issues  # this script's neighbour (benchmarks/)
 
 from pipeline.generator import TicketGenerator
 from pipeline.patterns import PatternGrouper
@@ -31,12 +31,7 @@ def _pairs(counter: Counter) -> int:
 
 
 def nlbse(path: Path, threshold: float) -> None:
-    csv.field_size_limit(sys.maxsize)
-    with path.open(newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    by_repo: dict[str, list[dict[str, str]]] = defaultdict(list)
-    for row in rows:
-        by_repo[row["repo"]].append(row)
+    _, by_repo = load_issues(path)
     print(f"NLBSE'24 ({path.name}), threshold {threshold}")
     for repo, issues in sorted(by_repo.items()):
         issues.sort(key=lambda r: r["created_at"])
