@@ -37,7 +37,7 @@ import re
 import socket
 import time
 from collections import ChainMap, Counter
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -78,6 +78,24 @@ PATTERN_BODY_CHARS = 2000
 
 #: Bytes of a rejected message kept in its dead-letter record.
 DEAD_LETTER_KEEP_BYTES = 64 * 1024
+
+
+class PipelineApp(faust.App):  # type: ignore[misc]
+    """A Faust app that closes its clients after its agents have stopped.
+
+    Faust's ``on_before_shutdown`` fires before the agents are stopped: an agent still
+    retrying a write to a slow InfluxDB then found its HTTP session closed under it and
+    crashed. ``on_shutdown`` runs once the agents (the app's children) are gone.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.closers: list[Callable[[], Awaitable[None]]] = []
+
+    async def on_shutdown(self) -> None:
+        await super().on_shutdown()
+        for close in self.closers:
+            await close()
 
 
 class DurableTable(faust.Table):  # type: ignore[misc]
@@ -303,7 +321,7 @@ def pattern_alert_payload(spike: SpikeEvent, area: str, pattern: dict[str, Any])
 def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeline:
     """Create the Faust app with its topics, tables and agents for ``settings``."""
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = PipelineApp(
         settings.app_id,
         broker=settings.broker_url,
         store="memory://",
@@ -799,11 +817,8 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
             for partition, product_event in forward:
                 await area_volumes.send(partition=partition, value={"product_event": product_event})
 
-    @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode types receivers oddly
-    async def close_clients(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
-        """Close the HTTP clients of the sink and the alert delivery before the loop ends."""
-        await sink.close()
-        await deliverer.close()
+    # the HTTP clients of the sink and the alert delivery, closed once no agent uses them
+    app.closers += [sink.close, deliverer.close]
 
     labels_in = app.topic(
         settings.topic_classified,

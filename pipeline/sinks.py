@@ -64,7 +64,6 @@ class InfluxSink(ABC):
         self._rng = rng or random.Random(0)  # noqa: S311 - jitter, not cryptography
         self.points_written = 0
         self.write_failures = 0
-        self._ready = False
 
     async def open(self) -> None:  # noqa: B027 - optional hook
         """Create the client (no network call); ``write`` calls it when needed."""
@@ -72,7 +71,6 @@ class InfluxSink(ABC):
     async def setup(self) -> None:
         """Create the client and check the destination; raise :class:`SinkError` naming the problem."""
         await self.open()
-        self._ready = True
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release the client."""
@@ -85,13 +83,12 @@ class InfluxSink(ABC):
         """Write all points, retrying until they are stored; raise only :class:`SinkError`."""
         if not points:
             return
-        if not self._ready:
-            await self.open()
-            self._ready = True
         body = to_line_protocol(points)
         attempt = 0
         while True:
             try:
+                # each attempt: a client closed while this write waited to retry is made again
+                await self.open()
                 await self._write(body)
             except InfluxBackpressure as exc:
                 delay = exc.retry_after
@@ -180,7 +177,6 @@ class InfluxV1Sink(InfluxSink):
         if self._session is not None:
             await self._session.close()
             self._session = None
-        self._ready = False
 
     async def _write(self, body: bytes) -> None:
         if self._session is None:
@@ -250,7 +246,7 @@ class InfluxV2Sink(InfluxSink):
         if self._client is not None:
             await self._client.close()
             self._client = None
-        self._ready = False
+            self._write_api = None
 
     async def _write(self, body: bytes) -> None:
         from influxdb_client.rest import ApiException

@@ -40,3 +40,33 @@ def test_influxdb_outage_mid_run_ends_with_exact_counts(stack_factory, broker, t
         assert "sink=influx_v1" in stack.worker_logs() and "retry_in=" in stack.worker_logs()
     finally:
         own_influx.stop()
+
+
+def test_worker_stopped_while_influxdb_is_down_shuts_down_cleanly(stack_factory, tmp_path) -> None:
+    """SIGTERM while a batch's write is being retried: the worker stops without a crash."""
+    own_influx = EmbeddedInflux().start()
+    try:
+        stack = stack_factory()
+        stack.influx = own_influx
+        stack.env_overrides["TICKETPULSE_INFLUX_URL"] = own_influx.url
+        gen = TicketGenerator(datetime(2026, 3, 2, tzinfo=UTC), days=1, seed=5)
+        messages = [(str(t.payload["id"]).encode(), orjson.dumps(t.payload)) for t in gen.tickets()]
+        stack.create_topics()
+        worker = stack.start_worker()
+        stack.send(messages[:10])
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and sum(stack.area_counts().values()) == 0:
+            time.sleep(0.3)
+        own_influx.halt()
+        stack.send(messages[10:])
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "retry_in=" not in stack.worker_logs():
+            time.sleep(0.3)
+        assert "retry_in=" in stack.worker_logs()
+        stack.stop_workers()
+        # killed after 30 s by stop_workers otherwise; -9 would mean it hung in the retry loop
+        assert worker.returncode == 0, stack.worker_logs()
+        # the teardown of stack_factory asserts that no agent crashed
+        assert stack.crashes() == [], stack.crashes()
+    finally:
+        own_influx.stop()

@@ -84,7 +84,7 @@ def test_v1_sink_refuses_bad_points_with_a_clear_error(influx) -> None:
 
 
 def test_v1_sink_retries_until_influxdb_comes_back_and_creates_the_database(free_port_influx) -> None:
-    """A write to a server that is not up yet is retried, not dropped."""
+    """A write to a server that is not up yet is retried, not dropped, even if its client is closed meanwhile."""
     port_holder = free_port_influx
 
     async def go() -> int:
@@ -92,6 +92,8 @@ def test_v1_sink_retries_until_influxdb_comes_back_and_creates_the_database(free
         task = asyncio.create_task(sink.write(POINTS))
         await asyncio.sleep(1.5)
         assert not task.done() and sink.write_failures >= 1
+        # the client closed under a write waiting to retry (a shutdown hook): made again
+        await sink.close()
         await asyncio.to_thread(port_holder.start)
         await asyncio.wait_for(task, 30)
         await sink.close()
