@@ -156,6 +156,8 @@ class PipelineStats:
     counted: int = 0
     duplicates: int = 0
     too_late: int = 0
+    #: tickets counted but too old for the pattern grouper (its lateness is from the watermark)
+    patterns_too_late: int = 0
     points_written: int = 0
     spike_events: int = 0
     newest_created: float | None = None
@@ -1035,11 +1037,13 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
                 # the points and alerts first, then the checkpoint that says they were made
                 await sink.write(points)
                 if batch:
+                    stats.patterns_too_late = sum(pw.too_late for pw in pattern_watches.values())
                     logger.info(
-                        "agent=patterns messages=%d points=%d spike_events=%d patterns=%s",
+                        "agent=patterns messages=%d points=%d spike_events=%d too_late=%d patterns=%s",
                         sum(len(r) for r in batch.values()),
                         len(points),
                         len(events),
+                        stats.patterns_too_late,
                         ";".join(f"{p}:{len(pw.area_of)}" for p, pw in sorted(pattern_watches.items())),
                     )
                 if batch and time.monotonic() - last_saved >= settings.pattern_checkpoint_seconds:
@@ -1066,6 +1070,7 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
             "counted": stats.counted,
             "duplicates": stats.duplicates,
             "too_late": stats.too_late,
+            "patterns_too_late": stats.patterns_too_late,
             "spike_events": stats.spike_events,
             "alerts_delivered": deliverer.sent,
             "alerts_undelivered": deliverer.failed,

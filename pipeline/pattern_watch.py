@@ -49,8 +49,11 @@ class PatternWatch:
     window_seconds
         Size of a window (the same as the volume windows).
     allowed_lateness_seconds
-        How long counts and ticket ids are kept after the newest window: a ticket sent
-        again within it counts once.
+        How long counts and ticket ids are kept after the watermark (the progress of the
+        slowest counting partition): a ticket sent again within it counts once. Measured
+        from the watermark, not from the newest ticket, since one counting partition can
+        be days ahead of another while a backlog is read, and the slower one's tickets
+        are not late.
     sources
         Counting partitions whose watermarks this partition hears; windows close when
         all have spoken, at the oldest.
@@ -114,7 +117,8 @@ class PatternWatch:
         self.windows_of: dict[str, set[int]] = {}
         #: ticket id -> window, for tickets within the allowed lateness
         self.seen: dict[str, int] = {}
-        self.newest: int | None = None
+        #: tickets older than the allowed lateness behind the watermark, not grouped
+        self.too_late = 0
         self.marks: dict[str, int] = {}
         self.watermark: int | None = None
         self.closed_through: int | None = None
@@ -124,6 +128,11 @@ class PatternWatch:
         self.last_window_of: dict[str, int] = {}
         #: the first window this partition saw a ticket of
         self.first_window: int | None = None
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # a checkpoint of an earlier version lacks the counters added since
+        state.setdefault("too_late", 0)
+        self.__dict__.update(state)
 
     def pattern(self, pattern_id: str) -> Pattern:
         return self.groupers[self.area_of[pattern_id]].patterns[pattern_id]
@@ -137,12 +146,13 @@ class PatternWatch:
         touched: set[tuple[int, str]] = set()
         for record in records:
             ticket_id, window = record[0], record[1]
-            if ticket_id in self.seen or self._too_old(window):
-                continue  # sent again after a crash, or older than anything still counted
+            if ticket_id in self.seen:
+                continue  # sent again after a crash
+            if self._too_old(window):
+                # its window's counts are let go: counting it would overwrite them with less
+                self.too_late += 1
+                continue
             self.seen[ticket_id] = window
-            if self.newest is None or window > self.newest:
-                self.newest = window
-                self._prune()
             if self._closed(window):
                 touched.add(self._group(record))
             else:
@@ -183,7 +193,7 @@ class PatternWatch:
         return window, pid
 
     def _too_old(self, window: int) -> bool:
-        return self.newest is not None and window < self.newest - self.allowed_lateness_seconds
+        return self.watermark is not None and window < self.watermark - self.allowed_lateness_seconds
 
     def _prune(self) -> None:
         for ticket_id in [t for t, w in self.seen.items() if self._too_old(w)]:
@@ -251,6 +261,7 @@ class PatternWatch:
         if self.watermark is not None and low <= self.watermark:
             return set()
         self.watermark = low
+        self._prune()
         touched: set[tuple[int, str]] = set()
         for window in sorted(w for w in self.pending if self._closed(w)):
             for record in sorted(self.pending.pop(window), key=lambda r: (r[5], r[0])):

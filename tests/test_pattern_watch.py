@@ -102,8 +102,27 @@ def test_old_counts_and_ticket_ids_are_let_go_after_the_allowed_lateness() -> No
     pw.add([record(3, START + 3 * DAY, "export", "c3")])
     pw.hear({"0": START + 3 * DAY + H})
     assert set(pw.seen) == {"export-3"} and {w for w, _ in pw.counts} == {START + 3 * DAY}
-    # a ticket older than the lateness is not counted (count drops it too)
-    assert pw.add([record(4, START, "export", "c4")]) == set()
+    # a ticket older than the lateness is not counted (count drops it too), and is counted as such
+    assert pw.add([record(4, START, "export", "c4")]) == set() and pw.too_late == 1
+
+
+def test_a_counting_partition_days_ahead_of_another_loses_none_of_the_slower_ones_tickets() -> None:
+    """A backlog read at once: partition 0 sends its ten days before partition 1 sends its first.
+
+    Lateness is measured from the watermark (the slower partition), not from the newest
+    ticket: partition 1's tickets are not late, and every one is grouped and counted.
+    """
+    pw = PatternWatch(H, 7 * DAY, sources=2)
+    fast = [record(n, START + n * 4 * H, "export", f"c{n}") for n in range(60)]  # ten days
+    slow = [record(100 + n, START + n * 4 * H, "login", f"d{n}") for n in range(60)]
+    written = {}  # (window, pattern) -> tickets, the last point written wins, as in InfluxDB
+    pw.add(fast)
+    pw.hear({"0": START + 10 * DAY})
+    for n in range(0, 60, 6):  # partition 1 catches up, a day at a time
+        touched = pw.add(slow[n : n + 6]) | pw.hear({"1": START + (n // 6 + 1) * DAY})
+        written |= {(p.time, p.tags["area"]): p.fields["tickets"] for p in pw.points(touched, "1h")}
+    per_area = {area: sum(n for (_, a), n in written.items() if a == area) for area in ("export", "login")}
+    assert per_area == {"export": 60, "login": 60} and pw.too_late == 0
 
 
 def test_a_new_problem_that_arrives_with_many_customers_spikes_in_its_first_hour_once() -> None:
