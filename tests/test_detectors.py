@@ -11,7 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from detectors import EpisodeTracker, RollingZScore, SpikeDetector, SurpriseDetector
+from detectors import (
+    AlertGate,
+    EpisodeTracker,
+    RollingZScore,
+    SpikeDetector,
+    SpikeEvent,
+    SurpriseDetector,
+    VolumeWatch,
+)
 from pipeline.generator import Area, Spike, TicketGenerator
 
 from .conftest import TICKETPULSE
@@ -222,3 +230,53 @@ def test_detect_names_the_bad_line(tmp_path: Path) -> None:
     )
     assert r.returncode == 2
     assert f"{source}, line 3: not a timestamp and a number" in r.stderr
+
+
+def test_a_backlog_caught_up_at_once_ends_its_episode_where_the_spike_ended() -> None:
+    # A worker catching up hears every window's total before any window closes: a spike,
+    # quiet days, then another busy hour. The spike's episode ends with the spike.
+    watch = VolumeWatch("reports/bug", 3600, SpikeDetector(min_windows=24), min_customers=10)
+    rng = random.Random(5)
+    for h in range(24 * 14):
+        watch.update(h * 3600, 3, 3)
+    watch.advance(24 * 14 * 3600)
+    start = 24 * 14
+    backlog = {h: (rng.randint(0, 4), 0) for h in range(start, start + 72)}
+    backlog[start + 2] = (60, 50)  # the spike
+    backlog[start + 60] = (30, 25)  # another, days later
+    events = []
+    for h, (_, customers) in sorted(backlog.items()):
+        n = customers or backlog[h][0]
+        events += watch.update(h * 3600, n, n)
+    assert events == []  # none judged ahead of the closed windows
+    events += watch.advance((start + 72) * 3600)
+    assert [(e.event, e.window_start // 3600 - start) for e in events] == [
+        ("opened", 2),
+        ("resolved", 3),
+        ("opened", 60),
+        ("resolved", 61),
+    ]
+
+
+def test_one_incident_seen_by_an_area_and_its_case_types_is_one_alert() -> None:
+    def event(kind: str, episode: str, hour: int):
+        return SpikeEvent(kind, episode, "k", hour * 3600, hour * 3600 + 3600, 50, 40, 5.0, 0.9, 1e-9, "warning")
+
+    gate = AlertGate()
+    heard = [
+        ("reports", event("opened", "reports/bug@10", 10)),  # the bugs open first
+        ("reports", event("opened", "reports@11", 11)),
+        ("login", event("opened", "login@11", 11)),  # another area: its own incident
+        ("reports", event("updated", "reports@11", 12)),
+        ("reports", event("resolved", "reports/bug@10", 13)),
+        ("reports", event("resolved", "reports@11", 13)),
+        ("reports", event("opened", "reports/ux_confusion@30", 30)),  # later: a new incident
+    ]
+    alerted = [e.episode_id + ":" + e.event for area, e in heard if gate.admit(area, e)]
+    assert alerted == [
+        "reports/bug@10:opened",
+        "login@11:opened",
+        "reports/bug@10:resolved",
+        "reports/ux_confusion@30:opened",
+    ]
+    assert pickle.loads(pickle.dumps(gate)).episodes == gate.episodes
