@@ -7,6 +7,7 @@ The same objects run inside the stream and in offline replays and benchmarks:
 - :class:`SurpriseDetector`: any numeric series (``ticketpulse detect``, NAB).
 - :class:`RollingZScore`: the baseline to beat.
 - :class:`EpisodeTracker`: one alert per episode.
+- :class:`AlertGate`: one alert per incident, when several watches see it.
 """
 
 from .base import Detector
@@ -14,10 +15,11 @@ from .episodes import Episode, EpisodeTracker
 from .series import parse_timestamp, score_series
 from .spike import SpikeDetector
 from .surprise import SurpriseDetector
-from .watch import SpikeEvent, VolumeWatch
+from .watch import AlertGate, SpikeEvent, VolumeWatch
 from .zscore import RollingZScore
 
 __all__ = [
+    "AlertGate",
     "Detector",
     "Episode",
     "EpisodeTracker",

@@ -9,7 +9,7 @@ from typing import Any
 from .episodes import EpisodeTracker
 from .spike import SpikeDetector
 
-__all__ = ["SpikeEvent", "VolumeWatch"]
+__all__ = ["AlertGate", "SpikeEvent", "VolumeWatch"]
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,8 @@ class VolumeWatch:
             self.product_events.sort(key=lambda e: e["at"])
             del self.product_events[:-keep]
 
-    def _recent_events(self, window: int, days: int = 7) -> tuple[dict[str, Any], ...]:
+    def recent_product_events(self, window: int, days: int = 7) -> tuple[dict[str, Any], ...]:
+        """The product events of the ``days`` before ``window``, and of the window itself."""
         since, until = window - days * 86400, window + self.window_seconds
         return tuple(e for e in self.product_events if since <= e["at"] < until)
 
@@ -184,6 +185,67 @@ class VolumeWatch:
                 level=level,
                 examples=tuple((ticket_id, text) for ticket_id, _, text in examples),
                 top_terms=tuple(term for term, _ in terms.most_common(8)),
-                recent_product_events=self._recent_events(window),
+                recent_product_events=self.recent_product_events(window),
             )
         ]
+
+
+class AlertGate:
+    """Which spike events become alerts: one incident of a group (an area) is one alert.
+
+    Several watches can see one incident: a spike of bugs in reports moves the watch of
+    reports and the watch of its bugs, and the two can open in either order, in one
+    batch or several. An episode is muted, all its life, when it opens in a window that
+    another episode of its group spans (from its first window, until the window that
+    resolved it); its points are still written. The first to open carries the incident.
+    The caller hands over events in window order (the watch agent sorts each batch's),
+    so an episode heard in the same batch as the end of another is judged by windows.
+    Plain data: it pickles into the durable table.
+
+    Examples
+    --------
+    >>> def event(kind, episode, window):
+    ...     return SpikeEvent(kind, episode, "k", window, window + 1, 50, 40, 5.0, 0.9, 1e-9, "warning")
+    >>> gate = AlertGate()
+    >>> gate.admit("reports", event("opened", "reports@1", 10))
+    True
+    >>> gate.admit("reports", event("opened", "reports/bug@1", 10)), gate.admit("billing", event("opened", "b@1", 10))
+    (False, True)
+    >>> [gate.admit("reports", event("updated", e, 11)) for e in ("reports/bug@1", "reports@1")]
+    [False, True]
+    >>> gate.admit("reports", event("resolved", "reports@1", 13))  # heard before a case type that opened at 12
+    True
+    >>> gate.admit("reports", event("opened", "reports/other@1", 12))  # within the incident: muted
+    False
+    >>> [gate.admit("reports", event("resolved", e, 14)) for e in ("reports/bug@1", "reports/other@1")]
+    [False, False]
+    >>> gate.admit("reports", event("opened", "reports/bug@2", 20))  # a new incident
+    True
+    >>> gate.admit("reports", event("opened", "reports/other@2", 5))  # heard late, before it: another
+    True
+    """
+
+    #: resolved episodes kept per group, to judge episodes heard late
+    keep_resolved = 50
+
+    def __init__(self) -> None:
+        #: group -> episode id -> [first window, window that resolved it or None, alerted]
+        self.episodes: dict[str, dict[str, list[Any]]] = {}
+
+    def admit(self, group: str, event: SpikeEvent) -> bool:
+        """Whether ``event`` is alerted; remembers what it decided."""
+        episodes = self.episodes.setdefault(group, {})
+        known = episodes.get(event.episode_id)
+        if known is None:
+            window = event.window_start
+            # a new "opened", or an episode that opened before this gate was kept: alerted
+            busy = event.event == "opened" and any(
+                start <= window and (end is None or end > window) for start, end, _ in episodes.values()
+            )
+            known = episodes[event.episode_id] = [window, None, not busy]
+        if event.event == "resolved":
+            known[1] = event.window_start
+            resolved = sorted((e[1], key) for key, e in episodes.items() if e[1] is not None)
+            for _, key in resolved[: -self.keep_resolved]:
+                del episodes[key]
+        return bool(known[2])

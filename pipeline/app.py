@@ -38,7 +38,7 @@ import socket
 import time
 from collections import ChainMap, Counter
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import murmur2
 
-from detectors import SpikeEvent, VolumeWatch
+from detectors import AlertGate, SpikeEvent, VolumeWatch
 
 from .delivery import AlertDeliverer
 from .ingest import WebhookIngest
@@ -69,6 +69,9 @@ logger = logging.getLogger(__name__)
 
 #: Table key suffix of the watermarks a partition has heard (merge and watch agents).
 WATERMARKS = "__watermarks__"
+
+#: Watch table key suffix of the partition's :class:`detectors.AlertGate`.
+ALERT_GATE = "__alert_gate__"
 
 #: The tagger's fields in the order of a fact's tags (area, case type, severity).
 FIELDS_BY_TAG = ("product_area", "case_type", "severity")
@@ -252,11 +255,12 @@ def _thaw(text: str | None) -> Any:
     return pickle.loads(base64.b64decode(text)) if text else None  # noqa: S301 - our own changelog
 
 
-def alert_payload(spike: SpikeEvent) -> dict[str, Any]:
-    """The ``ticket-alerts`` message of a spike event (../shared/architecture.md)."""
+def alert_payload(spike: SpikeEvent, area: str, case_type: str = ALL) -> dict[str, Any]:
+    """The ``ticket-alerts`` message of a spike event of an area, or of one case type in it
+    (../shared/architecture.md: ``case_type`` is null for the whole area)."""
     return {
-        "area": spike.key,
-        "case_type": None,
+        "area": area,
+        "case_type": None if case_type == ALL else case_type,
         "event": spike.event,
         "episode_id": spike.episode_id,
         "window_start": datetime.fromtimestamp(spike.window_start, UTC).isoformat(),
@@ -291,9 +295,9 @@ def _spike_fields(spike: SpikeEvent) -> dict[str, int | float | str]:
     }
 
 
-def spike_point(spike: SpikeEvent, window_tag: str) -> Point:
+def spike_point(spike: SpikeEvent, window_tag: str, area: str, case_type: str = ALL) -> Point:
     """The ``ticket_spike`` point of a spike event, stamped at its window's start."""
-    tags = {"area": spike.key, "case_type": ALL, "level": spike.level, "window": window_tag}
+    tags = {"area": area, "case_type": case_type, "level": spike.level, "window": window_tag}
     return Point("ticket_spike", tags, _spike_fields(spike), spike.window_start)
 
 
@@ -306,8 +310,7 @@ def pattern_spike_point(spike: SpikeEvent, area: str, name: str, window_tag: str
 def pattern_alert_payload(spike: SpikeEvent, area: str, pattern: dict[str, Any]) -> dict[str, Any]:
     """A ``ticket-alerts`` message for a pattern's spike: the area alert's fields, and the pattern."""
     return {
-        **alert_payload(spike),
-        "area": area,
+        **alert_payload(spike, area),
         "pattern": {
             "id": pattern["id"],
             "name": pattern["name"],
@@ -403,7 +406,8 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
             by_partition: dict[int, list[Fact]] = {}
             texts: dict[int, list[list[str]]] = {}
             marks: dict[str, int] = {}
-            context: dict[tuple[int, str], tuple[list[list[str]], Counter[str]]] = {}
+            # (window, area, case type) -> examples, subject words: for the area's and the case type's watch
+            context: dict[tuple[int, str, str], tuple[list[list[str]], Counter[str]]] = {}
             docs: list[dict[str, Any]] = []
             predictions: list[dict[str, dict[str, Any]]] = []
             good: list[tuple[Ticket, int]] = []
@@ -448,7 +452,7 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
                     marks[source] = fact[1]
                 if stats.newest_created is None or ticket.created_ts > stats.newest_created:
                     stats.newest_created = ticket.created_ts
-                examples, terms = context.setdefault((fact[1], fact[2]), ([], Counter()))
+                examples, terms = context.setdefault((fact[1], fact[2], fact[3]), ([], Counter()))
                 terms.update(subject_terms(ticket.subject))
                 if len(examples) < 2 and all(e[1] != ticket.customer_id for e in examples):
                     text = mask_personal(f"{ticket.subject}: {ticket.body}")
@@ -483,9 +487,9 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
                 await training.send(partition=partition, value={"examples": examples_of_partition})
             # Examples and words travel straight to the spike watch: alerts show them.
             by_area_partition: dict[int, list[list[Any]]] = {}
-            for (window, area), (examples, terms) in context.items():
+            for (window, area, case_type), (examples, terms) in context.items():
                 by_area_partition.setdefault(_partition_of(area.encode()), []).append(
-                    [window, area, examples, dict(terms.most_common(20))]
+                    [window, area, case_type, examples, dict(terms.most_common(20))]
                 )
             for partition, items in by_area_partition.items():
                 await area_volumes.send(partition=partition, value={"context": items})
@@ -633,8 +637,10 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
                 tickets_n, customers_n = totals.total(table_key)
                 tags = {"area": area, "case_type": case_type, "severity": severity, "window": window_tag}
                 points.append(Point("ticket_volume", tags, {"tickets": tickets_n, "customers": customers_n}, window))
-                if case_type == ALL and severity == ALL:
-                    by_area.setdefault(_partition_of(area.encode()), []).append([window, area, tickets_n, customers_n])
+                if severity == ALL:  # the area's roll-up and its case types: what the watch judges
+                    by_area.setdefault(_partition_of(area.encode()), []).append(
+                        [window, area, case_type, tickets_n, customers_n]
+                    )
             await sink.write(points)
             stats.points_written += len(points)
             for target in targets:
@@ -658,25 +664,33 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
                     stats.points_written,
                 )
 
-    def watch_of(touched: dict[str, Any], table_key: str, area: str) -> VolumeWatch:
-        """The area's watch: already in this batch, else from the table, else a new one."""
-        area_watch = touched.get(table_key) or _thaw(watches.get(table_key))
-        if area_watch is None:
-            area_watch = VolumeWatch(
-                area,
+    def watch_key(partition: int, area: str, case_type: str) -> str:
+        """The table key of the watch of an area (``case_type`` ALL) or of one case type in it."""
+        return f"{partition}/" + orjson.dumps([area, case_type]).decode()
+
+    def watch_of(touched: dict[str, Any], partition: int, area: str, case_type: str = ALL) -> VolumeWatch:
+        """The watch of an area or of a case type in it: already in this batch, else from the table, else new."""
+        table_key = watch_key(partition, area, case_type)
+        key_watch = touched.get(table_key) or _thaw(watches.get(table_key))
+        if key_watch is None:
+            key_watch = VolumeWatch(
+                area if case_type == ALL else f"{area}/{case_type}",
                 window_seconds,
                 alert_score=settings.spike_alert_score,
-                min_customers=settings.spike_min_customers,
+                min_customers=settings.spike_min_customers
+                if case_type == ALL
+                else settings.case_type_spike_min_customers,
             )
-        touched[table_key] = area_watch
-        return area_watch
+        touched[table_key] = key_watch
+        return key_watch
 
     @app.agent(area_volumes, name="watch")
     async def watch(stream: Any) -> None:
-        """Run the spike detector on each area's window totals; publish alerts and ``ticket_spike``."""
+        """Run the spike detector on each area's and case type's window totals; publish alerts and ``ticket_spike``."""
         async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
             touched: dict[str, Any] = {}
-            spikes: list[SpikeEvent] = []
+            # (partition, area, case type, event); an area's roll-up events before its case types'
+            spikes: list[tuple[int, str, str, SpikeEvent]] = []
             partitions: set[int] = set()
 
             for event in events:
@@ -684,33 +698,34 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
                 if "product_event" in event.value:
                     product_event = event.value["product_event"]
                     area = product_event.pop("area")
-                    watch_of(touched, f"{partition}/{area}", area).add_product_event(product_event)
+                    watch_of(touched, partition, area).add_product_event(product_event)
                     continue
                 if "context" in event.value:
-                    for window, area, examples, terms in event.value["context"]:
-                        watch_of(touched, f"{partition}/{area}", area).add_context(window, examples, terms)
+                    for window, area, case_type, examples, terms in event.value["context"]:
+                        watch_of(touched, partition, area).add_context(window, examples, terms)
+                        watch_of(touched, partition, area, case_type).add_context(window, examples, terms)
                     continue
                 partitions.add(partition)
                 marks_key = f"{partition}/{WATERMARKS}"
                 marks = touched.get(marks_key) or dict(_thaw(watches.get(marks_key)) or {})
                 _hear(marks, {str(event.value["source"]): event.value["watermark"]})
                 touched[marks_key] = marks
-                for window, area, tickets_n, customers_n in event.value["rows"]:
-                    spikes += watch_of(touched, f"{partition}/{area}", area).update(window, tickets_n, customers_n)
+                for window, area, case_type, tickets_n, customers_n in event.value["rows"]:
+                    news = watch_of(touched, partition, area, case_type).update(window, tickets_n, customers_n)
+                    spikes += [(partition, area, case_type, spike) for spike in news]
             for partition in partitions:
                 marks = touched[f"{partition}/{WATERMARKS}"]
                 if len(marks) < settings.partitions:
                     continue  # not every merging partition has spoken yet
                 watermark = min(marks.values())
-                prefix = f"{partition}/"
-                for table_key in [k for k in {*watches.keys(), *touched} if k.startswith(prefix)]:
-                    if table_key.endswith(WATERMARKS):
-                        continue
-                    area_watch = touched.get(table_key) or _thaw(watches[table_key])
-                    closed = area_watch.advance(watermark)
+                prefix = f"{partition}/["
+                for table_key in sorted(k for k in {*watches.keys(), *touched} if k.startswith(prefix)):
+                    key_watch = touched.get(table_key) or _thaw(watches[table_key])
+                    closed = key_watch.advance(watermark)
                     if closed or table_key in touched:
-                        touched[table_key] = area_watch
-                        spikes += closed
+                        touched[table_key] = key_watch
+                        area, case_type = orjson.loads(table_key[len(prefix) - 1 :])
+                        spikes += [(partition, area, case_type, spike) for spike in closed]
             logger.info(
                 "agent=watch messages=%d partitions=%s watermarks=%s spike_events=%d",
                 len(events),
@@ -719,30 +734,47 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
                 len(spikes),
             )
             # Effects first (alerts, points), then the state that has judged them.
-            for spike in spikes:
+            # in window order, an area's roll-up before its case types (AlertGate); stable:
+            # each key's events keep their order
+            spikes.sort(key=lambda s: (s[3].window_start, s[2] != ALL))
+            for partition, area, case_type, spike in spikes:
                 stats.spike_events += 1
+                gate_key = f"{partition}/{ALERT_GATE}"
+                gate = touched.get(gate_key) or _thaw(watches.get(gate_key)) or AlertGate()
+                touched[gate_key] = gate
+                # one incident of an area, seen by its watch and its case types', is one alert
+                published = gate.admit(area, spike)
                 logger.warning(
-                    "agent=watch event=%s episode=%s area=%s customers=%d expected=%.1f score=%.3f",
+                    "agent=watch event=%s episode=%s area=%s case_type=%s customers=%d expected=%.1f score=%.3f "
+                    "alert=%s",
                     spike.event,
                     spike.episode_id,
-                    spike.key,
+                    area,
+                    case_type,
                     spike.customers,
                     spike.expected,
                     spike.score,
+                    "sent" if published else "muted",
                 )
-                await alerts.send(key=spike.key.encode(), value=alert_payload(spike))
-            baselines = [
-                Point(
-                    "ticket_baseline",
-                    {"area": value.key, "window": window_tag},
-                    {"customers": customers_n, "expected": expected, "upper": upper},
-                    window,
-                )
-                for value in touched.values()
-                if isinstance(value, VolumeWatch)
-                for window, customers_n, expected, upper in value.drain_baselines()
-            ]
-            await sink.write([spike_point(spike, window_tag) for spike in spikes] + baselines)
+                if published:
+                    if case_type != ALL:  # the area's releases and fixes, which the area's watch holds
+                        area_watch = watch_of(touched, partition, area)
+                        spike = replace(
+                            spike, recent_product_events=area_watch.recent_product_events(spike.window_start)
+                        )
+                    await alerts.send(key=area.encode(), value=alert_payload(spike, area, case_type))
+            baselines = []
+            for table_key, value in touched.items():
+                if isinstance(value, VolumeWatch):
+                    area, case_type = orjson.loads(table_key.split("/", 1)[1])
+                    tags = {"area": area, "case_type": case_type, "window": window_tag}
+                    baselines += [
+                        Point("ticket_baseline", tags, {"customers": c, "expected": e, "upper": u}, window)
+                        for window, c, e, u in value.drain_baselines()
+                    ]
+            await sink.write(
+                [spike_point(spike, window_tag, area, case_type) for _, area, case_type, spike in spikes] + baselines
+            )
             for table_key, value in touched.items():
                 watches[table_key] = _freeze(value)
             await watches.delivered()

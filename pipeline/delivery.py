@@ -60,11 +60,20 @@ def slack_message(alert: Mapping[str, Any], dashboard_url: str | None = None) ->
     >>> slack_message({**msg_alert, "expected": 0.001, "pattern": pattern})["text"]  # doctest: +NORMALIZE_WHITESPACE
     ':rotating_light: Spike in pattern *fails last release* (reports): 90 customers in the hour from
      2026-03-03 10:00 UTC, where none were expected'
+    >>> slack_message({**msg_alert, "case_type": "ux_confusion"})["text"]  # doctest: +NORMALIZE_WHITESPACE
+    ':rotating_light: Spike in *ux confusion* tickets of *reports*: 90 customers in the hour from
+     2026-03-03 10:00 UTC, 4.5x the 20 expected'
     """
     area = str(alert["area"])
     pattern = alert.get("pattern")
+    case_type = alert.get("case_type")
     # a pattern's spike names the problem, in the pattern's words, and its area
-    what = f"*{area}*" if not pattern else f"pattern *{pattern['name']}* ({area})"
+    if pattern:
+        what = f"pattern *{pattern['name']}* ({area})"
+    elif case_type:
+        what = f"*{case_type.replace('_', ' ')}* tickets of *{area}*"
+    else:
+        what = f"*{area}*"
     expected = float(alert["expected"])
     ratio = float(alert["observed"]) / expected if expected > 0 else float("inf")
     when = str(alert["window_start"]).replace("T", " ")[:16] + " UTC"

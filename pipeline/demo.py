@@ -299,7 +299,8 @@ def run_demo(days: float = 3.0, scale: float = 20.0, seed: int = 1, output: Path
             time.sleep(0.5)
         print(f"\nspike alerts on '{settings.topic_alerts}': {len(spikes)}")
         for a in spikes:
-            what = f"area={a['area']}" + (f" pattern='{a['pattern']['name']}'" if "pattern" in a else "")
+            what = f"area={a['area']}" + (f" case_type={a['case_type']}" if a.get("case_type") else "")
+            what += f" pattern='{a['pattern']['name']}'" if "pattern" in a else ""
             print(
                 f"  {a['event']:<8} {a['level']:<8} {what} window={a['window_start']} "
                 f"customers={a['customers']} expected={a['expected']:.1f} score={a['score']} episode={a['episode_id']}"

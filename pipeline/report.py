@@ -168,15 +168,30 @@ def collect(
         data.volume[area] = {int(t): int(n) for t, n, _ in s["values"]}
         data.customers[area] = {int(t): int(c) for t, _, c in s["values"]}
     data.hours = sorted({h for v in data.volume.values() for h in v})
-    mix_q = f"SELECT sum(tickets) FROM ticket_volume WHERE case_type != 'all' AND {span} GROUP BY area, case_type"
+    mix_q = (
+        f"SELECT sum(tickets) FROM ticket_volume WHERE case_type != 'all' AND severity = 'all' AND {span} "
+        "GROUP BY area, case_type"
+    )
     for s in influx.query(mix_q):
         data.mix.setdefault(s["tags"]["area"], Counter())[s["tags"]["case_type"]] += int(s["values"][0][1])
     episodes: dict[str, dict[str, Any]] = {}
-    spike_q = f"SELECT episode, observed, expected, score, tickets FROM ticket_spike WHERE {span} GROUP BY area, level"
+    spike_q = (
+        f"SELECT episode, observed, expected, score, tickets FROM ticket_spike WHERE {span} "
+        "GROUP BY area, case_type, level"
+    )
     for s in influx.query(spike_q):
         for t, episode, observed, expected, score, n in s["values"]:
             e = episodes.setdefault(
-                episode, {"episode": episode, "area": s["tags"]["area"], "start": t, "end": t, "peak": 0, "tickets": 0}
+                episode,
+                {
+                    "episode": episode,
+                    "area": s["tags"]["area"],
+                    "case_type": s["tags"].get("case_type") or "all",
+                    "start": t,
+                    "end": t,
+                    "peak": 0,
+                    "tickets": 0,
+                },
             )
             e["start"], e["end"] = min(e["start"], t), max(e["end"], t)
             if observed >= e["peak"]:
@@ -426,6 +441,7 @@ def render(data: ReportData) -> str:
         rows.append(
             [
                 _esc(s["area"]),
+                _esc("all" if s["case_type"] == "all" else s["case_type"].replace("_", " ")),
                 _when(s["start"]),
                 _when(s["end"] + 3600),
                 s["peak"],
@@ -434,7 +450,7 @@ def render(data: ReportData) -> str:
                 events or "<span class='muted'>none in the week before</span>",
             ]
         )
-    headers = ["area", "from", "to", "peak customers/hour", "expected", "score", "product events"]
+    headers = ["area", "case type", "from", "to", "peak customers/hour", "expected", "score", "product events"]
     parts.append(_table(headers, rows) if rows else "<p>No spikes in this period.</p>")
     # patterns
     parts.append("<h2 id='patterns'>Patterns, by tier</h2>")

@@ -109,6 +109,13 @@ class Settings(BaseSettings):
     spike_min_customers: int = Field(
         5, ge=1, description="TICKETPULSE_SPIKE_MIN_CUSTOMERS: distinct customers a window needs to alert."
     )
+    case_type_spike_min_customers: int = Field(
+        10,
+        ge=1,
+        description="TICKETPULSE_CASE_TYPE_SPIKE_MIN_CUSTOMERS: distinct customers a window of one case type "
+        "in an area needs to alert. Higher than an area's: an area has six case types, each a smaller "
+        "series, so six times the chances of a chance fluctuation.",
+    )
 
     # --- patterns ---------------------------------------------------------------------
     patterns_enabled: bool = Field(

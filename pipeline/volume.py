@@ -44,8 +44,8 @@ __all__ = [
     "window_start",
 ]
 
-#: Tag value of the per-area roll-up: ``case_type=all,severity=all`` counts every
-#: ticket of the area once, with its distinct customers.
+#: Tag value of the roll-ups: ``case_type=all,severity=all`` counts every ticket of the
+#: area once, with its distinct customers; ``case_type=bug,severity=all`` every bug of it.
 ALL = "all"
 
 #: ``(area, case_type, severity)``
@@ -61,13 +61,16 @@ def window_start(ts: float, window_seconds: int) -> int:
     return int(ts // window_seconds) * window_seconds
 
 
-def volume_keys(area: str, case_type: str, severity: str) -> tuple[VolumeKey, VolumeKey]:
-    """The keys one ticket counts under: its area's roll-up and its full key.
+def volume_keys(area: str, case_type: str, severity: str) -> tuple[VolumeKey, VolumeKey, VolumeKey]:
+    """The keys one ticket counts under: its area's roll-up, its area and case type, its full key.
+
+    The roll-ups carry their distinct customers (which do not add up from the finer
+    keys); the spike watch runs on the first two.
 
     >>> volume_keys("billing", "bug", "high")
-    (('billing', 'all', 'all'), ('billing', 'bug', 'high'))
+    (('billing', 'all', 'all'), ('billing', 'bug', 'all'), ('billing', 'bug', 'high'))
     """
-    return (area, ALL, ALL), (area, case_type, severity)
+    return (area, ALL, ALL), (area, case_type, ALL), (area, case_type, severity)
 
 
 @dataclass

@@ -11,7 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from detectors import EpisodeTracker, RollingZScore, SpikeDetector, SurpriseDetector, VolumeWatch
+from detectors import (
+    AlertGate,
+    EpisodeTracker,
+    RollingZScore,
+    SpikeDetector,
+    SpikeEvent,
+    SurpriseDetector,
+    VolumeWatch,
+)
 from pipeline.generator import Area, Spike, TicketGenerator
 
 from .conftest import TICKETPULSE
@@ -247,3 +255,27 @@ def test_a_backlog_caught_up_at_once_ends_its_episode_where_the_spike_ended() ->
         ("opened", 60),
         ("resolved", 61),
     ]
+
+
+def test_one_incident_seen_by_an_area_and_its_case_types_is_one_alert() -> None:
+    def event(kind: str, episode: str, hour: int):
+        return SpikeEvent(kind, episode, "k", hour * 3600, hour * 3600 + 3600, 50, 40, 5.0, 0.9, 1e-9, "warning")
+
+    gate = AlertGate()
+    heard = [
+        ("reports", event("opened", "reports/bug@10", 10)),  # the bugs open first
+        ("reports", event("opened", "reports@11", 11)),
+        ("login", event("opened", "login@11", 11)),  # another area: its own incident
+        ("reports", event("updated", "reports@11", 12)),
+        ("reports", event("resolved", "reports/bug@10", 13)),
+        ("reports", event("resolved", "reports@11", 13)),
+        ("reports", event("opened", "reports/ux_confusion@30", 30)),  # later: a new incident
+    ]
+    alerted = [e.episode_id + ":" + e.event for area, e in heard if gate.admit(area, e)]
+    assert alerted == [
+        "reports/bug@10:opened",
+        "login@11:opened",
+        "reports/bug@10:resolved",
+        "reports/ux_confusion@30:opened",
+    ]
+    assert pickle.loads(pickle.dumps(gate)).episodes == gate.episodes

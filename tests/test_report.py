@@ -97,7 +97,7 @@ def test_the_report_from_a_real_run(stack, tmp_path) -> None:
     assert cells[4:6] == [str(before), str(after)]
     assert cells[-1] == "fewer", row
     # spikes, with the product event of the week before
-    spike = re.search(r"<td>reports</td><td>2026-03-11 1\d:00</td>.*?</tr>", page)
+    spike = re.search(r"<td>reports</td><td>all</td><td>2026-03-11 1\d:00</td>.*?</tr>", page)
     assert spike is not None and "fix fix-123" in spike.group(0), page[page.find("id='spikes'") :][:2000]
     # the near-churn pattern: twelve customers, a decision, their words with personal data masked
     assert "12 tickets from 12 customers" in page and "Suggested: fix the bug" in page

@@ -22,10 +22,16 @@ def test_partition_volume_counts_tickets_and_distinct_customers_per_key() -> Non
     assert v.add(["b", 0, "billing", "bug", "high", "c1"]) == DUPLICATE
     assert v.counts(0) == {
         ("billing", ALL, ALL): (3, 2),
+        ("billing", "bug", ALL): (2, 1),
         ("billing", "bug", "high"): (2, 1),
+        ("billing", "ux_confusion", ALL): (1, 1),
         ("billing", "ux_confusion", "low"): (1, 1),
     }
-    assert v.counts(3600) == {("login", ALL, ALL): (1, 1), ("login", "bug", "high"): (1, 1)}
+    assert v.counts(3600) == {
+        ("login", ALL, ALL): (1, 1),
+        ("login", "bug", ALL): (1, 1),
+        ("login", "bug", "high"): (1, 1),
+    }
     assert v.windows() == [0, 3600]
 
 
@@ -73,8 +79,8 @@ def test_restore_accepts_any_order_and_rebuilds_the_same_counts() -> None:
     assert restored.add(["b", 0, "x", "bug", "low", "c2"]) == DUPLICATE
 
 
-def test_volume_keys_roll_up_and_full_key() -> None:
-    assert volume_keys("a", "bug", "low") == (("a", ALL, ALL), ("a", "bug", "low"))
+def test_volume_keys_roll_ups_and_full_key() -> None:
+    assert volume_keys("a", "bug", "low") == (("a", ALL, ALL), ("a", "bug", ALL), ("a", "bug", "low"))
 
 
 def test_totals_are_idempotent_under_replay_and_reordering() -> None:
