@@ -91,9 +91,29 @@ class PipelineApp(faust.App):  # type: ignore[misc]
     crashed. ``on_shutdown`` runs once the agents (the app's children) are gone.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, stop_wait_seconds: float = 10.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.closers: list[Callable[[], Awaitable[None]]] = []
+        self.stop_wait_seconds = stop_wait_seconds
+
+    async def _consumer_wait_empty(self, consumer: Any, faust_logger: Any) -> None:
+        # Faust waits, when it stops or gives partitions away, for the batches in flight.
+        # A batch retrying its write to an InfluxDB that is down would hold a stop until
+        # the service manager kills the worker: a stop waits a while, then goes on. Those
+        # batches are not committed; the next worker reads them again, and every effect
+        # is idempotent (what a killed worker relies on too). A rebalance still waits.
+        if not self.should_stop:
+            await super()._consumer_wait_empty(consumer, faust_logger)
+            return
+        waiting = asyncio.ensure_future(super()._consumer_wait_empty(consumer, faust_logger))
+        done, _ = await asyncio.wait({waiting}, timeout=self.stop_wait_seconds)
+        if not done:
+            # Faust's wait swallows cancellation: it is left to end when the consumer stops
+            waiting.add_done_callback(lambda task: task.cancelled() or task.exception())
+            logger.warning(
+                "stop=batches_in_flight waited=%ss: left uncommitted, the next worker reads them again",
+                self.stop_wait_seconds,
+            )
 
     async def on_shutdown(self) -> None:
         await super().on_shutdown()
@@ -346,6 +366,7 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
         web_host=settings.web_host,
         topic_allow_declare=True,
         processing_guarantee="at_least_once",
+        stop_wait_seconds=settings.stop_wait_seconds,
     )
     sink = sink or create_sink(settings)
     stats = PipelineStats()

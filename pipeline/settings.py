@@ -69,6 +69,12 @@ class Settings(BaseSettings):
         2000, ge=1, description="TICKETPULSE_BATCH_SIZE: tickets an agent takes at once (stream.take)."
     )
     batch_seconds: float = Field(0.5, gt=0, description="TICKETPULSE_BATCH_SECONDS: longest wait to fill a batch.")
+    stop_wait_seconds: float = Field(
+        10.0,
+        ge=0,
+        description="TICKETPULSE_STOP_WAIT_SECONDS: how long a stopping worker lets the batches in flight "
+        "finish (a batch can be waiting for InfluxDB to come back); the rest is read again by the next worker.",
+    )
 
     # --- tagging ------------------------------------------------------------------------
     tagging_enabled: bool = Field(
