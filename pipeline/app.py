@@ -865,6 +865,8 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
                     await dead_letter.send(value=_dead_letter(event.value, event.key, str(exc), event.message))
                     continue
                 tags = {"area": product_event["area"], "kind": product_event["kind"]}
+                if "pattern" in product_event:
+                    tags["pattern"] = product_event["pattern"]
                 fields = {"ref": product_event["ref"], "note": product_event["note"]}
                 points.append(Point("product_event", tags, fields, product_event["at"]))
                 forward.append((_partition_of(product_event["area"].encode()), product_event))

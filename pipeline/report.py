@@ -202,9 +202,10 @@ def collect(
         f"SELECT ref, note FROM product_event WHERE time >= {lo - week}s AND time < {hi}s GROUP BY *"
     ):
         for t, ref, note in s["values"]:
-            data.events.append(
-                {"at": int(t), "area": s["tags"]["area"], "kind": s["tags"]["kind"], "ref": ref, "note": note}
-            )
+            event = {"at": int(t), "area": s["tags"]["area"], "kind": s["tags"]["kind"], "ref": ref, "note": note}
+            if s["tags"].get("pattern"):  # InfluxDB gives "" for a tag a point lacks
+                event["pattern"] = s["tags"]["pattern"]
+            data.events.append(event)
     data.events.sort(key=lambda e: e["at"])
     for e in sorted(episodes.values(), key=lambda e: e["start"]):
         near = [ev for ev in data.events if ev["area"] == e["area"] and e["start"] - week <= ev["at"] <= e["end"]]
@@ -240,28 +241,46 @@ def collect(
 
 
 def _effects(influx: InfluxReader, events: list[dict[str, Any]], days: int, until: int) -> list[dict[str, Any]]:
-    """The measured effect of each product event once ``days`` have passed after it."""
+    """The measured effect of each product event once ``days`` have passed after it.
+
+    An event of an area is measured on the area's tickets; one that names a pattern, on
+    that pattern's (``pattern_volume``); both against all tickets.
+    """
     out = []
     span = days * 86400
     for event in events:
         at = event["at"] - event["at"] % 3600  # whole hours on both sides
         if at + span > until:
             continue  # not enough time has passed yet
-        window = f"time >= {at - span}s AND time < {at + span}s AND case_type = 'all'"
-        series = influx.query(f"SELECT tickets, customers FROM ticket_volume WHERE {window} GROUP BY area")
-        sums: dict[str, list[int]] = {"area": [0, 0, 0, 0], "all": [0, 0, 0, 0]}
+        window = f"time >= {at - span}s AND time < {at + span}s"
+        series = influx.query(
+            f"SELECT tickets, customers FROM ticket_volume WHERE {window} AND case_type = 'all' GROUP BY area"
+        )
+        sums: dict[str, list[int]] = {"target": [0, 0, 0, 0], "all": [0, 0, 0, 0]}
         for s in series:
             for t, n, c in s["values"]:
                 after = int(t) >= at
-                for key in ("all", "area") if s["tags"]["area"] == event["area"] else ("all",):
+                target = "pattern" not in event and s["tags"]["area"] == event["area"]
+                for key in ("all", "target") if target else ("all",):
                     sums[key][2 * after] += int(n)
                     sums[key][2 * after + 1] += int(c)
-        (ab, acb, aa, aca), (tb, tcb, ta, tca) = sums["area"], sums["all"]
+        name = None
+        if "pattern" in event:
+            # the id is checked when the event is read (pipeline.schema): no quote can be in it
+            pattern_q = f"SELECT tickets, customers, \"name\" FROM pattern_volume WHERE {window} AND pattern = '%s'"
+            for s in influx.query(pattern_q % event["pattern"]):
+                for t, n, c, pattern_name in s["values"]:
+                    after = int(t) >= at
+                    sums["target"][2 * after] += int(n)
+                    sums["target"][2 * after + 1] += int(c)
+                    name = pattern_name  # the newest name: a pattern's words settle as it grows
+        (ab, acb, aa, aca), (tb, tcb, ta, tca) = sums["target"], sums["all"]
         if not (tb and ta):
             continue
         out.append(
             {
                 **event,
+                **({"pattern_name": name or event["pattern"]} if "pattern" in event else {}),
                 "days": days,
                 "tickets": measure_effect(ab, tb, aa, ta).as_dict(),
                 "customers": measure_effect(acb, tcb, aca, tca).as_dict(),
@@ -279,7 +298,12 @@ def _write_effects(settings: Settings, effects: list[dict[str, Any]]) -> None:
     points = [
         Point(
             "fix_effect",
-            {"area": e["area"], "kind": e["kind"], "ref": e["ref"]},
+            {
+                "area": e["area"],
+                "kind": e["kind"],
+                "ref": e["ref"],
+                **({"pattern": e["pattern"]} if "pattern" in e else {}),
+            },
             {
                 "ratio": e["tickets"]["ratio"],
                 "ratio_low": e["tickets"]["ratio_low"],
@@ -488,9 +512,12 @@ def render(data: ReportData) -> str:
     rows = []
     for e in data.effects:
         t, c = e["tickets"], e["customers"]
+        what = _esc(e["area"])
+        if "pattern" in e:
+            what += f"<br><span class='muted'>pattern '{_esc(e['pattern_name'])}'</span>"
         rows.append(
             [
-                _esc(e["area"]),
+                what,
                 _esc(e["kind"]),
                 _esc(e["ref"]),
                 _when(e["at"]),

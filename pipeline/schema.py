@@ -11,6 +11,7 @@ own all the time; rejecting them would reject whole integrations).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -31,6 +32,9 @@ __all__ = [
 
 #: What a product event can be (``product-events`` topic).
 EVENT_KINDS = frozenset({"release", "fix", "docs", "default-change"})
+
+#: A pattern's id (:class:`pipeline.patterns.PatternGrouper`): safe to put in a query as it is.
+_PATTERN_ID = re.compile(r"p-[0-9a-f]{10}")
 
 #: Case types, from the essays the product grew from.
 CASE_TYPES = frozenset({"bug", "ux_confusion", "feature_gap", "billing", "compatibility", "other"})
@@ -162,10 +166,21 @@ def parse_ticket(raw: bytes, max_bytes: int = 1_000_000) -> Ticket:
 
 
 def parse_product_event(raw: bytes) -> dict[str, Any]:
-    """Validate a ``product-events`` message: ``{"kind", "area", "at", "ref", "note"?}``.
+    """Validate a ``product-events`` message: ``{"kind", "area", "at", "ref", "note"?, "pattern"?}``.
+
+    An event for one pattern (a fix of that problem) names its id, as ``pattern_volume``
+    and the alerts give it, and the pattern's area; its effect is measured on that
+    pattern's tickets.
 
     >>> parse_product_event(b'{"kind": "release", "area": "reports", "at": "2026-03-10T09:00:00Z", "ref": "v4.2"}')
     {'kind': 'release', 'area': 'reports', 'at': 1773133200, 'ref': 'v4.2', 'note': ''}
+    >>> fix = b'{"kind": "fix", "area": "reports", "at": "2026-03-10T09:00:00Z", "ref": "#12", "pattern": '
+    >>> parse_product_event(fix + b'"p-033a1d39b9"}')
+    {'kind': 'fix', 'area': 'reports', 'at': 1773133200, 'ref': '#12', 'note': '', 'pattern': 'p-033a1d39b9'}
+    >>> parse_product_event(fix + b'"exports"}')
+    Traceback (most recent call last):
+    ...
+    pipeline.schema.TicketError: field 'pattern' is 'exports', not a pattern id such as 'p-033a1d39b9'
     """
     try:
         doc = orjson.loads(raw or b"")
@@ -185,7 +200,13 @@ def parse_product_event(raw: bytes) -> dict[str, Any]:
     note = doc.get("note") or ""
     if not isinstance(note, str):
         raise TicketError("field 'note' must be a string")
-    return {"kind": kind, "area": doc["area"].strip(), "at": int(moment.timestamp()), "ref": doc["ref"], "note": note}
+    event = {"kind": kind, "area": doc["area"].strip(), "at": int(moment.timestamp()), "ref": doc["ref"], "note": note}
+    pattern = doc.get("pattern")
+    if pattern is not None:
+        if not isinstance(pattern, str) or not _PATTERN_ID.fullmatch(pattern):
+            raise TicketError(f"field 'pattern' is {pattern!r}, not a pattern id such as 'p-033a1d39b9'")
+        event["pattern"] = pattern
+    return event
 
 
 #: The fields a label may set (``ticket-labels``), the tagger's targets.
