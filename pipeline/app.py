@@ -67,6 +67,12 @@ __all__ = ["DurableTable", "PartitionedTable", "Pipeline", "PipelineStats", "bui
 
 logger = logging.getLogger(__name__)
 
+#: Topic suffix (``<app id>-ticket-patterns``) of the pattern each ticket joined:
+#: ``{"tickets": [[ticket id, pattern id], ...]}``, one message per batch and partition.
+TICKET_PATTERNS = "ticket-patterns"
+#: at most this many per message (about 30 bytes each: well under the broker's 1 MB)
+ASSIGNMENTS_PER_MESSAGE = 10_000
+
 #: Table key suffix of the watermarks a partition has heard (merge and watch agents).
 WATERMARKS = "__watermarks__"
 
@@ -399,6 +405,8 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
     tagger = TicketTagger()
     partials = internal_topic("volume-partials")
     pattern_tickets = internal_topic("pattern-tickets")
+    # [ticket id, pattern id] of every grouped ticket: the report's patterns are the worker's
+    ticket_patterns = internal_topic(TICKET_PATTERNS)
     # Durable facts, in chunks: "<partition>/<offset>" -> [fact, ...] (pipeline.volume).
     first_seen = PartitionedTable(app, name="tickets-first-seen", key_type=str, partitions=settings.partitions)
     totals_table = PartitionedTable(app, name="volume-totals", key_type=str, partitions=settings.partitions)
@@ -1071,6 +1079,16 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
                         events += [(tp.partition, e) for e in pw.judge(changed) + pw.close()]
                     positions[tp.partition] = records[-1].offset + 1
                     points += pw.points(touched, window_tag)
+                # Which pattern each ticket joined, from every worker (they agree, and the
+                # report keeps one per ticket): on the broker before the checkpoint says so.
+                assignment_sends = []
+                for partition, pw in sorted(pattern_watches.items()):
+                    assigned = pw.drain_assigned()
+                    for start in range(0, len(assigned), ASSIGNMENTS_PER_MESSAGE):
+                        chunk = assigned[start : start + ASSIGNMENTS_PER_MESSAGE]
+                        assignment_sends.append(
+                            await ticket_patterns.send(partition=partition, value={"tickets": chunk})
+                        )
                 owned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == counting_topic}
                 for partition, spike in events:
                     pw = pattern_watches[partition]
@@ -1091,6 +1109,7 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
                         await alerts.send(key=payload["area"].encode(), value=payload)
                 # the points and alerts first, then the checkpoint that says they were made
                 await sink.write(points)
+                await asyncio.gather(*assignment_sends)
                 if batch:
                     stats.patterns_too_late = sum(pw.too_late for pw in pattern_watches.values())
                     logger.info(

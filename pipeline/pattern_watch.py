@@ -119,6 +119,8 @@ class PatternWatch:
         self.seen: dict[str, int] = {}
         #: tickets older than the allowed lateness behind the watermark, not grouped
         self.too_late = 0
+        #: ``[ticket id, pattern id]`` of the tickets grouped since :meth:`drain_assigned`
+        self.assigned: list[list[str]] = []
         self.marks: dict[str, int] = {}
         self.watermark: int | None = None
         self.closed_through: int | None = None
@@ -132,6 +134,7 @@ class PatternWatch:
     def __setstate__(self, state: dict[str, Any]) -> None:
         # a checkpoint of an earlier version lacks the counters added since
         state.setdefault("too_late", 0)
+        state.setdefault("assigned", [])
         self.__dict__.update(state)
 
     def pattern(self, pattern_id: str) -> Pattern:
@@ -178,6 +181,7 @@ class PatternWatch:
             "created_at": created_at,
         }
         pid = grouper.add(ticket, near_churn=churn, remember=False).id
+        self.assigned.append([ticket_id, pid])
         self.area_of[pid] = area
         if self.first_window is None or window < self.first_window:
             self.first_window = window
@@ -191,6 +195,11 @@ class PatternWatch:
             # masked only when kept: masking every ticket would cost more than grouping it
             examples.append([ticket_id, customer, mask_personal(f"{subject}: {body}")])
         return window, pid
+
+    def drain_assigned(self) -> list[list[str]]:
+        """The ``[ticket id, pattern id]`` of the tickets grouped since the last call, in grouping order."""
+        assigned, self.assigned = self.assigned, []
+        return assigned
 
     def _too_old(self, window: int) -> bool:
         return self.watermark is not None and window < self.watermark - self.allowed_lateness_seconds

@@ -58,12 +58,33 @@ class Pattern:
     near_churn: int = 0
     first_at: str = ""
     last_at: str = ""
+    #: a name given from outside (the worker's, in the report); else made from the centroid
+    label: str = ""
 
     @property
     def name(self) -> str:
-        """Its most distinctive terms (the heaviest in its TF-IDF centroid)."""
+        """Its most distinctive terms (the heaviest in its TF-IDF centroid), unless it was given one."""
+        if self.label:
+            return self.label
         top = sorted(self.centroid.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
         return " ".join(term for term, _ in top)
+
+    def record(self, ticket: Mapping[str, Any], near_churn: bool = False, max_examples: int = 5) -> None:
+        """Count a ticket that joined it: customers, case types, areas, near-churn, examples."""
+        customer = str(ticket.get("customer_id", ""))
+        created = str(ticket.get("created_at", ""))
+        self.tickets += 1
+        self.customers[customer] += 1
+        self.case_types[str(ticket.get("case_type") or "unassigned")] += 1
+        self.areas[str(ticket.get("product_area") or "unassigned")] += 1
+        self.near_churn += int(near_churn)
+        self.first_at = min(self.first_at, created) if self.first_at else created
+        self.last_at = max(self.last_at, created)
+        if len(self.examples) < max_examples and all(e["customer"] != customer for e in self.examples):
+            subject, body = str(ticket.get("subject", "")), str(ticket.get("body", ""))
+            self.examples.append(
+                {"id": str(ticket["id"]), "customer": customer, "text": mask_personal(f"{subject}: {body}")[:500]}
+            )
 
     @property
     def concentration(self) -> float:
@@ -174,17 +195,7 @@ class PatternGrouper:
         self._join(pattern, vec)
         if remember:
             self._of_ticket[ticket_id] = pattern.id
-        customer = str(ticket.get("customer_id", ""))
-        pattern.tickets += 1
-        pattern.customers[customer] += 1
-        pattern.case_types[str(ticket.get("case_type") or "unassigned")] += 1
-        pattern.areas[str(ticket.get("product_area") or "unassigned")] += 1
-        pattern.near_churn += int(near_churn)
-        pattern.last_at = max(pattern.last_at, str(ticket.get("created_at", "")))
-        if len(pattern.examples) < self.max_examples and all(e["customer"] != customer for e in pattern.examples):
-            pattern.examples.append(
-                {"id": ticket_id, "customer": customer, "text": mask_personal(f"{subject}: {body}")[:500]}
-            )
+        pattern.record(ticket, near_churn, self.max_examples)
         return pattern
 
     def _join(self, pattern: Pattern, vec: Mapping[str, float]) -> None:

@@ -1,10 +1,12 @@
 """``ticketpulse report``: the monthly review, as one self-contained HTML file.
 
 It reads what the pipeline stored: the series in InfluxDB (``ticket_volume``,
-``ticket_spike``, ``product_event``) and, for the words of the tickets, the
-``tickets-classified`` topic (every ticket with its tags or predicted tags). From them:
-areas by volume and trend with plots, the case-type mix, spikes with the releases
-around them, patterns by tier with example tickets and a suggested decision,
+``ticket_spike``, ``product_event``, ``pattern_volume``), for the words of the tickets
+the ``tickets-classified`` topic (every ticket with its tags or predicted tags), and the
+pattern the worker put each ticket in (``<app>-ticket-patterns``). From them: areas by
+volume and trend with plots, the case-type mix, spikes with the releases around them,
+the worker's patterns by tier, counted over the period, with example tickets and a
+suggested decision,
 near-churn tickets, and the measured effect of each fix or release
 (:mod:`pipeline.effects`, also written back as ``fix_effect`` points). Plots are PNGs
 inside the file and there is no script: it opens with no server and no internet.
@@ -32,7 +34,7 @@ import orjson
 from .effects import measure_effect
 from .lineprotocol import Point
 from .nearchurn import near_churn_reason
-from .patterns import PatternGrouper, suggest_decision
+from .patterns import Pattern, suggest_decision
 from .privacy import mask_personal
 from .schema import UNASSIGNED
 from .settings import Settings
@@ -120,6 +122,35 @@ async def read_classified(settings: Settings, since: float, until: float, quiet_
     return sorted(tickets.values(), key=lambda d: d["created_at"])
 
 
+async def read_assignments(settings: Settings, quiet_seconds: float = 3.0) -> dict[str, str]:
+    """``ticket id -> pattern id``: the pattern each ticket joined in the worker (``<app>-ticket-patterns``)."""
+    from aiokafka import AIOKafkaConsumer
+
+    from .app import TICKET_PATTERNS
+
+    consumer = AIOKafkaConsumer(
+        f"{settings.app_id}-{TICKET_PATTERNS}",
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    assigned: dict[str, str] = {}
+    try:
+        last_news = time.monotonic()
+        while time.monotonic() - last_news < quiet_seconds:
+            batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+            for records in batch.values():
+                last_news = time.monotonic()
+                for record in records:
+                    # every worker sends the same assignments: one per ticket is kept
+                    assigned.update(orjson.loads(record.value)["tickets"])
+    finally:
+        await consumer.stop()
+    return assigned
+
+
 def _tag(doc: dict[str, Any], name: str) -> str:
     """The helpdesk's tag, else the prediction when it is not uncertain, else unassigned."""
     given = doc.get(name)
@@ -145,6 +176,8 @@ class ReportData:
     patterns: list[dict[str, Any]] = field(default_factory=list)
     near_churn: list[dict[str, Any]] = field(default_factory=list)
     tickets_read: int = 0
+    #: tickets of the period the worker has not grouped yet (their hour is still open)
+    not_grouped: int = 0
 
 
 def collect(
@@ -152,6 +185,7 @@ def collect(
     since: datetime,
     until: datetime,
     tickets: Iterable[dict[str, Any]] | None = None,
+    assignments: dict[str, str] | None = None,
     effect_days: int = 7,
     pattern_customers: int = 10,
     roadmap_customers: int = 50,
@@ -214,14 +248,29 @@ def collect(
     _write_effects(settings, data.effects)
     docs = list(tickets) if tickets is not None else asyncio.run(read_classified(settings, lo, hi))
     data.tickets_read = len(docs)
-    grouper = PatternGrouper()
+    # The worker's patterns (their ids are those of pattern_volume, the alerts and the
+    # product events), counted over this period's tickets; a ticket whose hour has not
+    # closed yet has no pattern yet.
+    assigned = assignments if assignments is not None else asyncio.run(read_assignments(settings))
+    names = {
+        s["tags"]["pattern"]: s["values"][0][1]
+        for s in influx.query('SELECT last("name") FROM pattern_volume GROUP BY pattern')
+    }
+    patterns: dict[str, Pattern] = {}
     for doc in docs:
         reason = near_churn_reason(f"{doc.get('subject', '')}. {doc.get('body', '')}")
         tagged = {**doc, "case_type": _tag(doc, "case_type"), "product_area": _tag(doc, "product_area")}
-        grouper.add(tagged, near_churn=reason is not None)
+        pattern_id = assigned.get(str(doc["id"]))
+        pattern = None
+        if pattern_id is not None:
+            pattern = patterns.get(pattern_id)
+            if pattern is None:
+                pattern = patterns[pattern_id] = Pattern(pattern_id, label=names.get(pattern_id, pattern_id))
+            pattern.record(tagged, near_churn=reason is not None)
+        else:
+            data.not_grouped += 1
         if reason is not None:
             text = mask_personal(f"{doc.get('subject', '')}: {doc.get('body', '')}", limit=400)
-            pattern = grouper.pattern_of(str(doc["id"]))
             data.near_churn.append(
                 {
                     "id": doc["id"],
@@ -232,7 +281,7 @@ def collect(
                     "pattern": pattern.name if pattern else "",
                 }
             )
-    summaries = [p.summary(pattern_customers, roadmap_customers) for p in grouper.patterns.values() if p.tickets >= 2]
+    summaries = [p.summary(pattern_customers, roadmap_customers) for p in patterns.values() if p.tickets >= 2]
     for summary in summaries:
         summary["decision"], summary["evidence"] = suggest_decision(summary)
     rank = {"roadmap": 0, "pattern": 1, "anecdote": 2}
@@ -478,6 +527,16 @@ def render(data: ReportData) -> str:
     parts.append(_table(headers, rows) if rows else "<p>No spikes in this period.</p>")
     # patterns
     parts.append("<h2 id='patterns'>Patterns, by tier</h2>")
+    parts.append(
+        "<p class='muted'>The worker's patterns, counted over this period; the id in brackets is the one "
+        "<code>pattern_volume</code>, the alerts and a product event for that pattern use."
+        + (
+            f" {data.not_grouped} tickets are in no pattern yet: their hour had not closed in the worker."
+            if data.not_grouped
+            else ""
+        )
+        + "</p>"
+    )
     if data.patterns:
         parts.append(f"<img alt='largest patterns' src='{_pattern_plot(data.patterns)}'>")
         for p in data.patterns[:40]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 import shutil
 import subprocess
@@ -124,6 +125,14 @@ def test_the_report_from_a_real_run(stack, tmp_path) -> None:
     # spikes, with the product event of the week before
     spike = re.search(r"<td>reports</td><td>all</td><td>2026-03-11 1\d:00</td>.*?</tr>", page)
     assert spike is not None and "fix fix-123" in spike.group(0), page[page.find("id='spikes'") :][:2000]
+    # the patterns are the worker's: the ids and names of pattern_volume, counted over the period
+    worker_names = {
+        s["tags"]["pattern"]: s["values"][0][1]
+        for s in stack.query('SELECT last("name") FROM pattern_volume GROUP BY pattern')
+    }
+    shown = re.findall(r"<h3>([^<]*) <span class='muted'>\(\w+, (p-[0-9a-f]{10})\)</span></h3>", page)
+    assert len(shown) >= 10 and all(worker_names[pid] == html.unescape(name) for name, pid in shown), shown
+    assert fixed in dict((pid, n) for n, pid in shown)
     # the near-churn pattern: twelve customers, a decision, their words with personal data masked
     assert "12 tickets from 12 customers" in page and "Suggested: fix the bug" in page
     assert "12 tickets said the user was about to cancel, switch or gave up." in page
