@@ -24,7 +24,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -91,19 +91,18 @@ class InfluxReader:
         return list(result.get("series", []))
 
 
-async def read_classified(settings: Settings, since: float, until: float, quiet_seconds: float = 3.0) -> list[dict]:
-    """Every ticket on ``tickets-classified`` created in [since, until), first version of each id."""
+async def _read_values(settings: Settings, topic: str, quiet_seconds: float) -> AsyncIterator[Any]:
+    """Every message value of ``topic``, from the beginning, as JSON."""
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(
-        settings.topic_classified,
+        topic,
         bootstrap_servers=settings.bootstrap_servers,
         group_id=None,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
     )
     await consumer.start()
-    tickets: dict[str, dict] = {}
     try:
         # Read until the topic has been quiet for a while (end offsets are not trusted:
         # see ../shared/architecture.md on the local broker).
@@ -113,41 +112,29 @@ async def read_classified(settings: Settings, since: float, until: float, quiet_
             for records in batch.values():
                 last_news = time.monotonic()
                 for record in records:
-                    doc = orjson.loads(record.value)
-                    created = datetime.fromisoformat(doc["created_at"]).timestamp()
-                    if since <= created < until:
-                        tickets.setdefault(doc["id"], doc)
+                    yield orjson.loads(record.value)
     finally:
         await consumer.stop()
+
+
+async def read_classified(settings: Settings, since: float, until: float, quiet_seconds: float = 3.0) -> list[dict]:
+    """Every ticket on ``tickets-classified`` created in [since, until), first version of each id."""
+    tickets: dict[str, dict] = {}
+    async for doc in _read_values(settings, settings.topic_classified, quiet_seconds):
+        created = datetime.fromisoformat(doc["created_at"]).timestamp()
+        if since <= created < until:
+            tickets.setdefault(doc["id"], doc)
     return sorted(tickets.values(), key=lambda d: d["created_at"])
 
 
 async def read_assignments(settings: Settings, quiet_seconds: float = 3.0) -> dict[str, str]:
     """``ticket id -> pattern id``: the pattern each ticket joined in the worker (``<app>-ticket-patterns``)."""
-    from aiokafka import AIOKafkaConsumer
-
     from .app import TICKET_PATTERNS
 
-    consumer = AIOKafkaConsumer(
-        f"{settings.app_id}-{TICKET_PATTERNS}",
-        bootstrap_servers=settings.bootstrap_servers,
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
     assigned: dict[str, str] = {}
-    try:
-        last_news = time.monotonic()
-        while time.monotonic() - last_news < quiet_seconds:
-            batch = await consumer.getmany(timeout_ms=500, max_records=5000)
-            for records in batch.values():
-                last_news = time.monotonic()
-                for record in records:
-                    # every worker sends the same assignments: one per ticket is kept
-                    assigned.update(orjson.loads(record.value)["tickets"])
-    finally:
-        await consumer.stop()
+    async for message in _read_values(settings, f"{settings.app_id}-{TICKET_PATTERNS}", quiet_seconds):
+        # every worker sends the same assignments: one per ticket is kept
+        assigned.update(message["tickets"])
     return assigned
 
 
