@@ -28,6 +28,7 @@ import orjson
 from .generator import Spike, TicketGenerator
 from .services import EmbeddedBroker, EmbeddedInflux
 from .settings import Settings
+from .topics import read_values
 
 __all__ = ["run_demo"]
 
@@ -77,30 +78,8 @@ class _Volumes:
 
 
 async def _read_topic(settings: Settings, topic: str) -> list[bytes]:
-    """Every message of a topic, read from the start of each partition.
-
-    Read, not counted from end offsets: Tansu answers ListOffsets(latest) with the base
-    offset of the last record batch plus one, which undercounts batched messages.
-    """
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    try:
-        consumer.assign([TopicPartition(topic, p) for p in range(settings.partitions)])
-        out: list[bytes] = []
-        while True:
-            batch = await consumer.getmany(timeout_ms=300)
-            if not batch:
-                return out
-            out.extend(r.value for records in batch.values() for r in records if r.value is not None)
-    finally:
-        await consumer.stop()
+    """Every message of a topic, read from the start of each partition."""
+    return [raw async for raw in read_values(settings, topic, quiet_seconds=0.3)]
 
 
 async def _count_dead_letters(settings: Settings) -> int:

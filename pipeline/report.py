@@ -24,7 +24,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -38,6 +38,7 @@ from .patterns import Pattern, suggest_decision
 from .privacy import mask_personal
 from .schema import UNASSIGNED
 from .settings import Settings
+from .topics import read_values
 
 __all__ = ["ReportData", "collect", "parse_since", "render", "write_report"]
 
@@ -91,36 +92,11 @@ class InfluxReader:
         return list(result.get("series", []))
 
 
-async def _read_values(settings: Settings, topic: str, quiet_seconds: float) -> AsyncIterator[Any]:
-    """Every message value of ``topic``, from the beginning, as JSON."""
-    from aiokafka import AIOKafkaConsumer
-
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=settings.bootstrap_servers,
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    try:
-        # Read until the topic has been quiet for a while (end offsets are not trusted:
-        # see ../shared/architecture.md on the local broker).
-        last_news = time.monotonic()
-        while time.monotonic() - last_news < quiet_seconds:
-            batch = await consumer.getmany(timeout_ms=500, max_records=5000)
-            for records in batch.values():
-                last_news = time.monotonic()
-                for record in records:
-                    yield orjson.loads(record.value)
-    finally:
-        await consumer.stop()
-
-
 async def read_classified(settings: Settings, since: float, until: float, quiet_seconds: float = 3.0) -> list[dict]:
     """Every ticket on ``tickets-classified`` created in [since, until), first version of each id."""
     tickets: dict[str, dict] = {}
-    async for doc in _read_values(settings, settings.topic_classified, quiet_seconds):
+    async for raw in read_values(settings, settings.topic_classified, quiet_seconds):
+        doc = orjson.loads(raw)
         created = datetime.fromisoformat(doc["created_at"]).timestamp()
         if since <= created < until:
             tickets.setdefault(doc["id"], doc)
@@ -132,9 +108,9 @@ async def read_assignments(settings: Settings, quiet_seconds: float = 3.0) -> di
     from .app import TICKET_PATTERNS
 
     assigned: dict[str, str] = {}
-    async for message in _read_values(settings, f"{settings.app_id}-{TICKET_PATTERNS}", quiet_seconds):
+    async for raw in read_values(settings, f"{settings.app_id}-{TICKET_PATTERNS}", quiet_seconds):
         # every worker sends the same assignments: one per ticket is kept
-        assigned.update(message["tickets"])
+        assigned.update(orjson.loads(raw)["tickets"])
     return assigned
 
 

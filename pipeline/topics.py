@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import AsyncIterator
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from .settings import Settings
 
-__all__ = ["BrokerError", "all_topics", "broker_reachable", "ensure_topics"]
+__all__ = ["BrokerError", "all_topics", "broker_reachable", "ensure_topics", "read_values"]
 
 
 class BrokerError(RuntimeError):
@@ -91,3 +94,32 @@ async def broker_reachable(settings: Settings, timeout: float = 5.0) -> list[str
         return list(await asyncio.wait_for(admin.list_topics(), timeout))
     finally:
         await admin.close()
+
+
+async def read_values(settings: Settings, topic: str, quiet_seconds: float = 3.0) -> AsyncIterator[bytes]:
+    """Every message value of ``topic``, from the start of each partition, until it has
+    been quiet for ``quiet_seconds``.
+
+    Read until quiet, not counted from end offsets: Tansu answers ListOffsets(latest)
+    with the base offset of the last record batch plus one, which undercounts batched
+    messages (../shared/architecture.md).
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        consumer.assign([TopicPartition(topic, p) for p in range(settings.partitions)])
+        last_news = time.monotonic()
+        while time.monotonic() - last_news < quiet_seconds:
+            batch = await consumer.getmany(timeout_ms=min(500, int(quiet_seconds * 1000)), max_records=5000)
+            for records in batch.values():
+                last_news = time.monotonic()
+                for record in records:
+                    if record.value is not None:
+                        yield record.value
+    finally:
+        await consumer.stop()
