@@ -155,6 +155,30 @@ class DurableTable(faust.Table):  # type: ignore[misc]
             await asyncio.gather(*pending)
 
 
+class Outbox:
+    """The messages an agent sends for one batch, awaited before the batch is acknowledged.
+
+    ``Topic.send`` only puts a message in Faust's producer buffer; under backpressure the
+    flush before a commit gives up (see :class:`DurableTable`), so a worker killed then
+    has committed the input of a message the broker never got, and the message is lost
+    for good: a ticket never counted, a dead letter never written. An agent sends through
+    an outbox and awaits :meth:`delivered` at the end of each batch.
+    """
+
+    def __init__(self) -> None:
+        self._pending: list[asyncio.Future[Any]] = []
+
+    async def send(self, channel: Any, **kwargs: Any) -> None:
+        """Send on ``channel`` (a Faust topic), as ``channel.send(**kwargs)``."""
+        self._pending.append(await channel.send(**kwargs))
+
+    async def delivered(self) -> None:
+        """Return once the broker has acknowledged every message sent so far."""
+        pending, self._pending = self._pending, []
+        if pending:
+            await asyncio.gather(*pending)
+
+
 class PartitionedTable(DurableTable):
     """A table whose keys are ``"<partition>/<key>"``.
 
@@ -407,14 +431,16 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
     pattern_tickets = internal_topic("pattern-tickets")
     # [ticket id, pattern id] of every grouped ticket: the report's patterns are the worker's
     ticket_patterns = internal_topic(TICKET_PATTERNS)
-    # Durable facts, in chunks: "<partition>/<offset>" -> [fact, ...] (pipeline.volume).
+    # Durable facts, in chunks: "<partition>/<offset>" -> [fact, ...] (pipeline.volume), and
+    # "<partition>/__watermarks__" -> that counting partition's source_marks.
     first_seen = PartitionedTable(app, name="tickets-first-seen", key_type=str, partitions=settings.partitions)
     totals_table = PartitionedTable(app, name="volume-totals", key_type=str, partitions=settings.partitions)
     app.tables.add(first_seen)
     app.tables.add(totals_table)
     volumes: dict[int, PartitionVolume] = {}
-    # counting partition -> {tickets partition: newest window seen}; in memory: after a
-    # restart it is heard again from the next messages.
+    # counting partition -> {tickets partition: newest window seen}; kept in first_seen with
+    # the facts, since after a restart a tickets partition may never be heard from again
+    # (a stream that has ended) and its watermark would then hold every window open.
     source_marks: dict[int, dict[str, int]] = {}
     area_volumes = internal_topic("area-volumes")
     alerts = app.topic(settings.topic_alerts, key_serializer="raw", value_serializer="json")
@@ -440,13 +466,14 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
             docs: list[dict[str, Any]] = []
             predictions: list[dict[str, dict[str, Any]]] = []
             good: list[tuple[Ticket, int]] = []
+            out = Outbox()
             for event in events:
                 raw = event.value
                 try:
                     good.append((parse_ticket(raw, max_bytes), event.message.partition))
                 except TicketError as exc:
                     stats.dead_letters += 1
-                    await dead_letter.send(value=_dead_letter(raw, event.key, str(exc), event.message))
+                    await out.send(dead_letter, value=_dead_letter(raw, event.key, str(exc), event.message))
             # Tags first, in one batched prediction: a ticket the helpdesk left untagged is
             # counted under its predicted tags when the models are sure of them.
             if settings.tagging_enabled:
@@ -498,13 +525,15 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
                     message = {"facts": facts, "watermarks": marks}
                     if settings.patterns_enabled:
                         message["texts"] = texts.get(partition, [])
-                    await by_customer.send(partition=partition, value=message)
+                    await out.send(by_customer, partition=partition, value=message)
             # Tags: one batched prediction; the ticket with its predictions to tickets-classified,
             # its labels (fields the helpdesk filled in) to every worker's model.
             labelled: dict[int, list[dict[str, Any]]] = {}
             for doc, predicted in zip(docs, predictions, strict=True):
-                await classified.send(
-                    key=doc["id"].encode(), value={**doc, "predicted": predicted, "model_version": tagger.version}
+                await out.send(
+                    classified,
+                    key=doc["id"].encode(),
+                    value={**doc, "predicted": predicted, "model_version": tagger.version},
                 )
                 # Labels this worker has learned for this id came from the training topic, so
                 # every worker has them: a re-sent ticket's labels are not broadcast again.
@@ -513,7 +542,7 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
                     # in the partition of its id, so that a later correction comes after it
                     labelled.setdefault(_partition_of(doc["id"].encode()), []).append({**doc, "predicted": predicted})
             for partition, examples_of_partition in labelled.items():
-                await training.send(partition=partition, value={"examples": examples_of_partition})
+                await out.send(training, partition=partition, value={"examples": examples_of_partition})
             # Examples and words travel straight to the spike watch: alerts show them.
             by_area_partition: dict[int, list[list[Any]]] = {}
             for (window, area, case_type), (examples, terms) in context.items():
@@ -521,7 +550,8 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
                     [window, area, case_type, examples, dict(terms.most_common(20))]
                 )
             for partition, items in by_area_partition.items():
-                await area_volumes.send(partition=partition, value={"context": items})
+                await out.send(area_volumes, partition=partition, value={"context": items})
+            await out.delivered()
 
     def _volume(partition: int) -> PartitionVolume:
         vol = volumes.get(partition)
@@ -529,7 +559,7 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
             vol = volumes[partition] = PartitionVolume(window_seconds, settings.allowed_lateness_seconds)
         return vol
 
-    async def _send_partials(partition: int, touched: Iterable[tuple[int, tuple[str, str, str]]]) -> None:
+    async def _send_partials(partition: int, touched: Iterable[tuple[int, tuple[str, str, str]]], out: Outbox) -> None:
         vol = _volume(partition)
         by_target: dict[int, list[list[Any]]] = {}
         by_window: dict[int, dict[tuple[str, str, str], tuple[int, int]]] = {}
@@ -548,19 +578,17 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
         low = min(marks.values()) if len(marks) == settings.partitions else None
         watermark = {str(partition): low}
         for target in range(settings.partitions):
-            await partials.send(partition=target, value={"rows": by_target.get(target, []), "watermarks": watermark})
+            await out.send(
+                partials, partition=target, value={"rows": by_target.get(target, []), "watermarks": watermark}
+            )
 
-    async def _send_pattern_tickets(partition: int, by_target: dict[int, list[list[Any]]]) -> list[Any]:
-        """Send; return the futures of the sends (done when the broker has the message)."""
+    async def _send_pattern_tickets(partition: int, by_target: dict[int, list[list[Any]]], out: Outbox) -> None:
         # every pattern partition hears this counting partition's watermark, as in _send_partials
         marks = source_marks.get(partition, {})
         low = min(marks.values()) if len(marks) == settings.partitions else None
-        return [
-            await pattern_tickets.send(
-                partition=target, value={"tickets": by_target.get(target, []), "watermarks": {str(partition): low}}
-            )
-            for target in range(settings.partitions)
-        ]
+        for target in range(settings.partitions):
+            value = {"tickets": by_target.get(target, []), "watermarks": {str(partition): low}}
+            await out.send(pattern_tickets, partition=target, value=value)
 
     @first_seen.on_recover
     async def rebuild_counts() -> None:
@@ -568,15 +596,25 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
         volumes.clear()
         owned = first_seen.active_partitions
         for chunk_key, facts in first_seen.items():
-            partition = int(chunk_key.split("/", 1)[0])
-            if partition in owned:
+            partition_part, _, name = chunk_key.partition("/")
+            partition = int(partition_part)
+            if partition not in owned:
+                continue
+            if name == WATERMARKS:
+                _hear(source_marks.setdefault(partition, {}), facts)
+            else:
                 _volume(partition).restore(chunk_key, facts)
+        out = Outbox()
         for partition in owned:
             vol = _volume(partition)
             vol.close_windows()
-            # A partial sent before a crash may not have reached the broker although
-            # the facts did: publishing every open count again is idempotent.
-            await _send_partials(partition, [(w, key) for w in vol.windows() for key in vol.counts(w)])
+            # Publishing every open count again, and the watermark to the pattern grouper,
+            # is idempotent, and cheap insurance (effects are delivered before the state
+            # that records them, but a rebalance may bring state another worker made).
+            await _send_partials(partition, [(w, key) for w in vol.windows() for key in vol.counts(w)], out)
+            if settings.patterns_enabled:
+                await _send_pattern_tickets(partition, {}, out)
+        await out.delivered()
         logger.info(
             "agent=count recovered partitions=%s windows=%d chunks=%d",
             ",".join(str(p) for p in sorted(owned)) or "none",
@@ -619,16 +657,17 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
                         stats.duplicates += 1
                     else:
                         stats.too_late += 1
-            # Effects first, then the state that records them (see pipeline.volume).
-            pattern_sends: list[Any] = []
+            # Effects first, then the state that records them (see pipeline.volume): the
+            # words are not kept in the facts, so they must be on the broker before the
+            # facts that say they were counted (a replay would not send them again).
+            out = Outbox()
             for partition in heard | set(touched):
-                await _send_partials(partition, touched.get(partition, ()))
+                await _send_partials(partition, touched.get(partition, ()), out)
                 if settings.patterns_enabled:
-                    pattern_sends += await _send_pattern_tickets(partition, for_patterns.get(partition, {}))
-            if for_patterns:
-                # The words are not kept in the facts: they must be on the broker before
-                # the facts that say they were counted (a replay would not send them again).
-                await asyncio.gather(*pattern_sends)
+                    await _send_pattern_tickets(partition, for_patterns.get(partition, {}), out)
+            await out.delivered()
+            for partition in heard:
+                first_seen[f"{partition}/{WATERMARKS}"] = dict(source_marks[partition])
             for partition, (chunk_key, facts) in chunks.items():
                 stats.counted += len(facts)
                 first_seen[chunk_key] = facts
@@ -672,13 +711,16 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
                     )
             await sink.write(points)
             stats.points_written += len(points)
+            out = Outbox()
             for target in targets:
                 marks = view[f"{target}/{WATERMARKS}"]
                 # the watermark of this merging partition: the oldest of every counter's
                 low = min(marks.values()) if len(marks) == settings.partitions else None
                 for q in range(settings.partitions):
                     rows = sorted(by_area.pop(q, [])) if target == min(targets) else []
-                    await area_volumes.send(partition=q, value={"rows": rows, "source": target, "watermark": low})
+                    value = {"rows": rows, "source": target, "watermark": low}
+                    await out.send(area_volumes, partition=q, value=value)
+            await out.delivered()
             for table_key, value in staged.items():
                 totals_table[table_key] = value
             await totals_table.delivered()
@@ -766,6 +808,7 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
             # in window order, an area's roll-up before its case types (AlertGate); stable:
             # each key's events keep their order
             spikes.sort(key=lambda s: (s[3].window_start, s[2] != ALL))
+            out = Outbox()
             for partition, area, case_type, spike in spikes:
                 stats.spike_events += 1
                 gate_key = f"{partition}/{ALERT_GATE}"
@@ -791,7 +834,7 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
                         spike = replace(
                             spike, recent_product_events=area_watch.recent_product_events(spike.window_start)
                         )
-                    await alerts.send(key=area.encode(), value=alert_payload(spike, area, case_type))
+                    await out.send(alerts, key=area.encode(), value=alert_payload(spike, area, case_type))
             baselines = []
             for table_key, value in touched.items():
                 if isinstance(value, VolumeWatch):
@@ -804,6 +847,7 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
             await sink.write(
                 [spike_point(spike, window_tag, area, case_type) for _, area, case_type, spike in spikes] + baselines
             )
+            await out.delivered()
             for table_key, value in touched.items():
                 watches[table_key] = _freeze(value)
             await watches.delivered()
@@ -866,11 +910,13 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
         async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
             points = []
             forward: list[tuple[int, dict[str, Any]]] = []
+            out = Outbox()
             for event in events:
                 try:
                     product_event = parse_product_event(event.value)
                 except TicketError as exc:
-                    await dead_letter.send(value=_dead_letter(event.value, event.key, str(exc), event.message))
+                    stats.dead_letters += 1
+                    await out.send(dead_letter, value=_dead_letter(event.value, event.key, str(exc), event.message))
                     continue
                 tags = {"area": product_event["area"], "kind": product_event["kind"]}
                 if "pattern" in product_event:
@@ -880,7 +926,8 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
                 forward.append((_partition_of(product_event["area"].encode()), product_event))
             await sink.write(points)
             for partition, product_event in forward:
-                await area_volumes.send(partition=partition, value={"product_event": product_event})
+                await out.send(area_volumes, partition=partition, value={"product_event": product_event})
+            await out.delivered()
 
     # the HTTP clients of the sink and the alert delivery, closed once no agent uses them
     app.closers += [sink.close, deliverer.close]
@@ -905,6 +952,7 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
         """
         async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
             joined: dict[int, list[dict[str, Any]]] = {}
+            out = Outbox()
             for event in events:
                 message = event.message
                 if message.topic == settings.topic_classified:
@@ -915,14 +963,15 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
                         label = parse_label(event.value)
                     except TicketError as exc:
                         stats.dead_letters += 1
-                        await dead_letter.send(value=_dead_letter(event.value, event.key, str(exc), message))
+                        await out.send(dead_letter, value=_dead_letter(event.value, event.key, str(exc), message))
                         continue
                     examples = label_join.label(f"{message.partition}/{label['id']}", label)
                 for example in examples:
                     joined.setdefault(_partition_of(example["id"].encode()), []).append(example)
             for partition, examples in joined.items():
                 stats.labels_joined += len(examples)
-                await training.send(partition=partition, value={"examples": examples})
+                await out.send(training, partition=partition, value={"examples": examples})
+            await out.delivered()
             await label_texts.delivered()
 
     async def expire_label_texts() -> None:
@@ -931,13 +980,9 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
             stats.labels_expired += 1
             stats.dead_letters += 1
             hours = settings.label_horizon_hours
-            await dead_letter.send(
-                value={
-                    "error": f"label for ticket '{label['id']}': no such ticket seen within the {hours:g} h horizon",
-                    "topic": settings.topic_labels,
-                    "value": orjson.dumps(label).decode(),
-                }
-            )
+            error = f"label for ticket '{label['id']}': no such ticket seen within the {hours:g} h horizon"
+            value = {"error": error, "topic": settings.topic_labels, "value": orjson.dumps(label).decode()}
+            await (await dead_letter.send(value=value))
 
     checkpoint_path = Path(settings.data_dir) / "tagger-checkpoint.pickle"
 
@@ -1081,14 +1126,12 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
                     points += pw.points(touched, window_tag)
                 # Which pattern each ticket joined, from every worker (they agree, and the
                 # report keeps one per ticket): on the broker before the checkpoint says so.
-                assignment_sends = []
+                out = Outbox()
                 for partition, pw in sorted(pattern_watches.items()):
                     assigned = pw.drain_assigned()
                     for start in range(0, len(assigned), ASSIGNMENTS_PER_MESSAGE):
                         chunk = assigned[start : start + ASSIGNMENTS_PER_MESSAGE]
-                        assignment_sends.append(
-                            await ticket_patterns.send(partition=partition, value={"tickets": chunk})
-                        )
+                        await out.send(ticket_patterns, partition=partition, value={"tickets": chunk})
                 owned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == counting_topic}
                 for partition, spike in events:
                     pw = pattern_watches[partition]
@@ -1106,10 +1149,10 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
                             spike.customers,
                             spike.score,
                         )
-                        await alerts.send(key=payload["area"].encode(), value=payload)
+                        await out.send(alerts, key=payload["area"].encode(), value=payload)
                 # the points and alerts first, then the checkpoint that says they were made
                 await sink.write(points)
-                await asyncio.gather(*assignment_sends)
+                await out.delivered()
                 if batch:
                     stats.patterns_too_late = sum(pw.too_late for pw in pattern_watches.values())
                     logger.info(

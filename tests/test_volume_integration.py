@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import orjson
 import pytest
+from aiokafka.partitioner import murmur2
 
 from pipeline.generator import Spike, TicketGenerator
 
@@ -153,3 +154,55 @@ def test_worker_killed_mid_stream_loses_nothing_and_counts_nothing_twice(stack) 
     closed = closed_windows(truth)
     got = stack.wait_for_counts(closed, timeout=120, patterns=True)
     assert got == closed, stack.worker_logs()
+
+
+def _keys_on(partition: int, count: int, partitions: int = 4) -> list[str]:
+    """Ticket ids the default partitioner puts on ``partition`` of the tickets topic."""
+    found = [
+        f"T{n}"
+        for n in range(count * partitions * 8)
+        if (murmur2(f"T{n}".encode()) & 0x7FFFFFFF) % partitions == partition
+    ]
+    return found[:count]
+
+
+def test_a_restarted_worker_remembers_how_far_every_tickets_partition_has_got(stack) -> None:
+    """Windows close by the oldest of the tickets partitions' newest windows, and a restart keeps it.
+
+    Tickets partition 0 stops at hour 5 while the others go on to hour 10: the watermark is
+    hour 5, so pattern windows up to hour 4 close. After a clean restart one ticket of hour 11
+    on partition 0 alone moves the watermark to hour 10, which a worker can know only if it
+    kept how far partitions 1-3 had got: it may see nothing of them again.
+    """
+    start = int(START.timestamp())
+    areas = ["billing", "reports", "login", "mobile-app"]
+    messages: list[tuple[bytes, bytes]] = []
+    truth: Counter[tuple[int, str]] = Counter()
+    for part in range(4):
+        ids = iter(_keys_on(part, 11 * 3))
+        for hour in range(6 if part == 0 else 11):
+            for n in range(3):
+                ticket_id = next(ids)
+                created = datetime.fromtimestamp(start + hour * 3600 + n * 600, tz=UTC).isoformat()
+                fields = {"product_area": areas[part], "customer_id": f"c-{part}-{n}", "created_at": created}
+                messages.append(
+                    (ticket_id.encode(), _ticket(id=ticket_id, subject=f"Cannot open {areas[part]}", **fields))
+                )
+                truth[(start + hour * 3600, areas[part])] += 1
+    stack.create_topics()
+    stack.start_worker("first")
+    stack.send(messages)
+    assert stack.wait_for_counts(dict(truth)) == dict(truth), stack.worker_logs()
+    before_hour_5 = {key: n for key, n in truth.items() if key[0] < start + 5 * 3600}
+    assert stack.wait_for_counts(before_hour_5, patterns=True) == before_hour_5, stack.worker_logs()
+
+    stack.stop_workers()
+    stack.start_worker("first", TICKETPULSE_LOG_LEVEL="info")
+    (late_id,) = _keys_on(0, 34)[33:]
+    created = datetime.fromtimestamp(start + 11 * 3600, tz=UTC).isoformat()
+    late = _ticket(id=late_id, product_area="billing", customer_id="c-0-9", created_at=created)
+    stack.send([(late_id.encode(), late)])
+    truth[(start + 11 * 3600, "billing")] += 1
+    assert stack.wait_for_counts(dict(truth)) == dict(truth), stack.worker_logs()
+    before_hour_10 = {key: n for key, n in truth.items() if key[0] < start + 10 * 3600}
+    assert stack.wait_for_counts(before_hour_10, patterns=True) == before_hour_10, stack.worker_logs()
