@@ -1,6 +1,9 @@
 """Score detectors on the Numenta Anomaly Benchmark, with NAB's published method.
 
-    .venv/bin/python benchmarks/nab_eval.py ../shared/data/nab [--detector NAME ...]
+    .venv/bin/python benchmarks/nab_eval.py ../shared/data/nab [--detector NAME ...] [--param NAME=VALUE ...]
+
+``--param`` sets a constructor argument of ``surprise`` (``--param range_margin=None``),
+for the ablations in docs/benchmarks.md.
 
 For each detector: run it over every file (row by row, seeing only the past: the same
 code as ``ticketpulse detect``), then, for each profile, choose the one threshold that
@@ -117,11 +120,11 @@ def candidate_thresholds(scores: list[np.ndarray]) -> np.ndarray:
     return np.unique(np.concatenate([qs, np.linspace(0.05, 1.0, 96), [allv.max() + 1.0]]))
 
 
-def make_detector(name: str):
+def make_detector(name: str, params: dict[str, object] | None = None):
     from detectors import RollingZScore, SurpriseDetector
 
     if name == "surprise":
-        return SurpriseDetector()
+        return SurpriseDetector(**(params or {}))
     if name == "zscore":
         return RollingZScore()
     if name.startswith("river-"):
@@ -171,10 +174,23 @@ class _RiverAdapter:
             self.model.learn_one({"y": y})
 
 
-def run_detector(name: str, f: LabelledFile) -> np.ndarray:
+def run_detector(name: str, f: LabelledFile, params: dict[str, object] | None = None) -> np.ndarray:
     from detectors.series import score_series
 
-    return np.array(score_series(make_detector(name), f.timestamps, f.values))
+    return np.array(score_series(make_detector(name, params), f.timestamps, f.values))
+
+
+def parse_param(text: str) -> tuple[str, object]:
+    """``name=value``, the value read as a Python literal (``0.01``, ``None``, ``(1, 3)``)."""
+    import ast
+
+    name, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE")
+    try:
+        return name, ast.literal_eval(value)
+    except (ValueError, SyntaxError) as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {value!r} is not a Python literal") from exc
 
 
 def main() -> None:
@@ -183,7 +199,9 @@ def main() -> None:
     parser.add_argument(
         "--detector", action="append", help="surprise (default), zscore, river-hst, river-gaussian, river-pad"
     )
+    parser.add_argument("--param", action="append", type=parse_param, default=[], help="NAME=VALUE for surprise")
     args = parser.parse_args()
+    params = dict(args.param)
     files = load_corpus(args.data)
     print(
         f"corpus: {len(files)} files, {sum(len(f.windows) for f in files)} windows, "
@@ -193,7 +211,7 @@ def main() -> None:
         t0 = time.perf_counter()
         scores = []
         for k, f in enumerate(files, 1):
-            scores.append(run_detector(name, f))
+            scores.append(run_detector(name, f, params if name == "surprise" else None))
             print(f"\r  {name}: {k}/{len(files)} files", end="", file=sys.stderr, flush=True)
         print(file=sys.stderr)
         rows = sum(len(s) for s in scores)

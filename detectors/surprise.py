@@ -24,11 +24,19 @@ class SurpriseDetector(Detector):
     Step 1, the raw deviation of ``y``: its distance from the median of the last
     ``window`` values, in robust standard deviations (1.4826 MAD), and the same for
     its change from the previous value (a jump in a noisy series); the larger wins.
+    When the series has a period (``period_seconds``, a day by default), the raw
+    deviation is the smaller of that and the distance from the value one period
+    earlier, in its own robust units: a value where it was yesterday at this time is
+    not surprising, however far from the median (a daily cycle).
     Step 2, the surprise: the mean raw deviation of the last ``short`` rows, against
     the mean and spread of raw deviations over the last ``window`` rows (the idea of
     Numenta's "anomaly likelihood": a series that is always noisy is not anomalous
     for being noisy). Step 3, the score: ``-log10`` of that tail probability, scaled
     to ``[0, 1]`` at ``max_log10`` (so 1e-10 maps to 1.0 with the default).
+    Besides, a value beyond every value seen so far, by more than ``range_margin`` of
+    their range, is a new extreme and scores 1.0 at once (Numenta's "spatial
+    anomaly"): the likelihood of step 2 is slow to believe a series that was always
+    quiet and now leaves its range.
 
     Parameters
     ----------
@@ -41,10 +49,14 @@ class SurpriseDetector(Detector):
     max_log10
         ``-log10(p)`` that maps to a score of 1.0.
     period_seconds
-        When set (86400 for a day), a value is also judged by its change from one
-        period earlier. Off by default: on NAB it cost 3.7 points (docs/benchmarks.md).
+        The period of a cycle (86400, a day); the rows it spans are inferred from the
+        first two timestamps. ``0`` turns the comparison with one period earlier off;
+        so does a period of more than ``window`` rows.
+    range_margin
+        Share of the range seen so far that a new extreme must exceed it by to score
+        1.0; ``None`` turns new extremes off.
     fade
-        How fast the surprise already reported fades, per row (0.99: half in ~70 rows).
+        How fast the surprise already reported fades, per row (0.995: half in ~140 rows).
 
     Examples
     --------
@@ -65,8 +77,9 @@ class SurpriseDetector(Detector):
         short: int = 3,
         min_samples: int = 300,
         max_log10: float = 30.0,
-        fade: float = 0.99,
-        period_seconds: float = 0.0,
+        fade: float = 0.995,
+        period_seconds: float = 86400.0,
+        range_margin: float | None = 0.01,
     ) -> None:
         self.window = window
         self.short = short
@@ -74,6 +87,10 @@ class SurpriseDetector(Detector):
         self.max_log10 = max_log10
         self.fade = fade
         self.period_seconds = period_seconds
+        self.range_margin = range_margin
+        self._low = math.inf
+        self._high = -math.inf
+        self._seen = 0
         self._values: deque[float] = deque(maxlen=window)
         self._raw: deque[float] = deque(maxlen=window)
         self._recent_raw: deque[float] = deque(maxlen=short)
@@ -92,12 +109,18 @@ class SurpriseDetector(Detector):
         level = abs(y - self._median) / self._scale
         if not self._values:
             return level
-        jump = abs(y - self._values[-1]) / self._diff_scale
+        level = max(level, abs(y - self._values[-1]) / self._diff_scale)
         lag = self._period_rows
         if lag and len(self._values) >= lag:
-            seasonal = abs(y - self._values[-lag]) / self._season_scale
-            return max(level, jump, seasonal)
-        return max(level, jump)
+            # where it was one period ago: the cycle explains it (docs/benchmarks.md: +9 on NAB)
+            return min(level, abs(y - self._values[-lag]) / self._season_scale)
+        return level
+
+    def _new_extreme(self, y: float) -> bool:
+        if self.range_margin is None or self._seen <= self.min_samples:
+            return False
+        margin = self.range_margin * (self._high - self._low)
+        return y > self._high + margin or y < self._low - margin
 
     def _refresh(self) -> None:
         # Robust statistics over the window, recomputed every few rows: medians are
@@ -127,8 +150,12 @@ class SurpriseDetector(Detector):
     def _surprise(self, x: dict[str, Any]) -> float:
         if len(self._values) < self.min_samples:
             return self.neutral_score
+        if self._new_extreme(float(x["y"])):
+            return 1.0
         raw = self._raw_deviation(float(x["y"]))
-        recent = (sum(self._recent_raw) + raw) / (len(self._recent_raw) + 1)
+        # this row and the ``short - 1`` before it: what the history of deviations holds
+        before = list(self._recent_raw)[len(self._recent_raw) - (self.short - 1) :] if self.short > 1 else []
+        recent = (sum(before) + raw) / (len(before) + 1)
         z = (recent - self._raw_mean) / self._raw_std
         p = _normal_tail(z)
         if p <= 0.0:
@@ -150,6 +177,7 @@ class SurpriseDetector(Detector):
             # the history holds averaged deviations: what the score compares against
             self._raw.append(sum(self._recent_raw) / len(self._recent_raw))
         self._values.append(y)
+        self._low, self._high, self._seen = min(self._low, y), max(self._high, y), self._seen + 1
         self._since_refresh += 1
         if self._since_refresh >= 10 or len(self._values) <= self.min_samples:
             self._refresh()

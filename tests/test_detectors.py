@@ -222,6 +222,43 @@ def test_detect_writes_nab_result_format(tmp_path: Path) -> None:
     assert scores[0] == 0.0
 
 
+def test_surprise_takes_a_value_where_it_was_a_day_ago_as_normal() -> None:
+    # every 5 minutes, around 10, and 40 once a day at 15:00 (a nightly job, a daily report)
+    rng = random.Random(3)
+    rows = [
+        {"t": 1396310400.0 + 300 * i, "y": (40.0 if i % 288 == 180 else 10.0) + rng.gauss(0, 1)}
+        for i in range(288 * 12 + 180)
+    ]
+    daily, flat = SurpriseDetector(), SurpriseDetector(period_seconds=0)
+    for row in rows:
+        daily.learn_one(row)
+        flat.learn_one(row)
+    burst = {"t": rows[-1]["t"] + 300, "y": 40.0}  # 15:00 again
+    assert daily.score_one(burst) < 0.01
+    # without the period only the median is at hand, and the burst stands out from it
+    assert flat.score_one(burst) > 0.1
+    # nor does it hide the same burst grown twice as large
+    assert daily.score_one({"t": burst["t"], "y": 80.0}) > 0.5
+
+
+def test_surprise_scores_a_new_extreme_at_once_and_only_beyond_the_margin() -> None:
+    rng = random.Random(5)
+    det = SurpriseDetector(window=300, min_samples=100, range_margin=0.01)
+    for i in range(600):
+        det.learn_one({"t": 60.0 * i, "y": 20 + rng.uniform(-5, 5)})
+    low, high = det._low, det._high
+    margin = 0.01 * (high - low)
+    # 1.0 less the surprise already reported for this series' ordinary noise
+    assert det.score_one({"t": 36000.0, "y": high + 2 * margin}) > 0.9
+    assert det.score_one({"t": 36000.0, "y": low - 2 * margin}) > 0.9
+    assert det.score_one({"t": 36000.0, "y": high + margin / 2}) < 0.5
+    off = SurpriseDetector(window=300, min_samples=100, range_margin=None)
+    rng = random.Random(5)
+    for i in range(600):
+        off.learn_one({"t": 60.0 * i, "y": 20 + rng.uniform(-5, 5)})
+    assert off.score_one({"t": 36000.0, "y": high + 2 * margin}) < 0.5
+
+
 def test_detect_names_the_bad_line(tmp_path: Path) -> None:
     source = tmp_path / "bad.csv"
     source.write_text("timestamp,value\n2014-04-01 00:00:00,1\n2014-04-01 00:05:00,abc\n")
