@@ -28,7 +28,7 @@ from pathlib import Path
 
 from river import compose, feature_extraction, linear_model, multiclass, naive_bayes, optim, preprocessing
 
-from pipeline.tagger import Prequential, clean_text
+from pipeline.tagger import Prequential, clean_text, ticket_features
 
 LABELS = {"bug": "bug", "feature": "feature_gap", "question": "ux_confusion"}
 
@@ -37,6 +37,7 @@ def models() -> dict[str, object]:
     return {
         "mnb-raw": lambda: ("raw", naive_bayes.MultinomialNB(alpha=1.0)),
         "mnb": lambda: ("clean", naive_bayes.MultinomialNB(alpha=1.0)),
+        "mnb-counts": lambda: ("clean-counts", naive_bayes.MultinomialNB(alpha=1.0)),
         "mnb-a0.3": lambda: ("clean", naive_bayes.MultinomialNB(alpha=0.3)),
         "mnb-a0.1": lambda: ("clean", naive_bayes.MultinomialNB(alpha=0.1)),
         "logreg": lambda: (
@@ -82,6 +83,8 @@ def main() -> None:
             t0 = time.perf_counter()
 
             def features(r: dict[str, str], kind: str = text_kind) -> dict[str, float]:
+                if kind == "clean":  # what the tagger uses: words and pairs present in the cleaned text
+                    return ticket_features(r["title"], r["body"])
                 text = f"{r['title']} {r['body']}".lower() if kind == "raw" else clean_text(r["title"], r["body"])
                 return dict(bow_unigram_bigram.transform_one(text))
 
