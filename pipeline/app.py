@@ -37,7 +37,7 @@ import re
 import socket
 import time
 from collections import ChainMap, Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -127,34 +127,6 @@ class PipelineApp(faust.App):  # type: ignore[misc]
             await close()
 
 
-class DurableTable(faust.Table):  # type: ignore[misc]
-    """A table whose changes an agent can wait for, until the broker has them.
-
-    Faust sends table changes through its producer buffer and flushes the producer
-    before it commits offsets, but that flush gives up after 0.1 s without progress
-    (``ProducerBuffer.flush_atmost``): under backpressure ("producer buffer full"),
-    offsets can be committed while changes still wait in the buffer, and a worker
-    killed then loses them for good (the events that made them are not read again).
-    An agent awaits :meth:`delivered` at the end of each batch, before the batch's
-    events are acknowledged, so a committed offset never covers an undelivered change.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._undelivered: list[asyncio.Future[Any]] = []
-
-    def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
-        sent = super().send_changelog(*args, **kwargs)
-        self._undelivered.append(sent)
-        return sent
-
-    async def delivered(self) -> None:
-        """Return once every change made so far is acknowledged by the broker."""
-        pending, self._undelivered = self._undelivered, []
-        if pending:
-            await asyncio.gather(*pending)
-
-
 class Outbox:
     """The messages an agent sends for one batch, awaited before the batch is acknowledged.
 
@@ -170,13 +142,74 @@ class Outbox:
 
     async def send(self, channel: Any, **kwargs: Any) -> None:
         """Send on ``channel`` (a Faust topic), as ``channel.send(**kwargs)``."""
-        self._pending.append(await channel.send(**kwargs))
+        self.track(await channel.send(**kwargs))
+
+    def track(self, sent: Any) -> Any:
+        """Wait for ``sent`` (a message's future) in :meth:`delivered` too; return it."""
+        self._pending.append(sent)
+        return sent
 
     async def delivered(self) -> None:
         """Return once the broker has acknowledged every message sent so far."""
         pending, self._pending = self._pending, []
         if pending:
             await asyncio.gather(*pending)
+
+
+class DurableTable(faust.Table):  # type: ignore[misc]
+    """A table whose changes an agent can wait for, until the broker has them.
+
+    Faust sends table changes through its producer buffer and flushes the producer
+    before it commits offsets, but that flush gives up after 0.1 s without progress
+    (``ProducerBuffer.flush_atmost``): under backpressure ("producer buffer full"),
+    offsets can be committed while changes still wait in the buffer, and a worker
+    killed then loses them for good (the events that made them are not read again).
+    An agent awaits :meth:`delivered` at the end of each batch, before the batch's
+    events are acknowledged, so a committed offset never covers an undelivered change.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._changes = Outbox()
+
+    def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
+        return self._changes.track(super().send_changelog(*args, **kwargs))
+
+    async def delivered(self) -> None:
+        """Return once every change made so far is acknowledged by the broker."""
+        await self._changes.delivered()
+
+
+def skipped_offsets(next_offsets: dict[int, int], batch: Iterable[tuple[int, int]]) -> dict[int, list[int]]:
+    """Offsets a batch should have held but did not, per partition; advances ``next_offsets``.
+
+    Faust's ``take_events`` can, under a backlog, acknowledge a message it never handed
+    to the agent (seen: offsets 11 then 13 of one partition, 12 committed unread), and a
+    killed worker then never reads it again. Offsets of a partition are consecutive on
+    an internal topic, so a hole after the offset the last batch ended at is such a
+    message; the caller reads it again. A message handed over twice is no hole.
+
+    >>> nexts = {}
+    >>> skipped_offsets(nexts, [(0, 5), (0, 6), (1, 9)]), nexts   # nothing known yet
+    ({}, {0: 7, 1: 10})
+    >>> skipped_offsets(nexts, [(0, 6), (0, 8), (0, 10), (1, 10)])
+    {0: [7, 9]}
+    >>> nexts
+    {0: 11, 1: 11}
+    """
+    by_partition: dict[int, set[int]] = {}
+    for partition, offset in batch:
+        by_partition.setdefault(partition, set()).add(offset)
+    holes: dict[int, list[int]] = {}
+    for partition, offsets in sorted(by_partition.items()):
+        newest = max(offsets)
+        expected = next_offsets.get(partition)
+        if expected is not None:
+            missing = [o for o in range(expected, newest) if o not in offsets]
+            if missing:
+                holes[partition] = missing
+        next_offsets[partition] = max(newest + 1, expected or 0)
+    return holes
 
 
 class PartitionedTable(DurableTable):
@@ -594,6 +627,7 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
     async def rebuild_counts() -> None:
         """Derive the counts of the partitions this worker now owns from the durable facts."""
         volumes.clear()
+        next_offsets.clear()  # read on from the committed offsets, wherever they are
         owned = first_seen.active_partitions
         for chunk_key, facts in first_seen.items():
             partition_part, _, name = chunk_key.partition("/")
@@ -622,6 +656,50 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
             len(first_seen),
         )
 
+    # counting partition -> the offset of tickets-by-customer the next batch should start at
+    next_offsets: dict[int, int] = {}
+
+    async def read_again(partition: int, offsets: list[int]) -> list[tuple[int, int, dict[str, Any]]]:
+        """The messages of ``tickets-by-customer`` at ``offsets`` (ascending) of one partition."""
+        wanted = set(offsets)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers, group_id=None, enable_auto_commit=False
+        )
+        await consumer.start()
+        found: list[tuple[int, int, dict[str, Any]]] = []
+        try:
+            tp = TopicPartition(by_customer.get_topic_name(), partition)
+            consumer.assign([tp])
+            consumer.seek(tp, offsets[0])
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                batch = await consumer.getmany(tp, timeout_ms=1000)
+                records = batch.get(tp, [])
+                found += [(partition, r.offset, orjson.loads(r.value)) for r in records if r.offset in wanted]
+                if any(r.offset >= offsets[-1] for r in records):
+                    return found
+            logger.error("agent=count partition=%d offsets=%s error=not_read_again", partition, offsets)
+            return found
+        finally:
+            await consumer.stop()
+
+    async def with_skipped(events: Sequence[Any]) -> list[tuple[int, int, dict[str, Any]]]:
+        """The batch as ``(partition, offset, value)``, with any message Faust skipped read again
+        from the broker before the batch is acknowledged (see :func:`skipped_offsets`)."""
+        items = [(e.message.partition, e.message.offset, e.value) for e in events]
+        for partition, holes in skipped_offsets(next_offsets, [(p, o) for p, o, _ in items]).items():
+            again = await read_again(partition, holes)
+            items += again
+            logger.warning(
+                "agent=count partition=%d skipped=%d-%d holes=%d read_again=%d",
+                partition,
+                holes[0],
+                holes[-1],
+                len(holes),
+                len(again),
+            )
+        return sorted(items, key=lambda item: (item[0], item[1]))
+
     @app.agent(by_customer, name="count")
     async def count(stream: Any) -> None:
         """Count each ticket id once, in the window of its ``created_at``."""
@@ -631,13 +709,12 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
             heard: set[int] = set()
             # counting partition -> pattern partition -> newly counted tickets with their words
             for_patterns: dict[int, dict[int, list[list[Any]]]] = {}
-            for event in events:
-                partition = event.message.partition
+            for partition, offset, value in await with_skipped(events):
                 vol = _volume(partition)
-                if _hear(source_marks.setdefault(partition, {}), event.value["watermarks"]):
+                if _hear(source_marks.setdefault(partition, {}), value["watermarks"]):
                     heard.add(partition)
-                texts = event.value.get("texts")
-                for n, fact in enumerate(event.value["facts"]):
+                texts = value.get("texts")
+                for n, fact in enumerate(value["facts"]):
                     outcome = vol.add(fact)
                     if outcome == COUNTED and texts is not None:
                         by_target = for_patterns.setdefault(partition, {})
@@ -648,7 +725,7 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
                         if partition not in chunks:
                             # keyed by the first event with a new fact: a replay after a
                             # crash never overwrites a chunk that made it (pipeline.volume)
-                            chunks[partition] = (f"{partition}/{event.message.offset}", [])
+                            chunks[partition] = (f"{partition}/{offset}", [])
                         chunks[partition][1].append(fact)
                         part_touched = touched.setdefault(partition, set())
                         for key in volume_keys(fact[2], fact[3], fact[4]):
