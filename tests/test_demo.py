@@ -34,7 +34,7 @@ def test_demo_counts_exactly_and_reports_the_spike(tmp_path: Path) -> None:
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "exact: 5756 distinct tickets counted (expected 5756), 3 dead letters (expected 3)" in r.stdout
-    assert "opened" in r.stdout and "area=reports window=2026-03-03T10:00:00+00:00" in r.stdout
+    assert "opened" in r.stdout and "area=reports window=2026-03-03T10:00:00+00:00" in r.stdout, r.stdout[-4000:]
     assert (tmp_path / "ticketpulse-demo.png").stat().st_size > 10_000
 
 
