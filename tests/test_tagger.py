@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pickle
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -75,6 +76,30 @@ def test_a_correction_replaces_the_earlier_tag() -> None:
     assert model.class_counts == reference.class_counts
     assert +model.class_totals == +reference.class_totals
     assert corrected.learned == never_wrong.learned and corrected.corrections == 3
+
+
+def test_the_batch_path_learns_and_predicts_as_rivers_own_per_example_path() -> None:
+    """The worker's batch path (learn_batch, predict_many) is an optimisation, not another model."""
+    from pipeline.generator import TicketGenerator
+
+    rows = [t.payload for t in TicketGenerator(datetime(2026, 3, 2, tzinfo=UTC), days=1, seed=5, scale=2).tickets()]
+    train, probe = rows[:600], rows[600:800]
+    batched, one_by_one = TicketTagger(min_labels=1), TicketTagger(min_labels=1)
+    for i in range(0, len(train), 50):
+        batched.learn_batch(train[i : i + 50])
+    one_by_one.process_many(train)  # River's learn_one, ticket by ticket
+    assert batched.learned == one_by_one.learned and sum(batched.learned.values()) > 500
+    for name in FIELDS:
+        mine, river = batched.models[name], one_by_one.models[name]
+        assert mine.class_counts == river.class_counts and +mine.class_totals == +river.class_totals
+        assert {f: +c for f, c in mine.feature_counts.items()} == {f: +c for f, c in river.feature_counts.items()}
+    fast = batched.predict_many(probe)
+    slow = [one_by_one.predict_one(t) for t in probe]  # River's predict_proba_one
+    for got, want in zip(fast, slow, strict=True):
+        for name in FIELDS:
+            assert got[name]["label"] == want[name]["label"]
+            assert got[name]["confidence"] == pytest.approx(want[name]["confidence"], abs=1e-4)
+            assert got[name]["uncertain"] == want[name]["uncertain"]
 
 
 def test_forgetting_the_last_example_of_a_class_removes_the_class() -> None:
