@@ -54,9 +54,43 @@ def main() -> None:
         f"predict_many (3 fields, features included) {1e6 * (t7 - t6) / n:.0f} us/ticket"
     )
     print(f"machine: {platform.machine()}, Python {platform.python_version()}; {n} tickets after {len(train)} learned")
+    big_vocabulary(test[:500])
     print(
         f"features {1e6 * (t1 - t0) / n:.0f} us/ticket; predict (3 fields) {1e6 * (t2 - t1) / n:.0f} us/ticket; "
         f"predict+learn from scratch {1e6 * (t4 - t3) / n:.0f} us/ticket = {n / (t4 - t3):,.0f} tickets/s"
+    )
+
+
+def big_vocabulary(batch: list[dict], terms: int = 200_000) -> None:
+    """A batch's prediction once the model has seen about ``terms`` words: ours, and River's ``predict_proba_many``.
+
+    A helpdesk's vocabulary (words and word pairs) keeps growing; River 0.26 builds a
+    frame of all of it on every ``predict_proba_many`` call.
+    """
+    import random
+
+    from river import naive_bayes
+
+    from pipeline.tagger import AlignedMultinomialNB, features_many
+
+    rng = random.Random(7)
+    words = [f"w{i}" for i in range(terms)]
+    docs = [rng.sample(words, 40) for _ in range(terms // 20)]
+    ys = [rng.choice(["bug", "billing", "ux_confusion", "feature_gap"]) for _ in docs]
+    ours, rivers = AlignedMultinomialNB(), naive_bayes.MultinomialNB()
+    ours.learn_present(docs, ys)
+    for doc, y in zip(docs, ys, strict=True):
+        rivers.learn_one(dict.fromkeys(doc, 1), y)
+    xs = [ticket_features(str(r["subject"]), str(r["body"])) for r in batch]
+    t0 = time.perf_counter()
+    ours.predict_proba_present(xs)
+    t1 = time.perf_counter()
+    rivers.predict_proba_many(features_many(batch))
+    t2 = time.perf_counter()
+    print(
+        f"one batch of {len(batch)} with a {len(ours.feature_counts):,}-term vocabulary: "
+        f"predict_proba_present {1e6 * (t1 - t0) / len(batch):.0f} us/ticket, "
+        f"River's predict_proba_many {1e6 * (t2 - t1) / len(batch):,.0f} us/ticket"
     )
 
 
