@@ -28,7 +28,9 @@ class SurpriseDetector(Detector):
     When the series has a period (``period_seconds``, a day by default), the raw
     deviation is the smaller of that and the distance from the value one period
     earlier, in its own robust units: a value where it was yesterday at this time is
-    not surprising, however far from the median (a daily cycle).
+    not surprising, however far from the median (a daily cycle). The same holds for
+    the value one ``long_period_seconds`` earlier (a week: a quiet Sunday is not a
+    drop), where the window holds that many rows.
     Step 2, the surprise: the mean raw deviation of the last ``short`` rows, against
     the mean and spread of raw deviations over the last ``window`` rows (the idea of
     Numenta's "anomaly likelihood": a series that is always noisy is not anomalous
@@ -53,6 +55,9 @@ class SurpriseDetector(Detector):
         The period of a cycle (86400, a day); the rows it spans are inferred from the
         first two timestamps. ``0`` turns the comparison with one period earlier off;
         so does a period of more than ``window`` rows.
+    long_period_seconds
+        A second, longer cycle (604800, a week), compared in the same way; ``0`` turns
+        it off, and so does a period of more than ``window`` rows.
     range_margin
         Share of the range seen so far that a new extreme must exceed it by to score
         1.0; ``None`` turns new extremes off.
@@ -81,6 +86,7 @@ class SurpriseDetector(Detector):
         fade: float = 0.995,
         period_seconds: float = 86400.0,
         range_margin: float | None = 0.01,
+        long_period_seconds: float = 604800.0,
     ) -> None:
         self.window = window
         self.short = short
@@ -89,6 +95,7 @@ class SurpriseDetector(Detector):
         self.fade = fade
         self.period_seconds = period_seconds
         self.range_margin = range_margin
+        self.long_period_seconds = long_period_seconds
         self._low = math.inf
         self._high = -math.inf
         self._seen = 0
@@ -105,6 +112,8 @@ class SurpriseDetector(Detector):
         self._last_t: float | None = None
         self._period_rows: int | None = None
         self._season_scale = 1.0
+        self._long_rows = 0
+        self._long_scale = 1.0
 
     def _raw_deviation(self, y: float) -> float:
         level = abs(y - self._median) / self._scale
@@ -114,7 +123,11 @@ class SurpriseDetector(Detector):
         lag = self._period_rows
         if lag and len(self._values) >= lag:
             # where it was one period ago: the cycle explains it (docs/benchmarks.md: +0.6 on NAB)
-            return min(level, abs(y - self._values[-lag]) / self._season_scale)
+            level = min(level, abs(y - self._values[-lag]) / self._season_scale)
+        long = self._long_rows
+        if long and len(self._values) >= long:
+            # and one week ago (docs/benchmarks.md: +1.0 on NAB)
+            level = min(level, abs(y - self._values[-long]) / self._long_scale)
         return level
 
     def _new_extreme(self, y: float) -> bool:
@@ -137,6 +150,9 @@ class SurpriseDetector(Detector):
         if lag and values.size > lag:
             season = np.abs(values[lag:] - values[:-lag])
             self._season_scale = max(float(np.median(season)) * 1.4826, floor)
+        long = self._long_rows
+        if long and values.size > long:
+            self._long_scale = max(float(np.median(np.abs(values[long:] - values[:-long]))) * 1.4826, floor)
         if len(self._raw) > 1:
             raw = np.fromiter(self._raw, dtype=float)
             self._raw_mean = float(raw.mean())
@@ -171,6 +187,8 @@ class SurpriseDetector(Detector):
             # the sampling interval, from the first two rows: a day back is this many rows
             rows = round(self.period_seconds / (t - self._last_t))
             self._period_rows = rows if 2 <= rows < self.window else 0
+            long = round(self.long_period_seconds / (t - self._last_t))
+            self._long_rows = long if 2 <= long <= self.window else 0
         self._last_t = t
         self._reported = max(self._reported * self.fade, self._surprise(x))
         if len(self._values) >= self.min_samples:

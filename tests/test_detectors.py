@@ -316,3 +316,18 @@ def test_one_incident_seen_by_an_area_and_its_case_types_is_one_alert() -> None:
         "reports/ux_confusion@30:opened",
     ]
     assert pickle.loads(pickle.dumps(gate)).episodes == gate.episodes
+
+
+def test_a_value_where_it_was_one_week_ago_is_explained_by_the_weekly_cycle() -> None:
+    # hourly, weekdays about 100, weekends about 20: Saturday's drop is far from
+    # yesterday and from the median, and right where it was last Saturday
+    rng = random.Random(3)
+    rows = [{"t": h * 3600, "y": (20 if (h // 24) % 7 >= 5 else 100) + rng.gauss(0, 3)} for h in range(6 * 168)]
+    saturday = 5 * 168 + 5 * 24
+    deviations = {}
+    for long_period in (604800.0, 0.0):
+        det = SurpriseDetector(long_period_seconds=long_period)
+        for x in rows[:saturday]:
+            det.learn_one(x)
+        deviations[long_period] = det._raw_deviation(rows[saturday]["y"])
+    assert deviations[604800.0] < 2.0 < 10.0 < deviations[0.0], deviations
