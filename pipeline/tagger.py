@@ -36,7 +36,6 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 from river import feature_extraction, naive_bayes
-from scipy import sparse
 
 __all__ = ["FIELDS", "Prequential", "TicketTagger", "clean_text", "load_tagger", "save_tagger", "ticket_features"]
 
@@ -160,8 +159,8 @@ class AlignedMultinomialNB(naive_bayes.MultinomialNB):  # type: ignore[misc]
         totals = np.array([self.class_totals[c] for c in classes], dtype=float)
         log_word = np.log(counts + self.alpha) - np.log(totals + self.alpha * self.n_terms)
         priors = np.array([self.class_counts[c] for c in classes], dtype=float)
-        x = sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(xs), len(columns)))
-        jll = x @ log_word + np.log(priors / priors.sum())
+        jll = np.tile(np.log(priors / priors.sum()), (len(xs), 1))
+        np.add.at(jll, rows, log_word[cols])  # each row: the sum over its words
         jll -= jll.max(axis=1, keepdims=True)
         proba = np.exp(jll)
         proba /= proba.sum(axis=1, keepdims=True)
@@ -218,9 +217,7 @@ def _features_of(ticket: Mapping[str, Any]) -> dict[str, float]:
     return ticket_features(str(ticket.get("subject", "")), str(ticket.get("body", "")))
 
 
-def _predict_batch(
-    model: Any, xs: Sequence[Mapping[str, float]], tickets: Sequence[Mapping[str, Any]]
-) -> tuple[list[Any], list[float]]:
+def _predict_batch(model: Any, xs: Sequence[Mapping[str, float]]) -> tuple[list[Any], list[float]]:
     """The most probable label and its probability, per ticket, from any River classifier."""
     if isinstance(model, AlignedMultinomialNB):
         classes, proba = model.predict_proba_present(xs)
@@ -228,9 +225,9 @@ def _predict_batch(
             return [None] * len(xs), [0.0] * len(xs)
         best = proba.argmax(axis=1)
         return [classes[k] for k in best], proba[np.arange(len(xs)), best].tolist()
-    # another River model (``model_factory``): its mini-batch API
-    proba_frame = model.predict_proba_many(features_many(tickets))
-    return proba_frame.idxmax(axis=1).tolist(), proba_frame.max(axis=1).tolist()
+    # another River model (``model_factory``): River's per-example API, which every classifier has
+    best_of = [max(p.items(), key=lambda kv: kv[1]) if p else (None, 0.0) for p in map(model.predict_proba_one, xs)]
+    return [label for label, _ in best_of], [float(confidence) for _, confidence in best_of]
 
 
 class TicketTagger:
@@ -278,16 +275,17 @@ class TicketTagger:
         self.corrections_not_forgotten = 0
 
     def _predict(self, features: Mapping[str, float]) -> dict[str, dict[str, Any]]:
-        out = {}
-        for name, model in self.models.items():
-            proba = model.predict_proba_one(features) if self.learned[name] else {}
-            if proba:
-                label, confidence = max(proba.items(), key=lambda kv: kv[1])
-            else:
-                label, confidence = None, 0.0
-            uncertain = label is None or self.learned[name] < self.min_labels or confidence < self.min_confidence
-            out[name] = {"label": label, "confidence": round(float(confidence), 4), "uncertain": uncertain}
-        return out
+        return self.predict_many([{}], [features])[0]
+
+    def _learn(self, name: str, xs: Sequence[Mapping[str, float]], ys: Sequence[str]) -> None:
+        model = self.models[name]
+        if isinstance(model, AlignedMultinomialNB):
+            model.learn_present(xs, ys)
+        else:
+            for x, y in zip(xs, ys, strict=True):
+                model.learn_one(x, y)
+        self.learned[name] += len(ys)
+        self.version += len(ys)
 
     def predict_one(self, ticket: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         """Predictions for one ticket (it learns nothing)."""
@@ -389,7 +387,7 @@ class TicketTagger:
                 for row in out:
                     row[name] = {"label": None, "confidence": 0.0, "uncertain": True}
                 continue
-            labels, confidences = _predict_batch(model, xs, tickets)
+            labels, confidences = _predict_batch(model, xs)
             for row, label, confidence in zip(out, labels, confidences, strict=True):
                 uncertain = label is None or self.learned[name] < self.min_labels or confidence < self.min_confidence
                 row[name] = {"label": label, "confidence": round(float(confidence), 4), "uncertain": uncertain}
@@ -421,14 +419,7 @@ class TicketTagger:
             ys = [fresh[j][1][name] for j in rows]
             for j, y in zip(rows, ys, strict=True):
                 self.quality[name].add(y, predicted[j][name]["label"])
-            model = self.models[name]
-            if isinstance(model, AlignedMultinomialNB):
-                model.learn_present([xs[j] for j in rows], ys)
-            else:
-                for j, y in zip(rows, ys, strict=True):
-                    model.learn_one(xs[j], y)
-            self.learned[name] += len(rows)
-            self.version += len(rows)
+            self._learn(name, [xs[j] for j in rows], ys)
             learned += len(rows)
         return learned
 
@@ -445,9 +436,7 @@ class TicketTagger:
             for name, label in labels.items():
                 # scored before it is learned: a label never helps predict its own ticket
                 self.quality[name].add(label, predicted[name]["label"])
-                self.models[name].learn_one(x, label)
-                self.learned[name] += 1
-                self.version += 1
+                self._learn(name, [x], [label])
             results.append(predicted)
         return results
 

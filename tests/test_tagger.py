@@ -7,6 +7,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from river import naive_bayes
 
 from pipeline.tagger import FIELDS, TicketTagger, clean_text, load_tagger, save_tagger
 
@@ -84,17 +85,20 @@ def test_the_batch_path_learns_and_predicts_as_rivers_own_per_example_path() -> 
 
     rows = [t.payload for t in TicketGenerator(datetime(2026, 3, 2, tzinfo=UTC), days=1, seed=5, scale=2).tickets()]
     train, probe = rows[:600], rows[600:800]
-    batched, one_by_one = TicketTagger(min_labels=1), TicketTagger(min_labels=1)
+    batched = TicketTagger(min_labels=1)
+    # River's own class: its learn_one and predict_proba_one, ticket by ticket
+    one_by_one = TicketTagger(min_labels=1, model_factory=lambda: naive_bayes.MultinomialNB(alpha=1.0))
     for i in range(0, len(train), 50):
         batched.learn_batch(train[i : i + 50])
-    one_by_one.process_many(train)  # River's learn_one, ticket by ticket
+    one_by_one.process_many(train)
     assert batched.learned == one_by_one.learned and sum(batched.learned.values()) > 500
     for name in FIELDS:
         mine, river = batched.models[name], one_by_one.models[name]
         assert mine.class_counts == river.class_counts and +mine.class_totals == +river.class_totals
         assert {f: +c for f, c in mine.feature_counts.items()} == {f: +c for f, c in river.feature_counts.items()}
     fast = batched.predict_many(probe)
-    slow = [one_by_one.predict_one(t) for t in probe]  # River's predict_proba_one
+    slow = [one_by_one.predict_one(t) for t in probe]
+    assert [batched.predict_one(t) for t in probe] == fast  # the replay's path, one ticket at a time
     for got, want in zip(fast, slow, strict=True):
         for name in FIELDS:
             assert got[name]["label"] == want[name]["label"]
