@@ -160,7 +160,12 @@ class AlignedMultinomialNB(naive_bayes.MultinomialNB):  # type: ignore[misc]
         log_word = np.log(counts + self.alpha) - np.log(totals + self.alpha * self.n_terms)
         priors = np.array([self.class_counts[c] for c in classes], dtype=float)
         jll = np.tile(np.log(priors / priors.sum()), (len(xs), 1))
-        np.add.at(jll, rows, log_word[cols])  # each row: the sum over its words
+        if cols:
+            # each row: the sum over its words (rows come in order; a row without words keeps its prior)
+            per_row = np.bincount(rows, minlength=len(xs))
+            starts = np.concatenate(([0], np.cumsum(per_row)[:-1]))
+            filled = per_row > 0
+            jll[filled] += np.add.reduceat(log_word[cols], starts[filled], axis=0)
         jll -= jll.max(axis=1, keepdims=True)
         proba = np.exp(jll)
         proba /= proba.sum(axis=1, keepdims=True)
