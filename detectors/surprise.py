@@ -110,24 +110,20 @@ class SurpriseDetector(Detector):
         self._since_refresh = 0
         self._reported = 0.0
         self._last_t: float | None = None
-        self._period_rows: int | None = None
-        self._season_scale = 1.0
-        self._long_rows = 0
-        self._long_scale = 1.0
+        # per cycle (a day, a week) that the window holds: [rows back, robust scale of the
+        # change over that many rows]; None until the sampling interval is known
+        self._cycles: list[list[float]] | None = None
 
     def _raw_deviation(self, y: float) -> float:
         level = abs(y - self._median) / self._scale
         if not self._values:
             return level
         level = max(level, abs(y - self._values[-1]) / self._diff_scale)
-        lag = self._period_rows
-        if lag and len(self._values) >= lag:
-            # where it was one period ago: the cycle explains it (docs/benchmarks.md: +0.6 on NAB)
-            level = min(level, abs(y - self._values[-lag]) / self._season_scale)
-        long = self._long_rows
-        if long and len(self._values) >= long:
-            # and one week ago (docs/benchmarks.md: +1.0 on NAB)
-            level = min(level, abs(y - self._values[-long]) / self._long_scale)
+        # where it was one cycle ago: the cycle explains it (docs/benchmarks.md: the day
+        # +0.6 on NAB, the week +1.0)
+        for rows, scale in self._cycles or ():
+            if len(self._values) >= rows:
+                level = min(level, abs(y - self._values[-int(rows)]) / scale)
         return level
 
     def _new_extreme(self, y: float) -> bool:
@@ -146,13 +142,10 @@ class SurpriseDetector(Detector):
         self._scale = max(spread, floor)
         diffs = np.abs(np.diff(values))
         self._diff_scale = max(float(np.median(diffs)) * 1.4826 if diffs.size else 0.0, floor)
-        lag = self._period_rows
-        if lag and values.size > lag:
-            season = np.abs(values[lag:] - values[:-lag])
-            self._season_scale = max(float(np.median(season)) * 1.4826, floor)
-        long = self._long_rows
-        if long and values.size > long:
-            self._long_scale = max(float(np.median(np.abs(values[long:] - values[:-long]))) * 1.4826, floor)
+        for cycle in self._cycles or ():
+            lag = int(cycle[0])
+            if values.size > lag:
+                cycle[1] = max(float(np.median(np.abs(values[lag:] - values[:-lag]))) * 1.4826, floor)
         if len(self._raw) > 1:
             raw = np.fromiter(self._raw, dtype=float)
             self._raw_mean = float(raw.mean())
@@ -183,12 +176,10 @@ class SurpriseDetector(Detector):
     def learn_one(self, x: dict[str, Any]) -> None:
         y = float(x["y"])
         t = float(x["t"])
-        if self._period_rows is None and self._last_t is not None and t > self._last_t:
+        if self._cycles is None and self._last_t is not None and t > self._last_t:
             # the sampling interval, from the first two rows: a day back is this many rows
-            rows = round(self.period_seconds / (t - self._last_t))
-            self._period_rows = rows if 2 <= rows < self.window else 0
-            long = round(self.long_period_seconds / (t - self._last_t))
-            self._long_rows = long if 2 <= long <= self.window else 0
+            back = (round(period / (t - self._last_t)) for period in (self.period_seconds, self.long_period_seconds))
+            self._cycles = [[rows, 1.0] for rows in back if 2 <= rows < self.window]
         self._last_t = t
         self._reported = max(self._reported * self.fade, self._surprise(x))
         if len(self._values) >= self.min_samples:
