@@ -28,7 +28,7 @@ from pathlib import Path
 
 from river import compose, feature_extraction, linear_model, multiclass, naive_bayes, optim, preprocessing
 
-from pipeline.tagger import Prequential, clean_text, ticket_features
+from pipeline.tagger import AlignedMultinomialNB, Prequential, clean_text, ticket_features
 
 LABELS = {"bug": "bug", "feature": "feature_gap", "question": "ux_confusion"}
 
@@ -36,6 +36,7 @@ LABELS = {"bug": "bug", "feature": "feature_gap", "question": "ux_confusion"}
 def models() -> dict[str, object]:
     return {
         "mnb-raw": lambda: ("raw", naive_bayes.MultinomialNB(alpha=1.0)),
+        "tagger": lambda: ("clean", AlignedMultinomialNB(alpha=1.0)),  # the default: unseen words left out
         "mnb": lambda: ("clean", naive_bayes.MultinomialNB(alpha=1.0)),
         "mnb-counts": lambda: ("clean-counts", naive_bayes.MultinomialNB(alpha=1.0)),
         "mnb-a0.3": lambda: ("clean", naive_bayes.MultinomialNB(alpha=0.3)),
