@@ -136,7 +136,7 @@ class AlignedMultinomialNB(naive_bayes.MultinomialNB):  # type: ignore[misc]
     [[0.269, 0.731]]
     """
 
-    def joint_log_likelihood(self, x: Mapping[str, float]) -> dict[Any, float]:
+    def joint_log_likelihood(self, x: Mapping[str, float]) -> Any:  # River declares float; it is a dict
         # words the model never saw say nothing about the class: left out (as a fitted
         # vocabulary does), else each one favours the class with the fewest words
         return super().joint_log_likelihood({f: v for f, v in x.items() if f in self.feature_counts})
