@@ -73,6 +73,10 @@ TICKET_PATTERNS = "ticket-patterns"
 #: at most this many per message (about 30 bytes each: well under the broker's 1 MB)
 ASSIGNMENTS_PER_MESSAGE = 10_000
 
+#: Topic suffix (``<app id>-texts-to-join``) of the tickets whose words the label join keeps
+#: in another partition than the one they came in (:mod:`pipeline.labels`).
+TEXTS_TO_JOIN = "texts-to-join"
+
 #: Table key suffix of the watermarks a partition has heard (merge and watch agents).
 WATERMARKS = "__watermarks__"
 
@@ -476,6 +480,14 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
     # (a stream that has ended) and its watermark would then hold every window open.
     source_marks: dict[int, dict[str, int]] = {}
     area_volumes = internal_topic("area-volumes")
+    # The label join (pipeline.labels): "<partition>/<ticket id>" -> the ticket's words, or
+    # labels waiting for them. ``validate`` keeps a ticket's words where its id's labels will
+    # come; a ticket that came in another partition (a producer with another partitioner)
+    # travels there through ``<app>-texts-to-join``.
+    label_texts = PartitionedTable(app, name="label-texts", key_type=str, partitions=settings.partitions)
+    app.tables.add(label_texts)
+    label_join = LabelJoin(label_texts, settings.label_horizon_hours * 3600)
+    texts_to_join = internal_topic(TEXTS_TO_JOIN)
     alerts = app.topic(settings.topic_alerts, key_serializer="raw", value_serializer="json")
     # Spike detection state per area: "<partition>/<area>" -> a pickled VolumeWatch, and
     # "<partition>/__watermarks__" -> the merging partitions' watermarks (see _freeze).
@@ -562,18 +574,31 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
             # Tags: one batched prediction; the ticket with its predictions to tickets-classified,
             # its labels (fields the helpdesk filled in) to every worker's model.
             labelled: dict[int, list[dict[str, Any]]] = {}
-            for doc, predicted in zip(docs, predictions, strict=True):
+            sources = [source_partition for _, source_partition in good] if docs else []
+            for doc, predicted, source_partition in zip(docs, predictions, sources, strict=True):
                 await out.send(
                     classified,
                     key=doc["id"].encode(),
                     value={**doc, "predicted": predicted, "model_version": tagger.version},
                 )
+                # with the prediction made before its labels are learned (prequential)
+                kept = {**doc, "predicted": predicted}
+                id_partition = _partition_of(doc["id"].encode())
+                if id_partition == source_partition:
+                    # ticket-labels is keyed by ticket id, and topics of one partition count
+                    # are assigned together (Faust's co-partitioning): this worker owns that
+                    # partition of the labels too, so it keeps the words here, and any label
+                    # that came first is joined now.
+                    for example in label_join.remember(f"{id_partition}/{doc['id']}", kept):
+                        stats.labels_joined += 1
+                        labelled.setdefault(id_partition, []).append(example)
+                else:
+                    await out.send(texts_to_join, key=doc["id"].encode(), partition=id_partition, value=kept)
                 # Labels this worker has learned for this id came from the training topic, so
                 # every worker has them: a re-sent ticket's labels are not broadcast again.
                 if any(doc.get(f) for f in FIELDS) and not tagger.knows(doc):
-                    # with the prediction made before its labels are learned (prequential);
                     # in the partition of its id, so that a later correction comes after it
-                    labelled.setdefault(_partition_of(doc["id"].encode()), []).append({**doc, "predicted": predicted})
+                    labelled.setdefault(id_partition, []).append(kept)
             for partition, examples_of_partition in labelled.items():
                 await out.send(training, partition=partition, value={"examples": examples_of_partition})
             # Examples and words travel straight to the spike watch: alerts show them.
@@ -585,6 +610,7 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
             for partition, items in by_area_partition.items():
                 await out.send(area_volumes, partition=partition, value={"context": items})
             await out.delivered()
+            await label_texts.delivered()
 
     def _volume(partition: int) -> PartitionVolume:
         vol = volumes.get(partition)
@@ -816,10 +842,27 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
         """The table key of the watch of an area (``case_type`` ALL) or of one case type in it."""
         return f"{partition}/" + orjson.dumps([area, case_type]).decode()
 
+    # The state this worker last wrote, thawed: table key -> (the text written, its object).
+    # Every batch advances every watch of its partitions; unpickling them all again was
+    # the agent's main cost. An object is reused only while the table holds the very text
+    # it was frozen to (recovery and rebalances bring other texts), and the cache is
+    # emptied when a batch fails before its state is written.
+    thawed: dict[str, tuple[str, Any]] = {}
+
+    def stored(table_key: str) -> Any:
+        """The table's value at ``table_key``, thawed (``None`` if there is none)."""
+        text = watches.get(table_key)
+        if not text:
+            return None
+        hit = thawed.get(table_key)
+        if hit is not None and hit[0] == text:
+            return hit[1]
+        return _thaw(text)
+
     def watch_of(touched: dict[str, Any], partition: int, area: str, case_type: str = ALL) -> VolumeWatch:
         """The watch of an area or of a case type in it: already in this batch, else from the table, else new."""
         table_key = watch_key(partition, area, case_type)
-        key_watch = touched.get(table_key) or _thaw(watches.get(table_key))
+        key_watch = touched.get(table_key) or stored(table_key)
         if key_watch is None:
             key_watch = VolumeWatch(
                 area if case_type == ALL else f"{area}/{case_type}",
@@ -836,98 +879,108 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
     async def watch(stream: Any) -> None:
         """Run the spike detector on each area's and case type's window totals; publish alerts and ``ticket_spike``."""
         async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
-            touched: dict[str, Any] = {}
-            # (partition, area, case type, event); an area's roll-up events before its case types'
-            spikes: list[tuple[int, str, str, SpikeEvent]] = []
-            partitions: set[int] = set()
+            try:
+                await watch_batch(events)
+            except BaseException:
+                thawed.clear()  # objects of this batch may be ahead of the table
+                raise
 
-            for event in events:
-                partition = event.message.partition
-                if "product_event" in event.value:
-                    product_event = event.value["product_event"]
-                    area = product_event.pop("area")
-                    watch_of(touched, partition, area).add_product_event(product_event)
-                    continue
-                if "context" in event.value:
-                    for window, area, case_type, examples, terms in event.value["context"]:
-                        watch_of(touched, partition, area).add_context(window, examples, terms)
-                        watch_of(touched, partition, area, case_type).add_context(window, examples, terms)
-                    continue
-                partitions.add(partition)
-                marks_key = f"{partition}/{WATERMARKS}"
-                marks = touched.get(marks_key) or dict(_thaw(watches.get(marks_key)) or {})
-                _hear(marks, {str(event.value["source"]): event.value["watermark"]})
-                touched[marks_key] = marks
-                for window, area, case_type, tickets_n, customers_n in event.value["rows"]:
-                    news = watch_of(touched, partition, area, case_type).update(window, tickets_n, customers_n)
-                    spikes += [(partition, area, case_type, spike) for spike in news]
-            for partition in partitions:
-                marks = touched[f"{partition}/{WATERMARKS}"]
-                if len(marks) < settings.partitions:
-                    continue  # not every merging partition has spoken yet
-                watermark = min(marks.values())
-                prefix = f"{partition}/["
-                for table_key in sorted(k for k in {*watches.keys(), *touched} if k.startswith(prefix)):
-                    key_watch = touched.get(table_key) or _thaw(watches[table_key])
-                    closed = key_watch.advance(watermark)
-                    if closed or table_key in touched:
-                        touched[table_key] = key_watch
-                        area, case_type = orjson.loads(table_key[len(prefix) - 1 :])
-                        spikes += [(partition, area, case_type, spike) for spike in closed]
-            logger.info(
-                "agent=watch messages=%d partitions=%s watermarks=%s spike_events=%d",
-                len(events),
-                ",".join(str(p) for p in sorted(partitions)),
-                ";".join(f"{p}:{touched[f'{p}/{WATERMARKS}']}" for p in sorted(partitions)),
-                len(spikes),
+    async def watch_batch(events: Sequence[Any]) -> None:
+        """One batch of the watch agent: window totals, context and product events in; spikes out."""
+        touched: dict[str, Any] = {}
+        # (partition, area, case type, event); an area's roll-up events before its case types'
+        spikes: list[tuple[int, str, str, SpikeEvent]] = []
+        partitions: set[int] = set()
+
+        for event in events:
+            partition = event.message.partition
+            if "product_event" in event.value:
+                product_event = event.value["product_event"]
+                area = product_event.pop("area")
+                watch_of(touched, partition, area).add_product_event(product_event)
+                continue
+            if "context" in event.value:
+                for window, area, case_type, examples, terms in event.value["context"]:
+                    watch_of(touched, partition, area).add_context(window, examples, terms)
+                    watch_of(touched, partition, area, case_type).add_context(window, examples, terms)
+                continue
+            partitions.add(partition)
+            marks_key = f"{partition}/{WATERMARKS}"
+            marks = touched.get(marks_key) or dict(_thaw(watches.get(marks_key)) or {})
+            _hear(marks, {str(event.value["source"]): event.value["watermark"]})
+            touched[marks_key] = marks
+            for window, area, case_type, tickets_n, customers_n in event.value["rows"]:
+                news = watch_of(touched, partition, area, case_type).update(window, tickets_n, customers_n)
+                spikes += [(partition, area, case_type, spike) for spike in news]
+        for partition in partitions:
+            marks = touched[f"{partition}/{WATERMARKS}"]
+            if len(marks) < settings.partitions:
+                continue  # not every merging partition has spoken yet
+            watermark = min(marks.values())
+            prefix = f"{partition}/["
+            for table_key in sorted(k for k in {*watches.keys(), *touched} if k.startswith(prefix)):
+                key_watch = touched.get(table_key) or stored(table_key)
+                learned_through = key_watch.learned_through
+                closed = key_watch.advance(watermark)
+                # written when it learned a window, even one without events, so that
+                # the table and the object reused from ``thawed`` stay the same state
+                if closed or table_key in touched or key_watch.learned_through != learned_through:
+                    touched[table_key] = key_watch
+                    area, case_type = orjson.loads(table_key[len(prefix) - 1 :])
+                    spikes += [(partition, area, case_type, spike) for spike in closed]
+        logger.info(
+            "agent=watch messages=%d partitions=%s watermarks=%s spike_events=%d",
+            len(events),
+            ",".join(str(p) for p in sorted(partitions)),
+            ";".join(f"{p}:{touched[f'{p}/{WATERMARKS}']}" for p in sorted(partitions)),
+            len(spikes),
+        )
+        # Effects first (alerts, points), then the state that has judged them.
+        # in window order, an area's roll-up before its case types (AlertGate); stable:
+        # each key's events keep their order
+        spikes.sort(key=lambda s: (s[3].window_start, s[2] != ALL))
+        out = Outbox()
+        for partition, area, case_type, spike in spikes:
+            stats.spike_events += 1
+            gate_key = f"{partition}/{ALERT_GATE}"
+            gate = touched.get(gate_key) or stored(gate_key) or AlertGate()
+            touched[gate_key] = gate
+            # one incident of an area, seen by its watch and its case types', is one alert
+            published = gate.admit(area, spike)
+            logger.warning(
+                "agent=watch event=%s episode=%s area=%s case_type=%s customers=%d expected=%.1f score=%.3f alert=%s",
+                spike.event,
+                spike.episode_id,
+                area,
+                case_type,
+                spike.customers,
+                spike.expected,
+                spike.score,
+                "sent" if published else "muted",
             )
-            # Effects first (alerts, points), then the state that has judged them.
-            # in window order, an area's roll-up before its case types (AlertGate); stable:
-            # each key's events keep their order
-            spikes.sort(key=lambda s: (s[3].window_start, s[2] != ALL))
-            out = Outbox()
-            for partition, area, case_type, spike in spikes:
-                stats.spike_events += 1
-                gate_key = f"{partition}/{ALERT_GATE}"
-                gate = touched.get(gate_key) or _thaw(watches.get(gate_key)) or AlertGate()
-                touched[gate_key] = gate
-                # one incident of an area, seen by its watch and its case types', is one alert
-                published = gate.admit(area, spike)
-                logger.warning(
-                    "agent=watch event=%s episode=%s area=%s case_type=%s customers=%d expected=%.1f score=%.3f "
-                    "alert=%s",
-                    spike.event,
-                    spike.episode_id,
-                    area,
-                    case_type,
-                    spike.customers,
-                    spike.expected,
-                    spike.score,
-                    "sent" if published else "muted",
-                )
-                if published:
-                    if case_type != ALL:  # the area's releases and fixes, which the area's watch holds
-                        area_watch = watch_of(touched, partition, area)
-                        spike = replace(
-                            spike, recent_product_events=area_watch.recent_product_events(spike.window_start)
-                        )
-                    await out.send(alerts, key=area.encode(), value=alert_payload(spike, area, case_type))
-            baselines = []
-            for table_key, value in touched.items():
-                if isinstance(value, VolumeWatch):
-                    area, case_type = orjson.loads(table_key.split("/", 1)[1])
-                    tags = {"area": area, "case_type": case_type, "window": window_tag}
-                    baselines += [
-                        Point("ticket_baseline", tags, {"customers": c, "expected": e, "upper": u}, window)
-                        for window, c, e, u in value.drain_baselines()
-                    ]
-            await sink.write(
-                [spike_point(spike, window_tag, area, case_type) for _, area, case_type, spike in spikes] + baselines
-            )
-            await out.delivered()
-            for table_key, value in touched.items():
-                watches[table_key] = _freeze(value)
-            await watches.delivered()
+            if published:
+                if case_type != ALL:  # the area's releases and fixes, which the area's watch holds
+                    area_watch = watch_of(touched, partition, area)
+                    spike = replace(spike, recent_product_events=area_watch.recent_product_events(spike.window_start))
+                await out.send(alerts, key=area.encode(), value=alert_payload(spike, area, case_type))
+        baselines = []
+        for table_key, value in touched.items():
+            if isinstance(value, VolumeWatch):
+                area, case_type = orjson.loads(table_key.split("/", 1)[1])
+                tags = {"area": area, "case_type": case_type, "window": window_tag}
+                baselines += [
+                    Point("ticket_baseline", tags, {"customers": c, "expected": e, "upper": u}, window)
+                    for window, c, e, u in value.drain_baselines()
+                ]
+        await sink.write(
+            [spike_point(spike, window_tag, area, case_type) for _, area, case_type, spike in spikes] + baselines
+        )
+        await out.delivered()
+        for table_key, value in touched.items():
+            text = watches[table_key] = _freeze(value)
+            if not isinstance(value, dict):  # watermarks are copied, not reused
+                thawed[table_key] = (text, value)
+        await watches.delivered()
 
     deliverer = AlertDeliverer(
         slack_url=settings.slack_webhook_url.get_secret_value() if settings.slack_webhook_url else None,
@@ -1010,29 +1063,28 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
     app.closers += [sink.close, deliverer.close]
 
     labels_in = app.topic(
-        settings.topic_classified,
+        texts_to_join.get_topic_name(),
         settings.topic_labels,
         key_serializer="raw",
         value_serializer="raw",
         partitions=settings.partitions,
     )
-    # "<partition>/<ticket id>" -> the ticket's words, or labels waiting for them (pipeline.labels)
-    label_texts = PartitionedTable(app, name="label-texts", key_type=str, partitions=settings.partitions)
-    app.tables.add(label_texts)
-    label_join = LabelJoin(label_texts, settings.label_horizon_hours * 3600)
 
     async def join_labels(stream: Any) -> None:
-        """Keep tickets' words (from tickets-classified); join the tags agents send later (ticket-labels).
+        """Join the tags agents send later (ticket-labels) to the words ``validate`` kept.
 
-        Both topics are keyed by ticket id, so a ticket and its labels share a partition
-        number, which one worker owns: the join is local (module :mod:`pipeline.labels`).
+        Labels are keyed by ticket id, and ``validate`` keeps a ticket's words in the
+        partition of its id (sending them through ``<app>-texts-to-join`` when the ticket
+        came in another partition, which this agent then keeps): a ticket and its labels
+        share a partition number, which one worker owns, so the join is local (module
+        :mod:`pipeline.labels`).
         """
         async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
             joined: dict[int, list[dict[str, Any]]] = {}
             out = Outbox()
             for event in events:
                 message = event.message
-                if message.topic == settings.topic_classified:
+                if message.topic != settings.topic_labels:
                     doc = orjson.loads(event.value)
                     examples = label_join.remember(f"{message.partition}/{doc['id']}", doc)
                 else:

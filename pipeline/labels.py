@@ -2,13 +2,16 @@
 
 Agents tag or correct a ticket in the helpdesk hours after it arrived; the tag
 reaches ``ticket-labels`` with only the ticket's id. To learn from it the worker
-needs the ticket's words, so it keeps them, for a configurable horizon, in a table
-fed by ``tickets-classified`` (which carries each ticket with the prediction made
-when it was first seen). Both topics are keyed by ticket id, so a ticket and its
-labels land in the same partition number and the same worker owns both: the join
-is local. A label that comes before its ticket waits (within the horizon too); one
-whose ticket never comes within the horizon is given back as expired, for the
-dead-letter topic: nothing is dropped silently.
+needs the ticket's words, so it keeps them, for a configurable horizon, in a table,
+with the prediction made when the ticket was first seen. Tickets and labels are both
+keyed by ticket id, so a ticket and its labels land in the same partition number, and
+topics of one partition count are assigned together: the worker that validates a
+ticket owns its labels' partition too, and keeps the words as it validates the ticket,
+without reading them back from ``tickets-classified`` (a ticket that a producer put in
+another partition is forwarded to the partition of its id first). The join is local.
+A label that comes before its ticket waits (within the horizon too); one whose ticket
+never comes within the horizon is given back as expired, for the dead-letter topic:
+nothing is dropped silently.
 
 The joined example goes to the training topic that every worker's models read
 (:mod:`pipeline.tagger`), where a correction replaces the earlier tag.

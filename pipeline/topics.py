@@ -40,6 +40,7 @@ def all_topics(settings: Settings) -> list[str]:
         f"{settings.app_id}-tagger-training",
         f"{settings.app_id}-pattern-tickets",
         f"{settings.app_id}-ticket-patterns",
+        f"{settings.app_id}-texts-to-join",
     ]
 
 

@@ -65,11 +65,14 @@ def test_late_tags_and_corrections_reach_every_worker(stack) -> None:
     stack.start_worker("a")
     stack.start_worker("b")
     time.sleep(8)  # both in the group before the stream flows
-    # 40 untagged tickets (ids on every partition), and one whose tag will come before it
+    # 40 untagged tickets (ids on every partition), and one whose tag will come before it;
+    # the crash tickets come from a producer that sets no key (any partition): their words
+    # must still be kept where their labels, keyed by ticket id, will come
     tickets = [_ticket(f"bill-{i}", BILLING, i) for i in range(20)] + [
         _ticket(f"crash-{i}", CRASH, i) for i in range(20)
     ]
-    _send(stack, tickets)
+    _send(stack, tickets[:20])
+    stack.send([(None, orjson.dumps(d)) for d in tickets[20:]])
     stack.read_topic(stack.settings.topic_classified, expected=len(tickets))
     labels_topic = stack.settings.topic_labels
     # agents tag them hours later: the billing ones wrongly first, then correct themselves

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import subprocess
 
 import pytest
@@ -93,3 +94,21 @@ def free_port() -> int:
     from pipeline.services import free_port as fp
 
     return fp()
+
+
+@pytest.mark.parametrize("level", ["warning", "error"])
+def test_a_quiet_worker_builds_no_debug_records(level: str) -> None:
+    """Faust's terminal spinner would set the root logger to DEBUG above INFO."""
+    import faust
+
+    from pipeline.cli import service_worker
+
+    app = faust.App("ticketpulse-log-test", broker="kafka://localhost:1")
+    worker = service_worker(app, level)
+    root_level = logging.root.level
+    try:
+        worker._setup_logging()
+        assert logging.root.level == getattr(logging, level.upper())
+        assert not logging.getLogger("faust.topics").isEnabledFor(logging.DEBUG)
+    finally:
+        logging.root.setLevel(root_level)
