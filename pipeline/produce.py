@@ -51,6 +51,16 @@ def read_tickets(path: Path) -> Iterator[tuple[int, bytes]]:
                     yield n, line.rstrip(b"\r\n")
 
 
+def _id_key(raw: bytes) -> bytes | None:
+    """The ticket id of ``raw`` as a message key, if it has one (broken input is sent keyless)."""
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    ticket_id = doc.get("id") if isinstance(doc, dict) else None
+    return str(ticket_id).encode() if isinstance(ticket_id, str | int) and not isinstance(ticket_id, bool) else None
+
+
 async def produce(
     settings: Settings,
     messages: Iterable[tuple[int, bytes]],
@@ -73,14 +83,15 @@ async def produce(
     pending: list[asyncio.Future[object]] = []
     try:
         for line, raw in messages:
-            key: bytes | None = None
             if validate:
                 try:
-                    key = parse_ticket(raw, settings.max_ticket_bytes).id.encode()
+                    key: bytes | None = parse_ticket(raw, settings.max_ticket_bytes).id.encode()
                 except TicketError as exc:
                     summary.rejected += 1
                     summary.reasons.append(f"line {line}: {exc}")
                     continue
+            else:
+                key = _id_key(raw)
             pending.append(await producer.send(settings.topic_tickets, raw, key=key))
             summary.sent += 1
             if len(pending) >= 5000:
