@@ -37,7 +37,16 @@ import numpy as np
 import pandas as pd
 from river import feature_extraction, naive_bayes
 
-__all__ = ["FIELDS", "Prequential", "TicketTagger", "clean_text", "load_tagger", "save_tagger", "ticket_features"]
+__all__ = [
+    "FIELDS",
+    "FeatureMemo",
+    "Prequential",
+    "TicketTagger",
+    "clean_text",
+    "load_tagger",
+    "save_tagger",
+    "ticket_features",
+]
 
 FIELDS = ("case_type", "product_area", "severity")
 
@@ -232,8 +241,39 @@ class Prequential:
         return {"accuracy": round(self.accuracy(), 4), "macro_f1": round(self.macro_f1(), 4), "labelled": self.labelled}
 
 
-def _features_of(ticket: Mapping[str, Any]) -> dict[str, float]:
-    return ticket_features(str(ticket.get("subject", "")), str(ticket.get("body", "")))
+class FeatureMemo:
+    """The features of the texts seen lately, each computed once.
+
+    A labelled ticket is predicted as it arrives, and learned moments later when its
+    labels come back on the training topic: the same text, tokenised twice, was a tenth
+    of the worker. Keyed by the ticket id and the hashes of its subject and body (no text
+    is held), so a text that changed, or was shortened for the label join, is computed
+    anew. The oldest entries go first beyond ``size``.
+
+    >>> memo = FeatureMemo(size=2)
+    >>> a = memo.features([{"id": "1", "subject": "Export fails", "body": ""}])[0]
+    >>> memo.features([{"id": "1", "subject": "Export fails", "body": ""}])[0] is a
+    True
+    """
+
+    def __init__(self, size: int = 20_000) -> None:
+        self.size = size
+        self._memo: dict[tuple[str, int, int], dict[str, float]] = {}
+
+    def features(self, tickets: Sequence[Mapping[str, Any]]) -> list[dict[str, float]]:
+        """:func:`ticket_features` of each ticket."""
+        out = []
+        memo = self._memo
+        for ticket in tickets:
+            subject, body = str(ticket.get("subject", "")), str(ticket.get("body", ""))
+            key = (str(ticket.get("id")), hash(subject), hash(body))
+            x = memo.get(key)
+            if x is None:
+                x = memo[key] = ticket_features(subject, body)
+                if len(memo) > self.size:
+                    del memo[next(iter(memo))]
+            out.append(x)
+        return out
 
 
 def _predict_batch(model: Any, xs: Sequence[Mapping[str, float]]) -> tuple[list[Any], list[float]]:
@@ -292,6 +332,15 @@ class TicketTagger:
         self.max_remembered = 1_000_000
         self.corrections = 0
         self.corrections_not_forgotten = 0
+        self._memo = FeatureMemo()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the memo is a cache of this process (string hashes differ between processes)
+        return {k: v for k, v in self.__dict__.items() if k != "_memo"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._memo = FeatureMemo()
 
     def _predict(self, features: Mapping[str, float]) -> dict[str, dict[str, Any]]:
         return self.predict_many([{}], [features])[0]
@@ -355,7 +404,7 @@ class TicketTagger:
         if not isinstance(model, naive_bayes.MultinomialNB):
             self.corrections_not_forgotten += 1
             return
-        x = ticket_features(str(ticket.get("subject", "")), str(ticket.get("body", "")))
+        x = self._memo.features([ticket])[0]
         model.class_counts[label] -= 1
         for f, frequency in x.items():
             counts = model.feature_counts.get(f)
@@ -375,7 +424,7 @@ class TicketTagger:
 
     def restore(self, other: TicketTagger) -> None:
         """Become ``other`` (a checkpoint or a warm-start model), in place: agents hold this object."""
-        self.__dict__.update(other.__dict__)
+        self.__dict__.update({k: v for k, v in other.__dict__.items() if k != "_memo"})
 
     def learn_one(self, ticket: Mapping[str, Any], features: Mapping[str, float] | None = None) -> None:
         """Learn from the labels the ticket carries, unless learned already for its id.
@@ -400,7 +449,7 @@ class TicketTagger:
         out: list[dict[str, dict[str, Any]]] = [{} for _ in tickets]
         if not tickets:
             return out
-        xs = features if features is not None else [_features_of(t) for t in tickets]
+        xs = features if features is not None else self._memo.features(tickets)
         for name, model in self.models.items():
             if not self.learned[name]:
                 for row in out:
@@ -425,7 +474,7 @@ class TicketTagger:
         if not fresh:
             return 0
         batch = [tickets[i] for i, _ in fresh]
-        xs = [_features_of(t) for t in batch]
+        xs = self._memo.features(batch)
         if all("predicted" in t for t in batch):
             predicted = [t["predicted"] for t in batch]
         else:

@@ -238,3 +238,27 @@ def test_knows_a_resent_ticket_but_not_a_correction() -> None:
     assert tagger.knows(t) is True
     assert tagger.knows({**t, "severity": "urgent"}) is False  # a correction is news
     assert tagger.knows({**t, "id": "T2"}) is False
+
+
+def test_a_ticket_predicted_then_learned_is_tokenised_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pipeline.tagger as tagger_module
+
+    calls: list[str] = []
+
+    def counted(subject: str, body: str, extractor: object = None) -> dict[str, float]:
+        calls.append(subject)
+        return ticket_features(subject, body)
+
+    monkeypatch.setattr(tagger_module, "ticket_features", counted)
+    tagger = TicketTagger(min_labels=1)
+    doc = {"id": "t1", "subject": "Export fails", "body": "the export to CSV fails with an error"}
+    predicted = tagger.predict_many([doc])[0]
+    assert tagger.learn_batch([{**doc, "case_type": "bug", "predicted": predicted}]) == 1
+    assert calls == ["Export fails"]
+    # a changed text (the label join keeps a shortened body) is computed anew
+    tagger.learn_batch([{**doc, "body": doc["body"][:10], "case_type": "billing"}])
+    assert calls == ["Export fails", "Export fails"]
+    # the memo is this process's cache, not part of the model
+    copy = pickle.loads(pickle.dumps(tagger))
+    assert copy.predict_many([doc]) == tagger.predict_many([doc])
+    assert "_memo" not in tagger.__getstate__()
