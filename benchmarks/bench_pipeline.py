@@ -1,6 +1,6 @@
 """Throughput of the walking skeleton: the hot path in-process, and end to end.
 
-    .venv/bin/python benchmarks/bench_pipeline.py [--days 7] [--scale 20]
+    .venv/bin/python benchmarks/bench_pipeline.py [--days 7] [--scale 20] [--set TICKETPULSE_NAME=VALUE ...]
 
 1. In-process, one core: validation (``parse_ticket``) and counting
    (``PartitionVolume.add``) over generated tickets, without Kafka.
@@ -67,7 +67,7 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def end_to_end(raws: list[bytes], unique: int) -> dict[str, float]:
+def end_to_end(raws: list[bytes], unique: int, settings_env: dict[str, str]) -> dict[str, float]:
     workdir = Path(tempfile.mkdtemp(prefix="ticketpulse-bench-"))
     broker = EmbeddedBroker().start()
     influx = EmbeddedInflux().start()
@@ -81,6 +81,7 @@ def end_to_end(raws: list[bytes], unique: int) -> dict[str, float]:
             "TICKETPULSE_DATA_DIR": str(workdir),
             "TICKETPULSE_WEB_ENABLED": "false",
             "TICKETPULSE_LOG_LEVEL": "warning",
+            **settings_env,
         }
         settings = Settings(broker_url=broker.url, influx_url=influx.url, app_id="ticketpulse-bench")
         asyncio.run(ensure_topics(settings))
@@ -128,6 +129,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=float, default=7)
     parser.add_argument("--scale", type=float, default=20)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="TICKETPULSE_NAME=VALUE",
+        help="a worker setting, e.g. TICKETPULSE_TAGGING_ENABLED=false (repeatable)",
+    )
     args = parser.parse_args()
     spike = Spike("reports", START.replace(day=3, hour=10), 2, 4)
     gen = TicketGenerator(START, days=args.days, scale=args.scale, seed=42, spikes=[spike])
@@ -137,7 +145,10 @@ def main() -> None:
     print(f"input: {len(raws)} messages, {unique} distinct tickets ({args.days:g} days, scale {args.scale:g})")
     best = max((in_process(raws) for _ in range(3)), key=lambda r: r["all"])
     print("in-process, one core (tickets/s): " + ", ".join(f"{k}={v:,.0f}" for k, v in best.items()))
-    e2e = end_to_end(raws, unique)
+    settings_env = dict(item.split("=", 1) for item in args.set)
+    if any(not name.startswith("TICKETPULSE_") for name in settings_env):
+        parser.error("--set takes TICKETPULSE_NAME=VALUE")
+    e2e = end_to_end(raws, unique, settings_env)
     print(
         f"end to end, one worker: {e2e['messages']} messages in {e2e['elapsed_s']:.1f} s = "
         f"{e2e['messages_per_s']:,.0f} messages/s, {e2e['tickets_per_s']:,.0f} distinct tickets/s "
