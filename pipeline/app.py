@@ -52,7 +52,7 @@ from detectors import AlertGate, SpikeEvent, VolumeWatch
 
 from .delivery import AlertDeliverer
 from .ingest import WebhookIngest
-from .labels import LabelJoin
+from .labels import ChunkedStore, LabelJoin, entry_chars
 from .lineprotocol import Point
 from .pattern_watch import PatternWatch
 from .privacy import mask_personal
@@ -228,6 +228,8 @@ class PartitionedTable(DurableTable):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.active_partitions: set[int] = set()
+        #: called with the active partitions after every recovery (a rebalance, a start)
+        self.on_recovered: list[Callable[[set[int]], None]] = []
 
     def partition_for_key(self, key: Any) -> int:
         return int(str(key).split("/", 1)[0])
@@ -235,6 +237,8 @@ class PartitionedTable(DurableTable):
     async def on_recovery_completed(self, active_tps: Any, standby_tps: Any) -> None:
         self.active_partitions = {tp.partition for tp in active_tps}
         await super().on_recovery_completed(active_tps, standby_tps)
+        for callback in self.on_recovered:
+            callback(self.active_partitions)
 
 
 @dataclass
@@ -486,7 +490,10 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
     # travels there through ``<app>-texts-to-join``.
     label_texts = PartitionedTable(app, name="label-texts", key_type=str, partitions=settings.partitions)
     app.tables.add(label_texts)
-    label_join = LabelJoin(label_texts, settings.label_horizon_hours * 3600)
+    # one changelog record per batch and partition, not one per ticket (pipeline.labels.ChunkedStore)
+    label_store = ChunkedStore(label_texts, size_of=entry_chars)
+    label_texts.on_recovered.append(label_store.rebuild)
+    label_join = LabelJoin(label_store, settings.label_horizon_hours * 3600)
     texts_to_join = internal_topic(TEXTS_TO_JOIN)
     alerts = app.topic(settings.topic_alerts, key_serializer="raw", value_serializer="json")
     # Spike detection state per area: "<partition>/<area>" -> a pickled VolumeWatch, and
@@ -609,6 +616,7 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
                 )
             for partition, items in by_area_partition.items():
                 await out.send(area_volumes, partition=partition, value={"context": items})
+            label_store.flush()
             await out.delivered()
             await label_texts.delivered()
 
@@ -1100,6 +1108,7 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
             for partition, examples in joined.items():
                 stats.labels_joined += len(examples)
                 await out.send(training, partition=partition, value={"examples": examples})
+            label_store.flush()
             await out.delivered()
             await label_texts.delivered()
 

@@ -23,12 +23,12 @@ and the clock is injected.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from typing import Any
 
 from .schema import LABEL_FIELDS
 
-__all__ = ["LabelJoin"]
+__all__ = ["ChunkedStore", "LabelJoin", "entry_chars"]
 
 #: Characters of a ticket's body kept for learning (a 10 MB log paste teaches nothing more).
 KEEP_BODY_CHARS = 8000
@@ -112,3 +112,159 @@ class LabelJoin:
         for key in stale:
             expired.extend(self.store.pop(key).get("waiting", []))
         return expired
+
+
+def entry_chars(entry: dict[str, Any]) -> int:
+    """About how many characters a :class:`LabelJoin` entry takes as JSON (no serialising)."""
+    text = entry.get("text")
+    if text is not None:
+        return len(text["subject"]) + len(text["body"]) + 400  # id, prediction, keys
+    return 200 * len(entry.get("waiting", ())) + 50
+
+
+class ChunkedStore(MutableMapping[str, Any]):
+    """A mapping of ``"<partition>/<key>"`` kept in a table as one record per batch and partition.
+
+    The label join keeps the words of every ticket for hours; one table record (one
+    changelog message) per ticket cost a fifth of the worker. Changes wait in memory
+    until :meth:`flush` (once per batch), which writes each partition's changes as one
+    chunk, ``"<partition>/~<sequence>"``; a chunk whose keys have all been written again
+    or deleted since is deleted from the table. :meth:`rebuild` reads the chunks back,
+    in the order they were written, after the table's recovery.
+
+    Parameters
+    ----------
+    table
+        Where the chunks live (a Faust table in the worker; any mapping in tests).
+    max_chunk_chars
+        A chunk is closed when its values reach about this many characters (a
+        changelog message must stay under the broker's 1 MB).
+    size_of
+        The characters a value takes, about (:func:`entry_chars` for the label join's).
+
+    Examples
+    --------
+    >>> table = {}
+    >>> store = ChunkedStore(table)
+    >>> store["0/t1"] = {"at": 1, "text": "charged twice"}
+    >>> store["0/t2"] = {"at": 1, "text": "app crashes"}
+    >>> store.flush()
+    >>> sorted(table)  # one record for the batch
+    ['0/~00000000000000000001']
+    >>> store["0/t1"] = {"at": 2, "text": "charged twice, refund"}
+    >>> del store["0/t2"]
+    >>> store.flush()
+    >>> sorted(table)  # the first chunk held nothing still current
+    ['0/~00000000000000000002']
+    >>> again = ChunkedStore(table)
+    >>> again.rebuild({0})
+    >>> dict(again)
+    {'0/t1': {'at': 2, 'text': 'charged twice, refund'}}
+    """
+
+    def __init__(
+        self,
+        table: MutableMapping[str, Any],
+        max_chunk_chars: int = 400_000,
+        size_of: Callable[[Any], int] = lambda value: len(str(value)),
+    ) -> None:
+        self.table = table
+        self.max_chunk_chars = max_chunk_chars
+        self.size_of = size_of
+        self._entries: dict[str, Any] = {}
+        self._pending: dict[int, dict[str, Any]] = {}
+        self._chunk_of: dict[str, str] = {}  # key -> the chunk holding its current value
+        self._live: dict[str, set[str]] = {}  # chunk -> its keys still current
+        self._sequence = 0
+
+    @staticmethod
+    def _partition(key: str) -> int:
+        return int(key.split("/", 1)[0])
+
+    def __getitem__(self, key: str) -> Any:
+        return self._entries[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._entries[key] = value
+        self._pending.setdefault(self._partition(key), {})[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self._entries[key]
+        pending = self._pending.get(self._partition(key))
+        if pending is not None:
+            pending.pop(key, None)
+        self._supersede(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _supersede(self, key: str) -> None:
+        """``key``'s value in its chunk is no longer current; a chunk with none left goes."""
+        chunk = self._chunk_of.pop(key, None)
+        if chunk is None:
+            return
+        live = self._live[chunk]
+        live.discard(key)
+        if not live:
+            del self._live[chunk]
+            self.table.pop(chunk, None)
+
+    def _new_chunk_key(self, partition: int) -> str:
+        self._sequence += 1
+        return f"{partition}/~{self._sequence:020d}"
+
+    def flush(self) -> None:
+        """Write the changes made since the last flush: one record per partition (or a few, if large)."""
+        pending, self._pending = self._pending, {}
+        for partition, changes in pending.items():
+            chunk: dict[str, Any] = {}
+            size = 0
+            for key, value in changes.items():
+                chunk[key] = value
+                size += self.size_of(value)
+                if size >= self.max_chunk_chars:
+                    self._write(partition, chunk)
+                    chunk, size = {}, 0
+            if chunk:
+                self._write(partition, chunk)
+
+    def _write(self, partition: int, chunk: dict[str, Any]) -> None:
+        chunk_key = self._new_chunk_key(partition)
+        for key in chunk:
+            self._supersede(key)
+            self._chunk_of[key] = chunk_key
+        self._live[chunk_key] = set(chunk)
+        self.table[chunk_key] = chunk
+
+    def rebuild(self, partitions: Iterable[int] | None = None) -> None:
+        """Read the table's chunks of ``partitions`` (all if ``None``) back, oldest first.
+
+        Changes not flushed yet are kept; what other partitions held is forgotten
+        (they belong to another worker now).
+        """
+        pending = self._pending
+        self._entries, self._chunk_of, self._live, self._pending = {}, {}, {}, {}
+        chunks = sorted(
+            (int(k.split("~", 1)[1]), k)
+            for k in list(self.table.keys())
+            if partitions is None or self._partition(k) in partitions
+        )
+        for sequence, chunk_key in chunks:
+            self._sequence = max(self._sequence, sequence)
+            chunk = self.table.get(chunk_key) or {}
+            for key in chunk:
+                self._supersede(key)
+                self._chunk_of[key] = chunk_key
+            self._live[chunk_key] = set(chunk)
+            self._entries.update(chunk)
+        for chunk_key, live in list(self._live.items()):
+            if not live:  # superseded by later chunks while this worker was away
+                del self._live[chunk_key]
+                self.table.pop(chunk_key, None)
+        for partition, changes in pending.items():
+            if partitions is None or partition in partitions:
+                for key, value in changes.items():
+                    self[key] = value

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.labels import LabelJoin
+from pipeline.labels import ChunkedStore, LabelJoin, entry_chars
 from pipeline.schema import TicketError, parse_label
 
 
@@ -72,3 +72,82 @@ def test_texts_and_waiting_labels_expire_after_the_horizon() -> None:
     assert join.label("0/old", {"id": "old", "case_type": "bug"}) == []
     clock.now += 3601
     assert [label["id"] for label in join.expire()] == ["old"]
+
+
+def test_a_batch_of_texts_is_one_table_record_per_partition_and_survives_a_restart() -> None:
+    clock = Clock()
+    table: dict = {}
+    store = ChunkedStore(table, size_of=entry_chars)
+    join = LabelJoin(store, horizon_seconds=3600, clock=clock)
+    for i in range(300):
+        join.remember(f"{i % 3}/t{i}", _doc(f"t{i}"))
+    assert join.label("1/early", {"id": "early", "case_type": "bug"}) == []  # waits for its ticket
+    assert table == {}  # nothing written before the batch ends
+    store.flush()
+    assert sorted(len(chunk) for chunk in table.values()) == [100, 100, 101]
+    assert {key.split("/")[0] for key in table} == {"0", "1", "2"}
+
+    # a restarted worker that owns partitions 0 and 1 reads them back, and nothing else
+    restarted = ChunkedStore(table, size_of=entry_chars)
+    restarted.rebuild({0, 1})
+    assert len(restarted) == 201
+    rejoin = LabelJoin(restarted, horizon_seconds=3600, clock=clock)
+    assert rejoin.label("0/t3", {"id": "t3", "case_type": "billing"}) == [
+        {
+            "id": "t3",
+            "subject": "Charged twice",
+            "body": "refund",
+            "predicted": {"case_type": None},
+            "case_type": "billing",
+        }
+    ]
+    assert [e["id"] for e in rejoin.remember("1/early", _doc("early"))] == ["early"]  # the waiting label joins
+    assert rejoin.label("2/t2", {"id": "t2", "case_type": "bug"}) == []  # partition 2 is not this worker's
+
+
+def test_chunks_whose_texts_are_all_replaced_or_expired_leave_the_table() -> None:
+    clock = Clock()
+    table: dict = {}
+    store = ChunkedStore(table, size_of=entry_chars)
+    join = LabelJoin(store, horizon_seconds=3600, clock=clock)
+    join.remember("0/a", _doc("a"))
+    join.remember("0/b", _doc("b"))
+    store.flush()
+    first = set(table)
+    clock.now += 1800
+    join.remember("0/c", _doc("c"))
+    join.label("0/a", {"id": "a", "case_type": "bug"})  # joined at once: the store does not change
+    store.flush()
+    assert len(table) == 2
+    clock.now += 1801  # a and b are past the horizon, c is not
+    assert join.expire() == []
+    assert set(join.store) == {"0/c"}
+    assert first.isdisjoint(table) and len(table) == 1  # the first chunk is gone from the changelog
+    restarted = ChunkedStore(table)
+    restarted.rebuild()
+    assert set(restarted) == {"0/c"}
+
+
+def test_a_large_batch_is_split_into_chunks_under_the_limit() -> None:
+    table: dict = {}
+    store = ChunkedStore(table, max_chunk_chars=10_000, size_of=entry_chars)
+    join = LabelJoin(store, horizon_seconds=3600)
+    for i in range(50):
+        join.remember(f"0/t{i}", {"id": f"t{i}", "subject": "s", "body": "x" * 5000, "predicted": {}})
+    store.flush()
+    assert len(table) > 1
+    assert all(sum(entry_chars(e) for e in chunk.values()) < 10_000 + 2000 + 400 for chunk in table.values())
+    restarted = ChunkedStore(table)
+    restarted.rebuild({0})
+    assert len(restarted) == 50
+
+
+def test_changes_not_flushed_yet_are_kept_through_a_rebalance() -> None:
+    table: dict = {}
+    store = ChunkedStore(table)
+    store["0/a"] = {"at": 1, "text": None}
+    store["1/b"] = {"at": 1, "text": None}
+    store.rebuild({0})  # partition 1 went to another worker
+    store.flush()
+    assert list(store) == ["0/a"]
+    assert [list(chunk) for chunk in table.values()] == [["0/a"]]

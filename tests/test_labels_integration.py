@@ -145,12 +145,15 @@ def test_a_killed_worker_resumes_its_models_from_the_checkpoint(stack) -> None:
     first = stack.start_worker("w")
     labelled = [_ticket(f"b-{i}", BILLING, i, case_type="billing") for i in range(15)]
     labelled += [_ticket(f"c-{i}", CRASH, i, case_type="bug") for i in range(15)]
-    _send(stack, labelled)
+    # and five untagged ones, whose tags will come after the restart
+    untagged = [_ticket(f"k-{i}", CRASH, 30 + i) for i in range(5)]
+    _send(stack, labelled + untagged)
     _wait(
         lambda: any(v == {"labelled": 30, "learned": 30} for (_, t), v in _quality(stack).items() if t == "case_type"),
         60,
         "30 labels learned",
     )
+    stack.read_topic(stack.settings.topic_classified, expected=35)
     time.sleep(3)  # a checkpoint after the last label
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
@@ -158,12 +161,14 @@ def test_a_killed_worker_resumes_its_models_from_the_checkpoint(stack) -> None:
     second = stack.start_worker("w")
     more = [_ticket(f"b-{i}", BILLING, i, case_type="billing") for i in range(15, 20)]
     _send(stack, more)
+    # the words of the untagged tickets were kept through the kill (the label join's table)
+    _send(stack, [{"id": f"k-{i}", "case_type": "bug"} for i in range(5)], topic=stack.settings.topic_labels)
 
     def resumed() -> dict | None:
         q = {w: v for (w, t), v in _quality(stack).items() if t == "case_type" and w.endswith(f"-{second.pid}")}
-        return q if list(q.values()) == [{"labelled": 35, "learned": 35}] else None
+        return q if list(q.values()) == [{"labelled": 40, "learned": 40}] else None
 
-    # not from zero (35, not 5) and nothing twice (35, not 65)
+    # not from zero (40, not 10), nothing twice (40, not 70), and the late tags joined (40, not 35)
     _wait(resumed, 60, "the restarted worker to resume")
 
 
