@@ -262,3 +262,19 @@ def test_a_ticket_predicted_then_learned_is_tokenised_once(monkeypatch: pytest.M
     copy = pickle.loads(pickle.dumps(tagger))
     assert copy.predict_many([doc]) == tagger.predict_many([doc])
     assert "_memo" not in tagger.__getstate__()
+
+
+@pytest.mark.parametrize(
+    ("subject", "body"),
+    [
+        ("Export fails", "The CSV-export fails: naïve users see «Fehler» twice, twice."),
+        ("", ""),
+        ("a", "x y z ab-cd -- e_f 12 ünïcödé 日本語 テスト"),
+        ("Login", "Can't log in since v2.3; see https://x.io/a?b=1 and ana@x.io\n```\ncode\n```\nThanks,\nAna"),
+    ],
+)
+def test_features_are_rivers_bag_of_words_and_pairs(subject: str, body: str) -> None:
+    from pipeline.tagger import _DEFAULT_EXTRACTOR, OPENING_CHARS
+
+    rivers = dict.fromkeys(_DEFAULT_EXTRACTOR.transform_one(clean_text(subject, body, OPENING_CHARS)), 1)
+    assert ticket_features(subject, body) == rivers
