@@ -112,3 +112,17 @@ def test_a_quiet_worker_builds_no_debug_records(level: str) -> None:
         assert not logging.getLogger("faust.topics").isEnabledFor(logging.DEBUG)
     finally:
         logging.root.setLevel(root_level)
+
+
+def test_the_worker_collects_garbage_less_often() -> None:
+    import gc
+
+    from pipeline.cli import GC_THRESHOLDS, tune_gc
+
+    before = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert GC_THRESHOLDS[0] > 10 * before[0]
+    finally:
+        gc.set_threshold(*before)
