@@ -34,7 +34,9 @@ class SurpriseDetector(Detector):
     Step 2, the surprise: the mean raw deviation of the last ``short`` rows, against
     the mean and spread of raw deviations over the last ``window`` rows (the idea of
     Numenta's "anomaly likelihood": a series that is always noisy is not anomalous
-    for being noisy). Step 3, the score: ``-log10`` of that tail probability, scaled
+    for being noisy), and no rarer than the share of those deviations that were at
+    least as large (``recurring``: a spike the series has every few hours is not news).
+    Step 3, the score: ``-log10`` of that tail probability, scaled
     to ``[0, 1]`` at ``max_log10`` (so 1e-10 maps to 1.0 with the default).
     Besides, a value beyond every value seen so far, by more than ``range_margin`` of
     their range, is a new extreme and scores 1.0 at once (Numenta's "spatial
@@ -58,6 +60,11 @@ class SurpriseDetector(Detector):
     long_period_seconds
         A second, longer cycle (604800, a week), compared in the same way; ``0`` turns
         it off, and so does a period of more than ``window`` rows.
+    recurring
+        Step 2 also counts how many of the window's averaged deviations were at least
+        as large: a deviation seen ``k`` times in the window's rows is not rarer than
+        ``k / window``, however thin the normal tail (deviations have heavy tails: a
+        daily spike, a weekly batch job). ``False`` leaves the normal tail alone.
     range_margin
         Share of the range seen so far that a new extreme must exceed it by to score
         1.0; ``None`` turns new extremes off.
@@ -87,6 +94,7 @@ class SurpriseDetector(Detector):
         period_seconds: float = 86400.0,
         range_margin: float | None = 0.01,
         long_period_seconds: float = 604800.0,
+        recurring: bool = True,
     ) -> None:
         self.window = window
         self.short = short
@@ -96,6 +104,7 @@ class SurpriseDetector(Detector):
         self.period_seconds = period_seconds
         self.range_margin = range_margin
         self.long_period_seconds = long_period_seconds
+        self.recurring = recurring
         self._low = math.inf
         self._high = -math.inf
         self._seen = 0
@@ -107,6 +116,7 @@ class SurpriseDetector(Detector):
         self._diff_scale = 1.0
         self._raw_mean = 0.0
         self._raw_std = 1.0
+        self._raw_sorted = np.zeros(0)  # the window's averaged deviations, sorted (``recurring``)
         self._since_refresh = 0
         self._reported = 0.0
         self._last_t: float | None = None
@@ -150,6 +160,7 @@ class SurpriseDetector(Detector):
             raw = np.fromiter(self._raw, dtype=float)
             self._raw_mean = float(raw.mean())
             self._raw_std = max(float(raw.std()), 1e-3)
+            self._raw_sorted = np.sort(raw)
         self._since_refresh = 0
 
     def score_one(self, x: dict[str, Any]) -> float:
@@ -169,6 +180,11 @@ class SurpriseDetector(Detector):
         recent = (sum(islice(self._recent_raw, n - k, n)) + raw) / (k + 1)
         z = (recent - self._raw_mean) / self._raw_std
         p = _normal_tail(z)
+        if self.recurring and self._raw_sorted.size:
+            # a deviation the window has already seen this large, k times, is not rarer
+            # than k in the window's rows: a daily spike, a weekly batch job
+            seen = self._raw_sorted.size - int(np.searchsorted(self._raw_sorted, recent, side="left"))
+            p = max(p, seen / self._raw_sorted.size)
         if p <= 0.0:
             return 1.0
         return min(1.0, max(0.0, -math.log10(p) / self.max_log10))

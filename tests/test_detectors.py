@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 import random
 import subprocess
@@ -229,7 +230,7 @@ def test_surprise_takes_a_value_where_it_was_a_day_ago_as_normal() -> None:
         {"t": 1396310400.0 + 300 * i, "y": (40.0 if i % 288 == 180 else 10.0) + rng.gauss(0, 1)}
         for i in range(288 * 12 + 180)
     ]
-    daily, flat = SurpriseDetector(), SurpriseDetector(period_seconds=0)
+    daily, flat = SurpriseDetector(), SurpriseDetector(period_seconds=0, recurring=False)
     for row in rows:
         daily.learn_one(row)
         flat.learn_one(row)
@@ -331,3 +332,29 @@ def test_a_value_where_it_was_one_week_ago_is_explained_by_the_weekly_cycle() ->
             det.learn_one(x)
         deviations[long_period] = det._raw_deviation(rows[saturday]["y"])
     assert deviations[604800.0] < 2.0 < 10.0 < deviations[0.0], deviations
+
+
+def test_a_spike_the_series_has_every_few_hours_is_not_news() -> None:
+    # every 5 minutes, around 10, and 30 at irregular moments (no cycle explains them),
+    # about once every 90 rows for a while (a batch job, a retrying client), then quiet
+    # long enough for the surprise already reported to fade
+    rng = random.Random(7)
+    spikes = set()
+    i = 400
+    while i < 1500:
+        spikes.add(i)
+        i += rng.randint(60, 120)
+    rows = [{"t": 300.0 * i, "y": (30.0 if i in spikes else 10.0) + rng.gauss(0, 1)} for i in range(2100)]
+    in_window = len([i for i in spikes if i >= 1100])
+    scores = {}
+    for recurring in (True, False):
+        det = SurpriseDetector(period_seconds=0, long_period_seconds=0, recurring=recurring)
+        for row in rows:
+            det.learn_one(row)
+        scores[recurring] = (det.score_one({"t": 630000.0, "y": 30.0}), det.score_one({"t": 630000.0, "y": 90.0}))
+    usual, larger = scores[True]
+    # seen in_window times in the window's 1000 rows: p no lower than that share
+    assert in_window >= 3
+    assert usual <= -math.log10(in_window / 1000) / 30.0 < 0.1 < scores[False][0], scores
+    # a spike larger than every one seen before is still news
+    assert larger > 0.9
