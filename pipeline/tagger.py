@@ -195,36 +195,61 @@ class AlignedMultinomialNB(naive_bayes.MultinomialNB):  # type: ignore[misc]
 
     def predict_proba_present(self, xs: Sequence[Iterable[Any]]) -> tuple[list[Any], np.ndarray]:
         """The classes, and one row of probabilities per ``x`` (the words present): as ``predict_proba_one``."""
+        return self.predict_proba_indexed(BatchWords(xs))
+
+    def predict_proba_indexed(self, batch: BatchWords) -> tuple[list[Any], np.ndarray]:
+        """:meth:`predict_proba_present` of a batch indexed once for every field's model."""
+        n = batch.size
         classes = [c for c in self.class_totals if self.class_counts.get(c, 0) > 0]
         if not classes:
-            return [], np.zeros((len(xs), 0))
-        columns: dict[Any, int] = {}
-        rows: list[int] = []
-        cols: list[int] = []
+            return [], np.zeros((n, 0))
+        # log P(word | class) for the batch's words; 0 for the words never seen, which
+        # thus add nothing to a row's sum (as joint_log_likelihood leaves them out)
+        counts = np.zeros((len(batch.words), len(classes)))
+        known = np.zeros(len(batch.words), dtype=bool)
         feature_counts = self.feature_counts
-        for i, x in enumerate(xs):
-            for f in x:
-                if f in feature_counts:  # as joint_log_likelihood: words never seen are left out
-                    rows.append(i)
-                    cols.append(columns.setdefault(f, len(columns)))
-        # log P(word | class) for the batch's known words only
-        counts = np.zeros((len(columns), len(classes)))
-        for f, j in columns.items():
-            counts[j] = [feature_counts[f].get(c, 0) for c in classes]
+        for j, f in enumerate(batch.words):
+            per_class = feature_counts.get(f)
+            if per_class:
+                counts[j] = [per_class.get(c, 0) for c in classes]
+                known[j] = True
         totals = np.array([self.class_totals[c] for c in classes], dtype=float)
         log_word = np.log(counts + self.alpha) - np.log(totals + self.alpha * self.n_terms)
+        log_word[~known] = 0.0
         priors = np.array([self.class_counts[c] for c in classes], dtype=float)
-        jll = np.tile(np.log(priors / priors.sum()), (len(xs), 1))
-        if cols:
-            # each row: the sum over its words (rows come in order; a row without words keeps its prior)
-            per_row = np.bincount(rows, minlength=len(xs))
-            starts = np.concatenate(([0], np.cumsum(per_row)[:-1]))
-            filled = per_row > 0
-            jll[filled] += np.add.reduceat(log_word[cols], starts[filled], axis=0)
+        jll = np.tile(np.log(priors / priors.sum()), (n, 1))
+        if batch.filled.any():
+            # each row: the sum over its words (a row without words keeps its prior)
+            jll[batch.filled] += np.add.reduceat(log_word[batch.cols], batch.starts[batch.filled], axis=0)
         jll -= jll.max(axis=1, keepdims=True)
         proba = np.exp(jll)
         proba /= proba.sum(axis=1, keepdims=True)
         return classes, proba
+
+
+class BatchWords:
+    """A batch's features as one index: its distinct words, and each row's words as
+    positions in them, built once and read by the model of every field.
+
+    >>> batch = BatchWords([["refund", "charged"], [], ["refund"]])
+    >>> batch.words, batch.cols.tolist(), batch.starts.tolist(), batch.filled.tolist()
+    (['refund', 'charged'], [0, 1, 0], [0, 2, 2], [True, False, True])
+    """
+
+    def __init__(self, xs: Sequence[Iterable[Any]]) -> None:
+        self.size = len(xs)
+        columns: dict[Any, int] = {}
+        cols: list[int] = []
+        per_row: list[int] = []
+        for x in xs:
+            before = len(cols)
+            cols.extend(columns.setdefault(f, len(columns)) for f in x)
+            per_row.append(len(cols) - before)
+        self.words = list(columns)
+        self.cols = np.array(cols, dtype=np.intp)
+        lengths = np.array(per_row, dtype=np.intp)
+        self.starts = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.intp) if self.size else lengths
+        self.filled = lengths > 0
 
 
 def _default_model() -> Any:
@@ -308,14 +333,18 @@ class FeatureMemo:
         return out
 
 
+def _best(classes: list[Any], proba: np.ndarray, n: int) -> tuple[list[Any], list[float]]:
+    """The most probable class of each row, and its probability."""
+    if not classes:
+        return [None] * n, [0.0] * n
+    best = proba.argmax(axis=1)
+    return [classes[k] for k in best], proba[np.arange(n), best].tolist()
+
+
 def _predict_batch(model: Any, xs: Sequence[Mapping[str, float]]) -> tuple[list[Any], list[float]]:
     """The most probable label and its probability, per ticket, from any River classifier."""
     if isinstance(model, AlignedMultinomialNB):
-        classes, proba = model.predict_proba_present(xs)
-        if not classes:
-            return [None] * len(xs), [0.0] * len(xs)
-        best = proba.argmax(axis=1)
-        return [classes[k] for k in best], proba[np.arange(len(xs)), best].tolist()
+        return _best(*model.predict_proba_present(xs), len(xs))
     # another River model (``model_factory``): River's per-example API, which every classifier has
     best_of = [max(p.items(), key=lambda kv: kv[1]) if p else (None, 0.0) for p in map(model.predict_proba_one, xs)]
     return [label for label, _ in best_of], [float(confidence) for _, confidence in best_of]
@@ -482,12 +511,17 @@ class TicketTagger:
         if not tickets:
             return out
         xs = features if features is not None else self._memo.features(tickets)
+        batch: BatchWords | None = None
         for name, model in self.models.items():
             if not self.learned[name]:
                 for row in out:
                     row[name] = {"label": None, "confidence": 0.0, "uncertain": True}
                 continue
-            labels, confidences = _predict_batch(model, xs)
+            if isinstance(model, AlignedMultinomialNB):
+                batch = batch or BatchWords(xs)  # once for every field
+                labels, confidences = _best(*model.predict_proba_indexed(batch), len(xs))
+            else:
+                labels, confidences = _predict_batch(model, xs)
             for row, label, confidence in zip(out, labels, confidences, strict=True):
                 uncertain = label is None or self.learned[name] < self.min_labels or confidence < self.min_confidence
                 row[name] = {"label": label, "confidence": round(float(confidence), 4), "uncertain": uncertain}
