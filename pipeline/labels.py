@@ -30,8 +30,10 @@ from .schema import LABEL_FIELDS
 
 __all__ = ["ChunkedStore", "LabelJoin", "entry_chars"]
 
-#: Characters of a ticket's body kept for learning (a 10 MB log paste teaches nothing more).
-KEEP_BODY_CHARS = 8000
+#: Characters of a ticket's body kept for learning (they are held for the whole horizon):
+#: the tagger reads the first 300 of the cleaned body (``pipeline.tagger.OPENING_CHARS``);
+#: the rest leaves room for the code, quotes and traces cleaning takes out first.
+KEEP_BODY_CHARS = 2000
 
 
 class LabelJoin:

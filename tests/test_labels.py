@@ -151,3 +151,15 @@ def test_changes_not_flushed_yet_are_kept_through_a_rebalance() -> None:
     store.flush()
     assert list(store) == ["0/a"]
     assert [list(chunk) for chunk in table.values()] == [["0/a"]]
+
+
+def test_a_late_tag_teaches_the_words_the_ticket_was_predicted_from() -> None:
+    from pipeline.labels import KEEP_BODY_CHARS
+    from pipeline.tagger import ticket_features
+
+    body = "Since the update the export button does nothing at all. " + "Log line with details. " * 2000
+    join = LabelJoin({}, horizon_seconds=3600)
+    join.remember("0/t1", {"id": "t1", "subject": "Export broken", "body": body, "predicted": {}})
+    (example,) = join.label("0/t1", {"id": "t1", "case_type": "bug"})
+    assert len(example["body"]) == KEEP_BODY_CHARS < len(body)
+    assert ticket_features(example["subject"], example["body"]) == ticket_features("Export broken", body)
