@@ -85,8 +85,13 @@ def tune_gc() -> None:
     allocate many short-lived dicts that set collections off. With Python's default
     thresholds the collector took about a third of the worker: 2,586 messages/s end
     to end, 3,645 with these (docs/benchmarks.md). The state is dicts, lists and strings
-    freed by reference counting; cycles are still collected, only less often."""
+    freed by reference counting; cycles are still collected, only less often.
+
+    What exists when the worker starts (modules, River, Faust, the app) lives as long
+    as the process: frozen, full collections no longer walk it (3,410-3,469 -> 3,587-3,781
+    messages/s)."""
     gc.set_threshold(*GC_THRESHOLDS)
+    gc.freeze()
 
 
 def service_worker(app: Any, log_level: str) -> Any:

@@ -124,5 +124,7 @@ def test_the_worker_collects_garbage_less_often() -> None:
         tune_gc()
         assert gc.get_threshold() == GC_THRESHOLDS
         assert GC_THRESHOLDS[0] > 10 * before[0]
+        assert gc.get_freeze_count() > 10_000  # the start-up heap, out of the collector's walks
     finally:
         gc.set_threshold(*before)
+        gc.unfreeze()
