@@ -59,7 +59,7 @@ from .privacy import mask_personal
 from .schema import UNASSIGNED, Ticket, TicketError, parse_label, parse_product_event, parse_ticket
 from .settings import Settings
 from .sinks import InfluxSink, create_sink
-from .tagger import FIELDS, TicketTagger, load_tagger, save_tagger
+from .tagger import FIELDS, TicketTagger, load_tagger, reading_text, save_tagger
 from .topics import broker_reachable
 from .volume import ALL, COUNTED, DUPLICATE, Fact, PartitionVolume, VolumeTotals, volume_keys, window_start
 
@@ -338,6 +338,15 @@ def ticket_document(ticket: Ticket) -> dict[str, Any]:
     return doc
 
 
+def tagger_document(doc: dict[str, Any]) -> dict[str, Any]:
+    """What the tagger needs of a ticket document: its id, its reading, the tags it carries."""
+    reading: dict[str, Any] = {"id": doc["id"], "reading": reading_text(doc["subject"], doc["body"])}
+    for name in FIELDS:
+        if name in doc:
+            reading[name] = doc[name]
+    return reading
+
+
 def _hear(marks: dict[str, int], heard: dict[str, int | None]) -> bool:
     """Raise ``marks`` to the watermarks in ``heard``; ``True`` if any moved."""
     moved = False
@@ -524,6 +533,7 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
             # (window, area, case type) -> examples, subject words: for the area's and the case type's watch
             context: dict[tuple[int, str, str], tuple[list[list[str]], Counter[str]]] = {}
             docs: list[dict[str, Any]] = []
+            readings: list[dict[str, Any]] = []
             predictions: list[dict[str, dict[str, Any]]] = []
             good: list[tuple[Ticket, int]] = []
             out = Outbox()
@@ -538,7 +548,9 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
             # counted under its predicted tags when the models are sure of them.
             if settings.tagging_enabled:
                 docs = [ticket_document(ticket) for ticket, _ in good]
-                predictions = tagger.predict_many(docs)
+                # what the tagger reads of each: predicted from, kept for late labels, learned from
+                readings = [tagger_document(doc) for doc in docs]
+                predictions = tagger.predict_many(readings)
                 stats.count_uncertain(predictions)
             for n, (ticket, source_partition) in enumerate(good):
                 tags = [ticket.product_area, ticket.case_type, ticket.severity]
@@ -591,7 +603,7 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
             labelled: dict[int, list[dict[str, Any]]] = {}
             sources = [source_partition for _, source_partition in good] if docs else []
             producer = await app.maybe_start_producer() if docs else None
-            for doc, predicted, source_partition in zip(docs, predictions, sources, strict=True):
+            for doc, reading, predicted, source_partition in zip(docs, readings, predictions, sources, strict=True):
                 await out.send_json(
                     producer,
                     settings.topic_classified,
@@ -599,7 +611,7 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
                     {**doc, "predicted": predicted, "model_version": tagger.version},
                 )
                 # with the prediction made before its labels are learned (prequential)
-                kept = {**doc, "predicted": predicted}
+                kept = {**reading, "predicted": predicted}
                 id_partition = _partition_of(doc["id"].encode())
                 if id_partition == source_partition:
                     # ticket-labels is keyed by ticket id, and topics of one partition count
@@ -613,7 +625,7 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
                     await out.send(texts_to_join, key=doc["id"].encode(), partition=id_partition, value=kept)
                 # Labels this worker has learned for this id came from the training topic, so
                 # every worker has them: a re-sent ticket's labels are not broadcast again.
-                if any(doc.get(f) for f in FIELDS) and not tagger.knows(doc):
+                if any(doc.get(f) for f in FIELDS) and not tagger.knows(reading):
                     # in the partition of its id, so that a later correction comes after it
                     labelled.setdefault(id_partition, []).append(kept)
             for partition, examples_of_partition in labelled.items():

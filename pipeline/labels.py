@@ -3,7 +3,9 @@
 Agents tag or correct a ticket in the helpdesk hours after it arrived; the tag
 reaches ``ticket-labels`` with only the ticket's id. To learn from it the worker
 needs the ticket's words, so it keeps them, for a configurable horizon, in a table,
-with the prediction made when the ticket was first seen. Tickets and labels are both
+with the prediction made when the ticket was first seen: only what the tagger reads
+(:func:`pipeline.tagger.reading_text`, the cleaned subject and opening, a few hundred
+characters with addresses and numbers already out), not the raw body. Tickets and labels are both
 keyed by ticket id, so a ticket and its labels land in the same partition number, and
 topics of one partition count are assigned together: the worker that validates a
 ticket owns its labels' partition too, and keeps the words as it validates the ticket,
@@ -27,13 +29,9 @@ from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from typing import Any
 
 from .schema import LABEL_FIELDS
+from .tagger import document_reading
 
 __all__ = ["ChunkedStore", "LabelJoin", "entry_chars"]
-
-#: Characters of a ticket's body kept for learning (they are held for the whole horizon):
-#: the tagger reads the first 300 of the cleaned body (``pipeline.tagger.OPENING_CHARS``);
-#: the rest leaves room for the code, quotes and traces cleaning takes out first.
-KEEP_BODY_CHARS = 2000
 
 
 class LabelJoin:
@@ -52,10 +50,10 @@ class LabelJoin:
     --------
     >>> now = [1000.0]
     >>> join = LabelJoin({}, horizon_seconds=3600, clock=lambda: now[0])
-    >>> join.remember("0/t1", {"id": "t1", "subject": "Charged twice", "body": "refund", "predicted": {}})
+    >>> join.remember("0/t1", {"id": "t1", "subject": "Charged twice", "body": "Refund me", "predicted": {}})
     []
     >>> join.label("0/t1", {"id": "t1", "case_type": "billing", "labelled_by": "ana"})
-    [{'id': 't1', 'subject': 'Charged twice', 'body': 'refund', 'predicted': {}, 'case_type': 'billing'}]
+    [{'id': 't1', 'reading': 'charged twice charged twice refund me', 'predicted': {}, 'case_type': 'billing'}]
     >>> join.label("0/t2", {"id": "t2", "case_type": "bug"})  # its ticket has not come yet: it waits
     []
     >>> now[0] += 7200
@@ -86,12 +84,8 @@ class LabelJoin:
         predicted = doc.get("predicted")
         if entry is not None and entry.get("text") is not None:
             predicted = entry["text"].get("predicted", predicted)
-        text = {
-            "id": doc["id"],
-            "subject": doc.get("subject", ""),
-            "body": str(doc.get("body", ""))[:KEEP_BODY_CHARS],
-            "predicted": predicted,
-        }
+        # what the tagger reads, carried by ``doc`` or made from its subject and body
+        text = {"id": doc["id"], "reading": document_reading(doc), "predicted": predicted}
         waiting = entry.get("waiting", []) if entry is not None else []
         self.store[key] = {"at": self.clock(), "text": text}
         return [self._example(text, label) for label in waiting]
@@ -120,7 +114,7 @@ def entry_chars(entry: dict[str, Any]) -> int:
     """About how many characters a :class:`LabelJoin` entry takes as JSON (no serialising)."""
     text = entry.get("text")
     if text is not None:
-        return len(text["subject"]) + len(text["body"]) + 400  # id, prediction, keys
+        return sum(len(v) for v in text.values() if isinstance(v, str)) + 400  # the words, a prediction, keys
     return 200 * len(entry.get("waiting", ())) + 50
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from pipeline.labels import ChunkedStore, LabelJoin, entry_chars
@@ -44,7 +45,9 @@ def test_a_label_joins_the_words_of_its_ticket_with_the_first_prediction() -> No
     assert join.remember("1/a", _doc("a", "billing")) == []  # a re-send: the first prediction stays
     clock.now += 3000
     (example,) = join.label("1/a", {"id": "a", "case_type": "billing", "labelled_by": "ana"})
-    assert example == {**_doc("a", "bug"), "case_type": "billing"}  # who labelled is not a feature
+    # who labelled is not a feature
+    expected = {"id": "a", "reading": "charged twice charged twice refund", "predicted": {"case_type": "bug"}}
+    assert example == {**expected, "case_type": "billing"}
 
 
 def test_a_label_before_its_ticket_waits_for_it() -> None:
@@ -95,8 +98,7 @@ def test_a_batch_of_texts_is_one_table_record_per_partition_and_survives_a_resta
     assert rejoin.label("0/t3", {"id": "t3", "case_type": "billing"}) == [
         {
             "id": "t3",
-            "subject": "Charged twice",
-            "body": "refund",
+            "reading": "charged twice charged twice refund",
             "predicted": {"case_type": None},
             "case_type": "billing",
         }
@@ -154,12 +156,19 @@ def test_changes_not_flushed_yet_are_kept_through_a_rebalance() -> None:
 
 
 def test_a_late_tag_teaches_the_words_the_ticket_was_predicted_from() -> None:
-    from pipeline.labels import KEEP_BODY_CHARS
-    from pipeline.tagger import ticket_features
+    from pipeline.tagger import FeatureMemo, ticket_features
 
-    body = "Since the update the export button does nothing at all. " + "Log line with details. " * 2000
-    join = LabelJoin({}, horizon_seconds=3600)
+    body = (
+        "Since the update the export button does nothing at all. Write to ana.berg@corp.example or call "
+        "4155550199.\nThanks,\nAna Berg\n" + "Log line with details. " * 2000
+    )
+    store: dict = {}
+    join = LabelJoin(store, horizon_seconds=3600)
     join.remember("0/t1", {"id": "t1", "subject": "Export broken", "body": body, "predicted": {}})
     (example,) = join.label("0/t1", {"id": "t1", "case_type": "bug"})
-    assert len(example["body"]) == KEEP_BODY_CHARS < len(body)
-    assert ticket_features(example["subject"], example["body"]) == ticket_features("Export broken", body)
+    # only what the tagger reads is held for the horizon: no raw body, no address, no number
+    assert sorted(example) == ["case_type", "id", "predicted", "reading"]
+    assert len(example["reading"]) < 400
+    held = orjson.dumps(store).decode()
+    assert "ana.berg" not in held and "4155550199" not in held and "Log line" not in held
+    assert FeatureMemo().features([example])[0] == ticket_features("Export broken", body)

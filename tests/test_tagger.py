@@ -9,7 +9,16 @@ import orjson
 import pytest
 from river import naive_bayes
 
-from pipeline.tagger import FIELDS, TicketTagger, clean_text, load_tagger, save_tagger, ticket_features
+from pipeline.tagger import (
+    FIELDS,
+    TicketTagger,
+    clean_text,
+    load_tagger,
+    reading_features,
+    reading_text,
+    save_tagger,
+    ticket_features,
+)
 
 from .conftest import TICKETPULSE
 
@@ -34,6 +43,23 @@ def test_clean_text_drops_code_quotes_traces_signatures_and_contacts() -> None:
         "See https://example.com/x?y=1 for more.\nThanks,\nAna\nana@example.com"
     )
     assert clean_text("Export", body) == "export export the export fails. see for more."
+
+
+@pytest.mark.parametrize(
+    ("body", "cleaned"),
+    [
+        ("Mail ana.b@corp.example now", "mail now"),
+        ("### Steps to reproduce\nclick export", "click export"),
+        ("real text\n> quoted reply", "real text"),
+        ("see http://x.io/a?b=1 here", "see here"),
+        ("version 2.3.1 and 42 rows", "version and rows"),
+        ("before\n```\ncode\n```\nafter", "before after"),
+        ("no marker of any kind", "no marker of any kind"),
+    ],
+)
+def test_each_cleaning_pass_runs_when_its_text_is_there(body: str, cleaned: str) -> None:
+    # every pass is skipped when the text lacks what all its matches contain: never otherwise
+    assert clean_text("", body) == cleaned
 
 
 def test_a_label_never_helps_predict_its_own_ticket() -> None:
@@ -245,23 +271,43 @@ def test_a_ticket_predicted_then_learned_is_tokenised_once(monkeypatch: pytest.M
 
     calls: list[str] = []
 
-    def counted(subject: str, body: str, extractor: object = None) -> dict[str, float]:
-        calls.append(subject)
-        return ticket_features(subject, body)
+    def counted(text: str) -> dict[str, float]:
+        calls.append(text)
+        return reading_features(text)
 
-    monkeypatch.setattr(tagger_module, "ticket_features", counted)
+    monkeypatch.setattr(tagger_module, "reading_features", counted)
     tagger = TicketTagger(min_labels=1)
-    doc = {"id": "t1", "subject": "Export fails", "body": "the export to CSV fails with an error"}
+    doc = {"id": "t1", "reading": reading_text("Export fails", "the export to CSV fails with an error")}
     predicted = tagger.predict_many([doc])[0]
     assert tagger.learn_batch([{**doc, "case_type": "bug", "predicted": predicted}]) == 1
-    assert calls == ["Export fails"]
-    # a changed text (the label join keeps a shortened body) is computed anew
-    tagger.learn_batch([{**doc, "body": doc["body"][:10], "case_type": "billing"}])
-    assert calls == ["Export fails", "Export fails"]
+    assert calls == [doc["reading"]]
+    # a changed text is computed anew
+    tagger.learn_batch([{**doc, "reading": "export fails", "case_type": "billing"}])
+    assert calls == [doc["reading"], "export fails"]
     # the memo is this process's cache, not part of the model
     copy = pickle.loads(pickle.dumps(tagger))
     assert copy.predict_many([doc]) == tagger.predict_many([doc])
     assert "_memo" not in tagger.__getstate__()
+
+
+def test_an_example_with_its_reading_teaches_what_its_subject_and_body_teach() -> None:
+    # the worker sends readings; examples written by earlier versions carry subject and body
+    with_text, with_reading = TicketTagger(min_labels=1), TicketTagger(min_labels=1)
+    texts = [_ticket(i, *row) for i, row in enumerate(TRAIN)]
+    readings = [
+        {
+            **{k: v for k, v in t.items() if k not in ("subject", "body")},
+            "reading": reading_text(t["subject"], t["body"]),
+        }
+        for t in texts
+    ]
+    assert with_text.learn_batch(texts) == with_reading.learn_batch(readings) == 18
+    for name in FIELDS:
+        assert with_text.models[name].feature_counts == with_reading.models[name].feature_counts
+    probe = {"id": "p", "subject": "Refund", "body": "charged twice on my card"}
+    assert with_text.predict_many([probe]) == with_reading.predict_many(
+        [{"id": "p", "reading": reading_text(probe["subject"], probe["body"])}]
+    )
 
 
 @pytest.mark.parametrize(
