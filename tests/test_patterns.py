@@ -69,6 +69,13 @@ def test_same_input_same_patterns() -> None:
     assert run() == run()
 
 
+def test_near_churn_words_are_quoted_as_the_customer_wrote_them() -> None:
+    assert near_churn_reason("Export\n\nWe were  ABOUT TO\tCancel today") == "ABOUT TO Cancel"
+    # 'İ' lower-cases to two characters: the match must not shift
+    assert near_churn_reason("İİİ office: we were ABOUT TO CANCEL") == "ABOUT TO CANCEL"
+    assert near_churn_reason("İİİ: how do I cancel an export?") is None
+
+
 def test_near_churn_precision_and_recall_on_the_labelled_sample() -> None:
     rows = [json.loads(line) for line in (FIXTURES / "near_churn.jsonl").read_text().splitlines()]
     flagged = {i for i, r in enumerate(rows) if near_churn_reason(r["text"])}
