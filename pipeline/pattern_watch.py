@@ -130,11 +130,15 @@ class PatternWatch:
         self.last_window_of: dict[str, int] = {}
         #: the first window this partition saw a ticket of
         self.first_window: int | None = None
+        #: (window, pattern id) whose count changed since :meth:`points` last gave it: not
+        #: pruned before then (the watermark may pass the lateness line first)
+        self.unwritten: set[tuple[int, str]] = set()
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # a checkpoint of an earlier version lacks the counters added since
         state.setdefault("too_late", 0)
         state.setdefault("assigned", [])
+        state.setdefault("unwritten", set())
         self.__dict__.update(state)
 
     def pattern(self, pattern_id: str) -> Pattern:
@@ -188,6 +192,7 @@ class PatternWatch:
         tickets, customers, churned = self.counts.get((window, pid), (0, set(), 0))
         customers.add(customer)
         self.counts[(window, pid)] = (tickets + 1, customers, churned + int(churn))
+        self.unwritten.add((window, pid))
         self.windows_of.setdefault(pid, set()).add(window)
         self.last_window_of[pid] = max(window, self.last_window_of.get(pid, window))
         examples = self.examples.setdefault((window, pid), [])
@@ -207,7 +212,9 @@ class PatternWatch:
     def _prune(self) -> None:
         for ticket_id in [t for t, w in self.seen.items() if self._too_old(w)]:
             del self.seen[ticket_id]
-        for key in [k for k in self.counts if self._too_old(k[0])]:
+        # a count not yet written is kept until it is: a late ticket grouped in a batch whose
+        # later messages move the watermark days ahead (a backlog) would otherwise be lost
+        for key in [k for k in self.counts if self._too_old(k[0]) and k not in self.unwritten]:
             del self.counts[key]
             self.examples.pop(key, None)
             windows = self.windows_of[key[1]]
@@ -292,9 +299,13 @@ class PatternWatch:
         return events
 
     def points(self, touched: Iterable[tuple[int, str]], window_tag: str) -> list[Point]:
-        """``pattern_volume`` points of the changed counts (each the window's whole count: idempotent)."""
+        """``pattern_volume`` points of the changed counts (each the window's whole count: idempotent).
+
+        Every count changed since the last call is given, ``touched`` or not.
+        """
         out = []
-        for window, pid in sorted(touched):
+        keys, self.unwritten = set(touched) | self.unwritten, set()
+        for window, pid in sorted(keys):
             if (window, pid) not in self.counts:
                 continue
             tickets, customers, churned = self.counts[(window, pid)]

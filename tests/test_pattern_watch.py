@@ -98,7 +98,7 @@ def test_arrival_order_within_open_windows_changes_nothing_and_a_pickled_copy_ca
 def test_old_counts_and_ticket_ids_are_let_go_after_the_allowed_lateness() -> None:
     pw = PatternWatch(H, 2 * DAY, sources=1)
     pw.add([record(1, START, "export", "c1"), record(2, START, "export", "c2")])
-    pw.hear({"0": START + H})
+    pw.points(pw.hear({"0": START + H}), "1h")  # written, as the stream does after every batch
     pw.add([record(3, START + 3 * DAY, "export", "c3")])
     pw.hear({"0": START + 3 * DAY + H})
     assert set(pw.seen) == {"export-3"} and {w for w, _ in pw.counts} == {START + 3 * DAY}
@@ -161,3 +161,19 @@ def test_windows_close_only_when_every_counting_partition_has_passed_them() -> N
     assert pw.watermark == START + 2 * H
     (watch,) = pw.watches.values()
     assert watch.learned_through == START + H  # windows that ended by the slower partition's mark
+
+
+def test_a_late_ticket_is_written_even_when_the_watermark_passes_the_lateness_line_first() -> None:
+    # A backlog: one batch of messages groups a late ticket of a closed window, then moves the
+    # watermark past the lateness line, before the batch's points are made.
+    pw = PatternWatch(H, DAY, sources=1)
+    pw.add([record(1, START, "export", "c1"), record(2, START, "export", "c2")])
+    first = pw.points(pw.hear({"0": START + 2 * H}), "1h")
+    assert [(p.time, p.fields["tickets"]) for p in first] == [(START, 2)]
+    touched = pw.add([record(3, START, "export", "c3")])  # late: its window has closed
+    touched |= pw.hear({"0": START + 3 * DAY})  # and the window is now beyond the lateness
+    points = pw.points(touched, "1h")
+    assert [(p.time, p.fields["tickets"], p.fields["customers"]) for p in points] == [(START, 3, 3)]
+    # once written, the window's counts are let go
+    pw.hear({"0": START + 3 * DAY + H})
+    assert pw.counts == {} and pw.points(set(), "1h") == []
