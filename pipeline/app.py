@@ -3,6 +3,7 @@
 Where a ticket goes (see :mod:`pipeline.volume` for why it is exact):
 
 ``POST /webhooks/{source}`` (:mod:`pipeline.ingest`) -> ``tickets`` (key: ticket id)
+    -> ``read_tickets`` (batches straight from the Kafka client, in their own consumer group)
     -> ``validate`` -> bad input to ``tickets-dead-letter`` with the reason
     -> ``<app>-tickets-by-customer`` (partition: Kafka's partitioner of the customer id;
        one message per batch and partition, with the tickets partitions' watermarks)
@@ -23,7 +24,9 @@ straight from ``validate``, and product events from ``product_events`` (which st
 them as ``product_event`` points).
 
 Agents take whole batches (``stream.take_events``): the per-ticket work is a dict
-lookup and a few additions; sends and InfluxDB writes happen once per batch.
+lookup and a few additions; sends and InfluxDB writes happen once per batch. The one
+topic with a message per ticket, ``tickets``, is read below Faust's per-event stream
+(``read_tickets``: Faust's path cost about 60 µs a message before any work).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import re
 import socket
 import time
 from collections import ChainMap, Counter
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,7 +48,8 @@ from typing import Any
 
 import faust
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError
 from aiokafka.partitioner import murmur2
 
 from detectors import AlertGate, SpikeEvent, VolumeWatch
@@ -193,6 +197,46 @@ class DurableTable(faust.Table):  # type: ignore[misc]
     async def delivered(self) -> None:
         """Return once every change made so far is acknowledged by the broker."""
         await self._changes.delivered()
+
+
+def interleaved_batches(fetched: dict[Any, list[Any]], size: int) -> Iterator[dict[Any, list[Any]]]:
+    """Batches of about ``size`` records that take from every partition in turn, in offset order.
+
+    A fetch brings megabytes of one partition at once; processed partition after
+    partition, a backlog's first partition would run days ahead of the others in event
+    time, and the others' tickets would then be too late for windows it had closed
+    (:mod:`pipeline.volume`). Faust's consumer takes from its partitions in turn too.
+
+    >>> batches = interleaved_batches({"p0": [1, 2, 3, 4], "p1": [10, 11]}, size=4)
+    >>> [dict(b) for b in batches]
+    [{'p0': [1, 2], 'p1': [10, 11]}, {'p0': [3, 4]}]
+    """
+    taken = dict.fromkeys(fetched, 0)
+    while True:
+        left = [tp for tp, records in fetched.items() if taken[tp] < len(records)]
+        if not left:
+            return
+        share = max(1, size // len(left))
+        batch = {}
+        for tp in left:
+            batch[tp] = fetched[tp][taken[tp] : taken[tp] + share]
+            taken[tp] += len(batch[tp])
+        yield batch
+
+
+class FinishBatchFirst(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Partitions taken away in a rebalance wait until the batch in flight is done and committed."""
+
+    def __init__(self, in_flight: asyncio.Lock) -> None:
+        self.in_flight = in_flight
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        async with self.in_flight:
+            pass
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        partitions = ",".join(str(tp.partition) for tp in sorted(assigned)) or "none"
+        logger.info("agent=read_tickets assigned partitions=%s", partitions)
 
 
 def skipped_offsets(next_offsets: dict[int, int], batch: Iterable[tuple[int, int]]) -> dict[int, list[int]]:
@@ -502,9 +546,8 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
     source_marks: dict[int, dict[str, int]] = {}
     area_volumes = internal_topic("area-volumes")
     # The label join (pipeline.labels): "<partition>/<ticket id>" -> the ticket's words, or
-    # labels waiting for them. ``validate`` keeps a ticket's words where its id's labels will
-    # come; a ticket that came in another partition (a producer with another partitioner)
-    # travels there through ``<app>-texts-to-join``.
+    # labels waiting for them. ``validate`` sends a ticket's words through
+    # ``<app>-texts-to-join`` to the partition of its id, where its labels will come.
     label_texts = PartitionedTable(app, name="label-texts", key_type=str, partitions=settings.partitions)
     app.tables.add(label_texts)
     # one changelog record per batch and partition, not one per ticket (pipeline.labels.ChunkedStore)
@@ -523,124 +566,171 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
         # client would choose for the same key.
         return (murmur2(key) & 0x7FFFFFFF) % settings.partitions
 
-    @app.agent(tickets, name="validate")
-    async def validate(stream: Any) -> None:
-        """Split good tickets from bad; pass the good ones on, grouped by customer partition."""
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
-            by_partition: dict[int, list[Fact]] = {}
-            texts: dict[int, list[list[str]]] = {}
-            marks: dict[str, int] = {}
-            # (window, area, case type) -> examples, subject words: for the area's and the case type's watch
-            context: dict[tuple[int, str, str], tuple[list[list[str]], Counter[str]]] = {}
-            docs: list[dict[str, Any]] = []
-            readings: list[dict[str, Any]] = []
-            predictions: list[dict[str, dict[str, Any]]] = []
-            good: list[tuple[Ticket, int]] = []
-            out = Outbox()
-            for event in events:
-                raw = event.value
-                try:
-                    good.append((parse_ticket(raw, max_bytes), event.message.partition))
-                except TicketError as exc:
-                    stats.dead_letters += 1
-                    await out.send(dead_letter, value=_dead_letter(raw, event.key, str(exc), event.message))
-            # Tags first, in one batched prediction: a ticket the helpdesk left untagged is
-            # counted under its predicted tags when the models are sure of them.
-            if settings.tagging_enabled:
-                docs = [ticket_document(ticket) for ticket, _ in good]
-                # what the tagger reads of each: predicted from, kept for late labels, learned from
-                readings = [tagger_document(doc) for doc in docs]
-                predictions = tagger.predict_many(readings)
-                stats.count_uncertain(predictions)
-            for n, (ticket, source_partition) in enumerate(good):
-                tags = [ticket.product_area, ticket.case_type, ticket.severity]
-                if settings.tagging_enabled and settings.count_predicted_tags:
-                    guess = predictions[n]
-                    tags = [
-                        given or (None if guess[name]["uncertain"] else guess[name]["label"])
-                        for given, name in zip(tags, FIELDS_BY_TAG, strict=True)
-                    ]
-                fact: Fact = [
-                    ticket.id,
-                    window_start(ticket.created_ts, window_seconds),
-                    tags[0] or UNASSIGNED,
-                    tags[1] or UNASSIGNED,
-                    tags[2] or UNASSIGNED,
-                    ticket.customer_id,
+    async def validate(records: Sequence[Any]) -> None:
+        """Split good tickets from bad; pass the good ones on, grouped by customer partition.
+
+        ``records``: a batch of ``tickets`` as Kafka records (``value``, ``key``, ``topic``,
+        ``partition``, ``offset``), read by :func:`read_tickets`.
+        """
+        by_partition: dict[int, list[Fact]] = {}
+        texts: dict[int, list[list[str]]] = {}
+        marks: dict[str, int] = {}
+        # (window, area, case type) -> examples, subject words: for the area's and the case type's watch
+        context: dict[tuple[int, str, str], tuple[list[list[str]], Counter[str]]] = {}
+        docs: list[dict[str, Any]] = []
+        readings: list[dict[str, Any]] = []
+        predictions: list[dict[str, dict[str, Any]]] = []
+        good: list[tuple[Ticket, int]] = []
+        out = Outbox()
+        for record in records:
+            raw = record.value
+            try:
+                good.append((parse_ticket(raw, max_bytes), record.partition))
+            except TicketError as exc:
+                stats.dead_letters += 1
+                await out.send(dead_letter, value=_dead_letter(raw, record.key, str(exc), record))
+        # Tags first, in one batched prediction: a ticket the helpdesk left untagged is
+        # counted under its predicted tags when the models are sure of them.
+        if settings.tagging_enabled:
+            docs = [ticket_document(ticket) for ticket, _ in good]
+            # what the tagger reads of each: predicted from, kept for late labels, learned from
+            readings = [tagger_document(doc) for doc in docs]
+            predictions = tagger.predict_many(readings)
+            stats.count_uncertain(predictions)
+        for n, (ticket, source_partition) in enumerate(good):
+            tags = [ticket.product_area, ticket.case_type, ticket.severity]
+            if settings.tagging_enabled and settings.count_predicted_tags:
+                guess = predictions[n]
+                tags = [
+                    given or (None if guess[name]["uncertain"] else guess[name]["label"])
+                    for given, name in zip(tags, FIELDS_BY_TAG, strict=True)
                 ]
-                customer_partition = _partition_of(ticket.customer_id.encode())
-                by_partition.setdefault(customer_partition, []).append(fact)
+            fact: Fact = [
+                ticket.id,
+                window_start(ticket.created_ts, window_seconds),
+                tags[0] or UNASSIGNED,
+                tags[1] or UNASSIGNED,
+                tags[2] or UNASSIGNED,
+                ticket.customer_id,
+            ]
+            customer_partition = _partition_of(ticket.customer_id.encode())
+            by_partition.setdefault(customer_partition, []).append(fact)
+            if settings.patterns_enabled:
+                # the words travel with the fact: what ``count`` counts, patterns group
+                texts.setdefault(customer_partition, []).append(
+                    [ticket.created_at.isoformat(), ticket.subject, ticket.body[:PATTERN_BODY_CHARS]]
+                )
+            source = str(source_partition)
+            if fact[1] > marks.get(source, -1):
+                marks[source] = fact[1]
+            if stats.newest_created is None or ticket.created_ts > stats.newest_created:
+                stats.newest_created = ticket.created_ts
+            examples, terms = context.setdefault((fact[1], fact[2], fact[3]), ([], Counter()))
+            terms.update(subject_terms(ticket.subject))
+            if len(examples) < 2 and all(e[1] != ticket.customer_id for e in examples):
+                text = mask_personal(f"{ticket.subject}: {ticket.body}")
+                examples.append([ticket.id, ticket.customer_id, text])
+        stats.received += len(records)
+        # One message per partition and batch: all tickets of a customer land in
+        # the same partition, as if each had been sent keyed by its customer id.
+        # Every counting partition also hears how far in event time each tickets
+        # partition has got (its newest window): the watermark the spike watch
+        # closes windows by is the oldest of those.
+        for partition in range(settings.partitions):
+            facts = by_partition.get(partition, [])
+            if facts or marks:
+                message = {"facts": facts, "watermarks": marks}
                 if settings.patterns_enabled:
-                    # the words travel with the fact: what ``count`` counts, patterns group
-                    texts.setdefault(customer_partition, []).append(
-                        [ticket.created_at.isoformat(), ticket.subject, ticket.body[:PATTERN_BODY_CHARS]]
-                    )
-                source = str(source_partition)
-                if fact[1] > marks.get(source, -1):
-                    marks[source] = fact[1]
-                if stats.newest_created is None or ticket.created_ts > stats.newest_created:
-                    stats.newest_created = ticket.created_ts
-                examples, terms = context.setdefault((fact[1], fact[2], fact[3]), ([], Counter()))
-                terms.update(subject_terms(ticket.subject))
-                if len(examples) < 2 and all(e[1] != ticket.customer_id for e in examples):
-                    text = mask_personal(f"{ticket.subject}: {ticket.body}")
-                    examples.append([ticket.id, ticket.customer_id, text])
-            stats.received += len(events)
-            # One message per partition and batch: all tickets of a customer land in
-            # the same partition, as if each had been sent keyed by its customer id.
-            # Every counting partition also hears how far in event time each tickets
-            # partition has got (its newest window): the watermark the spike watch
-            # closes windows by is the oldest of those.
-            for partition in range(settings.partitions):
-                facts = by_partition.get(partition, [])
-                if facts or marks:
-                    message = {"facts": facts, "watermarks": marks}
-                    if settings.patterns_enabled:
-                        message["texts"] = texts.get(partition, [])
-                    await out.send(by_customer, partition=partition, value=message)
-            # Tags: one batched prediction; the ticket with its predictions to tickets-classified,
-            # its labels (fields the helpdesk filled in) to every worker's model.
-            labelled: dict[int, list[dict[str, Any]]] = {}
-            sources = [source_partition for _, source_partition in good] if docs else []
-            producer = await app.maybe_start_producer() if docs else None
-            for doc, reading, predicted, source_partition in zip(docs, readings, predictions, sources, strict=True):
-                await out.send_json(
-                    producer,
-                    settings.topic_classified,
-                    doc["id"].encode(),
-                    {**doc, "predicted": predicted, "model_version": tagger.version},
-                )
-                # with the prediction made before its labels are learned (prequential)
-                kept = {**reading, "predicted": predicted}
-                id_partition = _partition_of(doc["id"].encode())
-                if id_partition == source_partition:
-                    # ticket-labels is keyed by ticket id, and topics of one partition count
-                    # are assigned together (Faust's co-partitioning): this worker owns that
-                    # partition of the labels too, so it keeps the words here, and any label
-                    # that came first is joined now.
-                    for example in label_join.remember(f"{id_partition}/{doc['id']}", kept):
-                        stats.labels_joined += 1
-                        labelled.setdefault(id_partition, []).append(example)
-                else:
-                    await out.send(texts_to_join, key=doc["id"].encode(), partition=id_partition, value=kept)
-                # Labels this worker has learned for this id came from the training topic, so
-                # every worker has them: a re-sent ticket's labels are not broadcast again.
-                if any(doc.get(f) for f in FIELDS) and not tagger.knows(reading):
-                    # in the partition of its id, so that a later correction comes after it
-                    labelled.setdefault(id_partition, []).append(kept)
-            for partition, examples_of_partition in labelled.items():
-                await out.send(training, partition=partition, value={"examples": examples_of_partition})
-            # Examples and words travel straight to the spike watch: alerts show them.
-            by_area_partition: dict[int, list[list[Any]]] = {}
-            for (window, area, case_type), (examples, terms) in context.items():
-                by_area_partition.setdefault(_partition_of(area.encode()), []).append(
-                    [window, area, case_type, examples, dict(terms.most_common(20))]
-                )
-            for partition, items in by_area_partition.items():
-                await out.send(area_volumes, partition=partition, value={"context": items})
-            label_store.flush()
-            await out.delivered()
-            await label_texts.delivered()
+                    message["texts"] = texts.get(partition, [])
+                await out.send(by_customer, partition=partition, value=message)
+        # Tags: one batched prediction; the ticket with its predictions to tickets-classified,
+        # its labels (fields the helpdesk filled in) to every worker's model.
+        labelled: dict[int, list[dict[str, Any]]] = {}
+        to_join: dict[int, list[dict[str, Any]]] = {}
+        producer = await app.maybe_start_producer() if docs else None
+        for doc, reading, predicted in zip(docs, readings, predictions, strict=True):
+            await out.send_json(
+                producer,
+                settings.topic_classified,
+                doc["id"].encode(),
+                {**doc, "predicted": predicted, "model_version": tagger.version},
+            )
+            # with the prediction made before its labels are learned (prequential)
+            kept = {**reading, "predicted": predicted}
+            # to the partition of its id, where its labels come (ticket-labels is keyed by id)
+            id_partition = _partition_of(doc["id"].encode())
+            to_join.setdefault(id_partition, []).append(kept)
+            # Labels this worker has learned for this id came from the training topic, so
+            # every worker has them: a re-sent ticket's labels are not broadcast again.
+            if any(doc.get(f) for f in FIELDS) and not tagger.knows(reading):
+                # in the partition of its id, so that a later correction comes after it
+                labelled.setdefault(id_partition, []).append(kept)
+        for partition, examples_of_partition in labelled.items():
+            await out.send(training, partition=partition, value={"examples": examples_of_partition})
+        for partition, kept_texts in to_join.items():
+            await out.send(texts_to_join, partition=partition, value={"texts": kept_texts})
+        # Examples and words travel straight to the spike watch: alerts show them.
+        by_area_partition: dict[int, list[list[Any]]] = {}
+        for (window, area, case_type), (examples, terms) in context.items():
+            by_area_partition.setdefault(_partition_of(area.encode()), []).append(
+                [window, area, case_type, examples, dict(terms.most_common(20))]
+            )
+        for partition, items in by_area_partition.items():
+            await out.send(area_volumes, partition=partition, value={"context": items})
+        await out.delivered()
+
+    # set once the tagger's checkpoint (or warm start) is loaded: no ticket is predicted before
+    tagger_ready = asyncio.Event()
+    if not settings.tagging_enabled:
+        tagger_ready.set()
+
+    @app.task
+    async def read_tickets() -> None:
+        """Read ``tickets`` in batches, straight from the Kafka client, into :func:`validate`.
+
+        Not a Faust agent: Faust's per-event path (a lock, a callback, an event, a queue
+        put and get, an ack per message) costs about 60 µs a message here before any work,
+        thirty times the Kafka client's own (``benchmarks/bench_faust_floor.py``), and
+        ``tickets`` is the one topic with a message per ticket. The consumer is in its own
+        group (``<app id>-tickets``), so workers share the partitions as Faust's agents do;
+        a batch's offsets are committed once everything it sent was delivered, and
+        partitions taken away in a rebalance wait for the batch in flight
+        (:class:`FinishBatchFirst`): at least once, like the agents, and every effect
+        downstream is idempotent.
+        """
+        await tagger_ready.wait()
+        in_flight = asyncio.Lock()
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers,
+            group_id=f"{settings.app_id}-tickets",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            # as the app's own consumer (above): a new worker gets its partitions in seconds
+            session_timeout_ms=6000,
+            rebalance_timeout_ms=6000,
+            heartbeat_interval_ms=1000,
+            max_partition_fetch_bytes=max(1_048_576, settings.max_ticket_bytes * 2),
+        )
+        consumer.subscribe([settings.topic_tickets], listener=FinishBatchFirst(in_flight))
+        await consumer.start()
+        try:
+            while True:
+                # everything fetched, then batches that take from every partition in turn
+                fetched = await consumer.getmany(timeout_ms=int(settings.batch_seconds * 1000))
+                for batch in interleaved_batches(fetched, settings.batch_size):
+                    async with in_flight:
+                        owned = consumer.assignment()
+                        batch = {tp: records for tp, records in batch.items() if tp in owned}
+                        if not batch:
+                            continue  # given away in a rebalance: the new owner reads them
+                        await validate([record for records in batch.values() for record in records])
+                        try:
+                            await consumer.commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
+                        except CommitFailedError as exc:
+                            # the group moved on (this worker was too slow): the new owner reads them again
+                            logger.warning("agent=read_tickets commit=failed error=%s", exc)
+        finally:
+            await consumer.stop()
 
     def _volume(partition: int) -> PartitionVolume:
         vol = volumes.get(partition)
@@ -1101,13 +1191,13 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
     )
 
     async def join_labels(stream: Any) -> None:
-        """Join the tags agents send later (ticket-labels) to the words ``validate`` kept.
+        """Join the tags agents send later (ticket-labels) to the words of their tickets.
 
-        Labels are keyed by ticket id, and ``validate`` keeps a ticket's words in the
-        partition of its id (sending them through ``<app>-texts-to-join`` when the ticket
-        came in another partition, which this agent then keeps): a ticket and its labels
-        share a partition number, which one worker owns, so the join is local (module
-        :mod:`pipeline.labels`).
+        Labels are keyed by ticket id, and ``validate`` sends each ticket's reading to the
+        partition of its id of ``<app>-texts-to-join`` (one message per batch and
+        partition), which this agent keeps: a ticket and its labels share a partition
+        number, and Faust assigns both topics' partition p to one worker, so the join is
+        local (module :mod:`pipeline.labels`).
         """
         async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
             joined: dict[int, list[dict[str, Any]]] = {}
@@ -1115,8 +1205,11 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
             for event in events:
                 message = event.message
                 if message.topic != settings.topic_labels:
-                    doc = orjson.loads(event.value)
-                    examples = label_join.remember(f"{message.partition}/{doc['id']}", doc)
+                    value = orjson.loads(event.value)
+                    # a batch's texts of this partition ({"texts": [...]}; one text each before)
+                    examples = []
+                    for doc in value["texts"] if "texts" in value else [value]:
+                        examples += label_join.remember(f"{message.partition}/{doc['id']}", doc)
                 else:
                     try:
                         label = parse_label(event.value)
@@ -1180,6 +1273,7 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
         recovery with several workers, hence a plain consumer.
         """
         positions = load_tagger(tagger, checkpoint_path, settings.tagger_model)
+        tagger_ready.set()
         consumer = await read_every_partition(training.get_topic_name(), positions)
         try:
             last_written = last_saved = time.monotonic()

@@ -6,11 +6,11 @@ needs the ticket's words, so it keeps them, for a configurable horizon, in a tab
 with the prediction made when the ticket was first seen: only what the tagger reads
 (:func:`pipeline.tagger.reading_text`, the cleaned subject and opening, a few hundred
 characters with addresses and numbers already out), not the raw body. Tickets and labels are both
-keyed by ticket id, so a ticket and its labels land in the same partition number, and
-topics of one partition count are assigned together: the worker that validates a
-ticket owns its labels' partition too, and keeps the words as it validates the ticket,
-without reading them back from ``tickets-classified`` (a ticket that a producer put in
-another partition is forwarded to the partition of its id first). The join is local.
+keyed by ticket id, and ``validate`` sends each ticket's words (one message per batch
+and partition) to the partition of its id of ``<app>-texts-to-join``, which Faust
+assigns together with the same partition of ``ticket-labels`` (topics of one partition
+count are co-partitioned): the worker that joins a ticket's labels holds its words.
+The join is local.
 A label that comes before its ticket waits (within the horizon too); one whose ticket
 never comes within the horizon is given back as expired, for the dead-letter topic:
 nothing is dropped silently.

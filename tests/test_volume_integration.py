@@ -121,6 +121,15 @@ def test_two_workers_count_exactly_what_one_worker_counts(stack_factory) -> None
         field = lines[-1].split("partitions=")[1].split(" ")[0]
         owned.append(set() if field == "none" else {int(p) for p in field.split(",")})
     assert owned[0] and owned[1] and not owned[0] & owned[1], owned
+    # ... and each read its own partitions of the tickets (the reader's consumer group)
+    read = []
+    for name in ("a", "b"):
+        log = (two.tmp_path / f"worker-{name}.log").read_text()
+        lines = [ln for ln in log.splitlines() if "agent=read_tickets assigned partitions=" in ln]
+        assert lines, f"worker {name} never read tickets:\n{log[-2000:]}"
+        field = lines[-1].split("partitions=")[1].split(" ")[0]
+        read.append(set() if field == "none" else {int(p) for p in field.split(",")})
+    assert read[0] and read[1] and not read[0] & read[1] and read[0] | read[1] == {0, 1, 2, 3}, read
 
 
 def test_worker_killed_mid_stream_loses_nothing_and_counts_nothing_twice(stack) -> None:
