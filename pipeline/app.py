@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import logging
 import os
 import pickle
@@ -222,6 +223,24 @@ def interleaved_batches(fetched: dict[Any, list[Any]], size: int) -> Iterator[di
             batch[tp] = fetched[tp][taken[tp] : taken[tp] + share]
             taken[tp] += len(batch[tp])
         yield batch
+
+
+def round_robin(lists: Sequence[Sequence[Any]]) -> list[Any]:
+    """One item of each list in turn: a batch's records, partitions interleaved.
+
+    Within a batch too, one partition's hours must not all come before another's: the
+    counting watermark is the newest window a counting partition has seen, and a ticket
+    more than the allowed lateness behind it is not counted (:mod:`pipeline.volume`).
+
+    >>> round_robin([[1, 2, 3], [10], [20, 21]])
+    [1, 10, 20, 2, 21, 3]
+    """
+    return [
+        item for group in itertools.zip_longest(*lists, fillvalue=_NOTHING) for item in group if item is not _NOTHING
+    ]
+
+
+_NOTHING = object()
 
 
 class FinishBatchFirst(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -723,7 +742,7 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
                         batch = {tp: records for tp, records in batch.items() if tp in owned}
                         if not batch:
                             continue  # given away in a rebalance: the new owner reads them
-                        await validate([record for records in batch.values() for record in records])
+                        await validate(round_robin(list(batch.values())))
                         try:
                             await consumer.commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
                         except CommitFailedError as exc:

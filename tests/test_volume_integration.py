@@ -215,3 +215,25 @@ def test_a_restarted_worker_remembers_how_far_every_tickets_partition_has_got(st
     assert stack.wait_for_counts(dict(truth)) == dict(truth), stack.worker_logs()
     before_hour_10 = {key: n for key, n in truth.items() if key[0] < start + 10 * 3600}
     assert stack.wait_for_counts(before_hour_10, patterns=True) == before_hour_10, stack.worker_logs()
+
+
+def test_a_backlog_waiting_before_the_worker_starts_is_counted_exactly(stack) -> None:
+    """A worker that starts behind (a backlog, a restart after downtime) reads big fetches.
+
+    Each partition's tickets are in time order, and a batch takes hundreds from each: if one
+    partition's came all before another's, the counting watermark would run days ahead of
+    the slower partition's tickets and drop them as too late (the lateness is a week).
+    """
+    messages, truth = _generated(days=16, seed=9, scale=0.3)
+    per_partition: dict[int, list[str]] = {}
+    for key, value in messages:
+        created = orjson.loads(value)["created_at"]
+        per_partition.setdefault((murmur2(key) & 0x7FFFFFFF) % 4, []).append(created)
+    # the precondition: a batch's share of one partition spans more than the lateness
+    first = sorted(per_partition[0][:500])
+    span = datetime.fromisoformat(first[-1]) - datetime.fromisoformat(first[0])
+    assert span.total_seconds() > 7 * 86400, span
+    stack.create_topics()
+    stack.send(messages)  # all of it waits on the broker before the worker starts
+    stack.start_worker()
+    assert stack.wait_for_counts(dict(truth)) == dict(truth), stack.worker_logs()
