@@ -172,8 +172,12 @@ class Outbox:
     async def delivered(self) -> None:
         """Return once the broker has acknowledged every message sent so far."""
         pending, self._pending = self._pending, []
-        if pending:
-            await asyncio.gather(*pending)
+        # One by one, not ``asyncio.gather``: gather wraps every future (a callback, a
+        # result list) and, at a message per ticket, that was about 5 % of the worker's
+        # samples in py-spy; the futures of one produce request complete together, so
+        # most are done when reached and awaiting them costs nothing.
+        for sent in pending:
+            await sent
 
 
 class DurableTable(faust.Table):  # type: ignore[misc]
