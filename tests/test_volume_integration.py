@@ -8,6 +8,7 @@ import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime
+from pathlib import Path
 
 import orjson
 import pytest
@@ -112,24 +113,21 @@ def test_two_workers_count_exactly_what_one_worker_counts(stack_factory) -> None
     solo_patterns = one.patterns()
     assert two.patterns() == solo_patterns
     assert 10 < len({pattern for _, pattern, _ in solo_patterns}) < 200
-    # Both workers of the pair really shared the work: each owns counting partitions.
-    owned = []
-    for name in ("a", "b"):
-        log = (two.tmp_path / f"worker-{name}.log").read_text()
-        lines = [ln for ln in log.splitlines() if "agent=count recovered partitions=" in ln]
-        assert lines, f"worker {name} never took partitions:\n{log[-2000:]}"
-        field = lines[-1].split("partitions=")[1].split(" ")[0]
-        owned.append(set() if field == "none" else {int(p) for p in field.split(",")})
+    # Both workers of the pair really shared the work: each owns counting partitions ...
+    owned = [_last_partitions(two.tmp_path / f"worker-{name}.log", "agent=count recovered") for name in "ab"]
     assert owned[0] and owned[1] and not owned[0] & owned[1], owned
     # ... and each read its own partitions of the tickets (the reader's consumer group)
-    read = []
-    for name in ("a", "b"):
-        log = (two.tmp_path / f"worker-{name}.log").read_text()
-        lines = [ln for ln in log.splitlines() if "agent=read_tickets assigned partitions=" in ln]
-        assert lines, f"worker {name} never read tickets:\n{log[-2000:]}"
-        field = lines[-1].split("partitions=")[1].split(" ")[0]
-        read.append(set() if field == "none" else {int(p) for p in field.split(",")})
+    read = [_last_partitions(two.tmp_path / f"worker-{name}.log", "agent=read_tickets assigned") for name in "ab"]
     assert read[0] and read[1] and not read[0] & read[1] and read[0] | read[1] == {0, 1, 2, 3}, read
+
+
+def _last_partitions(log_path: Path, event: str) -> set[int]:
+    """The partitions of the last ``<event> partitions=0,2`` line of a worker's log."""
+    log = log_path.read_text()
+    lines = [ln for ln in log.splitlines() if f"{event} partitions=" in ln]
+    assert lines, f"{log_path.name}: no '{event}' line:\n{log[-2000:]}"
+    field = lines[-1].split("partitions=")[1].split(" ")[0]
+    return set() if field == "none" else {int(p) for p in field.split(",")}
 
 
 def test_worker_killed_mid_stream_loses_nothing_and_counts_nothing_twice(stack) -> None:
