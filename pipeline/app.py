@@ -229,6 +229,9 @@ def interleaved_batches(fetched: dict[Any, list[Any]], size: int) -> Iterator[di
         yield batch
 
 
+_NOTHING = object()
+
+
 def round_robin(lists: Sequence[Sequence[Any]]) -> list[Any]:
     """One item of each list in turn: a batch's records, partitions interleaved.
 
@@ -242,9 +245,6 @@ def round_robin(lists: Sequence[Sequence[Any]]) -> list[Any]:
     return [
         item for group in itertools.zip_longest(*lists, fillvalue=_NOTHING) for item in group if item is not _NOTHING
     ]
-
-
-_NOTHING = object()
 
 
 class FinishBatchFirst(ConsumerRebalanceListener):  # type: ignore[misc]
