@@ -1,18 +1,23 @@
 """Throughput of the walking skeleton: the hot path in-process, and end to end.
 
     .venv/bin/python benchmarks/bench_pipeline.py [--days 7] [--scale 20] [--set TICKETPULSE_NAME=VALUE ...]
+        [--bodies ../shared/data/nlbse2024/issues_train.csv]
 
 1. In-process, one core: validation (``parse_ticket``) and counting
    (``PartitionVolume.add``) over generated tickets, without Kafka.
 2. End to end: an embedded Tansu broker and influxd, one worker process, generated
    tickets produced as fast as the producer can; the clock runs from the first
    message sent until InfluxDB holds the exact count of every window.
+
+The generated bodies are short (about 120 characters); ``--bodies`` takes the bodies
+from a CSV with a ``body`` column instead (in turn), for real tickets' length and mess.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
 import os
 import platform
 import signal
@@ -136,10 +141,21 @@ def main() -> None:
         metavar="TICKETPULSE_NAME=VALUE",
         help="a worker setting, e.g. TICKETPULSE_TAGGING_ENABLED=false (repeatable)",
     )
+    parser.add_argument("--bodies", type=Path, help="a CSV with a 'body' column: real bodies, in turn")
     args = parser.parse_args()
     spike = Spike("reports", START.replace(day=3, hour=10), 2, 4)
     gen = TicketGenerator(START, days=args.days, scale=args.scale, seed=42, spikes=[spike])
-    raws = [orjson.dumps(t.payload) for t in gen.tickets()]
+    payloads = [t.payload for t in gen.tickets()]
+    if args.bodies:
+        csv.field_size_limit(10_000_000)  # issue bodies with pasted logs
+        with args.bodies.open(newline="") as f:
+            bodies = [row["body"] for row in csv.DictReader(f) if row.get("body")]
+        # a re-sent ticket keeps its text: the body follows the id
+        body_of: dict[object, str] = {}
+        payloads = [{**p, "body": body_of.setdefault(p["id"], bodies[len(body_of) % len(bodies)])} for p in payloads]
+        mean = sum(len(p["body"]) for p in payloads) / len(payloads)
+        print(f"bodies: {len(bodies)} from {args.bodies}, {mean:.0f} characters on average")
+    raws = [orjson.dumps(p) for p in payloads]
     unique = sum(gen.truth().values())
     print(f"machine: {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}")
     print(f"input: {len(raws)} messages, {unique} distinct tickets ({args.days:g} days, scale {args.scale:g})")

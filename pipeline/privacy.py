@@ -23,6 +23,26 @@ def mask_personal(text: str, limit: int = 280) -> str:
     >>> mask_personal("Card 4111111111111111 fails, see https://app.example/pay?token=abc123")
     'Card [number] fails, see https://app.example/pay?[…]'
     """
+    head = text[: limit * _HEAD_FACTOR]
+    if len(head) < len(text):
+        # Only ``limit`` characters are shown: masking the head alone gives the same ones
+        # when its masked text runs well past them (every pattern's match that the cut
+        # could split starts within the margin). A ticket's pasted log made the alert
+        # examples and patterns cost 16 % of the worker on real issue text.
+        flat = _masked(head)
+        if len(flat) > limit + _MARGIN:
+            return flat[: limit - 1].rstrip() + "…"
+    flat = _masked(text)
+    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
+
+
+#: characters of a text masked first (times the limit), and the room past the limit its
+#: masked text must have for the shown part to be the whole text's
+_HEAD_FACTOR = 4
+_MARGIN = 100
+
+
+def _masked(text: str) -> str:
     text = _SIGNATURE.sub("\n", text)
     if "@" in text:  # the pattern is slow to find nothing, and most texts have no address
         text = EMAIL.sub("[email]", text)
@@ -30,5 +50,4 @@ def mask_personal(text: str, limit: int = 280) -> str:
     text = _LONG_NUMBER.sub("[number]", text)
     text = _PHONE.sub("[phone]", text)
     text = _GREETING.sub(lambda m: m.group(1) + " [name]", text)
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
+    return " ".join(text.split())

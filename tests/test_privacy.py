@@ -30,3 +30,20 @@ def test_personal_data_is_masked_and_the_rest_kept(text: str, masked: str) -> No
 def test_long_text_is_cut_on_one_line() -> None:
     out = mask_personal("word " * 200, limit=50)
     assert len(out) == 50 and out.endswith("…") and "\n" not in out
+
+
+@pytest.mark.parametrize("at", [1080, 1110, 1118, 1119, 1120, 1121, 1125, 1200])
+@pytest.mark.parametrize(
+    "item", ["ana.berg@corp.example", "+1 (415) 555-0199", "4111111111111111", "\nThanks,\nAna Berg\n", "\nHi Maria,\n"]
+)
+def test_a_long_text_shows_what_masking_all_of_it_shows(at: int, item: str) -> None:
+    # only the head of a long text is masked when its masked text runs well past the limit
+    from pipeline.privacy import _masked
+
+    words = "The export of the sales report fails again after the update. " * 40
+    text = words[:at] + item + words[at:]
+    whole = _masked(text)
+    assert mask_personal(text) == whole[:279].rstrip() + "…"
+    early = "Call +1 (415) 555-0199 or ana.berg@corp.example. " + text
+    shown = mask_personal(early)
+    assert shown.startswith("Call [phone] or [email].") and "555" not in shown and "ana.berg" not in shown
