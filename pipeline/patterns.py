@@ -18,6 +18,7 @@ Deterministic: the same tickets in the same order give the same patterns and ids
 from __future__ import annotations
 
 import hashlib
+import heapq
 import math
 import re
 from collections import Counter
@@ -146,6 +147,12 @@ class PatternGrouper:
         self.documents = 0
         self._index: dict[str, set[str]] = {}
         self._of_ticket: dict[str, str] = {}
+        # each centroid's length, kept as it changes: a ticket is compared with up to 30
+        self._norms: dict[str, float] = {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("_norms", {})  # checkpoints written before the norms were kept
+        self.__dict__.update(state)
 
     def _vector(self, terms: Counter[str]) -> dict[str, float]:
         n = self.documents
@@ -160,10 +167,23 @@ class PatternGrouper:
         for term in strongest:
             shared.update(self._index.get(term, ()))
         best, best_sim = None, 0.0
-        for pid, _ in shared.most_common(30):
+        order = {t: i for i, t in enumerate(vec)}
+        # the 30 sharing most of them; among equals, by id: an index entry is a set, whose
+        # order changes with each process's hash seed, and two workers must group alike
+        for pid, _ in heapq.nsmallest(30, shared.items(), key=lambda kv: (-kv[1], kv[0])):
             pattern = self.patterns[pid]
-            norm = math.sqrt(sum(v * v for v in pattern.centroid.values())) or 1.0
-            sim = sum(w * pattern.centroid.get(t, 0.0) for t, w in vec.items()) / norm
+            norm = self._norms.get(pid)
+            if norm is None:
+                norm = self._norms[pid] = math.sqrt(sum(v * v for v in pattern.centroid.values())) or 1.0
+            centroid = pattern.centroid
+            if len(vec) <= len(centroid):
+                sim = sum(w * centroid.get(t, 0.0) for t, w in vec.items()) / norm
+            else:
+                # a long ticket has hundreds of terms, a centroid 40: find the shared ones
+                # from the centroid, and add them up in the ticket's order (the same sum,
+                # to the last bit, so every worker and every version groups alike)
+                shared_terms = sorted((order[t], t) for t in centroid if t in order)
+                sim = sum(vec[t] * centroid[t] for _, t in shared_terms) / norm
             if sim > best_sim or (sim == best_sim and best is not None and pid < best.id):
                 best, best_sim = pattern, sim
         return best, best_sim
@@ -209,6 +229,7 @@ class PatternGrouper:
             pattern.centroid = kept
         for term in pattern.centroid:
             self._index.setdefault(term, set()).add(pattern.id)
+        self._norms.pop(pattern.id, None)  # computed again when next needed
 
     def add_many(self, tickets: Iterable[Mapping[str, Any]]) -> list[Pattern]:
         return [self.add(t) for t in tickets]

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
+import os
+import subprocess
+import sys
+from collections import Counter
 from pathlib import Path
 
 from pipeline.nearchurn import near_churn_reason
@@ -67,6 +72,64 @@ def test_same_input_same_patterns() -> None:
         ]
 
     assert run() == run()
+
+
+GROUP_IN_A_PROCESS = """
+import hashlib, json, random
+from pipeline.patterns import PatternGrouper
+rng = random.Random(7)
+vocab = [f"word{chr(97 + i % 26)}{chr(97 + i // 26 % 26)}x" for i in range(400)]
+g = PatternGrouper()
+ids = []
+for i in range(2000):
+    words = rng.choices(vocab, weights=[1 / (k + 1) for k in range(len(vocab))], k=25)
+    ticket = {"id": str(i), "customer_id": str(i % 50), "subject": " ".join(words[:5]), "body": " ".join(words[5:])}
+    ids.append(g.add(ticket).id)
+print(len(set(ids)), hashlib.sha256(json.dumps(ids).encode()).hexdigest())
+"""
+
+
+def test_workers_with_different_hash_seeds_group_alike() -> None:
+    # Every worker groups every ticket and they must agree; string hashing differs from
+    # process to process, and with it the order of a set: many patterns sharing a
+    # ticket's words equally once picked different candidates in different workers.
+    root = Path(__file__).parent.parent
+    outputs = set()
+    for seed in ("1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        done = subprocess.run(
+            [sys.executable, "-c", GROUP_IN_A_PROCESS], cwd=root, env=env, capture_output=True, text=True, check=True
+        )
+        outputs.add(done.stdout.strip())
+    assert len(outputs) == 1, outputs
+    patterns = int(outputs.pop().split()[0])
+    assert 20 < patterns < 2000  # tickets were grouped, not each alone or all in one
+
+
+def test_a_long_ticket_is_as_similar_to_a_pattern_as_the_cosine_says() -> None:
+    g = PatternGrouper()
+    short = {"id": "s", "customer_id": "c1", "subject": "export csv report", "body": "export fails at midnight"}
+    pattern = g.add(short)
+    words = " ".join(f"filler{chr(97 + i % 26)}{chr(97 + i // 26)}" for i in range(120))
+    long_ticket = Counter({"export": 2, "csv": 1, "report": 1, "midnight": 1, **dict.fromkeys(words.split(), 1)})
+    vec = g._vector(long_ticket)
+    assert len(vec) > len(pattern.centroid)  # the branch that walks the centroid
+    found, similarity = g._best(vec)
+    norm = math.sqrt(sum(v * v for v in pattern.centroid.values()))
+    cosine = sum(w * pattern.centroid.get(t, 0.0) for t, w in vec.items()) / norm
+    assert found is pattern and similarity == cosine
+
+
+def test_a_grouper_saved_before_norms_were_kept_loads_and_groups() -> None:
+    g = PatternGrouper()
+    for i, (s, b) in enumerate(EXPORT[:2]):
+        g.add({"id": f"e{i}", "customer_id": f"c{i}", "subject": s, "body": b})
+    state = dict(g.__dict__)
+    del state["_norms"]
+    old = PatternGrouper.__new__(PatternGrouper)
+    old.__setstate__(state)
+    joined = old.add({"id": "e2", "customer_id": "c2", "subject": EXPORT[2][0], "body": EXPORT[2][1]})
+    assert joined.tickets == 3
 
 
 def test_near_churn_words_are_quoted_as_the_customer_wrote_them() -> None:
