@@ -12,7 +12,8 @@ From the essays: one ticket is an anecdote, ten similar ones (from distinct cust
 are a pattern, fifty are a roadmap item; one customer filing twenty tickets is not a
 pattern, hence the customer counts and the concentration (the top customer's share).
 
-Deterministic: the same tickets in the same order give the same patterns and ids.
+Deterministic: the same tickets in the same order give the same patterns and ids, in
+any process (nothing depends on the order of a set, which follows the hash seed).
 """
 
 from __future__ import annotations
@@ -167,7 +168,7 @@ class PatternGrouper:
         for term in strongest:
             shared.update(self._index.get(term, ()))
         best, best_sim = None, 0.0
-        order = {t: i for i, t in enumerate(vec)}
+        order: dict[str, int] | None = None  # the ticket's terms by position, made when first needed
         # the 30 sharing most of them; among equals, by id: an index entry is a set, whose
         # order changes with each process's hash seed, and two workers must group alike
         for pid, _ in heapq.nsmallest(30, shared.items(), key=lambda kv: (-kv[1], kv[0])):
@@ -182,6 +183,8 @@ class PatternGrouper:
                 # a long ticket has hundreds of terms, a centroid 40: find the shared ones
                 # from the centroid, and add them up in the ticket's order (the same sum,
                 # to the last bit, so every worker and every version groups alike)
+                if order is None:
+                    order = {t: i for i, t in enumerate(vec)}
                 shared_terms = sorted((order[t], t) for t in centroid if t in order)
                 sim = sum(vec[t] * centroid[t] for _, t in shared_terms) / norm
             if sim > best_sim or (sim == best_sim and best is not None and pid < best.id):
