@@ -52,6 +52,11 @@ class VolumeWatch:
     order (a window with no ticket is learned as zero). Plain data: it pickles, with
     its detector and episode, into the worker's durable table.
 
+    Each closed window's baseline (customers, expected, upper) is kept for
+    :meth:`drain_baselines` (the dashboards' "normal" band), unless ``keep_baselines``
+    is false: a watch whose baselines nobody drains (a pattern's) would keep one per
+    window for as long as it lives.
+
     Examples
     --------
     >>> watch = VolumeWatch("reports", 3600, SpikeDetector(min_windows=24), min_customers=5)
@@ -68,6 +73,9 @@ class VolumeWatch:
     [('resolved', 608400)]
     """
 
+    #: read by instances pickled before it was an argument (they kept baselines)
+    keep_baselines: bool = True
+
     def __init__(
         self,
         key: str,
@@ -76,6 +84,7 @@ class VolumeWatch:
         alert_score: float = 0.4,
         critical_score: float = 0.8,
         min_customers: int = 5,
+        keep_baselines: bool = True,
     ) -> None:
         self.key = key
         self.window_seconds = window_seconds
@@ -83,6 +92,7 @@ class VolumeWatch:
         self.alert_score = alert_score
         self.critical_score = critical_score
         self.min_customers = min_customers
+        self.keep_baselines = keep_baselines
         self.tracker = EpisodeTracker(key, alert_score=alert_score, min_customers=min_customers)
         self.totals: dict[int, tuple[int, int]] = {}
         self.learned_through: int | None = None
@@ -145,7 +155,7 @@ class VolumeWatch:
             events += self._judge(w, closed=True)
             tickets, customers = self.totals.pop(w, (0, 0))
             self.context.pop(w, None)
-            if self.detector.ready:
+            if self.keep_baselines and self.detector.ready:
                 expected = self.detector.expected(w)
                 self.baselines.append((w, customers, round(expected, 3), round(self.detector.upper(w), 3)))
             self.detector.learn_one({"t": w, "y": tickets, "customers": customers})

@@ -139,6 +139,10 @@ class PatternWatch:
         state.setdefault("too_late", 0)
         state.setdefault("assigned", [])
         state.setdefault("unwritten", set())
+        # watches of earlier versions kept every closed window's baseline, never drained
+        for watch in state.get("watches", {}).values():
+            watch.keep_baselines = False
+            watch.baselines.clear()
         self.__dict__.update(state)
 
     def pattern(self, pattern_id: str) -> Pattern:
@@ -236,6 +240,7 @@ class PatternWatch:
                     SpikeDetector(),
                     alert_score=self.alert_score,
                     min_customers=self.min_customers,
+                    keep_baselines=False,  # no series of pattern baselines: nothing drains them
                 )
                 self._warm(watch, min(self.windows_of[pid]))
                 # every window it has counts in, oldest first (an episode never goes back)

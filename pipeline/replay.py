@@ -38,7 +38,7 @@ def backtest_spikes(volumes: dict[tuple[int, str], dict[str, Any]], window_secon
     areas = sorted({area for _, area in volumes})
     for area in areas:
         windows = sorted(w for w, a in volumes if a == area)
-        watch = VolumeWatch(area, window_seconds)
+        watch = VolumeWatch(area, window_seconds, keep_baselines=False)  # episodes only
         for w in range(windows[0], windows[-1] + window_seconds, window_seconds):
             cell = volumes.get((w, area))
             events = watch.update(w, len(cell["ids"]), len(cell["customers"])) if cell is not None else []

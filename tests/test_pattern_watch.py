@@ -177,3 +177,24 @@ def test_a_late_ticket_is_written_even_when_the_watermark_passes_the_lateness_li
     # once written, the window's counts are let go
     pw.hear({"0": START + 3 * DAY + H})
     assert pw.counts == {} and pw.points(set(), "1h") == []
+
+
+def test_a_pattern_watch_keeps_no_baseline_per_window_however_long_it_lives() -> None:
+    # Area watches hand their baselines to the dashboards; nothing drains a pattern's, so a
+    # pattern that kept getting tickets once kept one baseline per hour for as long as it
+    # lived, in memory and in every checkpoint.
+    pw = PatternWatch(H, 7 * DAY, sources=1)
+    n = 0
+    for day in range(10):
+        batch = [record(n + i, START + (day * 24 + i) * H, "export", f"c{i}") for i in range(3)]
+        n += 3
+        pw.add(batch)
+        pw.judge(pw.hear({"0": START + (day + 1) * DAY}))
+        pw.close()
+    watch = next(iter(pw.watches.values()))
+    assert watch.detector.ready and watch.learned_through == START + 10 * DAY - H  # 240 windows learned
+    assert watch.baselines == []
+    # a checkpoint of an earlier version, whose watch kept them all, lets them go when loaded
+    watch.keep_baselines, watch.baselines = True, [(START, 1, 0.5, 3.0)] * 240
+    loaded = pickle.loads(pickle.dumps(pw))
+    assert all(w.baselines == [] and not w.keep_baselines for w in loaded.watches.values())
