@@ -1433,12 +1433,13 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
                 if batch:
                     stats.patterns_too_late = sum(pw.too_late for pw in pattern_watches.values())
                     logger.info(
-                        "agent=patterns messages=%d points=%d spike_events=%d too_late=%d patterns=%s",
+                        "agent=patterns messages=%d points=%d spike_events=%d too_late=%d patterns=%s forgotten=%d",
                         sum(len(r) for r in batch.values()),
                         len(points),
                         len(events),
                         stats.patterns_too_late,
                         ";".join(f"{p}:{len(pw.area_of)}" for p, pw in sorted(pattern_watches.items())),
+                        sum(pw.forgotten for pw in pattern_watches.values()),
                     )
                 if batch and time.monotonic() - last_saved >= settings.pattern_checkpoint_seconds:
                     save()

@@ -69,7 +69,16 @@ class PatternWatch:
         zeros (a new pattern can spike at once; see :meth:`judge`).
     retire_after_seconds
         A watch whose pattern has had no ticket for this long, and no open episode, is
-        dropped; it starts afresh if the pattern comes back.
+        dropped; it starts afresh if the pattern comes back. A pattern itself quiet for
+        this long, with fewer than ``keep_customers`` customers, is forgotten (checked
+        once a day of event time): most patterns are one or two tickets that never
+        come back, and kept for ever they would grow the worker's memory, its
+        checkpoints and the candidates every new ticket is compared with, without end.
+        A ticket like it later starts a new pattern.
+    keep_customers
+        Customers that make a pattern worth keeping however long it is quiet (ten, the
+        essays' line between an anecdote and a pattern): a problem that comes back
+        months later rejoins it, for the monthly review.
 
     Examples
     --------
@@ -96,6 +105,7 @@ class PatternWatch:
         watch_after: int = 2,
         retire_after_seconds: int = 28 * 86400,
         warm_windows: int = 168,
+        keep_customers: int = 10,
     ) -> None:
         self.window_seconds = window_seconds
         self.allowed_lateness_seconds = allowed_lateness_seconds
@@ -106,6 +116,7 @@ class PatternWatch:
         self.watch_after = watch_after
         self.retire_after_seconds = retire_after_seconds
         self.warm_windows = warm_windows
+        self.keep_customers = keep_customers
         self.groupers: dict[str, PatternGrouper] = {}
         #: pattern id -> its area
         self.area_of: dict[str, str] = {}
@@ -133,12 +144,16 @@ class PatternWatch:
         #: (window, pattern id) whose count changed since :meth:`points` last gave it: not
         #: pruned before then (the watermark may pass the lateness line first)
         self.unwritten: set[tuple[int, str]] = set()
+        #: patterns forgotten (quiet and small; ``retire_after_seconds``)
+        self.forgotten = 0
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # a checkpoint of an earlier version lacks the counters added since
         state.setdefault("too_late", 0)
         state.setdefault("assigned", [])
         state.setdefault("unwritten", set())
+        state.setdefault("keep_customers", 10)
+        state.setdefault("forgotten", 0)
         # watches of earlier versions kept every closed window's baseline, never drained
         for watch in state.get("watches", {}).values():
             watch.keep_baselines = False
@@ -293,7 +308,8 @@ class PatternWatch:
         """Close, in every pattern's watch, the windows the watermark has passed (after :meth:`judge`)."""
         if self.watermark is None or self.watermark == self.closed_through:
             return []
-        low = self.closed_through = self.watermark
+        before, low = self.closed_through, self.watermark
+        self.closed_through = low
         events: list[SpikeEvent] = []
         for pid in sorted(self.watches):
             watch = self.watches[pid]
@@ -301,7 +317,21 @@ class PatternWatch:
             quiet = low - self.last_window_of.get(pid, low) > self.retire_after_seconds
             if quiet and watch.tracker.episode is None:
                 del self.watches[pid]
+        if before is None or low // 86400 > before // 86400:
+            self._forget_quiet(low)
         return events
+
+    def _forget_quiet(self, low: int) -> None:
+        # Every worker does this at the same point of the same messages: they go on agreeing.
+        for pid, last in list(self.last_window_of.items()):
+            if low - last <= self.retire_after_seconds or pid in self.watches or pid in self.windows_of:
+                continue
+            grouper = self.groupers[self.area_of[pid]]
+            if len(grouper.patterns[pid].customers) >= self.keep_customers:
+                continue
+            grouper.forget(pid)
+            del self.area_of[pid], self.last_window_of[pid]
+            self.forgotten += 1
 
     def points(self, touched: Iterable[tuple[int, str]], window_tag: str) -> list[Point]:
         """``pattern_volume`` points of the changed counts (each the window's whole count: idempotent).

@@ -192,9 +192,28 @@ class PatternGrouper:
         return best, best_sim
 
     def pattern_of(self, ticket_id: str) -> Pattern | None:
-        """The pattern a ticket joined (``None`` if never seen)."""
+        """The pattern a ticket joined (``None`` if never seen, or if that pattern was forgotten)."""
         pid = self._of_ticket.get(ticket_id)
-        return self.patterns[pid] if pid is not None else None
+        return self.patterns.get(pid) if pid is not None else None
+
+    def forget(self, pattern_id: str) -> None:
+        """Drop a pattern: a ticket like it starts a new one. Its words stay in the document frequencies.
+
+        >>> g = PatternGrouper()
+        >>> first = g.add({"id": "1", "customer_id": "c1", "subject": "Charged twice", "body": "refund my card"})
+        >>> g.forget(first.id)
+        >>> again = g.add({"id": "2", "customer_id": "c2", "subject": "Charged twice", "body": "refund my card"})
+        >>> again.id != first.id, len(g.patterns), g.pattern_of("1")
+        (True, 1, None)
+        """
+        pattern = self.patterns.pop(pattern_id)
+        for term in pattern.centroid:
+            ids = self._index.get(term)
+            if ids is not None:
+                ids.discard(pattern_id)
+                if not ids:
+                    del self._index[term]
+        self._norms.pop(pattern_id, None)
 
     def add(self, ticket: Mapping[str, Any], near_churn: bool = False, remember: bool = True) -> Pattern:
         """Group one ticket; a ticket id seen before stays in its pattern and counts once.

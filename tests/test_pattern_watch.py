@@ -198,3 +198,31 @@ def test_a_pattern_watch_keeps_no_baseline_per_window_however_long_it_lives() ->
     watch.keep_baselines, watch.baselines = True, [(START, 1, 0.5, 3.0)] * 240
     loaded = pickle.loads(pickle.dumps(pw))
     assert all(w.baselines == [] and not w.keep_baselines for w in loaded.watches.values())
+
+
+def test_a_small_pattern_quiet_for_the_retirement_horizon_is_forgotten_and_a_large_one_is_kept() -> None:
+    pw = PatternWatch(H, 2 * DAY, sources=1, retire_after_seconds=28 * DAY)
+    day0 = [record(0, START, "invoice", "c0")]  # one ticket: an anecdote
+    day0 += [record(1 + i, START + H, "export", f"c{i}") for i in range(12)]  # twelve customers
+    pw.add(day0)
+    n = 100
+    for day in range(1, 41):  # a login ticket a day moves event time on; as the stream does:
+        touched = pw.add([record(n, START + day * DAY, "login", "c1")]) | pw.hear({"0": START + day * DAY + H})
+        n += 1
+        pw.judge(touched)
+        pw.points(touched, "1h")
+        pw.close()
+        if day == 27:  # quiet for 27 days and an hour: kept
+            assert len(pw.area_of) == 3 and pw.forgotten == 0
+    assert pw.forgotten == 1
+    assert sorted(pw.area_of.values()) == ["export", "login"]
+    assert pw.groupers["billing"].patterns == {}
+    assert all(pid in pw.area_of for g in pw.groupers.values() for ids in g._index.values() for pid in ids)
+    # the problem comes back: a new pattern; the export problem rejoins its old one
+    export_id = next(pid for pid, area in pw.area_of.items() if area == "export")
+    back = [record(n, START + 41 * DAY, "invoice", "c7"), record(n + 1, START + 41 * DAY, "export", "c7")]
+    pw.add(back)
+    pw.hear({"0": START + 42 * DAY})
+    assigned = dict(pw.drain_assigned())
+    assert assigned[f"export-{n + 1}"] == export_id
+    assert assigned[f"invoice-{n}"] != assigned["invoice-0"] and assigned[f"invoice-{n}"] in pw.area_of
