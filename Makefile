@@ -43,6 +43,7 @@ format: $(STAMP) ## rewrite the code in ruff's format
 bench: $(STAMP) ## throughput benchmarks; figures go to docs/benchmarks.md by hand
 	$(BIN)/python benchmarks/bench_pipeline.py
 	$(BIN)/python benchmarks/bench_faust_floor.py
+	$(BIN)/python benchmarks/bench_patterns.py
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .ticketpulse *.egg-info

@@ -1,0 +1,92 @@
+"""Patterns over months: does the grouping's state, and its cost per ticket, stay bounded?
+
+    .venv/bin/python benchmarks/bench_patterns.py [--days 120] [--per-hour 40]
+
+One partition's :class:`pipeline.pattern_watch.PatternWatch`, fed hour by hour as the
+worker feeds it (group, judge, points, close, hand over the assignments). Most tickets of a helpdesk describe
+something nobody else reports: here each ticket is a few sentences drawn from a large
+vocabulary (seeded), and one in four is one of twenty recurring problems, so most
+patterns stay one ticket. Printed per month of event time: the patterns held, the size
+of the pickled state (what the worker's checkpoint writes) and the cost of grouping a
+ticket; once as the worker runs (small patterns quiet for 28 days are forgotten) and
+once with nothing forgotten, as before 2026-11-30.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import platform
+import random
+import sys
+import time
+from datetime import UTC, datetime
+
+from pipeline.cli import tune_gc
+from pipeline.pattern_watch import PatternWatch
+
+H = 3600
+DAY = 86400
+START = int(datetime(2026, 3, 2, tzinfo=UTC).timestamp())
+AREAS = ("reports", "billing", "login", "exports", "notifications")
+
+
+def tickets_of_hour(rng: random.Random, hour: int, per_hour: int, vocabulary: list[str]) -> list[list[object]]:
+    window = START + hour * H
+    created = datetime.fromtimestamp(window + 60, UTC).isoformat()
+    out: list[list[object]] = []
+    for i in range(per_hour):
+        if rng.random() < 0.25:  # one of twenty recurring problems, each in its area
+            problem = rng.randrange(20)
+            subject = f"problem{problem} fails on {vocabulary[problem]} page"
+            body = f"the {vocabulary[problem]} {vocabulary[problem + 20]} breaks after the update"
+            area = AREAS[problem % len(AREAS)]
+        else:  # something nobody else reports
+            words = rng.choices(vocabulary, k=30)
+            subject, body = " ".join(words[:6]), " ".join(words[6:])
+            area = AREAS[rng.randrange(len(AREAS))]
+        out.append([f"t{hour}-{i}", window, area, "bug", f"c{rng.randrange(5000)}", created, subject, body])
+    return out
+
+
+def run(days: int, per_hour: int, retire_after_seconds: int) -> list[tuple[int, int, int, float]]:
+    rng = random.Random(11)
+    vocabulary = [f"w{rng.randrange(10**6):06d}" for _ in range(20_000)]
+    pw = PatternWatch(H, 7 * DAY, sources=1, retire_after_seconds=retire_after_seconds)
+    rows: list[tuple[int, int, int, float]] = []
+    spent, grouped = 0.0, 0
+    for hour in range(days * 24):
+        batch = tickets_of_hour(rng, hour, per_hour, vocabulary)
+        t0 = time.perf_counter()
+        touched = pw.add(batch) | pw.hear({"0": START + (hour + 1) * H})
+        pw.judge(touched)
+        pw.points(touched, "1h")
+        pw.close()
+        pw.drain_assigned()  # sent to ticket-patterns by the worker
+        spent += time.perf_counter() - t0
+        grouped += len(batch)
+        if (hour + 1) % (30 * 24) == 0:
+            state = len(pickle.dumps(pw))
+            rows.append(((hour + 1) // 24, len(pw.area_of), state, 1e6 * spent / grouped))
+            spent, grouped = 0.0, 0
+            print(f"  day {(hour + 1) // 24}: {len(pw.area_of):,} patterns", file=sys.stderr, flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--days", type=int, default=120)
+    parser.add_argument("--per-hour", type=int, default=40)
+    args = parser.parse_args()
+    tune_gc()  # as the worker: its collector thresholds
+    machine = f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}"
+    print(f"machine: {machine}; {args.per_hour} tickets an hour, {args.days} days")
+    for label, retire in (("forgetting (the worker)", 28 * DAY), ("nothing forgotten", 10**9)):
+        print(label)
+        for day, patterns, size, cost in run(args.days, args.per_hour, retire):
+            print(f"  day {day:4d}: {patterns:8,} patterns  state {size / 1e6:7.1f} MB  {cost:6.1f} us a ticket")
+
+
+if __name__ == "__main__":
+    main()
