@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 
+from pipeline import nearchurn
 from pipeline.nearchurn import near_churn_reason
 from pipeline.patterns import PatternGrouper, suggest_decision
 
@@ -137,6 +139,35 @@ def test_near_churn_words_are_quoted_as_the_customer_wrote_them() -> None:
     # 'İ' lower-cases to two characters: the match must not shift
     assert near_churn_reason("İİİ office: we were ABOUT TO CANCEL") == "ABOUT TO CANCEL"
     assert near_churn_reason("İİİ: how do I cancel an export?") is None
+
+
+#: one example of each phrase of pipeline.nearchurn, in order
+PHRASE_EXAMPLES = [
+    "I was thinking about moving to Zendesk",
+    "We seriously considered unsubscribing",
+    "I will cancel our whole subscription",
+    "Please terminate our contract",
+    "We are migrating over to another provider",
+    "We have been shopping around for another vendor",
+    "Our team is evaluating a competitor",
+    "We have given up on the mobile app",
+    "Honestly we give up",
+    "We're done with your exports",
+    "Everyone here is fed up",
+    "This is the last straw",
+    "If this goes on I will leave",
+]
+
+
+def test_every_near_churn_phrase_holds_a_keyword_the_fast_path_looks_for() -> None:
+    # A text without any of the keywords skips the expression: a phrase whose matches
+    # can lack them would be flagged by the expression and missed by the function.
+    assert len(PHRASE_EXAMPLES) == len(nearchurn._PHRASES)
+    for phrase, example in zip(nearchurn._PHRASES, PHRASE_EXAMPLES, strict=True):
+        match = re.search(phrase, example.lower())
+        assert match is not None, (phrase, example)
+        assert any(word in match.group(0) for word in nearchurn._KEYWORDS), match.group(0)
+        assert near_churn_reason(f"Export page. {example}.") is not None
 
 
 def test_near_churn_precision_and_recall_on_the_labelled_sample() -> None:
