@@ -40,7 +40,7 @@ format: $(STAMP) ## rewrite the code in ruff's format
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP) ## throughput benchmarks; figures go to docs/benchmarks.md by hand
+bench: $(STAMP) ## throughput benchmarks and the patterns' state over months; figures go to docs/benchmarks.md by hand
 	$(BIN)/python benchmarks/bench_pipeline.py
 	$(BIN)/python benchmarks/bench_faust_floor.py
 	$(BIN)/python benchmarks/bench_patterns.py
