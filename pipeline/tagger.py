@@ -237,7 +237,10 @@ class AlignedMultinomialNB(naive_bayes.MultinomialNB):  # type: ignore[misc]
     def predict_proba_indexed(self, batch: BatchWords) -> tuple[list[Any], np.ndarray]:
         """:meth:`predict_proba_present` of a batch indexed once for every field's model."""
         n = batch.size
-        classes = [c for c in self.class_totals if self.class_counts.get(c, 0) > 0]
+        # by name, not in the order they were first learned: two workers that learned the
+        # same labels in another order (the training topic's partitions interleave
+        # differently) must break a tie alike and add the same floats in the same order
+        classes = sorted(c for c in self.class_totals if self.class_counts.get(c, 0) > 0)
         if not classes:
             return [], np.zeros((n, 0))
         # log P(word | class) for the batch's words; 0 for the words never seen, which
@@ -388,7 +391,10 @@ def _predict_batch(model: Any, xs: Sequence[Mapping[str, float]]) -> tuple[list[
     if isinstance(model, AlignedMultinomialNB):
         return _best(*model.predict_proba_present(xs), len(xs))
     # another River model (``model_factory``): River's per-example API, which every classifier has
-    best_of = [max(p.items(), key=lambda kv: kv[1]) if p else (None, 0.0) for p in map(model.predict_proba_one, xs)]
+    # among equals the first by name, as the batch path
+    best_of = [
+        max(sorted(p.items()), key=lambda kv: kv[1]) if p else (None, 0.0) for p in map(model.predict_proba_one, xs)
+    ]
     return [label for label, _ in best_of], [float(confidence) for _, confidence in best_of]
 
 
