@@ -22,6 +22,7 @@ import random
 import sys
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 from pipeline.cli import tune_gc
 from pipeline.pattern_watch import PatternWatch
@@ -50,6 +51,14 @@ def tickets_of_hour(rng: random.Random, hour: int, per_hour: int, vocabulary: li
     return out
 
 
+def feed_hour(pw: PatternWatch, batch: list[list[object]], watermark: int) -> tuple[list[Any], list[Any], list[Any]]:
+    """One hour's tickets, then the watermark past that hour, as the worker feeds a partition's watch:
+    its ``pattern_volume`` points, spike events and ``[ticket id, pattern id]`` assignments."""
+    touched = pw.add(batch) | pw.hear({"0": watermark})
+    events = pw.judge(touched) + pw.close()
+    return pw.points(touched, "1h"), events, pw.drain_assigned()
+
+
 def run(days: int, per_hour: int, retire_after_seconds: int) -> list[tuple[int, int, int, float]]:
     rng = random.Random(11)
     vocabulary = [f"w{rng.randrange(10**6):06d}" for _ in range(20_000)]
@@ -59,11 +68,7 @@ def run(days: int, per_hour: int, retire_after_seconds: int) -> list[tuple[int, 
     for hour in range(days * 24):
         batch = tickets_of_hour(rng, hour, per_hour, vocabulary)
         t0 = time.perf_counter()
-        touched = pw.add(batch) | pw.hear({"0": START + (hour + 1) * H})
-        pw.judge(touched)
-        pw.points(touched, "1h")
-        pw.close()
-        pw.drain_assigned()  # sent to ticket-patterns by the worker
+        feed_hour(pw, batch, START + (hour + 1) * H)
         spent += time.perf_counter() - t0
         grouped += len(batch)
         if (hour + 1) % (30 * 24) == 0:

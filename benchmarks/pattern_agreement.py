@@ -24,8 +24,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-H, DAY = 3600, 86400
-START = int(datetime(2026, 3, 2, tzinfo=UTC).timestamp())
+from bench_patterns import DAY, START, H, feed_hour  # this script's neighbour (benchmarks/)
 
 
 def digest(path: Path, days: int) -> str:
@@ -45,11 +44,9 @@ def digest(path: Path, days: int) -> str:
             r = rng.choice(rows)
             customer, body = f"c{rng.randrange(300)}", r["body"][:2000]  # what the worker sends
             batch.append([f"t{hour}-{i}", window, r["repo"], r["label"], customer, created, r["title"], body])
-        touched = pw.add(batch) | pw.hear({"0": window + H})
-        events = pw.judge(touched) + pw.close()
-        points = pw.points(touched, "1h")
+        points, events, assigned = feed_hour(pw, batch, window + H)
         h.update(json.dumps([[p.tags, p.fields, p.time] for p in points], sort_keys=True, default=str).encode())
-        h.update(json.dumps(pw.drain_assigned()).encode())
+        h.update(json.dumps(assigned).encode())
         h.update(json.dumps([(e.event, e.key, e.window_start, e.customers) for e in events]).encode())
     return f"digest={h.hexdigest()[:16]} patterns={len(pw.area_of)} forgotten={pw.forgotten}"
 
