@@ -1,9 +1,13 @@
 """Cost of the tagger per ticket: features, prediction (three fields), learning.
 
-    .venv/bin/python benchmarks/bench_tagger.py [--days 7] [--scale 3]
+    .venv/bin/python benchmarks/bench_tagger.py [--days 7] [--scale 3] [--growth 200000]
 
 Generated tickets; the model first learns 3,000 labelled ones, then each step is
 timed over the next 2,000 on one core.
+
+``--growth N``: the models' state as they learn N labelled tickets that each bring
+words never seen before (12 a ticket, as a helpdesk's vocabulary keeps growing: names,
+versions, error codes), words as features against the tagger's buckets.
 """
 
 from __future__ import annotations
@@ -14,13 +18,14 @@ import time
 from datetime import UTC, datetime
 
 from pipeline.generator import TicketGenerator
-from pipeline.tagger import TicketTagger, ticket_features
+from pipeline.tagger import TicketTagger, reading_text, ticket_features
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=float, default=7)
     parser.add_argument("--scale", type=float, default=3)
+    parser.add_argument("--growth", type=int, default=0, metavar="N")
     args = parser.parse_args()
     rows = [
         t.payload
@@ -31,7 +36,7 @@ def main() -> None:
     tagger = TicketTagger()
     tagger.process_many(train)
     t0 = time.perf_counter()
-    feats = [ticket_features(str(r["subject"]), str(r["body"])) for r in test]
+    feats = [tagger.features(reading_text(str(r["subject"]), str(r["body"]))) for r in test]
     t1 = time.perf_counter()
     for x in feats:
         tagger._predict(x)
@@ -59,6 +64,38 @@ def main() -> None:
         f"features {1e6 * (t1 - t0) / n:.0f} us/ticket; predict (3 fields) {1e6 * (t2 - t1) / n:.0f} us/ticket; "
         f"predict+learn from scratch {1e6 * (t4 - t3) / n:.0f} us/ticket = {n / (t4 - t3):,.0f} tickets/s"
     )
+    if args.growth:
+        growth(rows[:3000], args.growth)
+
+
+def growth(rows: list[dict], n: int, every: int = 500) -> None:
+    """Features held and checkpoint size as the models learn ``n`` tickets in ever new words."""
+    import pickle
+    import random
+
+    from tqdm import tqdm
+
+    rng = random.Random(11)
+    labelled = [r for r in rows if r.get("case_type")]
+    taggers = {"words": TicketTagger(feature_buckets=None), "buckets": TicketTagger()}
+    marks = {n // 4, n // 2, n}
+    batch: list[dict] = []
+    for i in tqdm(range(1, n + 1), unit="ticket", mininterval=1.0):
+        row = labelled[i % len(labelled)]
+        new_words = " ".join(f"w{rng.randrange(10**12)}" for _ in range(12))
+        batch.append({**row, "id": f"G{i}", "body": f"{new_words} {row['body']}"})
+        if len(batch) == every or i == n:
+            for tagger in taggers.values():
+                tagger.learn_batch(batch)
+            batch = []
+        if i in marks:
+            for name, tagger in taggers.items():
+                held = max(len(m.feature_counts) for m in tagger.models.values())
+                models = len(pickle.dumps(tagger.models))
+                print(
+                    f"{i:,} labelled tickets, {name}: {held:,} features in the largest model, "
+                    f"models pickled {models / 1e6:.1f} MB, whole checkpoint {len(pickle.dumps(tagger)) / 1e6:.1f} MB"
+                )
 
 
 def big_vocabulary(batch: list[dict], terms: int = 200_000) -> None:

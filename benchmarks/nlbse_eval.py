@@ -28,15 +28,19 @@ from pathlib import Path
 
 from river import compose, feature_extraction, linear_model, multiclass, naive_bayes, optim, preprocessing
 
-from pipeline.tagger import AlignedMultinomialNB, Prequential, clean_text, ticket_features
+from pipeline.tagger import AlignedMultinomialNB, Prequential, TicketTagger, clean_text, reading_text, ticket_features
 
 LABELS = {"bug": "bug", "feature": "feature_gap", "question": "ux_confusion"}
+#: the tagger's own features (its hashing), without its models
+HASHED = TicketTagger()
 
 
 def models() -> dict[str, object]:
     return {
         "mnb-raw": lambda: ("raw", naive_bayes.MultinomialNB(alpha=1.0)),
-        "tagger": lambda: ("clean", AlignedMultinomialNB(alpha=1.0)),  # the default: unseen words left out
+        # the default: unseen words left out, words and pairs in FEATURE_BUCKETS buckets
+        "tagger": lambda: ("hashed", AlignedMultinomialNB(alpha=1.0)),
+        "tagger-words": lambda: ("clean", AlignedMultinomialNB(alpha=1.0)),  # the words themselves, unbounded
         "mnb": lambda: ("clean", naive_bayes.MultinomialNB(alpha=1.0)),
         "mnb-counts": lambda: ("clean-counts", naive_bayes.MultinomialNB(alpha=1.0)),
         "mnb-a0.3": lambda: ("clean", naive_bayes.MultinomialNB(alpha=0.3)),
@@ -84,7 +88,9 @@ def main() -> None:
             t0 = time.perf_counter()
 
             def features(r: dict[str, str], kind: str = text_kind) -> dict[str, float]:
-                if kind == "clean":  # what the tagger uses: words and pairs present in the cleaned text
+                if kind == "hashed":  # what the tagger uses: words and pairs present in the reading, hashed
+                    return HASHED.features(reading_text(r["title"], r["body"]))
+                if kind == "clean":  # the same words and pairs, not hashed
                     return ticket_features(r["title"], r["body"])
                 text = f"{r['title']} {r['body']}".lower() if kind == "raw" else clean_text(r["title"], r["body"])
                 return dict(bow_unigram_bigram.transform_one(text))

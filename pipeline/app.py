@@ -68,7 +68,7 @@ from .tagger import FIELDS, TicketTagger, load_tagger, reading_text, save_tagger
 from .topics import broker_reachable
 from .volume import ALL, COUNTED, DUPLICATE, Fact, PartitionVolume, VolumeTotals, volume_keys, window_start
 
-__all__ = ["DurableTable", "PartitionedTable", "Pipeline", "PipelineStats", "build_pipeline"]
+__all__ = ["DurableTable", "PartitionedTable", "Pipeline", "PipelineStats", "build_pipeline", "tagger_checkpoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +96,11 @@ PATTERN_BODY_CHARS = 2000
 
 #: Bytes of a rejected message kept in its dead-letter record.
 DEAD_LETTER_KEEP_BYTES = 64 * 1024
+
+
+def tagger_checkpoint(settings: Settings) -> Path:
+    """Where the worker saves its models, with the training positions they include."""
+    return Path(settings.data_dir) / "tagger-checkpoint.pickle"
 
 
 class PipelineApp(faust.App):  # type: ignore[misc]
@@ -551,7 +556,7 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
 
     by_customer = internal_topic("tickets-by-customer")
     training = internal_topic("tagger-training")
-    tagger = TicketTagger()
+    tagger = TicketTagger(feature_buckets=settings.tagger_feature_buckets)
     partials = internal_topic("volume-partials")
     pattern_tickets = internal_topic("pattern-tickets")
     # [ticket id, pattern id] of every grouped ticket: the report's patterns are the worker's
@@ -1260,7 +1265,7 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
             value = {"error": error, "topic": settings.topic_labels, "value": orjson.dumps(label).decode()}
             await (await dead_letter.send(value=value))
 
-    checkpoint_path = Path(settings.data_dir) / "tagger-checkpoint.pickle"
+    checkpoint_path = tagger_checkpoint(settings)
 
     async def read_every_partition(topic: str, positions: dict[int, int]) -> AIOKafkaConsumer:
         """A started consumer of every partition of ``topic`` (no group: every worker reads all),

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import pickle
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from .settings import SettingsError, load_settings
+from .settings import Settings, SettingsError, load_settings
 
 __all__ = ["main"]
 
@@ -63,6 +64,10 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     try:
+        _check_tagger_files(settings)
+    except (OSError, TypeError, ValueError, pickle.UnpicklingError) as exc:
+        return _fail(str(exc))
+    try:
         asyncio.run(ensure_topics(settings))
         sink = create_sink(settings)
         asyncio.run(_check_sink(sink))
@@ -73,6 +78,23 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     tune_gc()
     worker.execute_from_commandline()
     return 0
+
+
+def _check_tagger_files(settings: Settings) -> None:
+    """Refuse at start, with the reason, a checkpoint or warm-start model the worker could not use.
+
+    The worker loads them again once its agents run; a mismatch found there would
+    leave it running without models.
+    """
+    from .app import tagger_checkpoint
+    from .tagger import TicketTagger, load_tagger
+
+    if settings.tagging_enabled:
+        load_tagger(
+            TicketTagger(feature_buckets=settings.tagger_feature_buckets),
+            tagger_checkpoint(settings),
+            settings.tagger_model,
+        )
 
 
 #: The worker's garbage-collector thresholds (Python's default: 700, 10, 10).
@@ -173,7 +195,11 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     if not source.exists():
         return _fail(f"no such file: {source}")
     summary = replay(
-        source, Path(args.output), Path(args.save_model) if args.save_model else None, progress=not args.quiet
+        source,
+        Path(args.output),
+        Path(args.save_model) if args.save_model else None,
+        progress=not args.quiet,
+        feature_buckets=load_settings().tagger_feature_buckets,
     )
     print(orjson.dumps(summary).decode())
     return 0
@@ -212,7 +238,13 @@ def _cmd_import(args: argparse.Namespace) -> int:
         with tempfile.NamedTemporaryFile("wb", suffix=".jsonl", delete=False) as fh:
             fh.write(b"".join(raw + b"\n" for _, raw in good))
         save = Path(args.save_model) if args.save_model else None
-        summary = replay(Path(fh.name), Path(args.output), save, progress=not args.quiet)
+        summary = replay(
+            Path(fh.name),
+            Path(args.output),
+            save,
+            progress=not args.quiet,
+            feature_buckets=load_settings().tagger_feature_buckets,
+        )
         Path(fh.name).unlink()
         summary["rejected"] += len(rejected)
         for reason in rejected[:50]:

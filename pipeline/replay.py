@@ -26,7 +26,7 @@ from detectors import VolumeWatch
 from .nearchurn import near_churn
 from .patterns import PatternGrouper
 from .schema import UNASSIGNED, TicketError, parse_ticket
-from .tagger import FIELDS, TicketTagger
+from .tagger import FEATURE_BUCKETS, FIELDS, TicketTagger
 from .volume import window_start
 
 __all__ = ["replay"]
@@ -58,14 +58,22 @@ def backtest_spikes(volumes: dict[tuple[int, str], dict[str, Any]], window_secon
 
 
 def replay(
-    source: Path, output: Path, save_model: Path | None = None, progress: bool = True, window_seconds: int = 3600
+    source: Path,
+    output: Path,
+    save_model: Path | None = None,
+    progress: bool = True,
+    window_seconds: int = 3600,
+    feature_buckets: int | None = FEATURE_BUCKETS,
 ) -> dict[str, Any]:
     """Run the tagger over ``source``; write predictions to ``output``; return the summary.
+
+    ``feature_buckets``: the tagger's (``TICKETPULSE_TAGGER_FEATURE_BUCKETS``), which a
+    worker warm-started from ``save_model`` must share.
 
     The summary also backtests spike detection on the history: the alert episodes the
     worker would have opened, per product area (the helpdesk's own, or ``unassigned``).
     """
-    tagger = TicketTagger()
+    tagger = TicketTagger(feature_buckets=feature_buckets)
     grouper = PatternGrouper()
     volumes: dict[tuple[int, str], dict[str, Any]] = {}
     tickets = rejected = 0

@@ -99,6 +99,14 @@ class Settings(BaseSettings):
         description="TICKETPULSE_TAGGER_CHECKPOINT_SECONDS: how often the models are saved to the data dir, "
         "with the position of the labels they include.",
     )
+    tagger_feature_buckets: int = Field(
+        2**18,
+        ge=1024,
+        description="TICKETPULSE_TAGGER_FEATURE_BUCKETS: the hashing trick's buckets the tagger's words and word "
+        "pairs go into, the most features a model holds however long it learns (2**18: at most about 65 MB a model). "
+        "Every worker, and `ticketpulse replay` for a warm start, must use the same number; a checkpoint made with "
+        "another is refused at start.",
+    )
     count_predicted_tags: bool = Field(
         True,
         description="TICKETPULSE_COUNT_PREDICTED_TAGS: count a ticket without a helpdesk tag under its predicted "

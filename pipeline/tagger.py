@@ -37,8 +37,10 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 from river import feature_extraction, naive_bayes
+from river.preprocessing import FeatureHasher
 
 __all__ = [
+    "FEATURE_BUCKETS",
     "FIELDS",
     "FeatureMemo",
     "Prequential",
@@ -97,6 +99,17 @@ def clean_text(subject: str, body: str, body_chars: int | None = None) -> str:
 #: Characters of the cleaned body the tagger reads. A ticket's opening says what the
 #: case is; what follows (steps, versions, logs, pleasantries) is mostly words every
 #: kind of case shares, and naive Bayes counts each as evidence: on NLBSE'24 reading the
+#: Buckets of the hashing trick the models' features go into (``TicketTagger(feature_buckets=...)``,
+#: ``TICKETPULSE_TAGGER_FEATURE_BUCKETS``): a model holds at most this many features, whatever
+#: it reads. Words and word pairs without it grow with every labelled ticket (about 29 new
+#: ones a labelled NLBSE'24 issue) for as long as the worker runs. 2**18 scores 0.676 on
+#: NLBSE'24 against 0.680 for the words themselves (2**16: 0.672, 2**20: 0.682; docs/benchmarks.md).
+FEATURE_BUCKETS = 2**18
+
+#: Seed of the features' hash (River's ``FeatureHasher``, MurmurHash3): every worker, checkpoint
+#: and saved model must put a word in the same bucket, so it is fixed, never drawn.
+FEATURE_HASH_SEED = 20_260_301
+
 #: first 300 gives macro-F1 0.689 against 0.651 for the whole body (200: 0.685, 400:
 #: 0.677, 1000: 0.649; docs/benchmarks.md).
 OPENING_CHARS = 300
@@ -292,6 +305,13 @@ class BatchWords:
         self.filled = lengths > 0
 
 
+def _hasher(feature_buckets: int | None) -> FeatureHasher | None:
+    """River's hashing trick, seeded so that every process puts a word in the same bucket."""
+    if feature_buckets is None:
+        return None
+    return FeatureHasher(n_features=feature_buckets, seed=FEATURE_HASH_SEED, alternate_sign=False)
+
+
 def _default_model() -> Any:
     # Chosen on NLBSE'24 (docs/benchmarks.md): multinomial naive Bayes on the words
     # present in the cleaned text, 0.669 macro-F1 (0.625 on counts); ComplementNB scored
@@ -355,12 +375,13 @@ class FeatureMemo:
     True
     """
 
-    def __init__(self, size: int = 20_000) -> None:
+    def __init__(self, size: int = 20_000, featurize: Callable[[str], dict[Any, float]] = reading_features) -> None:
         self.size = size
-        self._memo: dict[tuple[Any, ...], dict[str, float]] = {}
+        self.featurize = featurize
+        self._memo: dict[tuple[Any, ...], dict[Any, float]] = {}
 
-    def features(self, tickets: Sequence[Mapping[str, Any]]) -> list[dict[str, float]]:
-        """:func:`ticket_features` of each ticket."""
+    def features(self, tickets: Sequence[Mapping[str, Any]]) -> list[dict[Any, float]]:
+        """``featurize`` (:func:`reading_features` unless told) of each ticket's reading."""
         out = []
         memo = self._memo
         for ticket in tickets:
@@ -371,7 +392,7 @@ class FeatureMemo:
                 key = (str(ticket.get("id")), hash(ticket.get("subject")), hash(ticket.get("body")))
             x = memo.get(key)
             if x is None:
-                x = memo[key] = reading_features(document_reading(ticket))
+                x = memo[key] = self.featurize(document_reading(ticket))
                 if len(memo) > self.size:
                     del memo[next(iter(memo))]
             out.append(x)
@@ -411,6 +432,12 @@ class TicketTagger:
     model_factory
         Makes one River classifier per field (default: multinomial naive Bayes, chosen
         on the NLBSE'24 data: docs/benchmarks.md).
+    feature_buckets
+        The words and word pairs go through River's ``FeatureHasher`` into this many
+        buckets (:data:`FEATURE_BUCKETS`), so each model holds at most this many
+        features however long it learns; ``None`` keeps the words themselves (a
+        vocabulary that grows with every labelled ticket). Workers that share labels
+        must use the same number.
 
     Examples
     --------
@@ -428,10 +455,15 @@ class TicketTagger:
         min_labels: int = 20,
         min_confidence: float = 0.5,
         model_factory: Callable[[], Any] = _default_model,
+        feature_buckets: int | None = FEATURE_BUCKETS,
     ) -> None:
+        if feature_buckets is not None and feature_buckets < 1:
+            raise ValueError(f"feature_buckets must be a positive number of buckets or None, got {feature_buckets}")
         self.min_labels = min_labels
         self.min_confidence = min_confidence
         self.model_factory = model_factory
+        self.feature_buckets = feature_buckets
+        self.hasher = _hasher(feature_buckets)
         self.models = {f: model_factory() for f in FIELDS}
         self.learned = dict.fromkeys(FIELDS, 0)
         self.quality = {f: Prequential() for f in FIELDS}
@@ -441,15 +473,57 @@ class TicketTagger:
         self.max_remembered = 1_000_000
         self.corrections = 0
         self.corrections_not_forgotten = 0
-        self._memo = FeatureMemo()
+        self._memo = FeatureMemo(featurize=self.features)
 
     def __getstate__(self) -> dict[str, Any]:
         # the memo is a cache of this process (string hashes differ between processes)
         return {k: v for k, v in self.__dict__.items() if k != "_memo"}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        # saved before features were hashed (2026-12): the words themselves, until
+        # load_tagger puts them into the worker's buckets (:meth:`hash_features`)
+        state.setdefault("feature_buckets", None)
+        state.setdefault("hasher", None)
         self.__dict__.update(state)
-        self._memo = FeatureMemo()
+        self._memo = FeatureMemo(featurize=self.features)
+
+    def features(self, text: str) -> dict[Any, float]:
+        """The features of a :func:`reading_text`: its words and pairs, in their buckets.
+
+        >>> tagger = TicketTagger(feature_buckets=2**18)
+        >>> sorted(tagger.features("export fails"))  # export, fails, (export, fails)
+        [114832, 137287, 252855]
+        >>> sorted(TicketTagger(feature_buckets=None).features("export fails"), key=str)
+        [('export', 'fails'), 'export', 'fails']
+        """
+        x = reading_features(text)
+        if self.hasher is None:
+            return x
+        # presence: two of a ticket's features in one bucket still count once
+        return dict.fromkeys(self.hasher.transform_one(x), 1)
+
+    def hash_features(self, feature_buckets: int) -> None:
+        """Put the words of models saved before hashing into ``feature_buckets`` buckets.
+
+        Each word's counts are added to its bucket's, so the models are those that
+        learning the same labels in buckets would have made (but for two words of one
+        ticket that share a bucket, which that would have counted once).
+        """
+        if self.hasher is not None:
+            raise ValueError(f"the models' features are hashed already ({self.feature_buckets} buckets)")
+        for model in self.models.values():
+            if not isinstance(model, naive_bayes.MultinomialNB):
+                raise ValueError(f"cannot move the features of a {type(model).__name__} into buckets")
+        hasher = FeatureHasher(n_features=feature_buckets, seed=FEATURE_HASH_SEED, alternate_sign=False)
+        for model in self.models.values():
+            merged: dict[Any, Counter[Any]] = {}
+            for feature, counts in model.feature_counts.items():
+                (bucket,) = hasher.transform_one({feature: 1})
+                merged.setdefault(bucket, Counter()).update(counts)
+            model.feature_counts.clear()
+            model.feature_counts.update(merged)
+        self.feature_buckets, self.hasher = feature_buckets, hasher
+        self._memo = FeatureMemo(featurize=self.features)
 
     def _predict(self, features: Mapping[str, float]) -> dict[str, dict[str, Any]]:
         return self.predict_many([{}], [features])[0]
@@ -466,7 +540,7 @@ class TicketTagger:
 
     def predict_one(self, ticket: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         """Predictions for one ticket (it learns nothing)."""
-        return self._predict(reading_features(document_reading(ticket)))
+        return self._predict(self.features(document_reading(ticket)))
 
     def knows(self, ticket: Mapping[str, Any]) -> bool:
         """Whether every label the ticket carries was already learned for its id (a re-send)."""
@@ -534,6 +608,7 @@ class TicketTagger:
     def restore(self, other: TicketTagger) -> None:
         """Become ``other`` (a checkpoint or a warm-start model), in place: agents hold this object."""
         self.__dict__.update({k: v for k, v in other.__dict__.items() if k != "_memo"})
+        self._memo = FeatureMemo(featurize=self.features)
 
     def learn_one(self, ticket: Mapping[str, Any], features: Mapping[str, float] | None = None) -> None:
         """Learn from the labels the ticket carries, unless learned already for its id.
@@ -545,7 +620,7 @@ class TicketTagger:
         labels = self._new_labels(ticket)
         if not labels:
             return
-        x = features if features is not None else reading_features(document_reading(ticket))
+        x = features if features is not None else self.features(document_reading(ticket))
         for name, label in labels.items():
             self.models[name].learn_one(x, label)
             self.learned[name] += 1
@@ -612,7 +687,7 @@ class TicketTagger:
         """
         results = []
         for ticket in tickets:
-            x = reading_features(document_reading(ticket))
+            x = self.features(document_reading(ticket))
             predicted = self._predict(x)
             labels = self._new_labels(ticket)
             for name, label in labels.items():
@@ -645,16 +720,35 @@ def load_tagger(tagger: TicketTagger, checkpoint: Path, warm_start: str | None =
     Positions are empty when there is no checkpoint: the training topic is then read
     from its beginning (labels the warm-start model learned for the same ticket ids
     are not learned twice).
+
+    The loaded models keep ``tagger``'s feature buckets: models saved before features
+    were hashed are moved into them (:meth:`TicketTagger.hash_features`); models hashed
+    into another number of buckets cannot be, and raise ``ValueError`` naming both
+    numbers (a worker would otherwise predict from the wrong buckets, or disagree with
+    the others).
     """
     if checkpoint.exists():
         state = pickle.loads(checkpoint.read_bytes())  # noqa: S301 - the worker's own file
-        tagger.restore(state["tagger"])
+        tagger.restore(_same_buckets(state["tagger"], tagger.feature_buckets, checkpoint))
         logger.info("tagger loaded=checkpoint path=%s version=%d", checkpoint, tagger.version)
         return {int(p): int(o) for p, o in state["positions"].items()}
     if warm_start:
         loaded = pickle.loads(Path(warm_start).read_bytes())  # noqa: S301 - a model the user saved
         if not isinstance(loaded, TicketTagger):
             raise TypeError(f"{warm_start} is not a model saved by `ticketpulse replay --save-model`")
-        tagger.restore(loaded)
+        tagger.restore(_same_buckets(loaded, tagger.feature_buckets, Path(warm_start)))
         logger.info("tagger loaded=warm-start path=%s version=%d", warm_start, tagger.version)
     return {}
+
+
+def _same_buckets(loaded: TicketTagger, feature_buckets: int | None, path: Path) -> TicketTagger:
+    if loaded.feature_buckets == feature_buckets:
+        return loaded
+    if loaded.feature_buckets is None and feature_buckets is not None:
+        loaded.hash_features(feature_buckets)
+        logger.info("tagger hashed=%s feature_buckets=%d", path, feature_buckets)
+        return loaded
+    raise ValueError(
+        f"{path} holds models over {loaded.feature_buckets} feature buckets, but this worker is set to "
+        f"{feature_buckets} (TICKETPULSE_TAGGER_FEATURE_BUCKETS): set it back, or remove the file to learn anew"
+    )

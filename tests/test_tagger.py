@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import os
 import pickle
+import random
 import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -10,6 +13,7 @@ import pytest
 from river import naive_bayes
 
 from pipeline.tagger import (
+    FEATURE_BUCKETS,
     FIELDS,
     TicketTagger,
     clean_text,
@@ -125,7 +129,7 @@ def test_the_batch_path_learns_and_predicts_as_rivers_own_per_example_path() -> 
     fast = batched.predict_many(probe)
     assert [batched.predict_one(t) for t in probe] == fast  # the replay's path, one ticket at a time
     for got, ticket in zip(fast, probe, strict=True):
-        x = ticket_features(str(ticket["subject"]), str(ticket["body"]))
+        x = batched.features(reading_text(str(ticket["subject"]), str(ticket["body"])))
         for name in FIELDS:
             river = one_by_one.models[name]
             # River's predict_proba_one over the words the model knows (unseen words are left out)
@@ -342,3 +346,101 @@ def test_taggers_that_learned_the_same_labels_in_another_order_predict_alike_tie
     assert a.predict_many(probes) == b.predict_many(probes)
     assert a.predict_many(probes)[0]["case_type"]["label"] == "billing"  # among equals, the first by name
     assert [a.predict_one(p) for p in probes] == [b.predict_one(p) for p in probes]
+
+
+def _new_words_tickets(n: int, seed: int) -> list[dict]:
+    """Tickets in words never used before (as a helpdesk's vocabulary keeps growing)."""
+    rng = random.Random(seed)
+    tickets = []
+    for i in range(n):
+        words = " ".join(f"w{rng.randrange(10**9)}" for _ in range(12))
+        row = TRAIN[i % len(TRAIN)]
+        tickets.append(_ticket(i, row[0], f"{row[1]} {words}", *row[2:]))
+    return tickets
+
+
+def test_a_model_holds_no_more_features_than_its_buckets_however_much_it_learns() -> None:
+    tickets = _new_words_tickets(4_000, seed=3)
+    bounded, words = TicketTagger(feature_buckets=1024), TicketTagger(feature_buckets=None)
+    sizes = []
+    for half in (tickets[:2_000], tickets[2_000:]):
+        for tagger in (bounded, words):
+            for i in range(0, len(half), 500):
+                tagger.learn_batch(half[i : i + 500])
+        sizes.append((len(pickle.dumps(bounded)), len(pickle.dumps(words))))
+        assert all(len(model.feature_counts) <= 1024 for model in bounded.models.values())
+    assert bounded.learned == words.learned == dict.fromkeys(FIELDS, 4_000)
+    # the words themselves: 12 new words and 11 new pairs a ticket, every one kept
+    assert len(words.models["case_type"].feature_counts) > 80_000
+    (bounded_half, words_half), (bounded_all, words_all) = sizes
+    assert words_all > 1.8 * words_half
+    # what grows is the record of which labels were learned for which ticket id, not the models
+    assert bounded_all - bounded_half < 0.1 * (words_all - words_half)
+    # the buckets still tell the cases apart
+    probe = [{"subject": s, "body": b} for s, b, *_ in TRAIN]
+    assert [p["case_type"]["label"] for p in bounded.predict_many(probe)] == [row[2] for row in TRAIN]
+
+
+def test_features_fall_in_the_same_buckets_in_every_process() -> None:
+    # River's FeatureHasher, seeded: not Python's hash, which differs between processes
+    text = "export fails since 2.3"
+    script = f"from pipeline.tagger import TicketTagger; print(sorted(TicketTagger().features('{text}')))"
+    seen = {
+        subprocess.run(
+            [sys.executable, "-c", script],
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for seed in (1, 2, 3)
+    }
+    assert seen == {str(sorted(TicketTagger().features(text)))}
+
+
+def _saved_before_hashing(tickets: list[dict]) -> TicketTagger:
+    """A tagger as checkpoints before buckets held it: words as features, no hasher in its state."""
+    old = TicketTagger(min_labels=1, feature_buckets=None)
+    old.learn_batch(tickets)
+    del old.feature_buckets, old.hasher
+    return old
+
+
+def test_a_checkpoint_saved_before_hashing_is_moved_into_buckets(tmp_path: Path) -> None:
+    tickets = [_ticket(i, *row) for i, row in enumerate(TRAIN * 3)] + _new_words_tickets(300, seed=5)
+    save_tagger(_saved_before_hashing(tickets), {0: 42}, tmp_path / "checkpoint.pickle")
+    loaded = TicketTagger(min_labels=1)
+    assert load_tagger(loaded, tmp_path / "checkpoint.pickle") == {0: 42}
+    hashed_from_the_start = TicketTagger(min_labels=1)
+    hashed_from_the_start.learn_batch(tickets)
+    assert loaded.feature_buckets == FEATURE_BUCKETS
+    for name in FIELDS:
+        assert loaded.models[name].feature_counts == hashed_from_the_start.models[name].feature_counts
+        assert loaded.models[name].class_totals == hashed_from_the_start.models[name].class_totals
+    probe = [{"subject": s, "body": b} for s, b, *_ in TRAIN] + tickets[-20:]
+    assert loaded.predict_many(probe) == hashed_from_the_start.predict_many(probe)
+    # and it goes on learning in its buckets
+    loaded.learn_batch(_new_words_tickets(50, seed=6))
+    assert all(isinstance(f, int) for f in loaded.models["case_type"].feature_counts)
+
+
+def test_models_over_other_buckets_are_refused_with_both_numbers(tmp_path: Path) -> None:
+    small = TicketTagger(min_labels=1, feature_buckets=4096)
+    small.learn_batch([_ticket(i, *row) for i, row in enumerate(TRAIN)])
+    save_tagger(small, {0: 6}, tmp_path / "checkpoint.pickle")
+    with pytest.raises(ValueError, match=r"checkpoint.pickle holds models over 4096 feature buckets, .* set to 262144"):
+        load_tagger(TicketTagger(), tmp_path / "checkpoint.pickle")
+    (tmp_path / "model.pkl").write_bytes(pickle.dumps(small))
+    with pytest.raises(ValueError, match=r"model.pkl holds models over 4096 feature buckets"):
+        load_tagger(TicketTagger(), tmp_path / "none.pickle", str(tmp_path / "model.pkl"))
+    assert load_tagger(TicketTagger(feature_buckets=4096), tmp_path / "checkpoint.pickle") == {0: 6}
+
+
+def test_the_worker_refuses_at_start_a_checkpoint_over_other_buckets(tmp_path: Path) -> None:
+    small = TicketTagger(feature_buckets=4096)
+    save_tagger(small, {}, tmp_path / "tagger-checkpoint.pickle")
+    env = {**os.environ, "TICKETPULSE_DATA_DIR": str(tmp_path), "TICKETPULSE_TAGGER_FEATURE_BUCKETS": "262144"}
+    # no broker is needed to find this out: the worker stops before it looks for one
+    done = subprocess.run([TICKETPULSE, "worker"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "holds models over 4096 feature buckets, but this worker is set to 262144" in done.stderr
