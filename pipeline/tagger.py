@@ -19,6 +19,12 @@ snapshot interval and ship the whole model each time; a label is a few hundred b
 A correction replaces the earlier tag (:meth:`TicketTagger._forget` subtracts its
 counts). Each worker checkpoints its models with the training offsets they include
 (:func:`save_tagger`), so a restart resumes rather than relearns.
+
+Bounded state: the features are hashed into :data:`FEATURE_BUCKETS` buckets, not pruned.
+Pruning rare words when a model grows would depend on which labels a worker had read
+by then, which differs between workers (the training partitions interleave
+differently), and workers would no longer agree; a bucket is a function of the word
+alone, with a fixed seed, so counts still commute.
 """
 
 from __future__ import annotations
