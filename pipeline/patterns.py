@@ -127,6 +127,11 @@ class PatternGrouper:
     max_examples
         Example tickets kept per pattern, each from a different customer, personal
         data masked.
+    max_terms
+        Document frequencies kept: once a quarter more terms than this are known, only
+        the ``max_terms`` most frequent stay (equals by the term, so every worker keeps
+        the same). A term let go is weighed as one never seen, which is what it nearly
+        was; without the bound every new name, typo and code adds a term for good.
 
     Examples
     --------
@@ -139,10 +144,13 @@ class PatternGrouper:
     (True, 2, 2)
     """
 
-    def __init__(self, threshold: float = 0.45, centroid_terms: int = 40, max_examples: int = 5) -> None:
+    def __init__(
+        self, threshold: float = 0.45, centroid_terms: int = 40, max_examples: int = 5, max_terms: int = 100_000
+    ) -> None:
         self.threshold = threshold
         self.centroid_terms = centroid_terms
         self.max_examples = max_examples
+        self.max_terms = max_terms
         self.patterns: dict[str, Pattern] = {}
         self.df: Counter[str] = Counter()
         self.documents = 0
@@ -153,6 +161,7 @@ class PatternGrouper:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("_norms", {})  # checkpoints written before the norms were kept
+        state.setdefault("max_terms", 100_000)  # and before the document frequencies were bounded
         self.__dict__.update(state)
 
     def _vector(self, terms: Counter[str]) -> dict[str, float]:
@@ -238,7 +247,26 @@ class PatternGrouper:
         if remember:
             self._of_ticket[ticket_id] = pattern.id
         pattern.record(ticket, near_churn, self.max_examples)
+        if len(self.df) > self.max_terms + self.max_terms // 4:
+            self.trim_terms()
         return pattern
+
+    def trim_terms(self) -> int:
+        """Keep the document frequencies of the ``max_terms`` most frequent terms; how many went.
+
+        At the same ticket in every worker (they group the same tickets in the same
+        order), so they go on agreeing; a quarter of slack makes it rare (its cost, a
+        partial sort of the terms, is spread over the tickets that brought them).
+
+        >>> g = PatternGrouper(max_terms=2)
+        >>> g.df.update(["export", "export", "csv", "zeta", "alpha"])
+        >>> g.trim_terms(), sorted(g.df.items())
+        (2, [('alpha', 1), ('export', 2)])
+        """
+        before = len(self.df)
+        kept = heapq.nsmallest(self.max_terms, self.df.items(), key=lambda kv: (-kv[1], kv[0]))
+        self.df = Counter(dict(kept))
+        return before - len(self.df)
 
     def _join(self, pattern: Pattern, vec: Mapping[str, float]) -> None:
         centroid = pattern.centroid

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import re
 import subprocess
 import sys
@@ -81,13 +82,13 @@ import hashlib, json, random
 from pipeline.patterns import PatternGrouper
 rng = random.Random(7)
 vocab = [f"word{chr(97 + i % 26)}{chr(97 + i // 26 % 26)}x" for i in range(400)]
-g = PatternGrouper()
+g = PatternGrouper(max_terms=200)  # fewer than the words: the document frequencies are trimmed too
 ids = []
 for i in range(2000):
     words = rng.choices(vocab, weights=[1 / (k + 1) for k in range(len(vocab))], k=25)
     ticket = {"id": str(i), "customer_id": str(i % 50), "subject": " ".join(words[:5]), "body": " ".join(words[5:])}
     ids.append(g.add(ticket).id)
-print(len(set(ids)), hashlib.sha256(json.dumps(ids).encode()).hexdigest())
+print(len(set(ids)), hashlib.sha256(json.dumps([ids, sorted(g.df.items())]).encode()).hexdigest())
 """
 
 
@@ -179,3 +180,22 @@ def test_near_churn_precision_and_recall_on_the_labelled_sample() -> None:
     recall = len(flagged & truth) / len(truth)
     # built by hand, including support's everyday "cancel" and "switch" that are not churn
     assert precision == 1.0 and recall == 1.0, sorted(flagged ^ truth)
+
+
+def test_document_frequencies_stay_bounded_and_a_recurring_problem_still_groups() -> None:
+    rng = random.Random(9)
+    g = PatternGrouper(max_terms=500)
+    joined = []
+    for i in range(3_000):
+        # every ticket brings four words never seen before (names, codes, typos)
+        noise = " ".join(f"n{rng.randrange(10**9)}" for _ in range(4))
+        if i % 10 == 0:
+            subject, body = EXPORT[i // 10 % len(EXPORT)]
+            joined.append(g.add({"id": f"e{i}", "customer_id": f"c{i}", "subject": subject, "body": f"{body} {noise}"}))
+        else:
+            g.add({"id": f"t{i}", "customer_id": f"c{i}", "subject": f"question {noise}", "body": noise})
+        assert len(g.df) <= 500 + 500 // 4
+    assert g.documents == 3_000
+    # frequent terms keep their exact counts; the export problem is one pattern all along
+    assert g.df["question"] == 2_700
+    assert len({p.id for p in joined[5:]}) == 1 and joined[-1].tickets >= 295
