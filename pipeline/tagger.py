@@ -102,13 +102,10 @@ def clean_text(subject: str, body: str, body_chars: int | None = None) -> str:
     return " ".join(f"{subject} {subject} {text}".lower().split())
 
 
-#: Characters of the cleaned body the tagger reads. A ticket's opening says what the
-#: case is; what follows (steps, versions, logs, pleasantries) is mostly words every
-#: kind of case shares, and naive Bayes counts each as evidence: on NLBSE'24 reading the
 #: Buckets of the hashing trick the models' features go into (``TicketTagger(feature_buckets=...)``,
 #: ``TICKETPULSE_TAGGER_FEATURE_BUCKETS``): a model holds at most this many features, whatever
 #: it reads. Words and word pairs without it grow with every labelled ticket (about 29 new
-#: ones a labelled NLBSE'24 issue) for as long as the worker runs. 2**18 scores 0.676 on
+#: ones a labelled NLBSE'24 issue) for as long as the worker runs. 2**18 scores 0.675 on
 #: NLBSE'24 against 0.680 for the words themselves (2**16: 0.672, 2**20: 0.682; docs/benchmarks.md).
 FEATURE_BUCKETS = 2**18
 
@@ -116,6 +113,9 @@ FEATURE_BUCKETS = 2**18
 #: and saved model must put a word in the same bucket, so it is fixed, never drawn.
 FEATURE_HASH_SEED = 20_260_301
 
+#: Characters of the cleaned body the tagger reads. A ticket's opening says what the
+#: case is; what follows (steps, versions, logs, pleasantries) is mostly words every
+#: kind of case shares, and naive Bayes counts each as evidence: on NLBSE'24 reading the
 #: first 300 gives macro-F1 0.689 against 0.651 for the whole body (200: 0.685, 400:
 #: 0.677, 1000: 0.649; docs/benchmarks.md).
 OPENING_CHARS = 300
@@ -486,7 +486,7 @@ class TicketTagger:
         return {k: v for k, v in self.__dict__.items() if k != "_memo"}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        # saved before features were hashed (2026-12): the words themselves, until
+        # saved before features were hashed (before 2026-11-30, stop 15): the words themselves, until
         # load_tagger puts them into the worker's buckets (:meth:`hash_features`)
         state.setdefault("feature_buckets", None)
         state.setdefault("hasher", None)
