@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import itertools
 import logging
 import os
@@ -65,7 +66,7 @@ from .schema import UNASSIGNED, Ticket, TicketError, parse_label, parse_product_
 from .settings import Settings
 from .sinks import InfluxSink, create_sink
 from .tagger import FIELDS, TicketTagger, load_tagger, reading_text, save_tagger
-from .topics import broker_reachable
+from .topics import broker_reachable, kafka_partitions
 from .volume import ALL, COUNTED, DUPLICATE, Fact, PartitionVolume, VolumeTotals, volume_keys, window_start
 
 __all__ = ["DurableTable", "PartitionedTable", "Pipeline", "PipelineStats", "build_pipeline", "tagger_checkpoint"]
@@ -158,16 +159,29 @@ class Outbox:
         """Send on ``channel`` (a Faust topic), as ``channel.send(**kwargs)``."""
         self.track(await channel.send(**kwargs))
 
-    async def send_json(
-        self, producer: Any, topic: str, key: bytes | None, value: Any, partition: int | None = None
+    async def send_records(
+        self, producer: Any, topic: str, partition: int, records: Iterable[tuple[bytes | None, bytes]]
     ) -> None:
-        """Send ``value`` as JSON on ``topic`` through Faust's producer itself.
+        """Send ``(key, value)`` records to one partition of ``topic``, as whole produce batches.
 
-        For a message per ticket: ``Topic.send`` (a future message, Faust's producer
-        buffer, its codec registry) made ``tickets-classified`` cost a quarter of the
-        worker (docs/benchmarks.md). ``producer`` is ``await app.maybe_start_producer()``.
+        For a message per ticket (``tickets-classified``). ``Topic.send`` (a future
+        message, Faust's producer buffer, its codec registry) made it cost a quarter of
+        the worker; a message at a time through the Kafka client (a future, the
+        accumulator, the partitioner's pure-Python murmur2) still a tenth
+        (docs/benchmarks.md). Here each record is one append to a batch being built, and
+        each batch (the producer's ``max_batch_size``) one future. ``producer`` is
+        ``await app.maybe_start_producer()``: Faust's, whose Kafka client (settings,
+        connection) this borrows.
         """
-        self.track(await producer.send(topic, key, orjson.dumps(value), partition, None, None))
+        client = producer._producer  # Faust's aiokafka producer, started by maybe_start_producer
+        batch = client.create_batch()
+        for key, value in records:
+            if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it, start the next
+                self.track(await client.send_batch(batch, topic, partition=partition))
+                batch = client.create_batch()
+                batch.append(key=key, value=value, timestamp=None)  # a batch always takes its first record
+        if batch.record_count():
+            self.track(await client.send_batch(batch, topic, partition=partition))
 
     def track(self, sent: Any) -> Any:
         """Wait for ``sent`` (a message's future) in :meth:`delivered` too; return it."""
@@ -589,9 +603,11 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
     watches = PartitionedTable(app, name="volume-watch", key_type=str, partitions=settings.partitions)
     app.tables.add(watches)
 
+    @functools.lru_cache(maxsize=4096)
     def _partition_of(key: bytes) -> int:
         # Kafka's default partitioner, so that our explicit partitions match what any
-        # client would choose for the same key.
+        # client would choose for the same key. Cached: most keys are areas, asked for
+        # ticket after ticket (a batch of distinct keys goes to kafka_partitions).
         return (murmur2(key) & 0x7FFFFFFF) % settings.partitions
 
     async def validate(records: Sequence[Any]) -> None:
@@ -619,6 +635,8 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
                 await out.send(dead_letter, value=_dead_letter(raw, record.key, str(exc), record))
         # Tags first, in one batched prediction: a ticket the helpdesk left untagged is
         # counted under its predicted tags when the models are sure of them.
+        # Kafka's partition of each customer (and below, of each ticket id), for the batch at once
+        customer_partitions = kafka_partitions([ticket.customer_id.encode() for ticket, _ in good], settings.partitions)
         if settings.tagging_enabled:
             docs = [ticket_document(ticket) for ticket, _ in good]
             # what the tagger reads of each: predicted from, kept for late labels, learned from
@@ -641,7 +659,7 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
                 tags[2] or UNASSIGNED,
                 ticket.customer_id,
             ]
-            customer_partition = _partition_of(ticket.customer_id.encode())
+            customer_partition = customer_partitions[n]
             by_partition.setdefault(customer_partition, []).append(fact)
             if settings.patterns_enabled:
                 # the words travel with the fact: what ``count`` counts, patterns group
@@ -675,24 +693,29 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
         # its labels (fields the helpdesk filled in) to every worker's model.
         labelled: dict[int, list[dict[str, Any]]] = {}
         to_join: dict[int, list[dict[str, Any]]] = {}
-        producer = await app.maybe_start_producer() if docs else None
-        for doc, reading, predicted in zip(docs, readings, predictions, strict=True):
-            await out.send_json(
-                producer,
-                settings.topic_classified,
-                doc["id"].encode(),
-                {**doc, "predicted": predicted, "model_version": tagger.version},
+        classified: dict[int, list[tuple[bytes | None, bytes]]] = {}
+        ids = [doc["id"].encode() for doc in docs]
+        id_partitions = kafka_partitions(ids, settings.partitions)
+        for doc, key, id_partition, reading, predicted in zip(
+            docs, ids, id_partitions, readings, predictions, strict=True
+        ):
+            # keyed by ticket id, in the partition Kafka's partitioner gives that key
+            classified.setdefault(id_partition, []).append(
+                (key, orjson.dumps({**doc, "predicted": predicted, "model_version": tagger.version}))
             )
             # with the prediction made before its labels are learned (prequential)
             kept = {**reading, "predicted": predicted}
             # to the partition of its id, where its labels come (ticket-labels is keyed by id)
-            id_partition = _partition_of(doc["id"].encode())
             to_join.setdefault(id_partition, []).append(kept)
             # Labels this worker has learned for this id came from the training topic, so
             # every worker has them: a re-sent ticket's labels are not broadcast again.
             if any(doc.get(f) for f in FIELDS) and not tagger.knows(reading):
                 # in the partition of its id, so that a later correction comes after it
                 labelled.setdefault(id_partition, []).append(kept)
+        if classified:
+            producer = await app.maybe_start_producer()
+            for partition, records in classified.items():
+                await out.send_records(producer, settings.topic_classified, partition, records)
         for partition, examples_of_partition in labelled.items():
             await out.send(training, partition=partition, value={"examples": examples_of_partition})
         for partition, kept_texts in to_join.items():
@@ -770,15 +793,16 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
         vol = _volume(partition)
         by_target: dict[int, list[list[Any]]] = {}
         by_window: dict[int, dict[tuple[str, str, str], tuple[int, int]]] = {}
+        rows: list[list[Any]] = []
         for window, key in touched:
             counts = by_window.get(window)
             if counts is None:
                 counts = by_window[window] = vol.counts(window)
             tickets_n, customers_n = counts[key]
-            volume_key = orjson.dumps([window, *key]).decode()
-            by_target.setdefault(_partition_of(volume_key.encode()), []).append(
-                [volume_key, partition, tickets_n, customers_n]
-            )
+            rows.append([orjson.dumps([window, *key]).decode(), partition, tickets_n, customers_n])
+        targets = kafka_partitions([row[0].encode() for row in rows], settings.partitions)
+        for row, target in zip(rows, targets, strict=True):
+            by_target.setdefault(target, []).append(row)
         # Every merging partition hears this counting partition's watermark (the oldest
         # of the tickets partitions' newest windows), even with no rows for it.
         marks = source_marks.get(partition, {})

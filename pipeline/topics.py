@@ -10,15 +10,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
+import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from .settings import Settings
 
-__all__ = ["BrokerError", "all_topics", "broker_reachable", "ensure_topics", "read_values"]
+__all__ = ["BrokerError", "all_topics", "broker_reachable", "ensure_topics", "kafka_partitions", "read_values"]
 
 
 class BrokerError(RuntimeError):
@@ -124,3 +125,46 @@ async def read_values(settings: Settings, topic: str, quiet_seconds: float = 3.0
                         yield record.value
     finally:
         await consumer.stop()
+
+
+_M = np.uint32(0x5BD1E995)
+
+
+def kafka_partitions(keys: Sequence[bytes], partitions: int) -> list[int]:
+    """Kafka's default partition of each key (``murmur2(key) & 0x7fffffff % partitions``), for a batch at once.
+
+    The same numbers as the Java client's and aiokafka's partitioner, which is pure
+    Python: a few microseconds a key, and the worker chose three partitions a ticket
+    (its customer's, its id's for the label join, and the producer's for
+    ``tickets-classified``). Here the hash runs over the batch's keys as columns of
+    32-bit words, one numpy step per word (tested against aiokafka's ``murmur2``).
+
+    >>> from aiokafka.partitioner import murmur2
+    >>> kafka_partitions([b"T-1", b"customer-42", b""], 12)
+    [8, 9, 9]
+    >>> [(murmur2(k) & 0x7FFFFFFF) % 12 for k in [b"T-1", b"customer-42", b""]]
+    [8, 9, 9]
+    """
+    n = len(keys)
+    if n == 0:
+        return []
+    lengths = np.fromiter((len(k) for k in keys), dtype=np.int64, count=n)
+    # room for every key's words and one more (the tail's, zero-padded)
+    width = (int(lengths.max()) // 4 + 1) * 4
+    padded = b"".join(k.ljust(width, b"\0") for k in keys)
+    words = np.frombuffer(padded, dtype="<u4").reshape(n, width // 4)
+    whole = lengths // 4
+    h = np.uint32(0x9747B28C) ^ lengths.astype(np.uint32)
+    for j in range(int(whole.max())):
+        k = words[:, j] * _M
+        k ^= k >> np.uint32(24)
+        k *= _M
+        mixed = (h * _M) ^ k
+        h = np.where(j < whole, mixed, h)
+    # the last 1 to 3 bytes: the padded word holding them is their little-endian value
+    tail = words[np.arange(n), whole]
+    h = np.where(lengths % 4 > 0, (h ^ tail) * _M, h)
+    h ^= h >> np.uint32(13)
+    h *= _M
+    h ^= h >> np.uint32(15)
+    return ((h & np.uint32(0x7FFFFFFF)) % np.uint32(partitions)).tolist()

@@ -174,8 +174,15 @@ class Stack:
 
         asyncio.run(_send())
 
-    def read_topic(self, topic: str, expected: int, timeout: float = 30.0) -> list[Any]:
-        """Every message of a topic (JSON values), waiting until ``expected`` have arrived."""
+    def read_topic(self, topic: str, expected: int, timeout: float = 30.0, keyed: bool = False) -> list[Any]:
+        """Every message of a topic (JSON values), waiting until ``expected`` have arrived.
+
+        ``keyed``: ``(key, partition, value)`` for each message instead of the value alone.
+        """
+
+        def _item(r: Any) -> Any:
+            value = orjson.loads(r.value)
+            return (r.key, r.partition, value) if keyed else value
 
         async def _read() -> list[Any]:
             consumer = AIOKafkaConsumer(
@@ -192,12 +199,12 @@ class Stack:
                 while time.monotonic() < deadline:
                     batch = await consumer.getmany(timeout_ms=500)
                     for records in batch.values():
-                        out.extend(orjson.loads(r.value) for r in records)
+                        out.extend(_item(r) for r in records)
                     if len(out) >= expected:
                         # one more poll: more than expected is a failure the test must see
                         batch = await consumer.getmany(timeout_ms=1500)
                         for records in batch.values():
-                            out.extend(orjson.loads(r.value) for r in records)
+                            out.extend(_item(r) for r in records)
                         break
             finally:
                 await consumer.stop()

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import orjson
 import pytest
+from aiokafka.partitioner import murmur2
 
 from pipeline.generator import TicketGenerator
 from pipeline.tagger import FIELDS
@@ -26,8 +27,14 @@ def test_two_workers_tag_every_ticket_and_agree_once_they_have_the_same_labels(s
     truth = gen.truth(3600)
     assert stack.wait_for_counts(dict(truth)) == dict(truth), stack.worker_logs()
 
-    classified = stack.read_topic(stack.settings.topic_classified, expected=len(messages))
-    assert len(classified) == len(messages)  # every message, re-sends included, tagged
+    records = stack.read_topic(stack.settings.topic_classified, expected=len(messages), keyed=True)
+    assert len(records) == len(messages)  # every message, re-sends included, tagged
+    # keyed by ticket id, in the partition any Kafka client would choose for that key
+    partitions = stack.settings.partitions
+    assert all(key == value["id"].encode() for key, _, value in records)
+    assert all(partition == (murmur2(key) & 0x7FFFFFFF) % partitions for key, partition, _ in records)
+    assert len({partition for _, partition, _ in records}) == partitions
+    classified = [value for _, _, value in records]
     by_id = {c["id"]: c for c in classified}
     originals = {t.payload["id"]: t.payload for t in gen.tickets()}
     assert set(by_id) == set(originals)
