@@ -177,7 +177,7 @@ class PatternGrouper:
         for term in strongest:
             shared.update(self._index.get(term, ()))
         best, best_sim = None, 0.0
-        order: dict[str, int] | None = None  # the ticket's terms by position, made when first needed
+        terms = vec.keys()
         # the 30 sharing most of them; among equals, by id: an index entry is a set, whose
         # order changes with each process's hash seed, and two workers must group alike
         for pid, _ in heapq.nsmallest(30, shared.items(), key=lambda kv: (-kv[1], kv[0])):
@@ -186,16 +186,11 @@ class PatternGrouper:
             if norm is None:
                 norm = self._norms[pid] = math.sqrt(sum(v * v for v in pattern.centroid.values())) or 1.0
             centroid = pattern.centroid
-            if len(vec) <= len(centroid):
-                sim = sum(w * centroid.get(t, 0.0) for t, w in vec.items()) / norm
-            else:
-                # a long ticket has hundreds of terms, a centroid 40: find the shared ones
-                # from the centroid, and add them up in the ticket's order (the same sum,
-                # to the last bit, so every worker and every version groups alike)
-                if order is None:
-                    order = {t: i for i, t in enumerate(vec)}
-                shared_terms = sorted((order[t], t) for t in centroid if t in order)
-                sim = sum(vec[t] * centroid[t] for _, t in shared_terms) / norm
+            # The shared terms, found from the smaller side (a long ticket has hundreds of
+            # terms, a centroid 40); a set's order follows the hash seed, so the products
+            # are added with fsum, whose result (correctly rounded) does not depend on the
+            # order: every worker gets the same similarity to the last bit.
+            sim = math.fsum([vec[t] * centroid[t] for t in terms & centroid.keys()]) / norm
             if sim > best_sim or (sim == best_sim and best is not None and pid < best.id):
                 best, best_sim = pattern, sim
         return best, best_sim
