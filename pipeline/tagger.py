@@ -69,7 +69,11 @@ _URL = re.compile(r"https?://\S+")
 _HEADER = re.compile(r"^#+ .*$", re.M)
 _SIGNATURE = re.compile(r"\n(--\s*\n|(thanks|regards|best|cheers)[,!.]?\s*\n).*", re.S | re.I)
 _EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.]+\b")
-_NUMBER = re.compile(r"\b\d[\d.,:]*\b")
+#: a number: ``\b\d[\d.,:]*\b``, written to start with the digit (a digit not after a
+#: word character is a digit after a word boundary) so that the regular-expression engine
+#: scans for digits instead of trying a boundary at every position: 20.4 -> 9.8 us a
+#: 2,000-character NLBSE'24 body, the same matches (tests/test_tagger.py)
+_NUMBER = re.compile(r"\d(?<!\w\d)[\d.,:]*\b")
 #: The passes after code and signatures, each with a string every match contains: a text
 #: without it skips the pass. The e-mail pattern alone cost 93 us a ticket on NLBSE'24's
 #: bodies (1 in 10 has an "@"); clean_text 78.5 -> 55.1 us there, the same output
