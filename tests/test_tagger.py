@@ -457,3 +457,21 @@ def test_the_number_pattern_matches_what_a_word_boundary_and_a_digit_would() -> 
     texts = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 40))) for _ in range(20_000)]
     texts += ["v2.3.1 and 42 rows", "x42 _7 a-9 3:45pm 1,000.5", ""]
     assert [_NUMBER.sub(" ", t) for t in texts] == [by_definition.sub(" ", t) for t in texts]
+
+
+def test_a_checkpoint_written_by_the_release_before_buckets_loads_into_buckets(tmp_path: Path) -> None:
+    # written by commit 6661a3e (words as features), from TRAIN * 3 as below, positions {0: 18, 1: 0}
+    fixture = Path(__file__).parent / "fixtures" / "tagger-checkpoint-6661a3e.pickle"
+    checkpoint = tmp_path / "tagger-checkpoint.pickle"
+    checkpoint.write_bytes(fixture.read_bytes())
+    loaded = TicketTagger(min_labels=1)
+    assert load_tagger(loaded, checkpoint) == {0: 18, 1: 0}
+    now = TicketTagger(min_labels=1)
+    now.learn_batch([_ticket(i, *row) for i, row in enumerate(TRAIN * 3)])
+    assert loaded.feature_buckets == FEATURE_BUCKETS and loaded.learned == now.learned
+    for name in FIELDS:
+        assert loaded.models[name].feature_counts == now.models[name].feature_counts
+    probe = [{"subject": s, "body": b} for s, b, *_ in TRAIN] + [{"subject": "Refund", "body": "charged twice again"}]
+    assert loaded.predict_many(probe) == now.predict_many(probe)
+    # and a re-sent ticket it had learned is still known: nothing learned twice
+    assert loaded.knows(_ticket(0, *TRAIN[0]))
