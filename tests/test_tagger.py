@@ -475,3 +475,19 @@ def test_a_checkpoint_written_by_the_release_before_buckets_loads_into_buckets(t
     assert loaded.predict_many(probe) == now.predict_many(probe)
     # and a re-sent ticket it had learned is still known: nothing learned twice
     assert loaded.knows(_ticket(0, *TRAIN[0]))
+
+
+def test_a_pickled_model_comes_back_with_the_same_counts_corrections_included() -> None:
+    tagger = TicketTagger(min_labels=1)
+    tagger.learn_batch([_ticket(i, *row) for i, row in enumerate(TRAIN * 2)] + _new_words_tickets(200, seed=8))
+    # a correction leaves zero counts behind: they must survive too
+    tagger.learn_batch([{**_ticket(0, *TRAIN[0]), "case_type": "bug"}])
+    copy = pickle.loads(pickle.dumps(tagger))
+    for name in FIELDS:
+        mine, theirs = tagger.models[name], copy.models[name]
+        assert theirs.feature_counts == mine.feature_counts and theirs.class_totals == mine.class_totals
+        assert type(theirs.feature_counts) is type(mine.feature_counts)  # River's defaultdict(Counter)
+        assert type(next(iter(theirs.feature_counts.values()))) is type(next(iter(mine.feature_counts.values())))
+    probe = [{"subject": s, "body": b} for s, b, *_ in TRAIN]
+    assert copy.predict_many(probe) == tagger.predict_many(probe)
+    copy.learn_batch(_new_words_tickets(10, seed=9))  # and learns on
