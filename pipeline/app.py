@@ -520,8 +520,15 @@ def pattern_alert_payload(spike: SpikeEvent, area: str, pattern: dict[str, Any])
     }
 
 
-def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeline:
-    """Create the Faust app with its topics, tables and agents for ``settings``."""
+def build_pipeline(
+    settings: Settings, sink: InfluxSink | None = None, loaded_tagger: tuple[TicketTagger, dict[int, int]] | None = None
+) -> Pipeline:
+    """Create the Faust app with its topics, tables and agents for ``settings``.
+
+    ``loaded_tagger``: the tagger and the training positions it includes, already loaded
+    (``ticketpulse worker`` loads its checkpoint to check it before it starts; a large
+    one takes seconds, not to be paid twice). Without it, the worker loads them itself.
+    """
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     app = PipelineApp(
         settings.app_id,
@@ -570,7 +577,11 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
 
     by_customer = internal_topic("tickets-by-customer")
     training = internal_topic("tagger-training")
-    tagger = TicketTagger(feature_buckets=settings.tagger_feature_buckets)
+    if loaded_tagger is not None:
+        tagger, loaded_positions = loaded_tagger
+        preloaded: list[dict[int, int]] = [dict(loaded_positions)]  # used by the first start of learn_labels
+    else:
+        tagger, preloaded = TicketTagger(feature_buckets=settings.tagger_feature_buckets), []
     partials = internal_topic("volume-partials")
     pattern_tickets = internal_topic("pattern-tickets")
     # [ticket id, pattern id] of every grouped ticket: the report's patterns are the worker's
@@ -1324,7 +1335,8 @@ def build_pipeline(settings: Settings, sink: InfluxSink | None = None) -> Pipeli
         reads the topic from its beginning. Faust's GlobalTable is documented to loop in
         recovery with several workers, hence a plain consumer.
         """
-        positions = load_tagger(tagger, checkpoint_path, settings.tagger_model)
+        # loaded by `ticketpulse worker` before it started (and logged then), else here
+        positions = preloaded.pop() if preloaded else load_tagger(tagger, checkpoint_path, settings.tagger_model)
         tagger_ready.set()
         consumer = await read_every_partition(training.get_topic_name(), positions)
         try:

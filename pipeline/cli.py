@@ -10,11 +10,14 @@ import pickle
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from .settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from .tagger import TicketTagger
 
 __all__ = ["main"]
 
@@ -63,8 +66,9 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from .topics import BrokerError, ensure_topics
 
     settings = load_settings()
+    tune_gc()  # before the checkpoint is loaded too: millions of objects at once
     try:
-        _check_tagger_files(settings)
+        loaded_tagger = _load_tagger_files(settings)
     except (OSError, TypeError, ValueError, pickle.UnpicklingError) as exc:
         return _fail(str(exc))
     try:
@@ -73,28 +77,27 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         asyncio.run(_check_sink(sink))
     except (BrokerError, SinkError, ValueError) as exc:
         return _fail(str(exc))
-    pipeline = build_pipeline(settings, sink=create_sink(settings))
+    pipeline = build_pipeline(settings, sink=create_sink(settings), loaded_tagger=loaded_tagger)
     worker = service_worker(pipeline.app, settings.log_level)
-    tune_gc()
     worker.execute_from_commandline()
     return 0
 
 
-def _check_tagger_files(settings: Settings) -> None:
-    """Refuse at start, with the reason, a checkpoint or warm-start model the worker could not use.
+def _load_tagger_files(settings: Settings) -> tuple[TicketTagger, dict[int, int]] | None:
+    """The tagger's checkpoint (or warm-start model) and its training positions, loaded before the worker starts.
 
-    The worker loads them again once its agents run; a mismatch found there would
-    leave it running without models.
+    A file the worker could not use (other feature buckets, not a model) is refused here,
+    with the reason, rather than once the agents run, where it would leave the worker
+    running without models. The worker goes on from what is loaded here.
     """
     from .app import tagger_checkpoint
     from .tagger import TicketTagger, load_tagger
 
-    if settings.tagging_enabled:
-        load_tagger(
-            TicketTagger(feature_buckets=settings.tagger_feature_buckets),
-            tagger_checkpoint(settings),
-            settings.tagger_model,
-        )
+    if not settings.tagging_enabled:
+        return None
+    tagger = TicketTagger(feature_buckets=settings.tagger_feature_buckets)
+    positions = load_tagger(tagger, tagger_checkpoint(settings), settings.tagger_model)
+    return tagger, positions
 
 
 #: The worker's garbage-collector thresholds (Python's default: 700, 10, 10).

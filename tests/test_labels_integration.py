@@ -158,7 +158,7 @@ def test_a_killed_worker_resumes_its_models_from_the_checkpoint(stack) -> None:
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
     assert (stack.tmp_path / "worker-w" / "tagger-checkpoint.pickle").exists()
-    second = stack.start_worker("w")
+    second = stack.start_worker("w", TICKETPULSE_LOG_LEVEL="info")
     more = [_ticket(f"b-{i}", BILLING, i, case_type="billing") for i in range(15, 20)]
     _send(stack, more)
     # the words of the untagged tickets were kept through the kill (the label join's table)
@@ -170,6 +170,10 @@ def test_a_killed_worker_resumes_its_models_from_the_checkpoint(stack) -> None:
 
     # not from zero (40, not 10), nothing twice (40, not 70), and the late tags joined (40, not 35)
     _wait(resumed, 60, "the restarted worker to resume")
+    # the checkpoint, with the 30 labels it holds, was loaded once (before the worker started), not twice
+    log = (stack.tmp_path / "worker-w.log").read_text(errors="replace")
+    loads = [line for line in log.splitlines() if "tagger loaded=" in line]
+    assert len(loads) == 1 and loads[0].endswith("tagger-checkpoint.pickle version=30"), loads
 
 
 def test_untagged_tickets_are_counted_under_their_predicted_area(stack) -> None:
