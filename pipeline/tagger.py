@@ -344,11 +344,14 @@ class BatchWords:
         self.filled = lengths > 0
 
 
-def _hasher(feature_buckets: int | None) -> FeatureHasher | None:
+def _new_hasher(feature_buckets: int) -> FeatureHasher:
     """River's hashing trick, seeded so that every process puts a word in the same bucket."""
-    if feature_buckets is None:
-        return None
     return FeatureHasher(n_features=feature_buckets, seed=FEATURE_HASH_SEED, alternate_sign=False)
+
+
+def _hasher(feature_buckets: int | None) -> FeatureHasher | None:
+    """:func:`_new_hasher`, or none when the words themselves are the features."""
+    return None if feature_buckets is None else _new_hasher(feature_buckets)
 
 
 def _default_model() -> Any:
@@ -515,15 +518,17 @@ class TicketTagger:
         self._memo = FeatureMemo(featurize=self.features)
 
     def __getstate__(self) -> dict[str, Any]:
-        # the memo is a cache of this process (string hashes differ between processes)
-        return {k: v for k, v in self.__dict__.items() if k != "_memo"}
+        # the memo is a cache of this process (string hashes differ between processes);
+        # the hasher is made again from the number of buckets
+        return {k: v for k, v in self.__dict__.items() if k not in ("_memo", "hasher")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # saved before features were hashed (before 2026-11-30, stop 15): the words themselves, until
         # load_tagger puts them into the worker's buckets (:meth:`hash_features`)
+        state = {k: v for k, v in state.items() if k != "hasher"}
         state.setdefault("feature_buckets", None)
-        state.setdefault("hasher", None)
         self.__dict__.update(state)
+        self.hasher = _hasher(self.feature_buckets)
         self._memo = FeatureMemo(featurize=self.features)
 
     def features(self, text: str) -> dict[Any, float]:
@@ -553,7 +558,7 @@ class TicketTagger:
         for model in self.models.values():
             if not isinstance(model, naive_bayes.MultinomialNB):
                 raise ValueError(f"cannot move the features of a {type(model).__name__} into buckets")
-        hasher = FeatureHasher(n_features=feature_buckets, seed=FEATURE_HASH_SEED, alternate_sign=False)
+        hasher = _new_hasher(feature_buckets)
         for model in self.models.values():
             merged: dict[Any, Counter[Any]] = {}
             for feature, counts in model.feature_counts.items():

@@ -16,6 +16,7 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.partitioner import murmur2
 
 from .settings import Settings
 
@@ -128,6 +129,8 @@ async def read_values(settings: Settings, topic: str, quiet_seconds: float = 3.0
 
 
 _M = np.uint32(0x5BD1E995)
+#: keys longer than this (bytes) are hashed one by one (:func:`kafka_partitions`)
+_LONGEST_IN_COLUMNS = 256
 
 
 def kafka_partitions(keys: Sequence[bytes], partitions: int) -> list[int]:
@@ -145,9 +148,18 @@ def kafka_partitions(keys: Sequence[bytes], partitions: int) -> list[int]:
     >>> [(murmur2(k) & 0x7FFFFFFF) % 12 for k in [b"T-1", b"customer-42", b""]]
     [8, 9, 9]
     """
-    n = len(keys)
-    if n == 0:
+    if not keys:
         return []
+    long = [i for i, k in enumerate(keys) if len(k) > _LONGEST_IN_COLUMNS]
+    if long:
+        # every key is padded to the longest: one very long id (nothing bounds an id but
+        # the ticket's size) would make a matrix of the batch times it, so long keys go
+        # one by one through the client's own murmur2
+        out = kafka_partitions([k for k in keys if len(k) <= _LONGEST_IN_COLUMNS], partitions)
+        for i in long:
+            out.insert(i, (murmur2(keys[i]) & 0x7FFFFFFF) % partitions)
+        return out
+    n = len(keys)
     lengths = np.fromiter((len(k) for k in keys), dtype=np.int64, count=n)
     # room for every key's words and one more (the tail's, zero-padded)
     width = (int(lengths.max()) // 4 + 1) * 4

@@ -19,3 +19,9 @@ def test_kafka_partitions_are_the_kafka_clients_for_every_key_length(partitions:
 
 def test_kafka_partitions_of_no_keys() -> None:
     assert kafka_partitions([], 4) == []
+
+
+def test_a_very_long_key_among_short_ones_is_partitioned_alone_and_alike() -> None:
+    # a key of 100,000 bytes would otherwise pad every key of the batch to its length
+    keys = [b"T-1", b"x" * 100_000, b"T-2", b"y" * 257, b"z" * 256, b""]
+    assert kafka_partitions(keys, 12) == [(murmur2(k) & 0x7FFFFFFF) % 12 for k in keys]
