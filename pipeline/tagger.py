@@ -197,6 +197,10 @@ def features_many(tickets: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame.sparse.from_spmatrix(presence, index=counts.index, columns=counts.columns)
 
 
+#: a tagger's attributes that belong to its process, not to its checkpoint (``hasher``: before
+#: :class:`FeatureBuckets`, in stop 15's checkpoints only if pickled with it; never, since)
+_PROCESS_STATE = frozenset({"_memo", "buckets", "hasher"})
+
 #: marks a model's counts pickled as columns (:meth:`AlignedMultinomialNB.__getstate__`)
 _COLUMNS = "ticketpulse.columns.v1"
 
@@ -349,9 +353,54 @@ def _new_hasher(feature_buckets: int) -> FeatureHasher:
     return FeatureHasher(n_features=feature_buckets, seed=FEATURE_HASH_SEED, alternate_sign=False)
 
 
-def _hasher(feature_buckets: int | None) -> FeatureHasher | None:
-    """:func:`_new_hasher`, or none when the words themselves are the features."""
-    return None if feature_buckets is None else _new_hasher(feature_buckets)
+class FeatureBuckets:
+    """The bucket of each word and word pair of a reading: River's ``FeatureHasher``, remembered.
+
+    A helpdesk's tickets repeat their words: hashing the same word and pair again for
+    every ticket (River's hasher turns each pair into its text first) cost as much as
+    finding them (7.0 us a generated ticket of 27 features, 7.5 for both with the buckets
+    remembered; docs/benchmarks.md). Each feature is hashed once, by the same hasher, so
+    the buckets are those of ``hasher.transform_one`` whatever was remembered; up to
+    ``remembered`` features are kept, then all are forgotten and found again (no order to
+    keep, nothing that depends on which tickets came first).
+
+    >>> buckets = FeatureBuckets(2**18)
+    >>> buckets.features("export fails export")  # export, fails, (export, fails), (fails, export)
+    {114832: 1, 252855: 1, 137287: 1, 180738: 1}
+    >>> buckets.bucket(("export", "fails")) == next(iter(buckets.hasher.transform_one({("export", "fails"): 1})))
+    True
+    """
+
+    def __init__(self, n_buckets: int, remembered: int = 2**17) -> None:
+        self.n_buckets = n_buckets
+        self.remembered = remembered
+        self.hasher = _new_hasher(n_buckets)
+        self._bucket_of: dict[Any, int] = {}
+
+    def bucket(self, feature: Any) -> int:
+        """The bucket of one word (a string) or word pair (a tuple of two)."""
+        found = self._bucket_of.get(feature)
+        if found is None:
+            (found,) = self.hasher.transform_one({feature: 1})
+            if len(self._bucket_of) >= self.remembered:
+                self._bucket_of.clear()
+            self._bucket_of[feature] = found
+        return found
+
+    def features(self, text: str) -> dict[Any, float]:
+        """:func:`reading_features` of ``text``, in buckets: each bucket present counts 1."""
+        words: list[Any] = _TOKEN.findall(text)
+        bucket_of, bucket = self._bucket_of.get, self.bucket
+        out: dict[Any, float] = {}
+        for feature in itertools.chain(words, itertools.pairwise(words)):
+            found = bucket_of(feature)
+            out[bucket(feature) if found is None else found] = 1
+        return out
+
+
+def _feature_buckets(feature_buckets: int | None) -> FeatureBuckets | None:
+    """:class:`FeatureBuckets`, or none when the words themselves are the features."""
+    return None if feature_buckets is None else FeatureBuckets(feature_buckets)
 
 
 def _default_model() -> Any:
@@ -505,7 +554,7 @@ class TicketTagger:
         self.min_confidence = min_confidence
         self.model_factory = model_factory
         self.feature_buckets = feature_buckets
-        self.hasher = _hasher(feature_buckets)
+        self.buckets = _feature_buckets(feature_buckets)
         self.models = {f: model_factory() for f in FIELDS}
         self.learned = dict.fromkeys(FIELDS, 0)
         self.quality = {f: Prequential() for f in FIELDS}
@@ -519,16 +568,16 @@ class TicketTagger:
 
     def __getstate__(self) -> dict[str, Any]:
         # the memo is a cache of this process (string hashes differ between processes);
-        # the hasher is made again from the number of buckets
-        return {k: v for k, v in self.__dict__.items() if k not in ("_memo", "hasher")}
+        # the buckets (a hasher and what it found) are made again from their number
+        return {k: v for k, v in self.__dict__.items() if k not in _PROCESS_STATE}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # saved before features were hashed (before 2026-11-30, stop 15): the words themselves, until
         # load_tagger puts them into the worker's buckets (:meth:`hash_features`)
-        state = {k: v for k, v in state.items() if k != "hasher"}
+        state = {k: v for k, v in state.items() if k not in _PROCESS_STATE}
         state.setdefault("feature_buckets", None)
         self.__dict__.update(state)
-        self.hasher = _hasher(self.feature_buckets)
+        self.buckets = _feature_buckets(self.feature_buckets)
         self._memo = FeatureMemo(featurize=self.features)
 
     def features(self, text: str) -> dict[Any, float]:
@@ -540,11 +589,10 @@ class TicketTagger:
         >>> sorted(TicketTagger(feature_buckets=None).features("export fails"), key=str)
         [('export', 'fails'), 'export', 'fails']
         """
-        x = reading_features(text)
-        if self.hasher is None:
-            return x
+        if self.buckets is None:
+            return reading_features(text)
         # presence: two of a ticket's features in one bucket still count once
-        return dict.fromkeys(self.hasher.transform_one(x), 1)
+        return self.buckets.features(text)
 
     def hash_features(self, feature_buckets: int) -> None:
         """Put the words of models saved before hashing into ``feature_buckets`` buckets.
@@ -553,20 +601,19 @@ class TicketTagger:
         learning the same labels in buckets would have made (but for two words of one
         ticket that share a bucket, which that would have counted once).
         """
-        if self.hasher is not None:
+        if self.buckets is not None:
             raise ValueError(f"the models' features are hashed already ({self.feature_buckets} buckets)")
         for model in self.models.values():
             if not isinstance(model, naive_bayes.MultinomialNB):
                 raise ValueError(f"cannot move the features of a {type(model).__name__} into buckets")
-        hasher = _new_hasher(feature_buckets)
+        buckets = FeatureBuckets(feature_buckets)
         for model in self.models.values():
             merged: dict[Any, Counter[Any]] = {}
             for feature, counts in model.feature_counts.items():
-                (bucket,) = hasher.transform_one({feature: 1})
-                merged.setdefault(bucket, Counter()).update(counts)
+                merged.setdefault(buckets.bucket(feature), Counter()).update(counts)
             model.feature_counts.clear()
             model.feature_counts.update(merged)
-        self.feature_buckets, self.hasher = feature_buckets, hasher
+        self.feature_buckets, self.buckets = feature_buckets, buckets
         self._memo = FeatureMemo(featurize=self.features)
 
     def _predict(self, features: Mapping[str, float]) -> dict[str, dict[str, Any]]:

@@ -15,6 +15,7 @@ from river import naive_bayes
 from pipeline.tagger import (
     FEATURE_BUCKETS,
     FIELDS,
+    FeatureBuckets,
     TicketTagger,
     clean_text,
     load_tagger,
@@ -271,15 +272,14 @@ def test_knows_a_resent_ticket_but_not_a_correction() -> None:
 
 
 def test_a_ticket_predicted_then_learned_is_tokenised_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    import pipeline.tagger as tagger_module
-
     calls: list[str] = []
+    featurize = TicketTagger.features
 
-    def counted(text: str) -> dict[str, float]:
+    def counted(self: TicketTagger, text: str) -> dict[object, float]:
         calls.append(text)
-        return reading_features(text)
+        return featurize(self, text)
 
-    monkeypatch.setattr(tagger_module, "reading_features", counted)
+    monkeypatch.setattr(TicketTagger, "features", counted)
     tagger = TicketTagger(min_labels=1)
     doc = {"id": "t1", "reading": reading_text("Export fails", "the export to CSV fails with an error")}
     predicted = tagger.predict_many([doc])[0]
@@ -398,11 +398,30 @@ def test_features_fall_in_the_same_buckets_in_every_process() -> None:
     assert seen == {str(sorted(TicketTagger().features(text)))}
 
 
+def test_remembered_buckets_are_the_hashers_own_also_after_forgetting() -> None:
+    # every feature through River's hasher, one ticket at a time, against the remembered
+    # buckets of a memory far smaller than the stream's features (so it is emptied often)
+    buckets = FeatureBuckets(FEATURE_BUCKETS, remembered=500)
+    rows = [(s, b) for s, b, *_ in TRAIN] * 20 + [(t["subject"], t["body"]) for t in _new_words_tickets(400, seed=9)]
+    rng = random.Random(4)
+    rng.shuffle(rows)
+    held = []
+    for subject, body in rows:
+        text = reading_text(subject, body)
+        expected = dict.fromkeys(buckets.hasher.transform_one(reading_features(text)), 1)
+        assert buckets.features(text) == expected, text
+        held.append(len(buckets._bucket_of))
+    assert max(held) <= 500
+    assert held.index(max(held)) < len(held) - 1 and min(held[100:]) < 100  # it was emptied, and filled again
+    # and the tagger reads its features through them: the words' buckets, each present once
+    assert TicketTagger().features("export fails export") == {**buckets.features("export fails export")}
+
+
 def _saved_before_hashing(tickets: list[dict]) -> TicketTagger:
     """A tagger as checkpoints before buckets held it: words as features, no hasher in its state."""
     old = TicketTagger(min_labels=1, feature_buckets=None)
     old.learn_batch(tickets)
-    del old.feature_buckets, old.hasher
+    del old.feature_buckets, old.buckets
     return old
 
 
