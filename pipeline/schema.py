@@ -72,6 +72,15 @@ class Ticket:
         return self.created_at.timestamp()
 
 
+#: The longest ticket or customer id accepted, in characters. Ids key Kafka messages and are
+#: held for as long as the worker remembers a ticket (the tagger's learned ids, a million of
+#: them; the label join; alert examples), so an unbounded one would hold a megabyte each
+#: (a ticket may be as large as TICKETPULSE_MAX_TICKET_BYTES). Helpdesk ids are short
+#: (Zendesk: a number, Jira: ``PROJ-1234``, Freshdesk: a number, an e-mail's Message-ID at
+#: most 998 characters in theory, 60-100 in practice).
+MAX_IDENTIFIER_CHARS = 256
+
+
 def _identifier(doc: dict[str, Any], name: str) -> str:
     value = doc.get(name)
     if value is None:
@@ -81,6 +90,11 @@ def _identifier(doc: dict[str, Any], name: str) -> str:
     text = str(value).strip()
     if not text:
         raise TicketError(f"field '{name}' is empty")
+    if len(text) > MAX_IDENTIFIER_CHARS:
+        raise TicketError(
+            f"field '{name}' is {len(text):,} characters long, over the limit of {MAX_IDENTIFIER_CHARS} "
+            f"(it starts {text[:40]!r})"
+        )
     return text
 
 

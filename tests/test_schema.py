@@ -14,6 +14,10 @@ GOOD = {
 }
 
 
+def test_an_id_as_long_as_the_limit_is_a_ticket_id() -> None:
+    assert parse_ticket(orjson.dumps({**GOOD, "id": "T" * 256, "customer_id": " " + "c" * 256})).id == "T" * 256
+
+
 def test_valid_ticket_keeps_labels_and_ignores_unknown_fields() -> None:
     t = parse_ticket(orjson.dumps({**GOOD, "product_area": " reports ", "severity": "high", "zendesk_x": 1}))
     assert isinstance(t, Ticket)
@@ -27,6 +31,8 @@ def test_valid_ticket_keeps_labels_and_ignores_unknown_fields() -> None:
         ({"id": None}, "missing required field 'id'"),
         ({"id": ""}, "field 'id' is empty"),
         ({"id": True}, "field 'id' must be a string or an integer, got bool"),
+        ({"id": "T" * 257}, "field 'id' is 257 characters long, over the limit of 256 (it starts 'TTTT"),
+        ({"customer_id": "c" * 5000}, "field 'customer_id' is 5,000 characters long, over the limit of 256"),
         ({"created_at": "yesterday"}, "field 'created_at' is not an ISO 8601 date-time: 'yesterday'"),
         ({"created_at": 1767600000}, "field 'created_at' must be an ISO 8601 string, got int"),
         ({"created_at": "2026-01-05T10:00:00"}, "field 'created_at' has no time zone"),
