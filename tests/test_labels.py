@@ -18,7 +18,10 @@ from pipeline.schema import TicketError, parse_label
         (b'{"id": "1", "labelled_by": "ana"}', "a label sets none of case_type, product_area, severity"),
         (b'{"id": "1", "case_type": "bugs"}', "field 'case_type' is 'bugs', not one of"),
         (b'{"id": "1", "severity": 3}', "field 'severity' must be a non-empty string"),
-        (b'{"id": "%s", "case_type": "bug"}' % (b"1" * 300), "field 'id' is 300 characters long, over the limit of 256"),
+        (
+            b'{"id": "%s", "case_type": "bug"}' % (b"1" * 300),
+            "field 'id' is 300 characters long, over the limit of 256",
+        ),
         (None, "empty message"),
     ],
 )
