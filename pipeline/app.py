@@ -65,7 +65,7 @@ from .privacy import mask_personal
 from .schema import UNASSIGNED, Ticket, TicketError, parse_label, parse_product_event, parse_ticket
 from .settings import Settings
 from .sinks import InfluxSink, create_sink
-from .tagger import FIELDS, TicketTagger, load_tagger, reading_text, save_tagger
+from .tagger import FIELDS, TicketTagger, load_tagger, predicted_labels, reading_text, save_tagger
 from .topics import broker_reachable, kafka_partitions
 from .volume import ALL, COUNTED, DUPLICATE, Fact, PartitionVolume, VolumeTotals, volume_keys, window_start
 
@@ -715,7 +715,7 @@ def build_pipeline(
                 (key, orjson.dumps({**doc, "predicted": predicted, "model_version": tagger.version}))
             )
             # with the prediction made before its labels are learned (prequential)
-            kept = {**reading, "predicted": predicted}
+            kept = {**reading, "predicted": predicted_labels(predicted)}
             # to the partition of its id, where its labels come (ticket-labels is keyed by id)
             to_join.setdefault(id_partition, []).append(kept)
             # Labels this worker has learned for this id came from the training topic, so
@@ -797,7 +797,10 @@ def build_pipeline(
     def _volume(partition: int) -> PartitionVolume:
         vol = volumes.get(partition)
         if vol is None:
-            vol = volumes[partition] = PartitionVolume(window_seconds, settings.allowed_lateness_seconds)
+            # fed by every tickets partition (validate sends each counting partition their watermarks)
+            vol = volumes[partition] = PartitionVolume(
+                window_seconds, settings.allowed_lateness_seconds, sources=settings.partitions
+            )
         return vol
 
     async def _send_partials(partition: int, touched: Iterable[tuple[int, tuple[str, str, str]]], out: Outbox) -> None:
@@ -850,6 +853,7 @@ def build_pipeline(
         out = Outbox()
         for partition in owned:
             vol = _volume(partition)
+            vol.hear(source_marks.get(partition, {}))
             vol.close_windows()
             # Publishing every open count again, and the watermark to the pattern grouper,
             # is idempotent, and cheap insurance (effects are delivered before the state
@@ -920,8 +924,6 @@ def build_pipeline(
             for_patterns: dict[int, dict[int, list[list[Any]]]] = {}
             for partition, offset, value in await with_skipped(events):
                 vol = _volume(partition)
-                if _hear(source_marks.setdefault(partition, {}), value["watermarks"]):
-                    heard.add(partition)
                 texts = value.get("texts")
                 for n, fact in enumerate(value["facts"]):
                     outcome = vol.add(fact)
@@ -943,6 +945,12 @@ def build_pipeline(
                         stats.duplicates += 1
                     else:
                         stats.too_late += 1
+                # How far the tickets partitions have got, heard after the message's own
+                # facts: a batch may hold days of one partition, and its newest window
+                # must not make its older tickets late (the line is what came before).
+                if _hear(source_marks.setdefault(partition, {}), value["watermarks"]):
+                    heard.add(partition)
+                vol.hear(source_marks[partition])
             # Effects first, then the state that records them (see pipeline.volume): the
             # words are not kept in the facts, so they must be on the broker before the
             # facts that say they were counted (a replay would not send them again).

@@ -57,8 +57,9 @@ class Settings(BaseSettings):
     allowed_lateness_seconds: int = Field(
         7 * 86400,
         ge=0,
-        description="TICKETPULSE_ALLOWED_LATENESS_SECONDS: how far behind the newest ticket of its "
-        "partition a ticket may be and still update its window; older ones are skipped and counted.",
+        description="TICKETPULSE_ALLOWED_LATENESS_SECONDS: how far behind the stream a ticket may be and "
+        "still update its window (the stream: the oldest of the tickets partitions' newest windows); "
+        "older ones are skipped and counted.",
     )
     max_ticket_bytes: int = Field(
         1_000_000,

@@ -27,7 +27,7 @@ effect, never skips one.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,9 +98,17 @@ class PartitionVolume:
     window_seconds
         Window size.
     allowed_lateness_seconds
-        A ticket whose window starts more than this before the newest window seen in
-        the partition (the watermark) is too late: it no longer changes counts, and the
-        windows behind that line are closed (their tickets can be forgotten).
+        A ticket whose window starts more than this before the watermark is too late:
+        it no longer changes counts, and the windows behind that line are closed (their
+        tickets can be forgotten).
+    sources
+        How many source partitions (of ``tickets``) feed this one. With it, the
+        watermark is the oldest of their newest windows (:meth:`hear`), and none is
+        known until every source has been heard: a consumer reads partitions at
+        different speeds, and a backlog read faster on one partition than on another
+        must not make the slower one's tickets too late (a benchmark run lost a quarter
+        of three days' tickets so, docs/benchmarks.md). Without it (``None``), the
+        watermark is the newest window counted here (one source, or a test).
 
     Examples
     --------
@@ -117,20 +125,46 @@ class PartitionVolume:
     (True, 'too_late')
     >>> v.close_windows()
     [0]
+
+    Fed by two source partitions, the one behind sets the line:
+
+    >>> v = PartitionVolume(3600, 3600, sources=2)
+    >>> v.add(["a", 10 * 3600, "billing", "bug", "high", "c1"])
+    'counted'
+    >>> v.hear({"0": 10 * 3600})  # source 1 not heard yet: no line
+    >>> v.add(["b", 0, "billing", "bug", "high", "c2"])
+    'counted'
+    >>> v.hear({"0": 10 * 3600, "1": 3 * 3600})
+    >>> v.is_too_late(2 * 3600), v.is_too_late(1 * 3600), v.close_windows()
+    (False, True, [0])
     """
 
-    def __init__(self, window_seconds: int, allowed_lateness_seconds: int) -> None:
+    def __init__(self, window_seconds: int, allowed_lateness_seconds: int, sources: int | None = None) -> None:
         self.window_seconds = window_seconds
         self.allowed_lateness_seconds = allowed_lateness_seconds
-        self.watermark: int | None = None
+        self.sources = sources
+        self.watermark: int | None = None  # the newest window counted here
+        self.sources_watermark: int | None = None  # the oldest of the sources' newest windows
         self._windows: dict[int, dict[VolumeKey, _Count]] = defaultdict(dict)
         self._ids: dict[int, list[str]] = defaultdict(list)
         self._seen: set[str] = set()
         self._chunks: dict[str, int] = {}  # durable chunk key -> newest window in it
 
+    def hear(self, marks: Mapping[str, int]) -> None:
+        """How far each source partition has got (its newest window): the watermark, with ``sources``.
+
+        It only rises: a source heard later at an older window changes nothing.
+        """
+        if self.sources is None or len(marks) < self.sources:
+            return
+        low = min(marks.values())
+        if self.sources_watermark is None or low > self.sources_watermark:
+            self.sources_watermark = low
+
     def is_too_late(self, window: int) -> bool:
         """Whether a ticket of ``window`` arrives after its window was closed."""
-        return self.watermark is not None and window < self.watermark - self.allowed_lateness_seconds
+        mark = self.watermark if self.sources is None else self.sources_watermark
+        return mark is not None and window < mark - self.allowed_lateness_seconds
 
     def add(self, fact: Fact) -> str:
         """Count a ticket unless it is a duplicate or too late; say which (``COUNTED``, ...)."""

@@ -19,6 +19,7 @@ from pipeline.tagger import (
     TicketTagger,
     clean_text,
     load_tagger,
+    predicted_labels,
     reading_features,
     reading_text,
     save_tagger,
@@ -269,6 +270,30 @@ def test_knows_a_resent_ticket_but_not_a_correction() -> None:
     assert tagger.knows(t) is True
     assert tagger.knows({**t, "severity": "urgent"}) is False  # a correction is news
     assert tagger.knows({**t, "id": "T2"}) is False
+
+
+def test_a_label_is_scored_against_the_prediction_it_carries_labels_alone_or_whole() -> None:
+    # the training topic carries labels alone since stop 16; examples written before carry
+    # whole predictions (label, confidence, uncertain), and both must score alike
+    whole = {"case_type": {"label": "billing", "confidence": 0.91, "uncertain": False}}
+    assert predicted_labels(whole) == {"case_type": "billing"}
+    tagger = TicketTagger(min_labels=1)
+    learned = tagger.learn_batch(
+        [
+            {"id": "a", "reading": "refund my card", "case_type": "bug", "predicted": whole},
+            {"id": "b", "reading": "app crashes", "case_type": "bug", "predicted": predicted_labels(whole)},
+            {"id": "c", "reading": "app crashes", "case_type": "bug", "predicted": {"case_type": "bug"}},
+            {"id": "d", "reading": "app crashes", "case_type": "bug", "predicted": {"case_type": None}},
+        ]
+    )
+    assert learned == 4
+    assert list(tagger.quality["case_type"].pairs) == [
+        ("bug", "billing"),
+        ("bug", "billing"),
+        ("bug", "bug"),
+        ("bug", None),
+    ]
+    assert tagger.quality["case_type"].accuracy() == 0.25
 
 
 def test_a_ticket_predicted_then_learned_is_tokenised_once(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -235,3 +235,44 @@ def test_a_backlog_waiting_before_the_worker_starts_is_counted_exactly(stack) ->
     stack.send(messages)  # all of it waits on the broker before the worker starts
     stack.start_worker()
     assert stack.wait_for_counts(dict(truth)) == dict(truth), stack.worker_logs()
+
+
+def test_a_tickets_partition_read_days_behind_the_others_loses_nothing(stack) -> None:
+    """Lateness is measured from the slowest tickets partition, not from the fastest.
+
+    A consumer reads its partitions at different speeds (a backlog, a slow fetch): here
+    partitions 0-2 carry three days of tickets, all counted before partition 3's three
+    days are even sent, with a lateness of one day. Measured from the newest ticket
+    counted, partition 3's first two days were too late and lost (a benchmark run lost a
+    quarter of three days so); measured from the partition furthest behind, none is. A
+    ticket late by the lateness of every partition's progress is still refused.
+    """
+    start = int(START.timestamp())
+    areas = ["billing", "reports", "login", "mobile-app"]
+    hours = 72
+    truth: Counter[tuple[int, str]] = Counter()
+    by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+    for part in range(4):
+        for hour, ticket_id in enumerate(_keys_on(part, hours + 2)[:hours]):
+            created = datetime.fromtimestamp(start + hour * 3600 + 60 * part, tz=UTC).isoformat()
+            fields = {"product_area": areas[part], "customer_id": f"c-{part}-{hour}", "created_at": created}
+            by_partition.setdefault(part, []).append((ticket_id.encode(), _ticket(id=ticket_id, **fields)))
+            truth[(start + hour * 3600, areas[part])] += 1
+    stack.create_topics()
+    stack.start_worker(TICKETPULSE_ALLOWED_LATENESS_SECONDS="86400", TICKETPULSE_LOG_LEVEL="info")
+    stack.send(by_partition[0] + by_partition[1] + by_partition[2])
+    ahead = {key: n for key, n in truth.items() if key[1] != "mobile-app"}
+    assert stack.wait_for_counts(ahead) == ahead, stack.worker_logs()
+    stack.send(by_partition[3])
+    assert stack.wait_for_counts(dict(truth)) == dict(truth), stack.worker_logs()
+
+    # every partition is at hour 71 now: a ticket of hour 0 on partition 0 is too late,
+    # and the ticket of hour 72 sent after it on the same partition shows it was read
+    late_id, next_id = _keys_on(0, hours + 2)[hours:]
+    late = _ticket(id=late_id, product_area="billing", customer_id="c-late", created_at=START.isoformat())
+    created = datetime.fromtimestamp(start + hours * 3600, tz=UTC).isoformat()
+    after = _ticket(id=next_id, product_area="billing", customer_id="c-next", created_at=created)
+    stack.send([(late_id.encode(), late), (next_id.encode(), after)])
+    truth[(start + hours * 3600, "billing")] += 1
+    assert stack.wait_for_counts(dict(truth)) == dict(truth), stack.worker_logs()
+    assert "too_late=1 " in stack.worker_logs()
