@@ -105,10 +105,17 @@ def end_to_end(raws: list[bytes], unique: int, settings_env: dict[str, str]) -> 
         t0 = time.perf_counter()
         summary = asyncio.run(produce(settings, list(enumerate(raws)), total=len(raws), validate=False))
         sent_s = time.perf_counter() - t0
-        counted = 0
+        counted, progress_at = 0, time.monotonic()
         while counted < unique:
             time.sleep(0.2)
-            counted = sum(sum(v.values()) for v in reader.read().values())
+            now_counted = sum(sum(v.values()) for v in reader.read().values())
+            if now_counted != counted:
+                counted, progress_at = now_counted, time.monotonic()
+            elif time.monotonic() - progress_at > 60:
+                # a count that stops short is a lost ticket, not a slow worker: say so, do not wait for ever
+                raise SystemExit(
+                    f"the counts stopped at {counted} of {unique} distinct tickets for 60 s; worker log: {workdir}"
+                )
             print(f"\r  counted {counted}/{unique}", end="", file=sys.stderr, flush=True)
         elapsed = time.perf_counter() - t0
         cpu = _cpu_seconds(worker.pid) - cpu0
