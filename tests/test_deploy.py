@@ -74,7 +74,12 @@ def test_alert_rules_and_contact_points_are_provisioned_from_the_environment() -
     grafana_env = _compose()["services"]["grafana"]["environment"]
     assert {"SLACK_WEBHOOK_URL", "ALERT_WEBHOOK_URL"} <= set(grafana_env)
     rules = [r for g in doc["groups"] for r in g["rules"]]
-    assert {r["uid"] for r in rules} == {"ticketpulse-spike", "ticketpulse-dead-letters", "ticketpulse-lag"}
+    assert {r["uid"] for r in rules} == {
+        "ticketpulse-spike",
+        "ticketpulse-dead-letters",
+        "ticketpulse-too-late",
+        "ticketpulse-lag",
+    }
     for rule in rules:
         refs = {item["refId"] for item in rule["data"]}
         assert rule["condition"] in refs
