@@ -7,6 +7,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -16,6 +17,7 @@ from pipeline.tagger import (
     FEATURE_BUCKETS,
     FIELDS,
     FeatureBuckets,
+    FeatureMemo,
     TicketTagger,
     clean_text,
     load_tagger,
@@ -294,6 +296,27 @@ def test_a_label_is_scored_against_the_prediction_it_carries_labels_alone_or_who
         ("bug", None),
     ]
     assert tagger.quality["case_type"].accuracy() == 0.25
+
+
+def test_the_feature_memo_keeps_the_newest_texts_and_lets_the_oldest_go() -> None:
+    computed: list[str] = []
+
+    def featurize(text: str) -> dict[Any, float]:
+        computed.append(text)
+        return reading_features(text)
+
+    memo = FeatureMemo(size=3, featurize=featurize)
+    tickets = [{"id": str(i), "reading": f"text {i}"} for i in range(5)]
+    for ticket in tickets:
+        memo.features([ticket])
+    assert len(memo._memo) == 3
+    computed.clear()
+    memo.features(tickets[2:])  # the newest three: at hand
+    assert computed == []
+    memo.features(tickets[:1])  # the oldest: gone, computed again (and ticket 2 now goes)
+    assert computed == ["text 0"]
+    memo.features(tickets[2:3])
+    assert computed == ["text 0", "text 2"]
 
 
 def test_a_ticket_predicted_then_learned_is_tokenised_once(monkeypatch: pytest.MonkeyPatch) -> None:
