@@ -819,9 +819,7 @@ def build_pipeline(
             by_target.setdefault(target, []).append(row)
         # Every merging partition hears this counting partition's watermark (the oldest
         # of the tickets partitions' newest windows), even with no rows for it.
-        marks = source_marks.get(partition, {})
-        low = min(marks.values()) if len(marks) == settings.partitions else None
-        watermark = {str(partition): low}
+        watermark = {str(partition): vol.sources_watermark}
         for target in range(settings.partitions):
             await out.send(
                 partials, partition=target, value={"rows": by_target.get(target, []), "watermarks": watermark}
@@ -829,8 +827,7 @@ def build_pipeline(
 
     async def _send_pattern_tickets(partition: int, by_target: dict[int, list[list[Any]]], out: Outbox) -> None:
         # every pattern partition hears this counting partition's watermark, as in _send_partials
-        marks = source_marks.get(partition, {})
-        low = min(marks.values()) if len(marks) == settings.partitions else None
+        low = _volume(partition).sources_watermark
         for target in range(settings.partitions):
             value = {"tickets": by_target.get(target, []), "watermarks": {str(partition): low}}
             await out.send(pattern_tickets, partition=target, value=value)
