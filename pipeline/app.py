@@ -67,7 +67,17 @@ from .settings import Settings
 from .sinks import InfluxSink, create_sink
 from .tagger import FIELDS, TicketTagger, load_tagger, predicted_labels, reading_text, save_tagger
 from .topics import broker_reachable, kafka_partitions
-from .volume import ALL, COUNTED, DUPLICATE, Fact, PartitionVolume, VolumeTotals, volume_keys, window_start
+from .volume import (
+    ALL,
+    COUNTED,
+    DUPLICATE,
+    Fact,
+    IdleSources,
+    PartitionVolume,
+    VolumeTotals,
+    volume_keys,
+    window_start,
+)
 
 __all__ = ["DurableTable", "PartitionedTable", "Pipeline", "PipelineStats", "build_pipeline", "tagger_checkpoint"]
 
@@ -621,11 +631,12 @@ def build_pipeline(
         # ticket after ticket (a batch of distinct keys goes to kafka_partitions).
         return (murmur2(key) & 0x7FFFFFFF) % settings.partitions
 
-    async def validate(records: Sequence[Any]) -> None:
+    async def validate(records: Sequence[Any]) -> dict[str, int]:
         """Split good tickets from bad; pass the good ones on, grouped by customer partition.
 
         ``records``: a batch of ``tickets`` as Kafka records (``value``, ``key``, ``topic``,
-        ``partition``, ``offset``), read by :func:`read_tickets`.
+        ``partition``, ``offset``), read by :func:`read_tickets`. Returns the newest window
+        of the batch's good tickets per tickets partition (the watermarks it sent).
         """
         by_partition: dict[int, list[Fact]] = {}
         texts: dict[int, list[list[str]]] = {}
@@ -740,6 +751,17 @@ def build_pipeline(
         for partition, items in by_area_partition.items():
             await out.send(area_volumes, partition=partition, value={"context": items})
         await out.delivered()
+        return marks
+
+    async def send_watermarks(marks: dict[str, int]) -> None:
+        """Tell every counting partition how far these tickets partitions have got (no tickets)."""
+        out = Outbox()
+        for partition in range(settings.partitions):
+            message: dict[str, Any] = {"facts": [], "watermarks": marks}
+            if settings.patterns_enabled:
+                message["texts"] = []
+            await out.send(by_customer, partition=partition, value=message)
+        await out.delivered()
 
     # set once the tagger's checkpoint (or warm start) is loaded: no ticket is predicted before
     tagger_ready = asyncio.Event()
@@ -775,24 +797,46 @@ def build_pipeline(
         )
         consumer.subscribe([settings.topic_tickets], listener=FinishBatchFirst(in_flight))
         await consumer.start()
+        idle = IdleSources(settings.idle_partition_seconds)
         try:
             while True:
                 # everything fetched, then batches that take from every partition in turn
                 fetched = await consumer.getmany(timeout_ms=int(settings.batch_seconds * 1000))
+                idle.assign(tp.partition for tp in consumer.assignment())
                 for batch in interleaved_batches(fetched, settings.batch_size):
                     async with in_flight:
                         owned = consumer.assignment()
                         batch = {tp: records for tp, records in batch.items() if tp in owned}
                         if not batch:
                             continue  # given away in a rebalance: the new owner reads them
-                        await validate(round_robin(list(batch.values())))
+                        marks = await validate(round_robin(list(batch.values())))
+                        for tp in batch:
+                            idle.heard(tp.partition, marks.get(str(tp.partition)))
                         try:
                             await consumer.commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
                         except CommitFailedError as exc:
                             # the group moved on (this worker was too slow): the new owner reads them again
                             logger.warning("agent=read_tickets commit=failed error=%s", exc)
+                await send_idle_watermarks(consumer, idle)
         finally:
             await consumer.stop()
+
+    async def send_idle_watermarks(consumer: AIOKafkaConsumer, idle: IdleSources) -> None:
+        """Quiet partitions read to their end follow the newest window read (:class:`IdleSources`)."""
+        caught_up = []
+        for partition in idle.quiet():
+            tp = TopicPartition(settings.topic_tickets, partition)
+            end = consumer.highwater(tp)  # from the last fetch; None before the first
+            if end is not None and tp in consumer.assignment() and await consumer.position(tp) >= end:
+                caught_up.append(partition)
+        marks = idle.marks(caught_up)
+        if marks:
+            await send_watermarks(marks)
+            logger.info(
+                "agent=read_tickets idle_partitions=%s watermark=%d",
+                ",".join(sorted(marks, key=int)),
+                max(marks.values()),
+            )
 
     def _volume(partition: int) -> PartitionVolume:
         vol = volumes.get(partition)

@@ -61,6 +61,13 @@ class Settings(BaseSettings):
         "still update its window (the stream: the oldest of the tickets partitions' newest windows); "
         "older ones are skipped and counted.",
     )
+    idle_partition_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="TICKETPULSE_IDLE_PARTITION_SECONDS: a tickets partition read to its end that brings "
+        "nothing for this long stops holding windows open: its watermark follows the newest window read on "
+        "the worker's other partitions (0: never; pipeline.volume.IdleSources).",
+    )
     max_ticket_bytes: int = Field(
         1_000_000,
         ge=1024,

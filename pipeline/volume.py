@@ -26,8 +26,10 @@ effect, never skips one.
 
 from __future__ import annotations
 
+import math
+import time
 from collections import defaultdict
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +39,7 @@ __all__ = [
     "DUPLICATE",
     "TOO_LATE",
     "Fact",
+    "IdleSources",
     "PartitionVolume",
     "VolumeKey",
     "VolumeTotals",
@@ -224,6 +227,88 @@ class PartitionVolume:
         for key in expired:
             del self._chunks[key]
         return expired
+
+
+class IdleSources:
+    """The tickets partitions a worker reads that have gone quiet, so that they stop holding windows open.
+
+    Windows close by the oldest of the tickets partitions' newest windows
+    (:meth:`PartitionVolume.hear`): a partition that brings no ticket for hours (a
+    quiet helpdesk, more partitions than tickets an hour) would hold every window open
+    for as long, and with them the spike watch's learning and the episodes' end. A
+    partition read to its end that has brought nothing for ``idle_seconds`` is idle:
+    its watermark follows the newest window read on this worker's other partitions
+    (as Flink's ``withIdleness``). A ticket it brings later counts as any other, unless
+    it is later than the lateness behind every partition.
+
+    Parameters
+    ----------
+    idle_seconds
+        Quiet time (``clock`` seconds) after which a partition read to its end is idle;
+        ``0`` never.
+    clock
+        Monotonic seconds (injected in tests).
+
+    Examples
+    --------
+    >>> now = [0.0]
+    >>> idle = IdleSources(60, clock=lambda: now[0])
+    >>> idle.assign([0, 1])
+    >>> idle.heard(0, 7200)
+    >>> now[0] = 59.0
+    >>> idle.quiet()
+    []
+    >>> now[0] = 61.0
+    >>> idle.quiet()  # partition 0 was heard at 0.0 too
+    [0, 1]
+    >>> idle.marks(caught_up=[1])  # partition 1 is at its end: it follows partition 0
+    {'1': 7200}
+    >>> idle.marks(caught_up=[1])  # said once, until the front moves
+    {}
+    """
+
+    def __init__(self, idle_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.idle_seconds = idle_seconds
+        self.clock = clock
+        self._last_heard: dict[int, float] = {}  # partition -> when it last brought a message
+        self._newest: dict[int, int] = {}  # partition -> the newest window read on it
+        self._reported: dict[int, int] = {}  # partition -> the watermark said for it while idle
+
+    def assign(self, partitions: Iterable[int]) -> None:
+        """The partitions this worker reads now; a new one's quiet time starts now."""
+        owned = set(partitions)
+        now = self.clock()
+        for held in (self._last_heard, self._newest, self._reported):
+            for partition in [p for p in held if p not in owned]:
+                del held[partition]
+        for partition in owned:
+            self._last_heard.setdefault(partition, now)
+
+    def heard(self, partition: int, window: int | None = None) -> None:
+        """``partition`` brought messages; ``window``: the newest window of its good tickets."""
+        self._last_heard[partition] = self.clock()
+        if window is not None and window > self._newest.get(partition, -math.inf):
+            self._newest[partition] = window
+
+    def quiet(self) -> list[int]:
+        """Partitions that have brought nothing for ``idle_seconds``: ask whether they are at their end."""
+        if self.idle_seconds <= 0:
+            return []
+        now = self.clock()
+        return sorted(p for p, heard in self._last_heard.items() if now - heard >= self.idle_seconds)
+
+    def marks(self, caught_up: Iterable[int]) -> dict[str, int]:
+        """Watermarks to send for the quiet partitions in ``caught_up`` (read to their end), each once."""
+        if not self._newest:
+            return {}
+        front = max(self._newest.values())
+        quiet = set(self.quiet())
+        marks: dict[str, int] = {}
+        for partition in sorted(set(caught_up) & quiet):
+            if max(self._newest.get(partition, -math.inf), self._reported.get(partition, -math.inf)) >= front:
+                continue
+            marks[str(partition)] = self._reported[partition] = front
+        return marks
 
 
 class VolumeTotals:

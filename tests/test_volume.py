@@ -1,6 +1,16 @@
 from __future__ import annotations
 
-from pipeline.volume import ALL, COUNTED, DUPLICATE, TOO_LATE, PartitionVolume, VolumeTotals, volume_keys, window_start
+from pipeline.volume import (
+    ALL,
+    COUNTED,
+    DUPLICATE,
+    TOO_LATE,
+    IdleSources,
+    PartitionVolume,
+    VolumeTotals,
+    volume_keys,
+    window_start,
+)
 
 
 def test_window_start_is_aligned_and_half_open() -> None:
@@ -94,3 +104,51 @@ def test_totals_are_idempotent_under_replay_and_reordering() -> None:
         assert totals.merge("k", *p) is False
     assert totals.total("k") == once == (8, 5)
     assert store == {"k": {"0": [3, 2], "1": [5, 3]}}
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_quiet_partition_at_its_end_follows_the_newest_window_read_once_per_move() -> None:
+    clock = _Clock()
+    idle = IdleSources(30, clock=clock)
+    idle.assign([0, 1, 2])
+    idle.heard(0, 3600)
+    idle.heard(1, 7200)
+    clock.now += 29
+    assert idle.quiet() == [] and idle.marks(caught_up=[0, 1, 2]) == {}
+    idle.heard(1, 10800)  # partition 1 keeps bringing tickets
+    clock.now += 1
+    assert idle.quiet() == [0, 2]
+    # partition 0 still has messages to read (not at its end): it is behind, not idle
+    assert idle.marks(caught_up=[2]) == {"2": 10800}
+    assert idle.marks(caught_up=[2]) == {}  # said once
+    assert idle.marks(caught_up=[0, 2]) == {"0": 10800}
+    idle.heard(1, 14400)
+    assert idle.marks(caught_up=[0, 2]) == {"0": 14400, "2": 14400}  # the front moved
+
+
+def test_a_partition_heard_again_or_newly_assigned_is_not_idle_and_zero_seconds_means_never() -> None:
+    clock = _Clock()
+    idle = IdleSources(30, clock=clock)
+    idle.assign([0, 1])
+    idle.heard(0, 3600)
+    clock.now += 60
+    idle.heard(1)  # a message (a bad one: no window) is a sign of life
+    assert idle.quiet() == [0]
+    idle.assign([0, 1, 2])  # partition 2 just came in a rebalance: its quiet time starts now
+    assert idle.quiet() == [0]
+    idle.assign([1, 2])  # partition 0 went to another worker: nothing is said for it
+    clock.now += 30
+    assert idle.quiet() == [1, 2]
+    assert idle.marks(caught_up=[0, 1, 2]) == {}  # the front (partition 0's) left with it
+    never = IdleSources(0, clock=clock)
+    never.assign([0, 1])
+    never.heard(0, 3600)
+    clock.now += 10_000
+    assert never.quiet() == [] and never.marks(caught_up=[1]) == {}

@@ -197,6 +197,8 @@ def test_a_restarted_worker_remembers_how_far_every_tickets_partition_has_got(st
                 )
                 truth[(start + hour * 3600, areas[part])] += 1
     stack.create_topics()
+    # partition 0 is quiet after hour 5 and must hold the windows: never idle here
+    stack.env_overrides["TICKETPULSE_IDLE_PARTITION_SECONDS"] = "0"
     stack.start_worker("first")
     stack.send(messages)
     assert stack.wait_for_counts(dict(truth)) == dict(truth), stack.worker_logs()
@@ -259,7 +261,12 @@ def test_a_tickets_partition_read_days_behind_the_others_loses_nothing(stack) ->
             by_partition.setdefault(part, []).append((ticket_id.encode(), _ticket(id=ticket_id, **fields)))
             truth[(start + hour * 3600, areas[part])] += 1
     stack.create_topics()
-    stack.start_worker(TICKETPULSE_ALLOWED_LATENESS_SECONDS="86400", TICKETPULSE_LOG_LEVEL="info")
+    # (partition 3 is behind, not idle: it has tickets on the way)
+    stack.start_worker(
+        TICKETPULSE_ALLOWED_LATENESS_SECONDS="86400",
+        TICKETPULSE_IDLE_PARTITION_SECONDS="0",
+        TICKETPULSE_LOG_LEVEL="info",
+    )
     stack.send(by_partition[0] + by_partition[1] + by_partition[2])
     ahead = {key: n for key, n in truth.items() if key[1] != "mobile-app"}
     assert stack.wait_for_counts(ahead) == ahead, stack.worker_logs()
@@ -276,3 +283,41 @@ def test_a_tickets_partition_read_days_behind_the_others_loses_nothing(stack) ->
     truth[(start + hours * 3600, "billing")] += 1
     assert stack.wait_for_counts(dict(truth)) == dict(truth), stack.worker_logs()
     assert "too_late=1 " in stack.worker_logs()
+
+
+def test_a_quiet_tickets_partition_does_not_hold_windows_open(stack) -> None:
+    """A tickets partition that brings nothing (a quiet helpdesk, more partitions than tickets an
+    hour) stops holding windows open once it has been quiet at its end for
+    ``TICKETPULSE_IDLE_PARTITION_SECONDS``: windows close by the partitions that have tickets.
+
+    Partitions 0-2 carry hours 0-5 and partition 3 nothing: without idleness no window closes
+    (no pattern is grouped, no spike watch learns) until partition 3's first ticket. Then
+    partition 3 alone brings hour 6, and the others, quiet in their turn, follow it.
+    """
+    start = int(START.timestamp())
+    areas = ["billing", "reports", "login", "mobile-app"]
+    truth: Counter[tuple[int, str]] = Counter()
+    messages: list[tuple[bytes, bytes]] = []
+    for part in range(3):
+        for n, ticket_id in enumerate(_keys_on(part, 6 * 2)):
+            hour = n // 2
+            created = datetime.fromtimestamp(start + hour * 3600 + 60 * n, tz=UTC).isoformat()
+            fields = {"product_area": areas[part], "customer_id": f"c-{part}-{n}", "created_at": created}
+            messages.append((ticket_id.encode(), _ticket(id=ticket_id, subject=f"Cannot open {areas[part]}", **fields)))
+            truth[(start + hour * 3600, areas[part])] += 1
+    stack.create_topics()
+    stack.start_worker(TICKETPULSE_IDLE_PARTITION_SECONDS="2", TICKETPULSE_LOG_LEVEL="info")
+    stack.send(messages)
+    assert stack.wait_for_counts(dict(truth)) == dict(truth), stack.worker_logs()
+    # hours 0-4 closed and grouped; hour 5 is the newest window, still open
+    assert stack.wait_for_counts(closed_windows(truth), patterns=True) == closed_windows(truth), stack.worker_logs()
+    assert "idle_partitions=3 " in stack.worker_logs()
+
+    (late_id,) = _keys_on(3, 1)
+    created = datetime.fromtimestamp(start + 6 * 3600, tz=UTC).isoformat()
+    ticket = _ticket(id=late_id, product_area="mobile-app", customer_id="c-3-0", created_at=created)
+    stack.send([(late_id.encode(), ticket)])
+    truth[(start + 6 * 3600, "mobile-app")] += 1
+    assert stack.wait_for_counts(dict(truth)) == dict(truth), stack.worker_logs()
+    assert stack.wait_for_counts(closed_windows(truth), patterns=True) == closed_windows(truth), stack.worker_logs()
+    assert "idle_partitions=0,1,2 " in stack.worker_logs()
