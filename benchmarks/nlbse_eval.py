@@ -25,14 +25,71 @@ import sys
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 from river import compose, feature_extraction, linear_model, multiclass, naive_bayes, optim, preprocessing
+from scipy import sparse
 
 from pipeline.tagger import AlignedMultinomialNB, Prequential, TicketTagger, clean_text, reading_text, ticket_features
 
 LABELS = {"bug": "bug", "feature": "feature_gap", "question": "ux_confusion"}
 #: the tagger's own features (its hashing), without its models
 HASHED = TicketTagger()
+
+
+class OfflineTfidfLogReg:
+    """Not online: a reference for what the words can give at best with these examples.
+
+    Keeps every example; at the first prediction, fits a multinomial logistic regression
+    on tf-idf (L2-normalised) over all of them, full-batch gradient descent for
+    ``epochs`` passes, as an offline baseline would.
+    """
+
+    def __init__(self, l2: float = 1e-4, epochs: int = 600, step: float = 2.0) -> None:
+        self.l2, self.epochs, self.step = l2, epochs, step
+        self.examples: list[tuple[dict[Any, float], str]] = []
+        self.fitted: tuple[Any, ...] | None = None
+
+    def learn_one(self, x: dict[Any, float], y: str) -> None:
+        self.examples.append((x, y))
+        self.fitted = None
+
+    def _matrix(self, xs: list[dict[Any, float]], vocab: dict[Any, int], idf: np.ndarray) -> Any:
+        rows, cols = [], []
+        for i, x in enumerate(xs):
+            for f in x:
+                if f in vocab:
+                    rows.append(i)
+                    cols.append(vocab[f])
+        m = sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(xs), len(vocab)))
+        m = sparse.csr_matrix(m.multiply(idf[None, :]))
+        norms = np.sqrt(np.asarray(m.multiply(m).sum(axis=1)).ravel()) + 1e-12
+        return sparse.diags(1 / norms) @ m
+
+    def predict_one(self, x: dict[Any, float]) -> str:
+        if self.fitted is None:
+            vocab: dict[Any, int] = {}
+            for xs, _ in self.examples:
+                for f in xs:
+                    vocab.setdefault(f, len(vocab))
+            classes = sorted({y for _, y in self.examples})
+            df = np.zeros(len(vocab))
+            for xs, _ in self.examples:
+                df[[vocab[f] for f in xs]] += 1
+            idf = np.log((len(self.examples) + 1) / (df + 1)) + 1
+            a = self._matrix([xs for xs, _ in self.examples], vocab, idf)
+            target = np.eye(len(classes))[[classes.index(y) for _, y in self.examples]]
+            w, b = np.zeros((len(vocab), len(classes))), np.zeros(len(classes))
+            for _ in range(self.epochs):
+                z = a @ w + b
+                p = np.exp(z - z.max(axis=1, keepdims=True))
+                p /= p.sum(axis=1, keepdims=True)
+                w -= self.step * (a.T @ (p - target) / len(target) + self.l2 * w)
+                b -= self.step * (p - target).mean(axis=0)
+            self.fitted = (vocab, idf, classes, w, b)
+        vocab, idf, classes, w, b = self.fitted
+        return str(classes[int(np.argmax(self._matrix([x], vocab, idf) @ w + b))])
 
 
 def models() -> dict[str, object]:
@@ -45,6 +102,8 @@ def models() -> dict[str, object]:
         "mnb-counts": lambda: ("clean-counts", naive_bayes.MultinomialNB(alpha=1.0)),
         "mnb-a0.3": lambda: ("clean", naive_bayes.MultinomialNB(alpha=0.3)),
         "mnb-a0.1": lambda: ("clean", naive_bayes.MultinomialNB(alpha=0.1)),
+        # not online (a reference: every example kept, then fitted over 600 passes)
+        "offline-tfidf-logreg": lambda: ("clean", OfflineTfidfLogReg()),
         "logreg": lambda: (
             "clean",
             compose.Pipeline(
