@@ -134,7 +134,7 @@ class SpikeDetector(Detector):
         p, _ = self._p_value(x)
         if p <= 0.0:
             return 1.0
-        return min(1.0, -math.log10(p) / self.max_log10)
+        return min(1.0, max(0.0, -math.log10(p) / self.max_log10))  # max: not -0.0 when p = 1
 
     def explain(self, x: dict[str, Any]) -> dict[str, float]:
         """The score with its reasons: ``observed``, ``expected``, ``p_value``, ``score``."""

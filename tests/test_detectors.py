@@ -73,6 +73,16 @@ def test_scores_are_in_unit_interval_and_reproducible(detector) -> None:
     assert first[-1] > 0.3  # a value fifty times the usual is noticed
 
 
+def test_an_unremarkable_window_scores_zero_not_minus_zero(detector) -> None:
+    """``-log10(1)`` is ``-0.0``, which alerts, logs and dashboards print as "-0.0"."""
+    for x in _stream(300):
+        detector.learn_one(x)
+    t = 1772409600 + 3600 * 300
+    for x in ({"t": t, "y": 0.0, "customers": 0.0}, {"t": t, "y": 10.0, "customers": 8.0}):
+        score = detector.score_one(x)
+        assert 0.0 <= score <= 1.0 and math.copysign(1.0, score) == 1.0, (x, score)
+
+
 def test_pickled_mid_stream_continues_identically(detector) -> None:
     stream = _stream(400, seed=5)
     for x in stream[:250]:
