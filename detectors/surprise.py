@@ -42,6 +42,12 @@ class SurpriseDetector(Detector):
     their range, is a new extreme and scores 1.0 at once (Numenta's "spatial
     anomaly"): the likelihood of step 2 is slow to believe a series that was always
     quiet and now leaves its range.
+    And a coarse view: the means of blocks of ``coarse_seconds`` go to a second detector
+    of the same kind (its own history, ``coarse_min_samples`` blocks before it scores),
+    whose score counts at the row that completes a block when it is the larger. A slow
+    decline, a few robust units a row for hundreds of rows, never surprises the rows'
+    view (each row is near the one before, and near where it was a day earlier in the
+    units of day-to-day change); in blocks it is a few large steps.
 
     Parameters
     ----------
@@ -70,6 +76,12 @@ class SurpriseDetector(Detector):
         1.0; ``None`` turns new extremes off.
     fade
         How fast the surprise already reported fades, per row (0.995: half in ~140 rows).
+    coarse_seconds
+        Length of the coarse view's blocks (28800, eight hours; rows per block inferred
+        from the first two timestamps). ``0`` turns the coarse view off, and so does a
+        block of fewer than two rows.
+    coarse_min_samples
+        Blocks the coarse view learns before it scores (100: a month of eight-hour blocks).
 
     Examples
     --------
@@ -95,6 +107,8 @@ class SurpriseDetector(Detector):
         range_margin: float | None = 0.01,
         long_period_seconds: float = 604800.0,
         recurring: bool = True,
+        coarse_seconds: float = 28800.0,
+        coarse_min_samples: int = 100,
     ) -> None:
         self.window = window
         self.short = short
@@ -105,6 +119,12 @@ class SurpriseDetector(Detector):
         self.range_margin = range_margin
         self.long_period_seconds = long_period_seconds
         self.recurring = recurring
+        self.coarse_seconds = coarse_seconds
+        self.coarse_min_samples = coarse_min_samples
+        # the coarse view: a detector of block means, the rows of a block, the current block's values
+        self._coarse: SurpriseDetector | None = None
+        self._block_rows = 0
+        self._block: list[float] = []
         self._low = math.inf
         self._high = -math.inf
         self._seen = 0
@@ -123,6 +143,26 @@ class SurpriseDetector(Detector):
         # per cycle (a day, a week) that the window holds: [rows back, robust scale of the
         # change over that many rows]; None until the sampling interval is known
         self._cycles: list[list[float]] | None = None
+
+    def _start_coarse_view(self, interval: float) -> None:
+        rows = round(self.coarse_seconds / interval)
+        if rows < 2:
+            return
+        self._block_rows = rows
+        self._coarse = SurpriseDetector(
+            window=max(3 * self.coarse_min_samples, 200),
+            short=self.short,
+            min_samples=self.coarse_min_samples,
+            max_log10=self.max_log10,
+            fade=self.fade,
+            period_seconds=self.period_seconds,
+            range_margin=self.range_margin,
+            long_period_seconds=self.long_period_seconds,
+            recurring=self.recurring,
+            coarse_seconds=0,
+        )
+        # the first row (learned before the interval was known) opens the first block
+        self._block = [self._values[-1]] if self._values else []
 
     def _raw_deviation(self, y: float) -> float:
         level = abs(y - self._median) / self._scale
@@ -166,7 +206,14 @@ class SurpriseDetector(Detector):
     def score_one(self, x: dict[str, Any]) -> float:
         # Only what is new counts: an excursion alerts once, at its start, and again
         # only if it grows beyond the surprise already reported (which fades slowly).
-        return max(0.0, self._surprise(x) - self._reported)
+        score = max(0.0, self._surprise(x) - self._reported)
+        if self._coarse is not None and len(self._block) + 1 == self._block_rows:
+            # this row completes a block: the coarse view scores the block's mean
+            score = max(score, self._coarse.score_one(self._block_point(x)))
+        return score
+
+    def _block_point(self, x: dict[str, Any]) -> dict[str, Any]:
+        return {"t": x["t"], "y": (sum(self._block) + float(x["y"])) / self._block_rows}
 
     def _surprise(self, x: dict[str, Any]) -> float:
         if len(self._values) < self.min_samples:
@@ -196,7 +243,14 @@ class SurpriseDetector(Detector):
             # the sampling interval, from the first two rows: a day back is this many rows
             back = (round(period / (t - self._last_t)) for period in (self.period_seconds, self.long_period_seconds))
             self._cycles = [[rows, 1.0] for rows in back if 2 <= rows < self.window]
+            self._start_coarse_view(t - self._last_t)
         self._last_t = t
+        if self._coarse is not None:
+            if len(self._block) + 1 == self._block_rows:
+                self._coarse.learn_one(self._block_point(x))
+                self._block = []
+            else:
+                self._block.append(y)
         self._reported = max(self._reported * self.fade, self._surprise(x))
         if len(self._values) >= self.min_samples:
             raw = self._raw_deviation(y)

@@ -28,6 +28,8 @@ from .conftest import TICKETPULSE
 DETECTORS = [
     SpikeDetector(min_windows=24),
     SurpriseDetector(window=200, min_samples=50),
+    # its coarse view scoring too: blocks of 8 hourly rows, from the 20th block (row 160)
+    SurpriseDetector(window=200, min_samples=50, coarse_min_samples=20),
     RollingZScore(window=100, min_samples=20),
 ]
 MONDAY = datetime(2026, 3, 2, tzinfo=UTC)
@@ -368,3 +370,35 @@ def test_a_spike_the_series_has_every_few_hours_is_not_news() -> None:
     assert usual <= -math.log10(in_window / 1000) / 30.0 < 0.1 < scores[False][0], scores
     # a spike larger than every one seen before is still news
     assert larger > 0.9
+
+
+def test_a_slow_decline_the_rows_do_not_show_is_seen_in_eight_hour_blocks() -> None:
+    """Machine-temperature-like: a daily cycle that flattens, over two days, to 10 under its mean.
+
+    Each row is near the one before and inside the range seen, and the distance from a day
+    earlier grows a fraction of a unit a row: the rows' view never finds it surprising.
+    The means of eight-hour blocks step down, which the coarse view does.
+    """
+    rng = random.Random(2)
+    start, days, turn = 1_700_000_000, 45, 45 * 288  # five-minute rows; the decline starts on day 45
+    rows = []
+    for i in range(turn + 1200):
+        cycle = 80 + 12 * math.sin(2 * math.pi * i / 288)
+        share = min(1.0, max(0, i - turn) / 600)
+        rows.append({"t": start + 300 * i, "y": (1 - share) * cycle + share * 70 + rng.gauss(0, 2)})
+    assert days * 288 == turn
+
+    def scores(det: SurpriseDetector) -> list[float]:
+        out = []
+        for x in rows:
+            out.append(det.score_one(x))
+            det.learn_one(x)
+        return out
+
+    rows_only, both = scores(SurpriseDetector(coarse_seconds=0)), scores(SurpriseDetector())
+    # the last ten days before: nothing either way
+    assert max(rows_only[turn - 2880 : turn]) < 0.1 and max(both[turn - 2880 : turn]) < 0.1
+    assert max(rows_only[turn:]) < 0.1  # missed by the rows
+    found = next(i for i in range(turn, len(rows)) if both[i] > 0.5)
+    assert found - turn < 600  # within the decline's two days (at a block's end)
+    assert (found + 1) % 96 == 0
