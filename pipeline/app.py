@@ -699,18 +699,7 @@ def build_pipeline(
                 text = mask_personal(f"{ticket.subject}: {ticket.body}")
                 examples.append([ticket.id, ticket.customer_id, text])
         stats.received += len(records)
-        # One message per partition and batch: all tickets of a customer land in
-        # the same partition, as if each had been sent keyed by its customer id.
-        # Every counting partition also hears how far in event time each tickets
-        # partition has got (its newest window): the watermark the spike watch
-        # closes windows by is the oldest of those.
-        for partition in range(settings.partitions):
-            facts = by_partition.get(partition, [])
-            if facts or marks:
-                message = {"facts": facts, "watermarks": marks}
-                if settings.patterns_enabled:
-                    message["texts"] = texts.get(partition, [])
-                await out.send(by_customer, partition=partition, value=message)
+        await send_to_counting(out, by_partition, texts, marks)
         # Tags: one batched prediction; the ticket with its predictions to tickets-classified,
         # its labels (fields the helpdesk filled in) to every worker's model.
         labelled: dict[int, list[dict[str, Any]]] = {}
@@ -753,15 +742,23 @@ def build_pipeline(
         await out.delivered()
         return marks
 
-    async def send_watermarks(marks: dict[str, int]) -> None:
-        """Tell every counting partition how far these tickets partitions have got (no tickets)."""
-        out = Outbox()
+    async def send_to_counting(
+        out: Outbox, by_partition: dict[int, list[Fact]], texts: dict[int, list[list[str]]], marks: dict[str, int]
+    ) -> None:
+        """Facts (and their words) to their counting partitions, with the tickets partitions' watermarks.
+
+        One message per partition and batch: all tickets of a customer land in the same
+        partition, as if each had been sent keyed by its customer id. Every counting
+        partition also hears how far in event time each tickets partition has got (its
+        newest window): the watermark windows close by is the oldest of those.
+        """
         for partition in range(settings.partitions):
-            message: dict[str, Any] = {"facts": [], "watermarks": marks}
-            if settings.patterns_enabled:
-                message["texts"] = []
-            await out.send(by_customer, partition=partition, value=message)
-        await out.delivered()
+            facts = by_partition.get(partition, [])
+            if facts or marks:
+                message: dict[str, Any] = {"facts": facts, "watermarks": marks}
+                if settings.patterns_enabled:
+                    message["texts"] = texts.get(partition, [])
+                await out.send(by_customer, partition=partition, value=message)
 
     # set once the tagger's checkpoint (or warm start) is loaded: no ticket is predicted before
     tagger_ready = asyncio.Event()
@@ -831,7 +828,9 @@ def build_pipeline(
                 caught_up.append(partition)
         marks = idle.marks(caught_up)
         if marks:
-            await send_watermarks(marks)
+            out = Outbox()
+            await send_to_counting(out, {}, {}, marks)
+            await out.delivered()
             logger.info(
                 "agent=read_tickets idle_partitions=%s watermark=%d",
                 ",".join(sorted(marks, key=int)),
