@@ -826,7 +826,8 @@ def build_pipeline(
             end = consumer.highwater(tp)  # from the last fetch; None before the first
             if end is not None and tp in consumer.assignment() and await consumer.position(tp) >= end:
                 caught_up.append(partition)
-        marks = idle.marks(caught_up)
+        # what the counting partitions here heard of every tickets partition, this worker's or not
+        marks = idle.marks(caught_up, heard=[w for heard in source_marks.values() for w in heard.values()])
         if marks:
             out = Outbox()
             await send_to_counting(out, {}, {}, marks)

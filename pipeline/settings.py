@@ -65,8 +65,8 @@ class Settings(BaseSettings):
         300.0,
         ge=0,
         description="TICKETPULSE_IDLE_PARTITION_SECONDS: a tickets partition read to its end that brings "
-        "nothing for this long stops holding windows open: its watermark follows the newest window read on "
-        "the worker's other partitions (0: never; pipeline.volume.IdleSources).",
+        "nothing for this long stops holding windows open: its watermark follows the newest window any tickets "
+        "partition is known to have reached (0: never; pipeline.volume.IdleSources).",
     )
     max_ticket_bytes: int = Field(
         1_000_000,

@@ -237,8 +237,9 @@ class IdleSources:
     quiet helpdesk, more partitions than tickets an hour) would hold every window open
     for as long, and with them the spike watch's learning and the episodes' end. A
     partition read to its end that has brought nothing for ``idle_seconds`` is idle:
-    its watermark follows the newest window read on this worker's other partitions
-    (as Flink's ``withIdleness``). A ticket it brings later counts as any other, unless
+    its watermark follows the newest window any partition is known to have reached:
+    this worker's, or another worker's as ``heard`` (:meth:`marks`) tells (as Flink's
+    ``withIdleness``). A ticket it brings later counts as any other, unless
     it is later than the lateness behind every partition.
 
     Parameters
@@ -265,6 +266,8 @@ class IdleSources:
     {'1': 7200}
     >>> idle.marks(caught_up=[1])  # said once, until the front moves
     {}
+    >>> idle.marks(caught_up=[0, 1], heard=[10800])  # another worker's partition is at 10800
+    {'0': 10800, '1': 10800}
     """
 
     def __init__(self, idle_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
@@ -297,11 +300,17 @@ class IdleSources:
         now = self.clock()
         return sorted(p for p, heard in self._last_heard.items() if now - heard >= self.idle_seconds)
 
-    def marks(self, caught_up: Iterable[int]) -> dict[str, int]:
-        """Watermarks to send for the quiet partitions in ``caught_up`` (read to their end), each once."""
-        if not self._newest:
+    def marks(self, caught_up: Iterable[int], heard: Iterable[int] = ()) -> dict[str, int]:
+        """Watermarks to send for the quiet partitions in ``caught_up`` (read to their end), each once.
+
+        ``heard``: windows other workers' partitions are known to have reached (the marks
+        the counting partitions of this worker heard): with several workers, one whose
+        partitions are all quiet follows the others.
+        """
+        fronts = [*self._newest.values(), *heard]
+        if not fronts:
             return {}
-        front = max(self._newest.values())
+        front = max(fronts)
         quiet = set(self.quiet())
         marks: dict[str, int] = {}
         for partition in sorted(set(caught_up) & quiet):

@@ -321,3 +321,38 @@ def test_a_quiet_tickets_partition_does_not_hold_windows_open(stack) -> None:
     assert stack.wait_for_counts(dict(truth)) == dict(truth), stack.worker_logs()
     assert stack.wait_for_counts(closed_windows(truth), patterns=True) == closed_windows(truth), stack.worker_logs()
     assert "idle_partitions=0,1,2 " in stack.worker_logs()
+
+
+def test_a_worker_whose_tickets_partitions_are_all_quiet_follows_the_other_worker(stack) -> None:
+    """Two workers; tickets only on the partitions one of them reads. The other has read nothing
+    of its own, so only what its counting partitions heard of the first's partitions can tell
+    its quiet partitions where to go: without it no window would ever close."""
+    start = int(START.timestamp())
+    stack.create_topics()
+    stack.start_worker("a", TICKETPULSE_IDLE_PARTITION_SECONDS="2", TICKETPULSE_LOG_LEVEL="info")
+    stack.start_worker("b", TICKETPULSE_IDLE_PARTITION_SECONDS="2", TICKETPULSE_LOG_LEVEL="info")
+    logs = [stack.tmp_path / f"worker-{name}.log" for name in "ab"]
+    deadline = time.monotonic() + 60
+    read: list[set[int]] = [set(), set()]
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        if all(log.exists() and "agent=read_tickets assigned" in log.read_text() for log in logs):
+            read = [_last_partitions(log, "agent=read_tickets assigned") for log in logs]
+            if read[0] and read[1] and not read[0] & read[1] and read[0] | read[1] == {0, 1, 2, 3}:
+                break
+    assert read[0] and read[1] and read[0] | read[1] == {0, 1, 2, 3}, read
+    busy = sorted(read[0])
+    truth: Counter[tuple[int, str]] = Counter()
+    messages: list[tuple[bytes, bytes]] = []
+    for part in busy:
+        for n, ticket_id in enumerate(_keys_on(part, 12)):
+            hour = n // 2
+            created = datetime.fromtimestamp(start + hour * 3600 + 60 * n, tz=UTC).isoformat()
+            fields = {"product_area": "billing", "customer_id": f"c-{part}-{n}", "created_at": created}
+            messages.append((ticket_id.encode(), _ticket(id=ticket_id, subject="Cannot pay", **fields)))
+            truth[(start + hour * 3600, "billing")] += 1
+    stack.send(messages)
+    assert stack.wait_for_counts(dict(truth)) == dict(truth), stack.worker_logs()
+    assert stack.wait_for_counts(closed_windows(truth), patterns=True) == closed_windows(truth), stack.worker_logs()
+    quiet = ",".join(str(p) for p in sorted(read[1]))
+    assert f"idle_partitions={quiet} " in logs[1].read_text(), stack.worker_logs()
