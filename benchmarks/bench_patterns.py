@@ -79,6 +79,24 @@ def run(days: int, per_hour: int, retire_after_seconds: int) -> list[tuple[int, 
     return rows
 
 
+def prune_cost(per_hour: int = 500) -> float:
+    """Milliseconds to let go of one window's tickets when the watermark moves a window on.
+
+    A watch holding a week of ticket ids at ``per_hour`` (what ``seen`` holds in the
+    worker); each new window lets the oldest go. Before 2026-11-30 (stop 17) this scanned
+    every id remembered, each ticket about 168 times in its week.
+    """
+    pw = PatternWatch(H, 7 * DAY, sources=1)
+    hours = 14 * 24
+    # tickets of windows still open: remembered (and waiting), not grouped
+    pw.add([[f"t{h}-{n}", START + h * H, "a", "bug", "c", "", "s", "b"] for h in range(hours) for n in range(per_hour)])
+    t0 = time.perf_counter()
+    for h in range(7 * 24, hours):
+        pw.watermark = START + (h + 1) * H  # the line moves one window a time
+        pw._prune()  # the step measured: hear() runs it when the watermark moves
+    return 1e3 * (time.perf_counter() - t0) / (hours - 7 * 24)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=120)
@@ -87,6 +105,7 @@ def main() -> None:
     tune_gc()  # as the worker: its collector thresholds
     machine = f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}"
     print(f"machine: {machine}; {args.per_hour} tickets an hour, {args.days} days")
+    print(f"letting go of a window's ids, a week of 500 tickets an hour held: {prune_cost():.2f} ms a window")
     for label, retire in (("forgetting (the worker)", 28 * DAY), ("nothing forgotten", 10**9)):
         print(label)
         for day, patterns, size, cost in run(args.days, args.per_hour, retire):

@@ -226,3 +226,21 @@ def test_a_small_pattern_quiet_for_the_retirement_horizon_is_forgotten_and_a_lar
     assigned = dict(pw.drain_assigned())
     assert assigned[f"export-{n + 1}"] == export_id
     assert assigned[f"invoice-{n}"] != assigned["invoice-0"] and assigned[f"invoice-{n}"] in pw.area_of
+
+
+def test_a_restored_watch_lets_old_ids_and_counts_go_as_the_original_does() -> None:
+    """Pruning goes by window (an index rebuilt on load, not pickled): a checkpoint's watch forgets alike."""
+    original = PatternWatch(H, 2 * DAY, sources=1)
+    for day in range(3):
+        batch = [record(10 * day + n, START + day * DAY, "export", f"c{n}") for n in range(3)]
+        original.add(batch)
+        original.points(original.hear({"0": START + day * DAY + H}), "1h")
+    assert b"_seen_windows" not in pickle.dumps(original)
+    restored = pickle.loads(pickle.dumps(original))
+    for pw in (original, restored):
+        pw.add([record(99, START + 4 * DAY, "export", "c9")])
+        pw.points(pw.hear({"0": START + 4 * DAY}), "1h")
+    # the line is day 2: days 0 and 1 are gone, day 2's stay, day 4's ticket waits for its window to close
+    for pw in (original, restored):
+        assert set(pw.seen) == {f"export-{n}" for n in (20, 21, 22, 99)}
+        assert {w for w, _ in pw.counts} == {START + 2 * DAY}
