@@ -19,6 +19,57 @@ def _normal_tail(z: float) -> float:
     return 0.5 * math.erfc(z / math.sqrt(2.0))
 
 
+class _Deviations:
+    """A history of raw deviations, each averaged with the ``short - 1`` before it.
+
+    >>> d = _Deviations(window=100, short=2)
+    >>> for raw in [1.0] * 95 + [9.0] * 5:
+    ...     d.add(raw)
+    >>> d.averaged(3.0)  # with the 9.0 before it
+    6.0
+    >>> d.refresh()
+    >>> d.tail(9.0, recurring=False) < 1e-5, d.tail(9.0, recurring=True)  # seen 4 times in 100
+    (True, 0.04)
+    """
+
+    def __init__(self, window: int, short: int) -> None:
+        self.short = short
+        self.recent: deque[float] = deque(maxlen=short)
+        self.history: deque[float] = deque(maxlen=window)
+        self.mean = 0.0
+        self.std = 1.0
+        self.ordered = np.zeros(0)  # the history, sorted (``recurring``)
+
+    def averaged(self, raw: float) -> float:
+        """``raw`` averaged with the ``short - 1`` deviations before it."""
+        n = len(self.recent)
+        k = min(n, self.short - 1)
+        return (sum(islice(self.recent, n - k, n)) + raw) / (k + 1)
+
+    def add(self, raw: float) -> None:
+        self.recent.append(raw)
+        # the history holds averaged deviations: what a score compares against
+        self.history.append(sum(self.recent) / len(self.recent))
+
+    def refresh(self) -> None:
+        if len(self.history) > 1:
+            values = np.fromiter(self.history, dtype=float)
+            self.mean = float(values.mean())
+            self.std = max(float(values.std()), 1e-3)
+            self.ordered = np.sort(values)
+
+    def tail(self, averaged: float, recurring: bool) -> float:
+        """How rare an averaged deviation this large is: the normal tail, and with
+        ``recurring`` no rarer than the share of the history at least as large."""
+        p = _normal_tail((averaged - self.mean) / self.std)
+        if recurring and self.ordered.size:
+            # a deviation the window has already seen this large, k times, is not rarer
+            # than k in the window's rows: a daily spike, a weekly batch job
+            seen = self.ordered.size - int(np.searchsorted(self.ordered, averaged, side="left"))
+            p = max(p, seen / self.ordered.size)
+        return p
+
+
 class SurpriseDetector(Detector):
     """Robust deviation, then its likelihood against the series' own history of deviations.
 
@@ -36,7 +87,13 @@ class SurpriseDetector(Detector):
     Numenta's "anomaly likelihood": a series that is always noisy is not anomalous
     for being noisy), and no rarer than the share of those deviations that were at
     least as large (``recurring``: a spike the series has every few hours is not news).
-    Step 3, the score: ``-log10`` of that tail probability, scaled
+    Step 2b, the cycle alone: when the series has a cycle, how far ``y`` is from where
+    the cycle puts it (the smaller distance of a day and of a week earlier), against
+    its own history, in the same way. A missing daily peak is a value near the median
+    and near the row before, which step 1 finds unremarkable; only the cycle says it
+    is not where it should be. Real series leave yesterday's path often, so this tail
+    counts with ``cycle_weight`` of its ``-log10``.
+    Step 3, the score: ``-log10`` of the smaller tail probability, scaled
     to ``[0, 1]`` at ``max_log10`` (so 1e-10 maps to 1.0 with the default).
     Besides, a value beyond every value seen so far, by more than ``range_margin`` of
     their range, is a new extreme and scores 1.0 at once (Numenta's "spatial
@@ -82,6 +139,10 @@ class SurpriseDetector(Detector):
         block of fewer than two rows.
     coarse_min_samples
         Blocks the coarse view learns before it scores (100: a month of eight-hour blocks).
+    cycle_weight
+        What the cycle's own surprise (step 2b) counts for: its tail probability ``p``
+        counts as ``p ** cycle_weight``, so with 0.4 a departure from the cycle as rare as
+        1e-10 weighs as 1e-4 would in step 2. ``0`` turns step 2b off.
 
     Examples
     --------
@@ -109,6 +170,7 @@ class SurpriseDetector(Detector):
         recurring: bool = True,
         coarse_seconds: float = 28800.0,
         coarse_min_samples: int = 100,
+        cycle_weight: float = 0.4,
     ) -> None:
         self.window = window
         self.short = short
@@ -121,6 +183,7 @@ class SurpriseDetector(Detector):
         self.recurring = recurring
         self.coarse_seconds = coarse_seconds
         self.coarse_min_samples = coarse_min_samples
+        self.cycle_weight = cycle_weight
         # the coarse view: a detector of block means, the rows of a block, the current block's values
         self._coarse: SurpriseDetector | None = None
         self._block_rows = 0
@@ -129,14 +192,12 @@ class SurpriseDetector(Detector):
         self._high = -math.inf
         self._seen = 0
         self._values: deque[float] = deque(maxlen=window)
-        self._raw: deque[float] = deque(maxlen=window)
-        self._recent_raw: deque[float] = deque(maxlen=short)
+        # the averaged raw deviations (step 2) and departures from the cycle (step 2b)
+        self._raw = _Deviations(window, short)
+        self._off_cycle = _Deviations(window, short)
         self._median = 0.0
         self._scale = 1.0
         self._diff_scale = 1.0
-        self._raw_mean = 0.0
-        self._raw_std = 1.0
-        self._raw_sorted = np.zeros(0)  # the window's averaged deviations, sorted (``recurring``)
         self._since_refresh = 0
         self._reported = 0.0
         self._last_t: float | None = None
@@ -160,21 +221,28 @@ class SurpriseDetector(Detector):
             long_period_seconds=self.long_period_seconds,
             recurring=self.recurring,
             coarse_seconds=0,
+            cycle_weight=self.cycle_weight,
         )
         # the first row (learned before the interval was known) opens the first block
         self._block = [self._values[-1]] if self._values else []
 
-    def _raw_deviation(self, y: float) -> float:
+    def _raw_deviation(self, y: float) -> tuple[float, float | None]:
+        """Step 1's deviation, and the distance from where the cycle puts ``y`` (step 2b;
+        ``None`` without a cycle the window holds yet)."""
         level = abs(y - self._median) / self._scale
         if not self._values:
-            return level
+            return level, None
         level = max(level, abs(y - self._values[-1]) / self._diff_scale)
         # where it was one cycle ago: the cycle explains it (docs/benchmarks.md: the day
         # +0.6 on NAB, the week +1.0)
+        off_cycle = None
         for rows, scale in self._cycles or ():
             if len(self._values) >= rows:
-                level = min(level, abs(y - self._values[-int(rows)]) / scale)
-        return level
+                distance = abs(y - self._values[-int(rows)]) / scale
+                off_cycle = distance if off_cycle is None else min(off_cycle, distance)
+        if off_cycle is not None:
+            level = min(level, off_cycle)
+        return level, off_cycle
 
     def _new_extreme(self, y: float) -> bool:
         if self.range_margin is None or self._seen <= self.min_samples:
@@ -196,11 +264,8 @@ class SurpriseDetector(Detector):
             lag = int(cycle[0])
             if values.size > lag:
                 cycle[1] = max(float(np.median(np.abs(values[lag:] - values[:-lag]))) * 1.4826, floor)
-        if len(self._raw) > 1:
-            raw = np.fromiter(self._raw, dtype=float)
-            self._raw_mean = float(raw.mean())
-            self._raw_std = max(float(raw.std()), 1e-3)
-            self._raw_sorted = np.sort(raw)
+        self._raw.refresh()
+        self._off_cycle.refresh()
         self._since_refresh = 0
 
     def score_one(self, x: dict[str, Any]) -> float:
@@ -220,18 +285,11 @@ class SurpriseDetector(Detector):
             return self.neutral_score
         if self._new_extreme(float(x["y"])):
             return 1.0
-        raw = self._raw_deviation(float(x["y"]))
+        raw, off_cycle = self._raw_deviation(float(x["y"]))
         # this row and the ``short - 1`` before it: what the history of deviations holds
-        n = len(self._recent_raw)
-        k = min(n, self.short - 1)
-        recent = (sum(islice(self._recent_raw, n - k, n)) + raw) / (k + 1)
-        z = (recent - self._raw_mean) / self._raw_std
-        p = _normal_tail(z)
-        if self.recurring and self._raw_sorted.size:
-            # a deviation the window has already seen this large, k times, is not rarer
-            # than k in the window's rows: a daily spike, a weekly batch job
-            seen = self._raw_sorted.size - int(np.searchsorted(self._raw_sorted, recent, side="left"))
-            p = max(p, seen / self._raw_sorted.size)
+        p = self._raw.tail(self._raw.averaged(raw), self.recurring)
+        if self.cycle_weight > 0 and off_cycle is not None and self._off_cycle.ordered.size:
+            p = min(p, self._off_cycle.tail(self._off_cycle.averaged(off_cycle), self.recurring) ** self.cycle_weight)
         if p <= 0.0:
             return 1.0
         return min(1.0, max(0.0, -math.log10(p) / self.max_log10))
@@ -253,10 +311,10 @@ class SurpriseDetector(Detector):
                 self._block.append(y)
         self._reported = max(self._reported * self.fade, self._surprise(x))
         if len(self._values) >= self.min_samples:
-            raw = self._raw_deviation(y)
-            self._recent_raw.append(raw)
-            # the history holds averaged deviations: what the score compares against
-            self._raw.append(sum(self._recent_raw) / len(self._recent_raw))
+            raw, off_cycle = self._raw_deviation(y)
+            self._raw.add(raw)
+            if off_cycle is not None:
+                self._off_cycle.add(off_cycle)
         self._values.append(y)
         self._low, self._high, self._seen = min(self._low, y), max(self._high, y), self._seen + 1
         self._since_refresh += 1

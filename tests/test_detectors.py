@@ -342,7 +342,7 @@ def test_a_value_where_it_was_one_week_ago_is_explained_by_the_weekly_cycle() ->
         det = SurpriseDetector(long_period_seconds=long_period)
         for x in rows[:saturday]:
             det.learn_one(x)
-        deviations[long_period] = det._raw_deviation(rows[saturday]["y"])
+        deviations[long_period], _ = det._raw_deviation(rows[saturday]["y"])
     assert deviations[604800.0] < 2.0 < 10.0 < deviations[0.0], deviations
 
 
@@ -402,3 +402,30 @@ def test_a_slow_decline_the_rows_do_not_show_is_seen_in_eight_hour_blocks() -> N
     found = next(i for i in range(turn, len(rows)) if both[i] > 0.5)
     assert found - turn < 600  # within the decline's two days (at a block's end)
     assert (found + 1) % 96 == 0
+
+
+def test_a_missing_daily_peak_is_seen_by_the_cycle_alone() -> None:
+    """NAB's ``art_daily_nojump``: a day without its peak stays near the median and near the row
+    before, so only the cycle (where it was a day earlier) says something is missing."""
+    rng = random.Random(3)
+    start, per_day, missing = 1_700_006_400, 288, 15  # five-minute rows from midnight UTC
+    rows = []
+    for i in range(20 * per_day):
+        day, row_of_day = divmod(i, per_day)
+        peak = 108 <= row_of_day < 204 and day != missing  # 09:00 to 17:00, but not on day 15
+        rows.append({"t": start + 300 * i, "y": (80.0 if peak else 20.0) + rng.gauss(0, 2)})
+
+    def scores(det: SurpriseDetector) -> list[float]:
+        out = []
+        for x in rows:
+            out.append(det.score_one(x))
+            det.learn_one(x)
+        return out
+
+    first = missing * per_day
+    rows_only, with_cycle = scores(SurpriseDetector(cycle_weight=0)), scores(SurpriseDetector())
+    # the five days before: nothing either way
+    assert max(rows_only[first - 5 * per_day : first]) < 0.1 and max(with_cycle[first - 5 * per_day : first]) < 0.1
+    assert max(rows_only[first : first + per_day]) < 0.1  # missed without the cycle's own view
+    found = next(i for i in range(first, first + per_day) if with_cycle[i] > 0.3)
+    assert found == first + 108  # at 09:00, the first row the peak should have been there
