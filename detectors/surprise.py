@@ -98,7 +98,10 @@ class SurpriseDetector(Detector):
     Besides, a value beyond every value seen so far, by more than ``range_margin`` of
     their range, is a new extreme and scores 1.0 at once (Numenta's "spatial
     anomaly"): the likelihood of step 2 is slow to believe a series that was always
-    quiet and now leaves its range.
+    quiet and now leaves its range. Unless the row's deviation (step 1) is an ordinary
+    one among the window's rows (its tail, as in step 2 but row by row, above
+    ``extreme_rarity``): a series that creeps past its old maximum in steps it takes
+    every day is scored as any other row.
     And a coarse view: the means of blocks of ``coarse_seconds`` go to a second detector
     of the same kind (its own history, ``coarse_min_samples`` blocks before it scores),
     whose score counts at the row that completes a block when it is the larger. A slow
@@ -131,6 +134,10 @@ class SurpriseDetector(Detector):
     range_margin
         Share of the range seen so far that a new extreme must exceed it by to score
         1.0; ``None`` turns new extremes off.
+    extreme_rarity
+        A new extreme scores 1.0 only if the tail probability of its row's deviation
+        among the window's rows' is at most this (0.3); ``1.0`` scores every new
+        extreme.
     fade
         How fast the surprise already reported fades, per row (0.995: half in ~140 rows).
     coarse_seconds
@@ -171,6 +178,7 @@ class SurpriseDetector(Detector):
         coarse_seconds: float = 28800.0,
         coarse_min_samples: int = 100,
         cycle_weight: float = 0.4,
+        extreme_rarity: float = 0.3,
     ) -> None:
         self.window = window
         self.short = short
@@ -184,6 +192,7 @@ class SurpriseDetector(Detector):
         self.coarse_seconds = coarse_seconds
         self.coarse_min_samples = coarse_min_samples
         self.cycle_weight = cycle_weight
+        self.extreme_rarity = extreme_rarity
         # the coarse view: a detector of block means, the rows of a block, the current block's values
         self._coarse: SurpriseDetector | None = None
         self._block_rows = 0
@@ -192,9 +201,11 @@ class SurpriseDetector(Detector):
         self._high = -math.inf
         self._seen = 0
         self._values: deque[float] = deque(maxlen=window)
-        # the averaged raw deviations (step 2) and departures from the cycle (step 2b)
+        # the averaged raw deviations (step 2), departures from the cycle (step 2b), and
+        # each row's own raw deviation (what a new extreme's is compared with)
         self._raw = _Deviations(window, short)
         self._off_cycle = _Deviations(window, short)
+        self._row_raw = _Deviations(window, 1)
         self._median = 0.0
         self._scale = 1.0
         self._diff_scale = 1.0
@@ -222,6 +233,7 @@ class SurpriseDetector(Detector):
             recurring=self.recurring,
             coarse_seconds=0,
             cycle_weight=self.cycle_weight,
+            extreme_rarity=self.extreme_rarity,
         )
         # the first row (learned before the interval was known) opens the first block
         self._block = [self._values[-1]] if self._values else []
@@ -266,6 +278,7 @@ class SurpriseDetector(Detector):
                 cycle[1] = max(float(np.median(np.abs(values[lag:] - values[:-lag]))) * 1.4826, floor)
         self._raw.refresh()
         self._off_cycle.refresh()
+        self._row_raw.refresh()
         self._since_refresh = 0
 
     def score_one(self, x: dict[str, Any]) -> float:
@@ -283,11 +296,13 @@ class SurpriseDetector(Detector):
     def _surprise(self, x: dict[str, Any]) -> float:
         if len(self._values) < self.min_samples:
             return self.neutral_score
-        if self._new_extreme(float(x["y"])):
-            return 1.0
-        raw, off_cycle = self._raw_deviation(float(x["y"]))
+        y = float(x["y"])
+        raw, off_cycle = self._raw_deviation(y)
         # this row and the ``short - 1`` before it: what the history of deviations holds
         p = self._raw.tail(self._raw.averaged(raw), self.recurring)
+        # a new extreme counts at once unless the row's deviation is an ordinary one for the window
+        if self._new_extreme(y) and self._row_raw.tail(raw, self.recurring) <= self.extreme_rarity:
+            return 1.0
         if self.cycle_weight > 0 and off_cycle is not None and self._off_cycle.ordered.size:
             p = min(p, self._off_cycle.tail(self._off_cycle.averaged(off_cycle), self.recurring) ** self.cycle_weight)
         if p <= 0.0:
@@ -313,6 +328,7 @@ class SurpriseDetector(Detector):
         if len(self._values) >= self.min_samples:
             raw, off_cycle = self._raw_deviation(y)
             self._raw.add(raw)
+            self._row_raw.add(raw)
             if off_cycle is not None:
                 self._off_cycle.add(off_cycle)
         self._values.append(y)

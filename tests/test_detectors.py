@@ -263,8 +263,17 @@ def test_surprise_scores_a_new_extreme_at_once_and_only_beyond_the_margin() -> N
     margin = 0.01 * (high - low)
     # 1.0 less the surprise already reported for this series' ordinary noise
     assert det.score_one({"t": 36000.0, "y": high + 2 * margin}) > 0.9
-    assert det.score_one({"t": 36000.0, "y": low - 2 * margin}) > 0.9
+    assert det.score_one({"t": 36000.0, "y": low - 10 * margin}) > 0.9
     assert det.score_one({"t": 36000.0, "y": high + margin / 2}) < 0.5
+    # a new low by 2 % of the range is no further from the median than many rows of this
+    # uniform noise were: an ordinary deviation, scored as any other row; with every new
+    # extreme counted (``extreme_rarity=1.0``, as before 2026-11-30, stop 18) it scores 1.0
+    assert det.score_one({"t": 36000.0, "y": low - 2 * margin}) < 0.1
+    every = SurpriseDetector(window=300, min_samples=100, range_margin=0.01, extreme_rarity=1.0)
+    rng = random.Random(5)
+    for i in range(600):
+        every.learn_one({"t": 60.0 * i, "y": 20 + rng.uniform(-5, 5)})
+    assert every.score_one({"t": 36000.0, "y": low - 2 * margin}) > 0.9
     off = SurpriseDetector(window=300, min_samples=100, range_margin=None)
     rng = random.Random(5)
     for i in range(600):
