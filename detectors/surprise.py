@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -19,55 +18,80 @@ def _normal_tail(z: float) -> float:
     return 0.5 * math.erfc(z / math.sqrt(2.0))
 
 
-class _Deviations:
-    """A history of raw deviations, each averaged with the ``short - 1`` before it.
+class _Tail:
+    """How rare a deviation is among a history of them: mean, spread and order."""
 
-    >>> d = _Deviations(window=100, short=2)
+    def __init__(self) -> None:
+        self.mean = 0.0
+        self.std = 1.0
+        self.ordered = np.zeros(0)  # the history, sorted (``recurring``)
+
+    def fit(self, values: np.ndarray) -> None:
+        if values.size > 1:
+            self.mean = float(values.mean())
+            self.std = max(float(values.std()), 1e-3)
+            self.ordered = np.sort(values)
+
+    def __call__(self, deviation: float, recurring: bool) -> float:
+        """The normal tail of ``deviation``, and with ``recurring`` no rarer than the
+        share of the history at least as large."""
+        p = _normal_tail((deviation - self.mean) / self.std)
+        if recurring and self.ordered.size:
+            # a deviation the window has already seen this large, k times, is not rarer
+            # than k in the window's rows: a daily spike, a weekly batch job
+            seen = self.ordered.size - int(np.searchsorted(self.ordered, deviation, side="left"))
+            p = max(p, seen / self.ordered.size)
+        return p
+
+
+class _Deviations:
+    """The last ``window`` raw deviations; what a score compares with is each averaged
+    with the ``short - 1`` before it (``averaged``), and with ``rows`` the raw ones too.
+
+    >>> d = _Deviations(window=100, short=2, rows=True)
     >>> for raw in [1.0] * 95 + [9.0] * 5:
     ...     d.add(raw)
     >>> d.averaged(3.0)  # with the 9.0 before it
     6.0
     >>> d.refresh()
-    >>> d.tail(9.0, recurring=False) < 1e-5, d.tail(9.0, recurring=True)  # seen 4 times in 100
+    >>> d.tail(9.0, recurring=False) < 1e-5, d.tail(9.0, recurring=True)  # averaged: 4 times in 100
     (True, 0.04)
+    >>> d.row_tail(9.0, recurring=True)  # row by row: 5 times in 100
+    0.05
     """
 
-    def __init__(self, window: int, short: int) -> None:
+    def __init__(self, window: int, short: int, rows: bool = False) -> None:
+        self.window = window
         self.short = short
-        self.recent: deque[float] = deque(maxlen=short)
-        self.history: deque[float] = deque(maxlen=window)
-        self.mean = 0.0
-        self.std = 1.0
-        self.ordered = np.zeros(0)  # the history, sorted (``recurring``)
+        # the averages of the window's first rows reach back ``short - 1`` rows before it
+        self.raw: deque[float] = deque(maxlen=window + short - 1)
+        self.rows = rows
+        self.tail = _Tail()
+        self.row_tail = _Tail()
 
     def averaged(self, raw: float) -> float:
         """``raw`` averaged with the ``short - 1`` deviations before it."""
-        n = len(self.recent)
-        k = min(n, self.short - 1)
-        return (sum(islice(self.recent, n - k, n)) + raw) / (k + 1)
+        k = min(len(self.raw), self.short - 1)
+        # by index from the end: a deque reaches its ends in O(1), islice walks from the start
+        return (sum(self.raw[-j] for j in range(1, k + 1)) + raw) / (k + 1)
 
     def add(self, raw: float) -> None:
-        self.recent.append(raw)
-        # the history holds averaged deviations: what a score compares against
-        self.history.append(sum(self.recent) / len(self.recent))
+        self.raw.append(raw)
 
     def refresh(self) -> None:
-        if len(self.history) > 1:
-            values = np.fromiter(self.history, dtype=float)
-            self.mean = float(values.mean())
-            self.std = max(float(values.std()), 1e-3)
-            self.ordered = np.sort(values)
-
-    def tail(self, averaged: float, recurring: bool) -> float:
-        """How rare an averaged deviation this large is: the normal tail, and with
-        ``recurring`` no rarer than the share of the history at least as large."""
-        p = _normal_tail((averaged - self.mean) / self.std)
-        if recurring and self.ordered.size:
-            # a deviation the window has already seen this large, k times, is not rarer
-            # than k in the window's rows: a daily spike, a weekly batch job
-            seen = self.ordered.size - int(np.searchsorted(self.ordered, averaged, side="left"))
-            p = max(p, seen / self.ordered.size)
-        return p
+        raw = np.fromiter(self.raw, dtype=float)
+        if raw.size < 2:
+            return  # too few to have a spread: the tails stay neutral
+        # each row averaged with the short - 1 before it (fewer at the very start), then the
+        # last ``window`` of those; each run's sum added left to right, as ``averaged`` adds
+        # (a cumulative sum's differences are off in the last bits, which moves ties)
+        k = min(self.short, raw.size)
+        averaged = np.empty_like(raw)
+        averaged[: k - 1] = np.cumsum(raw[: k - 1]) / np.arange(1, k)
+        averaged[k - 1 :] = np.lib.stride_tricks.sliding_window_view(raw, k).sum(axis=1) / k
+        self.tail.fit(averaged[-self.window :])
+        if self.rows:
+            self.row_tail.fit(raw[-self.window :])
 
 
 class SurpriseDetector(Detector):
@@ -201,11 +225,10 @@ class SurpriseDetector(Detector):
         self._high = -math.inf
         self._seen = 0
         self._values: deque[float] = deque(maxlen=window)
-        # the averaged raw deviations (step 2), departures from the cycle (step 2b), and
-        # each row's own raw deviation (what a new extreme's is compared with)
-        self._raw = _Deviations(window, short)
+        # the raw deviations (step 2; row by row too, what a new extreme's is compared
+        # with) and the departures from the cycle (step 2b)
+        self._raw = _Deviations(window, short, rows=True)
         self._off_cycle = _Deviations(window, short)
-        self._row_raw = _Deviations(window, 1)
         self._median = 0.0
         self._scale = 1.0
         self._diff_scale = 1.0
@@ -278,7 +301,6 @@ class SurpriseDetector(Detector):
                 cycle[1] = max(float(np.median(np.abs(values[lag:] - values[:-lag]))) * 1.4826, floor)
         self._raw.refresh()
         self._off_cycle.refresh()
-        self._row_raw.refresh()
         self._since_refresh = 0
 
     def score_one(self, x: dict[str, Any]) -> float:
@@ -301,9 +323,9 @@ class SurpriseDetector(Detector):
         # this row and the ``short - 1`` before it: what the history of deviations holds
         p = self._raw.tail(self._raw.averaged(raw), self.recurring)
         # a new extreme counts at once unless the row's deviation is an ordinary one for the window
-        if self._new_extreme(y) and self._row_raw.tail(raw, self.recurring) <= self.extreme_rarity:
+        if self._new_extreme(y) and self._raw.row_tail(raw, self.recurring) <= self.extreme_rarity:
             return 1.0
-        if self.cycle_weight > 0 and off_cycle is not None and self._off_cycle.ordered.size:
+        if self.cycle_weight > 0 and off_cycle is not None and self._off_cycle.tail.ordered.size:
             p = min(p, self._off_cycle.tail(self._off_cycle.averaged(off_cycle), self.recurring) ** self.cycle_weight)
         if p <= 0.0:
             return 1.0
@@ -328,7 +350,6 @@ class SurpriseDetector(Detector):
         if len(self._values) >= self.min_samples:
             raw, off_cycle = self._raw_deviation(y)
             self._raw.add(raw)
-            self._row_raw.add(raw)
             if off_cycle is not None:
                 self._off_cycle.add(off_cycle)
         self._values.append(y)
