@@ -43,6 +43,15 @@ def _stream(n: int = 400, seed: int = 0) -> list[dict[str, float]]:
     ]
 
 
+def _scores(det, rows: list[dict[str, float]]) -> list[float]:
+    """Each row's score from the rows before it (score, then learn), as ``ticketpulse detect``."""
+    out = []
+    for x in rows:
+        out.append(det.score_one(x))
+        det.learn_one(x)
+    return out
+
+
 @pytest.fixture(params=DETECTORS, ids=lambda d: type(d).__name__)
 def detector(request: pytest.FixtureRequest):
     return request.param.clone()
@@ -62,14 +71,8 @@ def test_scoring_does_not_change_state(detector) -> None:
 
 
 def test_scores_are_in_unit_interval_and_reproducible(detector) -> None:
-    def run(det) -> list[float]:
-        out = []
-        for x in [*_stream(400, seed=3), {"t": 1e10, "y": 500.0, "customers": 400.0}]:
-            out.append(det.score_one(x))
-            det.learn_one(x)
-        return out
-
-    first, second = run(detector), run(detector.clone())
+    rows = [*_stream(400, seed=3), {"t": 1e10, "y": 500.0, "customers": 400.0}]
+    first, second = _scores(detector, rows), _scores(detector.clone(), rows)
     assert first == second
     assert all(0.0 <= s <= 1.0 for s in first)
     assert first[-1] > 0.3  # a value fifty times the usual is noticed
@@ -397,14 +400,7 @@ def test_a_slow_decline_the_rows_do_not_show_is_seen_in_eight_hour_blocks() -> N
         rows.append({"t": start + 300 * i, "y": (1 - share) * cycle + share * 70 + rng.gauss(0, 2)})
     assert days * 288 == turn
 
-    def scores(det: SurpriseDetector) -> list[float]:
-        out = []
-        for x in rows:
-            out.append(det.score_one(x))
-            det.learn_one(x)
-        return out
-
-    rows_only, both = scores(SurpriseDetector(coarse_seconds=0)), scores(SurpriseDetector())
+    rows_only, both = _scores(SurpriseDetector(coarse_seconds=0), rows), _scores(SurpriseDetector(), rows)
     # the last ten days before: nothing either way
     assert max(rows_only[turn - 2880 : turn]) < 0.1 and max(both[turn - 2880 : turn]) < 0.1
     assert max(rows_only[turn:]) < 0.1  # missed by the rows
@@ -424,15 +420,8 @@ def test_a_missing_daily_peak_is_seen_by_the_cycle_alone() -> None:
         peak = 108 <= row_of_day < 204 and day != missing  # 09:00 to 17:00, but not on day 15
         rows.append({"t": start + 300 * i, "y": (80.0 if peak else 20.0) + rng.gauss(0, 2)})
 
-    def scores(det: SurpriseDetector) -> list[float]:
-        out = []
-        for x in rows:
-            out.append(det.score_one(x))
-            det.learn_one(x)
-        return out
-
     first = missing * per_day
-    rows_only, with_cycle = scores(SurpriseDetector(cycle_weight=0)), scores(SurpriseDetector())
+    rows_only, with_cycle = _scores(SurpriseDetector(cycle_weight=0), rows), _scores(SurpriseDetector(), rows)
     # the five days before: nothing either way
     assert max(rows_only[first - 5 * per_day : first]) < 0.1 and max(with_cycle[first - 5 * per_day : first]) < 0.1
     assert max(rows_only[first : first + per_day]) < 0.1  # missed without the cycle's own view
