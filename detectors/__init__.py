@@ -14,11 +14,12 @@ from .base import Detector
 from .episodes import Episode, EpisodeTracker
 from .series import parse_timestamp, score_series
 from .spike import SpikeDetector
-from .surprise import SurpriseDetector
+from .surprise import DETECTION_SCORE, SurpriseDetector
 from .watch import AlertGate, SpikeEvent, VolumeWatch
 from .zscore import RollingZScore
 
 __all__ = [
+    "DETECTION_SCORE",
     "AlertGate",
     "Detector",
     "Episode",

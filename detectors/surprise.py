@@ -10,7 +10,12 @@ import numpy as np
 
 from .base import Detector
 
-__all__ = ["SurpriseDetector"]
+__all__ = ["DETECTION_SCORE", "SurpriseDetector"]
+
+#: The score from which a row counts as a detection (``ticketpulse detect`` reports and plots
+#: those rows): the round figure under the threshold NAB's standard profile chose for the
+#: default detector over its 48 files (0.1125; at 0.11 it scores 72.3, docs/benchmarks.md).
+DETECTION_SCORE = 0.11
 
 
 def _normal_tail(z: float) -> float:

@@ -180,14 +180,16 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     if not source.exists():
         return _fail(f"no such file: {source}")
     try:
-        summary = detect_file(source, Path(args.output))
+        summary = detect_file(
+            source,
+            Path(args.output),
+            threshold=args.threshold,
+            plot=Path(args.plot) if args.plot else None,
+            progress=not args.quiet,
+        )
     except DetectError as exc:
         return _fail(str(exc))
-    print(
-        orjson.dumps(
-            {"rows": summary["rows"], "interval_seconds": summary["interval_seconds"], "output": args.output}
-        ).decode()
-    )
+    print(orjson.dumps({**summary, "output": args.output}).decode())
     return 0
 
 
@@ -274,6 +276,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from detectors.surprise import DETECTION_SCORE  # numpy, which every command but --help loads anyway
+
     parser = argparse.ArgumentParser(prog="ticketpulse", description="Support tickets in, product intelligence out.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("worker", help="run the Faust worker (settings from TICKETPULSE_* variables)")
@@ -289,6 +293,14 @@ def main(argv: list[str] | None = None) -> int:
     t = sub.add_parser("detect", help="score a timestamp,value CSV row by row (NAB result format)")
     t.add_argument("input", help="CSV with columns timestamp,value")
     t.add_argument("--output", required=True, help="CSV to write: timestamp,value,anomaly_score")
+    t.add_argument(
+        "--threshold",
+        type=float,
+        default=DETECTION_SCORE,
+        help=f"score from which a row counts as a detection (default {DETECTION_SCORE:g}: NAB's standard profile)",
+    )
+    t.add_argument("--plot", help="PNG to draw: the series, its scores, the detections")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
     r = sub.add_parser("replay", help="the tagger over a JSONL history: predict, then learn, per ticket")
     r.add_argument("input", help="JSONL tickets, in the order they happened")
     r.add_argument("--output", required=True, help="JSONL predictions, one line per input line")

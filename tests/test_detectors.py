@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import pickle
 import random
@@ -11,8 +12,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from detectors import (
+    DETECTION_SCORE,
     AlertGate,
     EpisodeTracker,
     RollingZScore,
@@ -225,10 +228,15 @@ def test_detect_writes_nab_result_format(tmp_path: Path) -> None:
     rows[450] = rows[450].split(",")[0] + ",400"
     source = tmp_path / "series.csv"
     source.write_text("timestamp,value\n" + "\n".join(rows) + "\n")
-    out = tmp_path / "scores.csv"
-    r = subprocess.run([TICKETPULSE, "detect", str(source), "--output", str(out)], capture_output=True, text=True)
+    out, plot = tmp_path / "scores.csv", tmp_path / "scores.png"
+    r = subprocess.run(
+        [TICKETPULSE, "detect", str(source), "--output", str(out), "--plot", str(plot), "--quiet"],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
-    assert '"interval_seconds":300.0' in r.stdout
+    summary = json.loads(r.stdout)
+    assert summary["interval_seconds"] == 300.0 and summary["rows"] == len(rows)
     lines = out.read_text().splitlines()
     assert lines[0] == "timestamp,value,anomaly_score"
     assert len(lines) == 1 + len(rows)
@@ -236,6 +244,12 @@ def test_detect_writes_nab_result_format(tmp_path: Path) -> None:
     scores = [float(ln.rsplit(",", 1)[1]) for ln in lines[1:]]
     assert max(range(len(scores)), key=scores.__getitem__) == 450
     assert scores[0] == 0.0
+    # the summary's detections are the rows the CSV scores at or above the threshold, the spike first
+    assert summary["threshold"] == DETECTION_SCORE
+    assert summary["detections"] == sum(s >= DETECTION_SCORE for s in scores) >= 1
+    assert summary["first_detection"] == rows[450].split(",")[0]
+    with Image.open(plot) as image:
+        assert image.format == "PNG" and image.size == (1200, 600)
 
 
 def test_surprise_takes_a_value_where_it_was_a_day_ago_as_normal() -> None:
