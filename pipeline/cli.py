@@ -179,6 +179,8 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     source = Path(args.input)
     if not source.exists():
         return _fail(f"no such file: {source}")
+    if not 0.0 < args.threshold <= 1.0:
+        return _fail(f"--threshold must be in (0, 1], as scores are; got {args.threshold:g}")
     try:
         summary = detect_file(
             source,

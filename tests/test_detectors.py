@@ -306,6 +306,13 @@ def test_detect_names_the_bad_line(tmp_path: Path) -> None:
     )
     assert r.returncode == 2
     assert f"{source}, line 3: not a timestamp and a number" in r.stderr
+    r = subprocess.run(
+        [TICKETPULSE, "detect", str(source), "--output", str(tmp_path / "o.csv"), "--threshold", "1.5"],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2
+    assert "--threshold must be in (0, 1], as scores are; got 1.5" in r.stderr
 
 
 def test_a_backlog_caught_up_at_once_ends_its_episode_where_the_spike_ended() -> None:
