@@ -1,6 +1,7 @@
 """The tagger's case-type model on NLBSE'24 issue reports (bug / feature / question).
 
     .venv/bin/python benchmarks/nlbse_eval.py ../shared/data/nlbse2024/issues_train.csv [--model NAME ...]
+    .venv/bin/python benchmarks/nlbse_eval.py ../shared/data/nlbse2024/issues_train.csv --reliability
 
 One model per repository, as the competition's published results did. The model
 learns two thirds of a repository's 300 issues online, one pass, each example once,
@@ -14,6 +15,13 @@ tests on a label the model has hardly seen. The default, ``--order shuffled``,
 streams a seeded random order, five seeds, and reports the mean. (The competition's test split is not in
 ../shared; published figures, on that split: RoBERTa+adapters 0.893, SetFit 0.827,
 fastText 0.718; off-the-shelf River MultinomialNB about 0.67.)
+
+``--reliability``: how far the tagger's confidence can be trusted. The tagger learns the
+two thirds as the worker does (each issue predicted as it comes, then learned with that
+prediction, which its calibration counts), with its confidence calibrated and with the
+model's own probability; for the other third it prints the accuracy per tenth of
+confidence, the share marked uncertain and its accuracy, and the expected calibration
+error (the gap between confidence and accuracy, weighed by the predictions in each tenth).
 """
 
 from __future__ import annotations
@@ -31,7 +39,15 @@ import numpy as np
 from river import compose, feature_extraction, linear_model, multiclass, naive_bayes, optim, preprocessing
 from scipy import sparse
 
-from pipeline.tagger import AlignedMultinomialNB, Prequential, TicketTagger, clean_text, reading_text, ticket_features
+from pipeline.tagger import (
+    AlignedMultinomialNB,
+    Prequential,
+    TicketTagger,
+    clean_text,
+    predicted_labels,
+    reading_text,
+    ticket_features,
+)
 
 LABELS = {"bug": "bug", "feature": "feature_gap", "question": "ux_confusion"}
 #: the tagger's own features (its hashing), without its models
@@ -125,13 +141,63 @@ def load_issues(path: Path) -> tuple[list[dict[str, str]], dict[str, list[dict[s
     return rows, by_repo
 
 
+def reliability(by_repo: dict[str, list[dict[str, str]]]) -> None:
+    """The tagger's confidence against its accuracy, calibrated and not (module docstring)."""
+    for calibrate in (False, True):
+        tenths: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+        marked = {True: [0, 0], False: [0, 0]}  # uncertain or not -> [predictions, right]
+        for repo, all_items in sorted(by_repo.items()):
+            for seed in range(5):
+                items = sorted(all_items, key=lambda r: r["created_at"])
+                random.Random(seed).shuffle(items)
+                cut = len(items) * 2 // 3
+                tagger = TicketTagger(calibrate=calibrate)
+                for i, r in enumerate(items[:cut]):
+                    example = {
+                        "id": f"{repo}/{i}",
+                        "subject": r["title"],
+                        "body": r["body"],
+                        "case_type": LABELS[r["label"]],
+                    }
+                    predictions, bins = tagger.predict_binned([example])
+                    example["predicted"] = predicted_labels(predictions[0], bins[0])
+                    tagger.learn_batch([example])
+                scored = tagger.predict_many([{"subject": r["title"], "body": r["body"]} for r in items[cut:]])
+                for prediction, r in zip(scored, items[cut:], strict=True):
+                    guess = prediction["case_type"]
+                    right = int(guess["label"] == LABELS[r["label"]])
+                    tenth = min(int(guess["confidence"] * 10), 9)
+                    tenths[tenth][0] += 1
+                    tenths[tenth][1] += right
+                    marked[guess["uncertain"]][0] += 1
+                    marked[guess["uncertain"]][1] += right
+        total = sum(n for n, _ in tenths.values())
+        gap = sum(abs(right / n - (k + 0.5) / 10) * n for k, (n, right) in tenths.items()) / total
+        print("confidence calibrated:" if calibrate else "confidence, the model's own probability:")
+        for k in sorted(tenths):
+            n, right = tenths[k]
+            print(
+                f"  {k / 10:.1f}-{(k + 1) / 10:.1f}: {n:5d} predictions ({100 * n / total:4.1f} %), "
+                f"accuracy {right / n:.2f}"
+            )
+        (unsure, unsure_right), (sure, sure_right) = marked[True], marked[False]
+        print(
+            f"  uncertain: {unsure} ({100 * unsure / total:.1f} %), accuracy {unsure_right / max(unsure, 1):.2f}; "
+            f"the others {sure_right / max(sure, 1):.2f}; expected calibration error {gap:.3f}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", type=Path)
     parser.add_argument("--model", action="append", help=", ".join(models()))
     parser.add_argument("--order", choices=["shuffled", "time"], default="shuffled")
+    parser.add_argument("--reliability", action="store_true", help="the tagger's confidence against its accuracy")
     args = parser.parse_args()
     rows, by_repo = load_issues(args.data)
+    if args.reliability:
+        reliability(by_repo)
+        return
     bow_unigram_bigram = feature_extraction.BagOfWords(ngram_range=(1, 2))
     order = "created_at order" if args.order == "time" else "seeded random order, 5 seeds"
     print(f"{len(rows)} issues, {len(by_repo)} repositories; learn 2/3 online ({order}), score the other 1/3")

@@ -646,6 +646,7 @@ def build_pipeline(
         docs: list[dict[str, Any]] = []
         readings: list[dict[str, Any]] = []
         predictions: list[dict[str, dict[str, Any]]] = []
+        margin_bins: list[dict[str, int]] = []
         good: list[tuple[Ticket, int]] = []
         out = Outbox()
         for record in records:
@@ -663,7 +664,7 @@ def build_pipeline(
             docs = [ticket_document(ticket) for ticket, _ in good]
             # what the tagger reads of each: predicted from, kept for late labels, learned from
             readings = [tagger_document(doc) for doc in docs]
-            predictions = tagger.predict_many(readings)
+            predictions, margin_bins = tagger.predict_binned(readings)
             stats.count_uncertain(predictions)
         for n, (ticket, source_partition) in enumerate(good):
             tags = [ticket.product_area, ticket.case_type, ticket.severity]
@@ -707,15 +708,15 @@ def build_pipeline(
         classified: dict[int, list[tuple[bytes | None, bytes]]] = {}
         ids = [doc["id"].encode() for doc in docs]
         id_partitions = kafka_partitions(ids, settings.partitions)
-        for doc, key, id_partition, reading, predicted in zip(
-            docs, ids, id_partitions, readings, predictions, strict=True
+        for doc, key, id_partition, reading, predicted, bins in zip(
+            docs, ids, id_partitions, readings, predictions, margin_bins, strict=True
         ):
             # keyed by ticket id, in the partition Kafka's partitioner gives that key
             classified.setdefault(id_partition, []).append(
                 (key, orjson.dumps({**doc, "predicted": predicted, "model_version": tagger.version}))
             )
-            # with the prediction made before its labels are learned (prequential)
-            kept = {**reading, "predicted": predicted_labels(predicted)}
+            # with the prediction made before its labels are learned (prequential, calibration)
+            kept = {**reading, "predicted": predicted_labels(predicted, bins)}
             # to the partition of its id, where its labels come (ticket-labels is keyed by id)
             to_join.setdefault(id_partition, []).append(kept)
             # Labels this worker has learned for this id came from the training topic, so

@@ -102,11 +102,18 @@ def test_a_correction_replaces_the_earlier_tag() -> None:
         corrected.learn_batch([_ticket(i, *row)])
         never_wrong.learn_batch([_ticket(i, *row)])
     wrong = _ticket(100, "Charged twice", "my card was charged twice", "bug", "dashboard", "low")
+    # as the worker's examples: with the prediction made when the ticket came, which the
+    # label join keeps for its later labels (the same in both taggers, which agree so far)
+    predictions, bins = corrected.predict_binned([wrong])
+    wrong["predicted"] = predicted_labels(predictions[0], bins[0])
     corrected.learn_batch([wrong])
     corrected.learn_batch([{**wrong, "case_type": "billing", "product_area": "payments", "severity": "high"}])
     never_wrong.learn_batch([{**wrong, "case_type": "billing", "product_area": "payments", "severity": "high"}])
     probe = [{"subject": "Charged twice", "body": "refund my card"}, {"subject": "App crashes", "body": "error 500"}]
     assert corrected.predict_many(probe) == never_wrong.predict_many(probe)
+    # the wrong tag's outcome left the calibration too: its counts are the never-wrong tagger's
+    assert corrected.calibration == never_wrong.calibration
+    assert sum(corrected.calibration["case_type"].seen) > 0
     model, reference = corrected.models["case_type"], never_wrong.models["case_type"]
     assert model.class_counts == reference.class_counts
     assert +model.class_totals == +reference.class_totals
@@ -119,7 +126,8 @@ def test_the_batch_path_learns_and_predicts_as_rivers_own_per_example_path() -> 
 
     rows = [t.payload for t in TicketGenerator(datetime(2026, 3, 2, tzinfo=UTC), days=1, seed=5, scale=2).tickets()]
     train, probe = rows[:600], rows[600:800]
-    batched = TicketTagger(min_labels=1)
+    # the models' own probabilities: calibration is on top of them (test_confidence_is_how_often...)
+    batched = TicketTagger(min_labels=1, calibrate=False)
     # River's own class: its learn_one and predict_proba_one, ticket by ticket
     one_by_one = TicketTagger(min_labels=1, model_factory=lambda: naive_bayes.MultinomialNB(alpha=1.0))
     for i in range(0, len(train), 50):
@@ -145,7 +153,7 @@ def test_the_batch_path_learns_and_predicts_as_rivers_own_per_example_path() -> 
 
 def test_words_never_seen_do_not_push_a_ticket_to_the_smallest_area() -> None:
     # a large area and a small one; then a new problem of the large area, in mostly new words
-    tagger = TicketTagger(min_labels=1)
+    tagger = TicketTagger(min_labels=1, calibrate=False)  # the model's own probability
     tickets = [
         {
             "id": f"r{i}",
@@ -558,3 +566,44 @@ def test_a_pickled_model_comes_back_with_the_same_counts_corrections_included() 
     probe = [{"subject": s, "body": b} for s, b, *_ in TRAIN]
     assert copy.predict_many(probe) == tagger.predict_many(probe)
     copy.learn_batch(_new_words_tickets(10, seed=9))  # and learns on
+
+
+def test_confidence_is_how_often_predictions_with_that_margin_were_right() -> None:
+    """Naive Bayes says 0.99 where it is right six times in ten; the confidence says six in ten,
+    and workers that learned the same labels in another order say the same."""
+    rng = random.Random(7)
+    texts = {"billing": ("Charged twice", "my card was charged twice"), "bug": ("App crashes", "error 500 on start")}
+    examples = []
+    tagger = TicketTagger(min_labels=1)
+    for i in range(400):
+        kind = rng.choice(["billing", "bug"])
+        # the helpdesk's tag agrees with the text six times in ten
+        tag = kind if rng.random() < 0.6 else ("bug" if kind == "billing" else "billing")
+        ticket = {"id": f"c{i}", "subject": texts[kind][0], "body": texts[kind][1], "case_type": tag}
+        predictions, bins = tagger.predict_binned([ticket])  # as the worker: predicted when it comes
+        ticket["predicted"] = predicted_labels(predictions[0], bins[0])
+        tagger.learn_batch([ticket])
+        examples.append(ticket)
+    probe = [{"subject": texts["billing"][0], "body": texts["billing"][1]}]
+    tagger.calibrate = False  # the model's own probability for the ticket: near certain
+    probability = tagger.predict_many(probe)[0]["case_type"]["confidence"]
+    tagger.calibrate = True
+    assert probability > 0.9
+    (guess,), (bins,) = tagger.predict_binned(probe)
+    calibration = tagger.calibration["case_type"]
+    # every label counted once, against the prediction its ticket carried, where it had a margin
+    # (not before two classes were known)
+    with_margin = sum(isinstance(e["predicted"]["case_type"], list) for e in examples)
+    assert sum(calibration.seen) == with_margin > 390
+    seen, right = calibration.seen[bins["case_type"]], calibration.right[bins["case_type"]]
+    assert seen >= 100 and 0.45 < right / seen < 0.75
+    assert guess["case_type"]["confidence"] == pytest.approx((right + 2 * probability) / (seen + 2), abs=1e-3)
+    assert guess["case_type"]["confidence"] < 0.75
+    # another worker: the same examples (each with the prediction it carried) in another order
+    other = TicketTagger(min_labels=1)
+    shuffled = examples[:]
+    rng.shuffle(shuffled)
+    for start in range(0, len(shuffled), 37):
+        other.learn_batch(shuffled[start : start + 37])
+    assert other.calibration == tagger.calibration
+    assert other.predict_many(probe) == tagger.predict_many(probe)
