@@ -164,12 +164,20 @@ def test_a_killed_worker_resumes_its_models_from_the_checkpoint(stack) -> None:
     # the words of the untagged tickets were kept through the kill (the label join's table)
     _send(stack, [{"id": f"k-{i}", "case_type": "bug"} for i in range(5)], topic=stack.settings.topic_labels)
 
+    seen: list[dict] = []
+
     def resumed() -> dict | None:
         q = {w: v for (w, t), v in _quality(stack).items() if t == "case_type" and w.endswith(f"-{second.pid}")}
+        seen[:] = [q]
         return q if list(q.values()) == [{"labelled": 40, "learned": 40}] else None
 
-    # not from zero (40, not 10), nothing twice (40, not 70), and the late tags joined (40, not 35)
-    _wait(resumed, 60, "the restarted worker to resume")
+    # not from zero (40, not 10), nothing twice (40, not 70), and the late tags joined (40, not 35).
+    # The restarted worker first waits for both consumer groups to let the killed member go
+    # (about 15 s alone, longer on a busy machine: it once took over 60 s in a full run).
+    try:
+        _wait(resumed, 120, "the restarted worker to resume")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; its last case_type quality: {seen}") from None
     # the checkpoint, with the 30 labels it holds, was loaded once (before the worker started), not twice
     log = (stack.tmp_path / "worker-w.log").read_text(errors="replace")
     loads = [line for line in log.splitlines() if "tagger loaded=" in line]
