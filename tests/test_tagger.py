@@ -70,6 +70,53 @@ def test_each_cleaning_pass_runs_when_its_text_is_there(body: str, cleaned: str)
     assert clean_text("", body) == cleaned
 
 
+def _clean_text_whole(subject: str, body: str, body_chars: int) -> str:
+    """clean_text as it was before it read only the opening: every pass over the whole body."""
+    from pipeline.tagger import _CODE_BLOCK, _PASSES, _SIGNATURE
+
+    text = _SIGNATURE.sub("\n", _CODE_BLOCK.sub(" ", body))
+    for pattern, _ in _PASSES:
+        text = pattern.sub(" ", text)
+    text = " ".join(text.split())
+    if len(text) > body_chars:
+        text = text[: body_chars + 1].rsplit(" ", 1)[0]
+    return " ".join(f"{subject} {subject} {text}".lower().split())
+
+
+_TRICKY_LINES = [
+    "```", "````", "`", "```python", "code()```", "> quoted", "  > quoted too", ">", "", "   ", "\t",
+    "Thanks,", "thanks!", "Regards", "--", "-- ", "    at com.x.Foo.bar(Foo.java:12)", 'File "x.py", line 3',
+    "Traceback (most recent call last):", "foo.bar.BazError: boom", "### Steps", "#notaheading",
+    "see http://x.io/a?b=1 now", "mail ana.b@corp.example now", "version 2.3.1 and 42 rows",
+]  # fmt: skip
+
+
+def test_reading_the_opening_cleans_as_reading_the_whole_body() -> None:
+    # the reading cleans only an opening of the body when that gives enough words: the
+    # same text as cleaning all of it, on bodies made of every pass's hard cases
+    rng = random.Random(5)
+    words = "export fails when the report opens slowly after login and billing page".split()
+    for _ in range(3_000):
+        lines = []
+        for _ in range(rng.randrange(1, 40)):
+            if rng.random() < 0.4:
+                lines.append(rng.choice(_TRICKY_LINES) + rng.choice(["", " ", "  "]))
+            else:
+                lines.append(" ".join(rng.choices(words, k=rng.randrange(1, 12))))
+        body = rng.choice(["\n", "\n\n", "\r\n"]).join(lines)
+        body_chars = rng.choice([5, 20, 60, 300])
+        assert clean_text("Subject", body, body_chars) == _clean_text_whole("Subject", body, body_chars), body
+
+
+def test_code_blocks_are_found_as_the_regular_expression_finds_them() -> None:
+    from pipeline.tagger import _CODE_BLOCK, _without_code_blocks
+
+    rng = random.Random(8)
+    for _ in range(5_000):
+        text = "".join(rng.choices(["`", "``", "```", "a", "\n", " "], k=rng.randrange(0, 30)))
+        assert _without_code_blocks(text) == _CODE_BLOCK.sub(" ", text), text
+
+
 def test_a_label_never_helps_predict_its_own_ticket() -> None:
     tagger = TicketTagger(min_labels=1)
     for i, row in enumerate(TRAIN * 3):
