@@ -222,7 +222,8 @@ class PatternWatch:
             "product_area": area,
             "created_at": created_at,
         }
-        pid = grouper.add(ticket, near_churn=churn, remember=False).id
+        pattern = grouper.add(ticket, near_churn=churn, remember=False)
+        pid = pattern.id
         self.assigned.append([ticket_id, pid])
         self.area_of[pid] = area
         if self.first_window is None or window < self.first_window:
@@ -236,8 +237,11 @@ class PatternWatch:
         self.last_window_of[pid] = max(window, self.last_window_of.get(pid, window))
         examples = self.examples.setdefault((window, pid), [])
         if len(examples) < 3 and all(e[1] != customer for e in examples):
-            # masked only when kept: masking every ticket would cost more than grouping it
-            examples.append([ticket_id, customer, mask_personal(f"{subject}: {body}")])
+            # masked only when kept: masking every ticket would cost more than grouping it;
+            # and once, when the pattern has just kept it as one of its own examples
+            last = pattern.examples[-1] if pattern.examples else None
+            text = last["text"] if last and last["id"] == ticket_id else mask_personal(f"{subject}: {body}")
+            examples.append([ticket_id, customer, text])
         return window, pid
 
     def drain_assigned(self) -> list[list[str]]:
