@@ -169,6 +169,10 @@ class VolumeWatch:
 
     def _judge(self, window: int, closed: bool) -> list[SpikeEvent]:
         tickets, customers = self.totals.get(window, (0, 0))
+        if self.tracker.episode is None and customers < self.tracker.min_customers:
+            # nothing to open, update or resolve, whatever the score: most windows of most
+            # patterns' watches (one ticket, then quiet), not scored for nothing
+            return []
         x: dict[str, Any] = {"t": window, "y": tickets, "customers": customers}
         why = self.detector.explain(x)
         if not closed and why["score"] < self.alert_score:

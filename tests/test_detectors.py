@@ -137,6 +137,23 @@ def _alerts(rows: list[dict[str, float]], det: SpikeDetector, level: float = 0.4
     return out
 
 
+def test_the_spike_detector_reads_hour_and_weekday_as_utc_calendar_time() -> None:
+    rng = random.Random(3)
+    moments = [0, -1, -0.5, 86399.5, 1772409600, 1772409600 + 3599.999] + [rng.uniform(-4e9, 4e9) for _ in range(2000)]
+    for t in moments:
+        moment = datetime.fromtimestamp(t, UTC)
+        assert SpikeDetector._slots(t) == (moment.hour, moment.weekday()), t
+
+
+def test_the_spike_detectors_explanation_scores_as_score_one() -> None:
+    # explain() scores from the p-value it reports; score_one() computes it afresh
+    for min_windows in (0, 24):
+        det = SpikeDetector(min_windows=min_windows)
+        for x in [*_stream(300, seed=min_windows), {"t": 1772409600 + 3600 * 300, "y": 90.0, "customers": 80.0}]:
+            assert det.explain(x)["score"] == det.score_one(x), (min_windows, x)
+            det.learn_one(x)
+
+
 def test_five_fold_spike_in_a_seasonal_stream_is_found_within_one_window() -> None:
     start = MONDAY + timedelta(days=17, hours=10)
     areas = [Area("reports", 3.0)]
