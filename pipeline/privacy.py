@@ -7,8 +7,13 @@ import re
 __all__ = ["mask_personal"]
 
 EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+(\.[\w-]+)+\b")
-_PHONE = re.compile(r"(?<!\w)\+?\d[\d ()./-]{7,}\d(?!\w)")
-_LONG_NUMBER = re.compile(r"\b\d{6,}\b")
+#: ``(?<!\w)\+?\d[\d ()./-]{7,}\d(?!\w)`` and ``\b\d{6,}\b``, written to start with the
+#: character they consume (a digit or plus not after a word character is one after a
+#: boundary), so that the engine scans for it instead of trying the boundary at every
+#: position: the same matches (tests/test_privacy.py), 15.5 -> 9.3 and 12.8 -> 6.4 us a
+#: masked NLBSE'24 opening
+_PHONE = re.compile(r"(?:\+(?<!\w\+)\d|\d(?<!\w\d))[\d ()./-]{7,}\d(?!\w)")
+_LONG_NUMBER = re.compile(r"\d(?<!\w\d)\d{5,}\b")
 _URL_QUERY = re.compile(r"(https?://[^\s?#]+)[?#]\S*")
 _SIGNATURE = re.compile(r"\n\s*(--\s*|(thanks|thank you|regards|best|cheers|kind regards)[,!.]?\s*)\n.*", re.S | re.I)
 _GREETING = re.compile(r"^(hi|hello|dear|hey)\s+[A-Z][\w-]*", re.I | re.M)

@@ -47,3 +47,20 @@ def test_a_long_text_shows_what_masking_all_of_it_shows(at: int, item: str) -> N
     early = "Call +1 (415) 555-0199 or ana.berg@corp.example. " + text
     shown = mask_personal(early)
     assert shown.startswith("Call [phone] or [email].") and "555" not in shown and "ana.berg" not in shown
+
+
+def test_numbers_and_phones_are_found_where_the_boundary_patterns_find_them() -> None:
+    import random
+    import re
+
+    from pipeline.privacy import _LONG_NUMBER, _PHONE
+
+    # the patterns as first written, with a boundary before the first character
+    phone = re.compile(r"(?<!\w)\+?\d[\d ()./-]{7,}\d(?!\w)")
+    number = re.compile(r"\b\d{6,}\b")
+    rng = random.Random(4)
+    texts = ["call +1 (415) 555-0199 or a+44 20 7946 0958", "order 1234567 and x1234567 and 123456_"]
+    texts += ["".join(rng.choices("0123456789 +-()./a_\né", k=rng.randrange(0, 40))) for _ in range(50_000)]
+    for text in texts:
+        assert _PHONE.sub("[phone]", text) == phone.sub("[phone]", text), text
+        assert _LONG_NUMBER.sub("[number]", text) == number.sub("[number]", text), text
