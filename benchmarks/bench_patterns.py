@@ -1,6 +1,7 @@
 """Patterns over months: does the grouping's state, and its cost per ticket, stay bounded?
 
     .venv/bin/python benchmarks/bench_patterns.py [--days 120] [--per-hour 40]
+    .venv/bin/python benchmarks/bench_patterns.py --bodies ../shared/data/nlbse2024/issues_train.csv
 
 One partition's :class:`pipeline.pattern_watch.PatternWatch`, fed hour by hour as the
 worker feeds it (group, judge, points, close, hand over the assignments). Most tickets of a helpdesk describe
@@ -10,6 +11,10 @@ patterns stay one ticket. Printed per month of event time: the patterns held, th
 of the pickled state (what the worker's checkpoint writes) and the cost of grouping a
 ticket; once as the worker runs (small patterns quiet for 28 days are forgotten) and
 once with nothing forgotten, as before 2026-11-30.
+
+``--bodies CSV``: the cost of a ticket on real text instead: a week of NLBSE'24 issues
+(title, and the first 2,000 characters of the body, as the worker sends them), 60 an
+hour across five areas, in turn.
 """
 
 from __future__ import annotations
@@ -97,12 +102,42 @@ def prune_cost(per_hour: int = 500) -> float:
     return 1e3 * (time.perf_counter() - t0) / (hours - 7 * 24)
 
 
+def real_text(path: str, days: int = 7, per_hour: int = 60) -> float:
+    """Microseconds a ticket for one partition's watch fed real issue text, hour by hour."""
+    import csv
+
+    csv.field_size_limit(10_000_000)  # issue bodies with pasted logs
+    with open(path, newline="", encoding="utf-8") as fh:
+        issues = [(row["title"], row["body"][:2000]) for row in csv.DictReader(fh)]
+    rng = random.Random(3)
+    pw = PatternWatch(H, 7 * DAY, sources=1)
+    spent, grouped = 0.0, 0
+    for hour in range(days * 24):
+        window = START + hour * H
+        created = datetime.fromtimestamp(window + 60, UTC).isoformat()
+        batch: list[list[object]] = []
+        for i in range(per_hour):
+            subject, body = issues[(hour * per_hour + i) % len(issues)]
+            customer = f"c{rng.randrange(3000)}"
+            batch.append([f"t{hour}-{i}", window, AREAS[i % len(AREAS)], "bug", customer, created, subject, body])
+        t0 = time.perf_counter()
+        feed_hour(pw, batch, window + H)
+        spent += time.perf_counter() - t0
+        grouped += len(batch)
+    return 1e6 * spent / grouped
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=120)
     parser.add_argument("--per-hour", type=int, default=40)
+    parser.add_argument("--bodies", help="a CSV of issues (title, body): the cost of a ticket on real text")
     args = parser.parse_args()
     tune_gc()  # as the worker: its collector thresholds
+    if args.bodies:
+        print(f"machine: {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}")
+        print(f"real text ({args.bodies}), a week at 60 an hour: {real_text(args.bodies):.0f} us a ticket")
+        return
     machine = f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}"
     print(f"machine: {machine}; {args.per_hour} tickets an hour, {args.days} days")
     print(f"letting go of a window's ids, a week of 500 tickets an hour held: {prune_cost():.2f} ms a window")
