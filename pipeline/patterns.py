@@ -172,7 +172,7 @@ class PatternGrouper:
         return {t: v / norm for t, v in vec.items()}
 
     def _best(self, vec: Mapping[str, float]) -> tuple[Pattern | None, float]:
-        strongest = sorted(vec, key=lambda t: -vec[t])[:8]
+        strongest = heapq.nlargest(8, vec, key=vec.__getitem__)  # as sorted(...)[:8]: equal weights in vec's order
         shared: Counter[str] = Counter()
         for term in strongest:
             shared.update(self._index.get(term, ()))
