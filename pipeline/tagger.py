@@ -63,6 +63,8 @@ __all__ = [
 
 FIELDS = ("case_type", "product_area", "severity")
 
+#: a fenced code block, as :func:`_without_code_blocks` finds them (with ``str.find``; the tests
+#: compare the two)
 _CODE_BLOCK = re.compile(r"```.*?```", re.S)
 _QUOTED = re.compile(r"^\s*>.*$", re.M)
 _STACK = re.compile(r"^\s*(at |File \"|Traceback|\w+(\.\w+)+(Error|Exception)\b).*$", re.M)
