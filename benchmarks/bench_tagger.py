@@ -93,7 +93,7 @@ def growth(rows: list[dict], n: int, every: int = 500) -> None:
                 held = max(len(m.feature_counts) for m in tagger.models.values())
                 models = len(pickle.dumps(tagger.models))
                 t0 = time.perf_counter()
-                checkpoint = pickle.dumps(tagger)  # what save_tagger writes, the event loop held meanwhile
+                checkpoint = pickle.dumps(tagger)  # what a checkpoint pickles (in a forked child, in the worker)
                 t1 = time.perf_counter()
                 pickle.loads(checkpoint)  # noqa: S301 - the bytes just made
                 t2 = time.perf_counter()

@@ -56,6 +56,7 @@ from aiokafka.partitioner import murmur2
 
 from detectors import AlertGate, SpikeEvent, VolumeWatch
 
+from .checkpoints import CheckpointWriter, write_checkpoint
 from .delivery import AlertDeliverer
 from .ingest import WebhookIngest
 from .labels import ChunkedStore, LabelJoin, entry_chars
@@ -1389,10 +1390,12 @@ def build_pipeline(
         positions = preloaded.pop() if preloaded else load_tagger(tagger, checkpoint_path, settings.tagger_model)
         tagger_ready.set()
         consumer = await read_every_partition(training.get_topic_name(), positions)
+        checkpoints = CheckpointWriter(checkpoint_path, "tagger")
         try:
             last_written = last_saved = time.monotonic()
             saved_version = tagger.version
             while True:
+                checkpoints.busy()  # a checkpoint written meanwhile is reaped (and logged) at once
                 batch = await consumer.getmany(timeout_ms=1000, max_records=2000)
                 examples = [e for records in batch.values() for r in records for e in orjson.loads(r.value)["examples"]]
                 if examples:
@@ -1400,10 +1403,15 @@ def build_pipeline(
                 for tp, records in batch.items():
                     if records:
                         positions[tp.partition] = records[-1].offset + 1
-                if time.monotonic() - last_saved >= settings.tagger_checkpoint_seconds and (
-                    tagger.version != saved_version or examples
+                if (
+                    time.monotonic() - last_saved >= settings.tagger_checkpoint_seconds
+                    and (tagger.version != saved_version or examples)
+                    and checkpoints.save(
+                        {"tagger": tagger, "positions": dict(positions)},
+                        version=tagger.version,
+                        positions=dict(positions),
+                    )
                 ):
-                    save_tagger(tagger, positions, checkpoint_path)
                     last_saved, saved_version = time.monotonic(), tagger.version
                 if time.monotonic() - last_written >= settings.stats_seconds and any(tagger.learned.values()):
                     last_written = time.monotonic()
@@ -1421,6 +1429,7 @@ def build_pipeline(
                         ]
                     )
         finally:
+            checkpoints.wait()  # then the last one, in place: no child writes after it
             save_tagger(tagger, positions, checkpoint_path)
             await consumer.stop()
 
@@ -1463,10 +1472,7 @@ def build_pipeline(
         pattern_watches: dict[int, PatternWatch] = state["watches"]
         positions: dict[int, int] = state["positions"]
 
-        def save() -> None:
-            tmp = pattern_checkpoint.with_suffix(".tmp")
-            tmp.write_bytes(pickle.dumps({"watches": pattern_watches, "positions": positions}))
-            os.replace(tmp, pattern_checkpoint)
+        checkpoints = CheckpointWriter(pattern_checkpoint, "agent=patterns")
 
         consumer = await read_every_partition(pattern_tickets.get_topic_name(), positions)
         try:
@@ -1532,11 +1538,18 @@ def build_pipeline(
                         ";".join(f"{p}:{len(pw.area_of)}" for p, pw in sorted(pattern_watches.items())),
                         sum(pw.forgotten for pw in pattern_watches.values()),
                     )
-                if batch and time.monotonic() - last_saved >= settings.pattern_checkpoint_seconds:
-                    save()
+                checkpoints.busy()  # a checkpoint written meanwhile is reaped (and logged) at once
+                if (
+                    batch
+                    and time.monotonic() - last_saved >= settings.pattern_checkpoint_seconds
+                    and checkpoints.save(
+                        {"watches": pattern_watches, "positions": positions}, positions=dict(positions)
+                    )
+                ):
                     last_saved = time.monotonic()
         finally:
-            save()
+            checkpoints.wait()  # then the last one, in place: no child writes after it
+            write_checkpoint({"watches": pattern_watches, "positions": positions}, pattern_checkpoint)
             await consumer.stop()
 
     if settings.patterns_enabled:

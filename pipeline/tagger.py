@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import pickle
 import re
 from collections import Counter, OrderedDict, defaultdict, deque
@@ -44,6 +43,8 @@ import numpy as np
 import pandas as pd
 from river import feature_extraction, naive_bayes
 from river.preprocessing import FeatureHasher
+
+from .checkpoints import write_checkpoint
 
 __all__ = [
     "FEATURE_BUCKETS",
@@ -983,10 +984,7 @@ def save_tagger(tagger: TicketTagger, positions: Mapping[int, int], path: Path) 
     Written to a temporary file and renamed, so a worker killed mid-write leaves the
     previous checkpoint whole.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(pickle.dumps({"tagger": tagger, "positions": dict(positions)}))
-    os.replace(tmp, path)
+    write_checkpoint({"tagger": tagger, "positions": dict(positions)}, path)
     logger.info("tagger checkpoint=%s version=%d positions=%s", path, tagger.version, dict(positions))
 
 
