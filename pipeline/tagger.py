@@ -287,7 +287,7 @@ class AlignedMultinomialNB(naive_bayes.MultinomialNB):  # type: ignore[misc]
     def __getstate__(self) -> dict[str, Any]:
         # The counts as one column of features and one of counts per class: pickling a
         # Counter per feature took 0.85 s a model of 262,144 buckets (every checkpoint,
-        # every 30 s, with the event loop held), the columns 0.08 s (docs/benchmarks.md).
+        # every 30 s, then with the event loop held), the columns 0.08 s (docs/benchmarks.md).
         state = dict(self.__dict__)
         columns: dict[Any, tuple[list[Any], list[int]]] = {}
         for feature, counts in self.feature_counts.items():
