@@ -137,7 +137,9 @@ class SpikeDetector(Detector):
     def score_one(self, x: dict[str, Any]) -> float:
         if not self.ready:
             return self.neutral_score
-        p, _ = self._p_value(x)
+        return self._score_of(self._p_value(x)[0])
+
+    def _score_of(self, p: float) -> float:
         if p <= 0.0:
             return 1.0
         return min(1.0, max(0.0, -math.log10(p) / self.max_log10))  # max: not -0.0 when p = 1
@@ -150,7 +152,7 @@ class SpikeDetector(Detector):
         elif self._level is None:  # ready before learning anything (min_windows=0)
             score = self.score_one(x)
         else:  # score_one's, from the p-value at hand rather than computed again
-            score = 1.0 if p <= 0.0 else min(1.0, max(0.0, -math.log10(p) / self.max_log10))
+            score = self._score_of(p)
         return {"observed": self._count(x), "expected": round(mu, 3), "p_value": p, "score": score}
 
     def learn_one(self, x: dict[str, Any]) -> None:
