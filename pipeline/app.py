@@ -717,14 +717,17 @@ def build_pipeline(
                 (key, orjson.dumps({**doc, "predicted": predicted, "model_version": tagger.version}))
             )
             # with the prediction made before its labels are learned (prequential, calibration)
-            kept = {**reading, "predicted": predicted_labels(predicted, bins)}
-            # to the partition of its id, where its labels come (ticket-labels is keyed by id)
-            to_join.setdefault(id_partition, []).append(kept)
+            first = predicted_labels(predicted, bins)
+            # to the partition of its id, where its labels come (ticket-labels is keyed by id);
+            # the prediction as JSON text, as the join keeps it (flat: see LabelJoin.remember)
+            to_join.setdefault(id_partition, []).append(
+                {"id": reading["id"], "reading": reading["reading"], "predicted": orjson.dumps(first).decode()}
+            )
             # Labels this worker has learned for this id came from the training topic, so
             # every worker has them: a re-sent ticket's labels are not broadcast again.
             if any(doc.get(f) for f in FIELDS) and not tagger.knows(reading):
                 # in the partition of its id, so that a later correction comes after it
-                labelled.setdefault(id_partition, []).append(kept)
+                labelled.setdefault(id_partition, []).append({**reading, "predicted": first})
         if classified:
             producer = await app.maybe_start_producer()
             for partition, records in classified.items():

@@ -28,6 +28,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from typing import Any
 
+import orjson
+
 from .schema import LABEL_FIELDS
 from .tagger import document_reading
 
@@ -74,27 +76,51 @@ class LabelJoin:
         example.update({name: label[name] for name in LABEL_FIELDS if label.get(name)})
         return example
 
+    @staticmethod
+    def _text(entry: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The kept text of an entry, as a training example starts (``None`` if only labels wait)."""
+        if entry is None:
+            return None
+        if "reading" in entry:
+            return {"id": entry["id"], "reading": entry["reading"], "predicted": orjson.loads(entry["predicted"])}
+        text: dict[str, Any] | None = entry.get("text")  # as kept before 2026-12-01, still in changelogs
+        return text
+
     def remember(self, key: str, doc: dict[str, Any]) -> list[dict[str, Any]]:
         """Keep a ticket's words; return the examples of labels that were waiting for it.
 
         The first prediction is kept on a re-send: it is the one made before any of the
-        ticket's labels were learned (prequential scoring).
+        ticket's labels were learned (prequential scoring). ``doc["predicted"]`` is the
+        prediction's labels (:func:`pipeline.tagger.predicted_labels`), or their JSON.
+
+        An entry is kept flat, its prediction as JSON text: a dict of strings and numbers,
+        which Python's collector does not track. Nested, a kept text was six objects that
+        every collection of the hours of kept texts walked (312 ms a full collection for
+        200,000 of them, 7 ms flat; 1,051 -> 590 bytes each: docs/benchmarks.md).
         """
         entry = self.store.get(key)
         predicted = doc.get("predicted")
-        if entry is not None and entry.get("text") is not None:
-            predicted = entry["text"].get("predicted", predicted)
+        if not isinstance(predicted, str):
+            predicted = orjson.dumps(predicted).decode()
+        if entry is not None and "reading" in entry:
+            predicted = entry["predicted"]
+        elif entry is not None and entry.get("text") is not None:
+            predicted = orjson.dumps(entry["text"].get("predicted")).decode()
         # what the tagger reads, carried by ``doc`` or made from its subject and body
-        text = {"id": doc["id"], "reading": document_reading(doc), "predicted": predicted}
+        reading = document_reading(doc)
+        self.store[key] = {"at": self.clock(), "id": doc["id"], "reading": reading, "predicted": predicted}
         waiting = entry.get("waiting", []) if entry is not None else []
-        self.store[key] = {"at": self.clock(), "text": text}
+        if not waiting:
+            return []
+        text = {"id": doc["id"], "reading": reading, "predicted": orjson.loads(predicted)}
         return [self._example(text, label) for label in waiting]
 
     def label(self, key: str, label: dict[str, Any]) -> list[dict[str, Any]]:
         """The training example of ``label`` if its ticket's words are at hand; else it waits."""
         entry = self.store.get(key)
-        if entry is not None and entry.get("text") is not None:
-            return [self._example(entry["text"], label)]
+        text = self._text(entry)
+        if text is not None:
+            return [self._example(text, label)]
         waiting = list(entry.get("waiting", [])) if entry is not None else []
         waiting.append(label)
         self.store[key] = {"at": self.clock() if entry is None else entry["at"], "waiting": waiting}
@@ -112,6 +138,8 @@ class LabelJoin:
 
 def entry_chars(entry: dict[str, Any]) -> int:
     """About how many characters a :class:`LabelJoin` entry takes as JSON (no serialising)."""
+    if "reading" in entry:
+        return len(entry["reading"]) + len(entry["predicted"]) + len(entry["id"]) + 80  # and the keys
     text = entry.get("text")
     if text is not None:
         return sum(len(v) for v in text.values() if isinstance(v, str)) + 400  # the words, a prediction, keys

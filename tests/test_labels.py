@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import orjson
 import pytest
 
@@ -109,6 +111,43 @@ def test_a_batch_of_texts_is_one_table_record_per_partition_and_survives_a_resta
     ]
     assert [e["id"] for e in rejoin.remember("1/early", _doc("early"))] == ["early"]  # the waiting label joins
     assert rejoin.label("2/t2", {"id": "t2", "case_type": "bug"}) == []  # partition 2 is not this worker's
+
+
+def test_kept_texts_are_flat_so_the_collector_does_not_walk_them() -> None:
+    """Hours of kept texts: each one a dict of strings and numbers, which Python's collector
+    leaves untracked, also as read back from the changelog (JSON); nested, each was six
+    tracked objects that every collection walked again."""
+    table: dict = {}
+    store = ChunkedStore(table, size_of=entry_chars)
+    join = LabelJoin(store, horizon_seconds=3600, clock=Clock())
+    prediction = {"case_type": ["bug", 4], "product_area": ["reports", 6], "severity": [None, None]}
+    join.remember("0/a", {**_doc("a"), "predicted": prediction})
+    join.remember("0/b", {**_doc("b"), "predicted": orjson.dumps(prediction).decode()})  # as validate sends it
+    store.flush()
+    restarted = ChunkedStore(orjson.loads(orjson.dumps(table)), size_of=entry_chars)
+    restarted.rebuild()
+    for kept in (store, restarted):
+        assert [gc.is_tracked(kept[key]) for key in ("0/a", "0/b")] == [False, False]
+        rejoin = LabelJoin(kept, horizon_seconds=3600, clock=Clock())
+        for ticket_id in ("a", "b"):
+            (example,) = rejoin.label(f"0/{ticket_id}", {"id": ticket_id, "case_type": "billing"})
+            assert example["predicted"] == prediction  # scored against the first prediction, as it was
+
+
+def test_texts_kept_as_before_are_still_joined() -> None:
+    """A changelog written before kept texts were flat (2026-12-01) is read as it was."""
+    old_entry = {
+        "at": 1_000_000.0,
+        "text": {"id": "a", "reading": "charged twice charged twice refund", "predicted": {"case_type": ["bug", 4]}},
+    }
+    store: dict = {"0/a": old_entry}
+    join = LabelJoin(store, horizon_seconds=3600, clock=Clock())
+    (example,) = join.label("0/a", {"id": "a", "case_type": "billing"})
+    assert example == {**old_entry["text"], "case_type": "billing"}
+    join.remember("0/a", _doc("a", "other"))  # a re-send keeps the first prediction
+    (example,) = join.label("0/a", {"id": "a", "case_type": "billing"})
+    assert example["predicted"] == {"case_type": ["bug", 4]}
+    assert entry_chars(old_entry) > len(old_entry["text"]["reading"])
 
 
 def test_chunks_whose_texts_are_all_replaced_or_expired_leave_the_table() -> None:
