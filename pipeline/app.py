@@ -80,7 +80,16 @@ from .volume import (
     window_start,
 )
 
-__all__ = ["DurableTable", "PartitionedTable", "Pipeline", "PipelineStats", "build_pipeline", "tagger_checkpoint"]
+__all__ = [
+    "DurableTable",
+    "PartitionedTable",
+    "Pipeline",
+    "PipelineStats",
+    "TaggedBatch",
+    "build_pipeline",
+    "tag_tickets",
+    "tagger_checkpoint",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -444,6 +453,55 @@ def tagger_document(doc: dict[str, Any]) -> dict[str, Any]:
     return reading
 
 
+@dataclass
+class TaggedBatch:
+    """What tagging makes of a batch of tickets, by Kafka partition of each ticket's id."""
+
+    #: per ticket, in order: each field's label, confidence and ``uncertain``
+    predictions: list[dict[str, dict[str, Any]]]
+    #: ``tickets-classified`` records: the ticket with its predictions and the model version
+    classified: dict[int, list[tuple[bytes, bytes]]]
+    #: what the label join keeps of each ticket: its reading and first prediction (JSON text)
+    to_join: dict[int, list[dict[str, Any]]]
+    #: training examples of the tickets that carry labels this worker has not learned
+    labelled: dict[int, list[dict[str, Any]]]
+
+
+def tag_tickets(tagger: TicketTagger, tickets: Sequence[Ticket], partitions: int) -> TaggedBatch:
+    """Predict a batch's tags in one go, and make what goes from it to Kafka.
+
+    Each ticket's reading is made once: predicted from, kept for the label join, and
+    learned from when the ticket carries labels (the fields a helpdesk filled in).
+    """
+    docs = [ticket_document(ticket) for ticket in tickets]
+    # what the tagger reads of each: predicted from, kept for late labels, learned from
+    readings = [tagger_document(doc) for doc in docs]
+    predictions, margin_bins = tagger.predict_binned(readings)
+    tagged = TaggedBatch(predictions, {}, {}, {})
+    ids = [doc["id"].encode() for doc in docs]
+    id_partitions = kafka_partitions(ids, partitions)
+    for doc, key, id_partition, reading, predicted, bins in zip(
+        docs, ids, id_partitions, readings, predictions, margin_bins, strict=True
+    ):
+        # keyed by ticket id, in the partition Kafka's partitioner gives that key
+        tagged.classified.setdefault(id_partition, []).append(
+            (key, orjson.dumps({**doc, "predicted": predicted, "model_version": tagger.version}))
+        )
+        # with the prediction made before its labels are learned (prequential, calibration)
+        first = predicted_labels(predicted, bins)
+        # to the partition of its id, where its labels come (ticket-labels is keyed by id);
+        # the prediction as JSON text, as the join keeps it (flat: see LabelJoin.remember)
+        tagged.to_join.setdefault(id_partition, []).append(
+            {"id": reading["id"], "reading": reading["reading"], "predicted": orjson.dumps(first).decode()}
+        )
+        # Labels this worker has learned for this id came from the training topic, so
+        # every worker has them: a re-sent ticket's labels are not broadcast again.
+        if any(doc.get(f) for f in FIELDS) and not tagger.knows(reading):
+            # in the partition of its id, so that a later correction comes after it
+            tagged.labelled.setdefault(id_partition, []).append({**reading, "predicted": first})
+    return tagged
+
+
 def _hear(marks: dict[str, int], heard: dict[str, int | None]) -> bool:
     """Raise ``marks`` to the watermarks in ``heard``; ``True`` if any moved."""
     moved = False
@@ -644,10 +702,7 @@ def build_pipeline(
         marks: dict[str, int] = {}
         # (window, area, case type) -> examples, subject words: for the area's and the case type's watch
         context: dict[tuple[int, str, str], tuple[list[list[str]], Counter[str]]] = {}
-        docs: list[dict[str, Any]] = []
-        readings: list[dict[str, Any]] = []
-        predictions: list[dict[str, dict[str, Any]]] = []
-        margin_bins: list[dict[str, int]] = []
+        tagged = TaggedBatch([], {}, {}, {})
         good: list[tuple[Ticket, int]] = []
         out = Outbox()
         for record in records:
@@ -659,18 +714,15 @@ def build_pipeline(
                 await out.send(dead_letter, value=_dead_letter(raw, record.key, str(exc), record))
         # Tags first, in one batched prediction: a ticket the helpdesk left untagged is
         # counted under its predicted tags when the models are sure of them.
-        # Kafka's partition of each customer (and below, of each ticket id), for the batch at once
+        # Kafka's partition of each customer (and in tag_tickets, of each ticket id), for the batch at once
         customer_partitions = kafka_partitions([ticket.customer_id.encode() for ticket, _ in good], settings.partitions)
         if settings.tagging_enabled:
-            docs = [ticket_document(ticket) for ticket, _ in good]
-            # what the tagger reads of each: predicted from, kept for late labels, learned from
-            readings = [tagger_document(doc) for doc in docs]
-            predictions, margin_bins = tagger.predict_binned(readings)
-            stats.count_uncertain(predictions)
+            tagged = tag_tickets(tagger, [ticket for ticket, _ in good], settings.partitions)
+            stats.count_uncertain(tagged.predictions)
         for n, (ticket, source_partition) in enumerate(good):
             tags = [ticket.product_area, ticket.case_type, ticket.severity]
             if settings.tagging_enabled and settings.count_predicted_tags:
-                guess = predictions[n]
+                guess = tagged.predictions[n]
                 tags = [
                     given or (None if guess[name]["uncertain"] else guess[name]["label"])
                     for given, name in zip(tags, FIELDS_BY_TAG, strict=True)
@@ -702,39 +754,15 @@ def build_pipeline(
                 examples.append([ticket.id, ticket.customer_id, text])
         stats.received += len(records)
         await send_to_counting(out, by_partition, texts, marks)
-        # Tags: one batched prediction; the ticket with its predictions to tickets-classified,
-        # its labels (fields the helpdesk filled in) to every worker's model.
-        labelled: dict[int, list[dict[str, Any]]] = {}
-        to_join: dict[int, list[dict[str, Any]]] = {}
-        classified: dict[int, list[tuple[bytes | None, bytes]]] = {}
-        ids = [doc["id"].encode() for doc in docs]
-        id_partitions = kafka_partitions(ids, settings.partitions)
-        for doc, key, id_partition, reading, predicted, bins in zip(
-            docs, ids, id_partitions, readings, predictions, margin_bins, strict=True
-        ):
-            # keyed by ticket id, in the partition Kafka's partitioner gives that key
-            classified.setdefault(id_partition, []).append(
-                (key, orjson.dumps({**doc, "predicted": predicted, "model_version": tagger.version}))
-            )
-            # with the prediction made before its labels are learned (prequential, calibration)
-            first = predicted_labels(predicted, bins)
-            # to the partition of its id, where its labels come (ticket-labels is keyed by id);
-            # the prediction as JSON text, as the join keeps it (flat: see LabelJoin.remember)
-            to_join.setdefault(id_partition, []).append(
-                {"id": reading["id"], "reading": reading["reading"], "predicted": orjson.dumps(first).decode()}
-            )
-            # Labels this worker has learned for this id came from the training topic, so
-            # every worker has them: a re-sent ticket's labels are not broadcast again.
-            if any(doc.get(f) for f in FIELDS) and not tagger.knows(reading):
-                # in the partition of its id, so that a later correction comes after it
-                labelled.setdefault(id_partition, []).append({**reading, "predicted": first})
-        if classified:
+        # Tags: the ticket with its predictions to tickets-classified, its reading to the
+        # label join, its labels (fields the helpdesk filled in) to every worker's model.
+        if tagged.classified:
             producer = await app.maybe_start_producer()
-            for partition, records in classified.items():
+            for partition, records in tagged.classified.items():
                 await out.send_records(producer, settings.topic_classified, partition, records)
-        for partition, examples_of_partition in labelled.items():
+        for partition, examples_of_partition in tagged.labelled.items():
             await out.send(training, partition=partition, value={"examples": examples_of_partition})
-        for partition, kept_texts in to_join.items():
+        for partition, kept_texts in tagged.to_join.items():
             await out.send(texts_to_join, partition=partition, value={"texts": kept_texts})
         # Examples and words travel straight to the spike watch: alerts show them.
         by_area_partition: dict[int, list[list[Any]]] = {}

@@ -654,3 +654,50 @@ def test_confidence_is_how_often_predictions_with_that_margin_were_right() -> No
         other.learn_batch(shuffled[start : start + 37])
     assert other.calibration == tagger.calibration
     assert other.predict_many(probe) == tagger.predict_many(probe)
+
+
+def test_a_batch_is_tagged_once_and_each_ticket_goes_where_its_id_is_partitioned() -> None:
+    """``validate``'s tagging step: each ticket's record for tickets-classified, its reading
+    for the label join, and its labels for every worker's models, by its id's partition."""
+    from pipeline.app import tag_tickets
+    from pipeline.labels import LabelJoin
+    from pipeline.schema import parse_ticket
+    from pipeline.topics import kafka_partitions
+
+    def ticket(ticket_id: str, subject: str, **labels: str) -> Any:
+        payload = {"id": ticket_id, "created_at": "2026-03-02T10:00:00+00:00", "customer_id": "c1"}
+        return parse_ticket(orjson.dumps({**payload, "subject": subject, "body": "Please help. " * 3, **labels}))
+
+    tagger = TicketTagger()
+    tagger.process_many(
+        [{"subject": f"charged twice {i}", "body": "refund", "case_type": "billing"} for i in range(5)]
+        + [{"subject": f"export crashes {i}", "body": "error", "case_type": "bug"} for i in range(5)]
+    )
+    batch = [ticket("a", "Charged twice for May"), ticket("b", "Export crashes", case_type="bug")]
+    tagged = tag_tickets(tagger, batch, 4)
+    partition_of = dict(zip(["a", "b"], kafka_partitions([b"a", b"b"], 4), strict=True))
+
+    records = {key.decode(): (p, orjson.loads(value)) for p, rs in tagged.classified.items() for key, value in rs}
+    assert set(records) == {"a", "b"}
+    for ticket_id, (partition, record) in records.items():
+        assert partition == partition_of[ticket_id]
+        assert record["model_version"] == tagger.version
+        assert set(record["predicted"]) == {"case_type", "product_area", "severity"}
+    assert records["a"][1]["predicted"]["case_type"]["label"] == "billing"
+    assert records["b"][1]["case_type"] == "bug"  # the helpdesk's tag is kept as it is
+    assert [p["case_type"]["label"] for p in tagged.predictions] == ["billing", "bug"]
+
+    kept = {doc["id"]: (p, doc) for p, docs in tagged.to_join.items() for doc in docs}
+    assert {ticket_id: p for ticket_id, (p, _) in kept.items()} == partition_of
+    assert kept["a"][1]["reading"] == reading_text("Charged twice for May", "Please help. " * 3)
+    # the label join keeps it as sent, and a later tag is scored against this first prediction
+    join = LabelJoin({}, horizon_seconds=3600)
+    join.remember("0/a", kept["a"][1])
+    (example,) = join.label("0/a", {"id": "a", "case_type": "bug"})
+    assert example["predicted"]["case_type"][0] == "billing"  # with its margin bin
+    assert example["predicted"] == orjson.loads(kept["a"][1]["predicted"])
+
+    # only b carries a label; once every worker has learned it, a re-send does not broadcast it again
+    assert [(p, [e["id"] for e in examples]) for p, examples in tagged.labelled.items()] == [(partition_of["b"], ["b"])]
+    assert tagger.learn_batch(tagged.labelled[partition_of["b"]]) == 1
+    assert tag_tickets(tagger, batch, 4).labelled == {}
