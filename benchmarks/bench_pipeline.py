@@ -1,7 +1,7 @@
 """Throughput of the walking skeleton: the hot path in-process, and end to end.
 
     .venv/bin/python benchmarks/bench_pipeline.py [--days 7] [--scale 20] [--set TICKETPULSE_NAME=VALUE ...]
-        [--bodies ../shared/data/nlbse2024/issues_train.csv] [--tagging-share]
+        [--bodies ../shared/data/nlbse2024/issues_train.csv] [--tagging-share] [--repeat N]
 
 1. In-process, one core: validation (``parse_ticket``) and counting
    (``PartitionVolume.add``) over generated tickets, without Kafka.
@@ -18,6 +18,10 @@ that carry some learned with the prediction they were scored against), without K
 and the worker's own tagging steps alone (``tagging_steps_alone``), so that what is left
 of the worker's share is Kafka's and Faust's.
 
+``--repeat N`` runs each configuration N times, in turn (on, off, on, off, ...), and
+takes each one's median CPU: on this 2-core machine one run's worker CPU spreads by up
+to a quarter (11.1 and 14.4 CPU-s for the same code and messages, one after the other).
+
 The generated bodies are short (about 120 characters); ``--bodies`` takes the bodies
 from a CSV with a ``body`` column instead (in turn), for real tickets' length and mess.
 """
@@ -27,9 +31,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import itertools
 import os
 import platform
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -222,6 +228,7 @@ def end_to_end(raws: list[bytes], unique: int, settings_env: dict[str, str]) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=float, default=7)
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each configuration, in turn (median)")
     parser.add_argument("--scale", type=float, default=20)
     parser.add_argument(
         "--set",
@@ -260,16 +267,21 @@ def main() -> None:
     if args.tagging_share:
         runs = {" (tagging on)": {**settings_env, "TICKETPULSE_TAGGING_ENABLED": "true"}}
         runs[" (tagging off)"] = {**settings_env, "TICKETPULSE_TAGGING_ENABLED": "false"}
-    cpu = {}
-    for label, env in runs.items():
+    cpus: dict[str, list[float]] = {label: [] for label in runs}
+    for _, (label, env) in itertools.product(range(args.repeat), runs.items()):
         e2e = end_to_end(raws, unique, env)
-        cpu[label] = e2e["worker_cpu_s"]
+        cpus[label].append(e2e["worker_cpu_s"])
         print(
             f"end to end, one worker{label}: {e2e['messages']} messages in {e2e['elapsed_s']:.1f} s = "
             f"{e2e['messages_per_s']:,.0f} messages/s, {e2e['tickets_per_s']:,.0f} distinct tickets/s "
             f"(producer alone: {e2e['produce_s']:.1f} s); the worker used {e2e['worker_cpu_s']:.1f} CPU-s = "
             f"{e2e['messages_per_cpu_s']:,.0f} messages per worker CPU-second"
         )
+    cpu = {label: statistics.median(values) for label, values in cpus.items()}
+    if args.repeat > 1:
+        for label, values in cpus.items():
+            runs_s = " / ".join(f"{v:.1f}" for v in values)
+            print(f"worker CPU{label}: median {cpu[label]:.1f} s of {runs_s}")
     if args.tagging_share:
         settings = Settings()
         alone = tagging_alone(raws, settings.batch_size)
