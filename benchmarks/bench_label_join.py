@@ -45,9 +45,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--texts", type=int, default=200_000)
     parser.add_argument("--bodies", type=Path, help="a CSV of issues (title, body): real text, in turn")
-    parser.add_argument(
-        "--nested-prediction", action="store_true", help="send the prediction as a dict, as before 2026-12-01"
-    )
     args = parser.parse_args()
     generated = [
         t.payload
@@ -72,8 +69,7 @@ def main() -> None:
     rss_before = _resident_bytes()
     store = ChunkedStore({}, size_of=entry_chars)
     join = LabelJoin(store, horizon_seconds=72 * 3600, clock=lambda: 1_000_000.0)
-    # as validate sends it: JSON text; before 2026-12-01 the nested labels (to compare older code)
-    predicted = first if args.nested_prediction else orjson.dumps(first).decode()
+    predicted = first  # as validate sends it
     cpu = 0.0
     for start in range(0, args.texts, BATCH):
         # a batch as validate sends it to <app>-texts-to-join, and as join_labels reads it

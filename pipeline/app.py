@@ -461,7 +461,7 @@ class TaggedBatch:
     predictions: list[dict[str, dict[str, Any]]]
     #: ``tickets-classified`` records: the ticket with its predictions and the model version
     classified: dict[int, list[tuple[bytes, bytes]]]
-    #: what the label join keeps of each ticket: its reading and first prediction (JSON text)
+    #: what the label join keeps of each ticket: its reading and first prediction
     to_join: dict[int, list[dict[str, Any]]]
     #: training examples of the tickets that carry labels this worker has not learned
     labelled: dict[int, list[dict[str, Any]]]
@@ -490,9 +490,10 @@ def tag_tickets(tagger: TicketTagger, tickets: Sequence[Ticket], partitions: int
         # with the prediction made before its labels are learned (prequential, calibration)
         first = predicted_labels(predicted, bins)
         # to the partition of its id, where its labels come (ticket-labels is keyed by id);
-        # the prediction as JSON text, as the join keeps it (flat: see LabelJoin.remember)
+        # the prediction as it was on the wire before the join kept it flat, so that workers
+        # of both versions read each other's messages during a rolling upgrade
         tagged.to_join.setdefault(id_partition, []).append(
-            {"id": reading["id"], "reading": reading["reading"], "predicted": orjson.dumps(first).decode()}
+            {"id": reading["id"], "reading": reading["reading"], "predicted": first}
         )
         # Labels this worker has learned for this id came from the training topic, so
         # every worker has them: a re-sent ticket's labels are not broadcast again.

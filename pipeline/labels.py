@@ -91,7 +91,7 @@ class LabelJoin:
 
         The first prediction is kept on a re-send: it is the one made before any of the
         ticket's labels were learned (prequential scoring). ``doc["predicted"]`` is the
-        prediction's labels (:func:`pipeline.tagger.predicted_labels`), or their JSON.
+        prediction's labels (:func:`pipeline.tagger.predicted_labels`), or their JSON text.
 
         An entry is kept flat, its prediction as JSON text: a dict of strings and numbers,
         which Python's collector does not track. Nested, a kept text was six objects that

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
+import orjson
 import pandas as pd
 from river import feature_extraction, naive_bayes
 from river.preprocessing import FeatureHasher
@@ -619,6 +620,17 @@ def predicted_labels(
     }
 
 
+def _first_prediction(predicted: Any) -> Mapping[str, Any]:
+    """An example's first prediction as a mapping of fields: the label join keeps it as
+    JSON text, and a worker of an earlier version joined it to a label so (2026-12-01)."""
+    if isinstance(predicted, str):
+        try:
+            predicted = orjson.loads(predicted)
+        except orjson.JSONDecodeError:  # scored as not predicted; the label is still learned
+            predicted = None
+    return predicted if isinstance(predicted, Mapping) else {}
+
+
 def _label_of(prediction: Any) -> Any:
     """The label of one field's prediction: a label (:func:`predicted_labels`), a label and
     its margin bin, or the whole prediction as examples written before 2026-11-30 (stop 16)
@@ -829,8 +841,7 @@ class TicketTagger:
         too, when the ticket carries the prediction both were scored against (as the
         worker's examples do: the label join keeps a ticket's first prediction).
         """
-        guess = ticket.get("predicted")
-        guess = guess.get(name) if isinstance(guess, Mapping) else None
+        guess = _first_prediction(ticket.get("predicted")).get(name)
         margin_bin, predicted = _bin_of(guess), _label_of(guess)
         if margin_bin is not None and predicted is not None:
             self.calibration[name].remove(margin_bin, predicted == label)
@@ -933,7 +944,7 @@ class TicketTagger:
         batch = [tickets[i] for i, _ in fresh]
         xs = self._memo.features(batch)
         if all("predicted" in t for t in batch):
-            predicted = [t["predicted"] for t in batch]
+            predicted = [_first_prediction(t["predicted"]) for t in batch]
         else:
             predicted = [predicted_labels(p, b) for p, b in zip(*self.predict_binned(batch, xs), strict=True)]
         learned = 0

@@ -122,7 +122,7 @@ def test_kept_texts_are_flat_so_the_collector_does_not_walk_them() -> None:
     join = LabelJoin(store, horizon_seconds=3600, clock=Clock())
     prediction = {"case_type": ["bug", 4], "product_area": ["reports", 6], "severity": [None, None]}
     join.remember("0/a", {**_doc("a"), "predicted": prediction})
-    join.remember("0/b", {**_doc("b"), "predicted": orjson.dumps(prediction).decode()})  # as validate sends it
+    join.remember("0/b", {**_doc("b"), "predicted": orjson.dumps(prediction).decode()})  # JSON text: the same
     store.flush()
     restarted = ChunkedStore(orjson.loads(orjson.dumps(table)), size_of=entry_chars)
     restarted.rebuild()

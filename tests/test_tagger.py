@@ -353,6 +353,28 @@ def test_a_label_is_scored_against_the_prediction_it_carries_labels_alone_or_who
     assert tagger.quality["case_type"].accuracy() == 0.25
 
 
+def test_a_prediction_carried_as_json_text_scores_as_the_same_prediction() -> None:
+    """The label join keeps a ticket's first prediction as JSON text (2026-12-01); a worker of
+    the version before joins a label to it as it is, and every worker must learn that example."""
+    as_dict = {"case_type": ["billing", 3]}
+    tagger = TicketTagger(min_labels=1)
+    learned = tagger.learn_batch(
+        [
+            {"id": "a", "reading": "refund my card", "case_type": "bug", "predicted": as_dict},
+            {"id": "b", "reading": "refund my card", "case_type": "bug", "predicted": orjson.dumps(as_dict).decode()},
+            {"id": "c", "reading": "refund my card", "case_type": "bug", "predicted": "not json"},
+        ]
+    )
+    assert learned == 3
+    assert list(tagger.quality["case_type"].pairs) == [("bug", "billing"), ("bug", "billing"), ("bug", None)]
+    calibration = tagger.calibration["case_type"]
+    assert (calibration.seen[3], calibration.right[3]) == (2, 0)  # c carried no margin bin
+    # a correction takes back the outcome counted under that bin, and counts its own
+    correction = {"id": "b", "reading": "refund my card", "case_type": "billing"}
+    assert tagger.learn_batch([{**correction, "predicted": orjson.dumps(as_dict).decode()}]) == 1
+    assert (calibration.seen[3], calibration.right[3]) == (2, 1)
+
+
 def test_the_feature_memo_keeps_the_newest_texts_and_lets_the_oldest_go() -> None:
     computed: list[str] = []
 
@@ -695,7 +717,7 @@ def test_a_batch_is_tagged_once_and_each_ticket_goes_where_its_id_is_partitioned
     join.remember("0/a", kept["a"][1])
     (example,) = join.label("0/a", {"id": "a", "case_type": "bug"})
     assert example["predicted"]["case_type"][0] == "billing"  # with its margin bin
-    assert example["predicted"] == orjson.loads(kept["a"][1]["predicted"])
+    assert example["predicted"] == kept["a"][1]["predicted"]
 
     # only b carries a label; once every worker has learned it, a re-send does not broadcast it again
     assert [(p, [e["id"] for e in examples]) for p, examples in tagged.labelled.items()] == [(partition_of["b"], ["b"])]
