@@ -296,7 +296,7 @@ def main() -> None:
         print(
             f"the worker's tagging steps in one process, without Kafka: {steps['us_per_message']:.1f} us a message "
             f"({steps['labels_learned']:,} labels learned), {steps['us_per_message'] / alone['us_per_message']:.2f} "
-            f"times the model; Kafka and Faust, the rest: {in_worker - steps['us_per_message']:.1f} us"
+            f"times the model; the rest (Kafka, Faust, the collector): {in_worker - steps['us_per_message']:.1f} us"
         )
 
 

@@ -95,17 +95,19 @@ class LabelJoin:
 
         An entry is kept flat, its prediction as JSON text: a dict of strings and numbers,
         which Python's collector does not track. Nested, a kept text was six objects that
-        every collection of the hours of kept texts walked (312 ms a full collection for
-        200,000 of them, 7 ms flat; 1,051 -> 590 bytes each: docs/benchmarks.md).
+        every collection of the hours of kept texts walked (for 200,000 real ones, 240 ms
+        a full collection against 18 ms flat, and 1,832 bytes each against 1,184:
+        ``benchmarks/bench_label_join.py``, docs/benchmarks.md).
         """
         entry = self.store.get(key)
-        predicted = doc.get("predicted")
-        if not isinstance(predicted, str):
-            predicted = orjson.dumps(predicted).decode()
         if entry is not None and "reading" in entry:
             predicted = entry["predicted"]
         elif entry is not None and entry.get("text") is not None:
             predicted = orjson.dumps(entry["text"].get("predicted")).decode()
+        else:
+            predicted = doc.get("predicted")
+            if not isinstance(predicted, str):
+                predicted = orjson.dumps(predicted).decode()
         # what the tagger reads, carried by ``doc`` or made from its subject and body
         reading = document_reading(doc)
         self.store[key] = {"at": self.clock(), "id": doc["id"], "reading": reading, "predicted": predicted}
