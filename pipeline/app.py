@@ -112,6 +112,9 @@ ALERT_GATE = "__alert_gate__"
 #: The tagger's fields in the order of a fact's tags (area, case type, severity).
 FIELDS_BY_TAG = ("product_area", "case_type", "severity")
 
+#: The tagger's fields, as a set: whether a ticket's reading carries labels, without a loop.
+_TAGGED_FIELDS = frozenset(FIELDS)
+
 #: Characters of a ticket's body that pattern grouping reads (the problem is said early).
 PATTERN_BODY_CHARS = 2000
 
@@ -483,10 +486,10 @@ def tag_tickets(tagger: TicketTagger, tickets: Sequence[Ticket], partitions: int
     for doc, key, id_partition, reading, predicted, bins in zip(
         docs, ids, id_partitions, readings, predictions, margin_bins, strict=True
     ):
-        # keyed by ticket id, in the partition Kafka's partitioner gives that key
-        tagged.classified.setdefault(id_partition, []).append(
-            (key, orjson.dumps({**doc, "predicted": predicted, "model_version": tagger.version}))
-        )
+        # keyed by ticket id, in the partition Kafka's partitioner gives that key (the
+        # document is this batch's own, made above: completed in place, not copied)
+        doc["predicted"], doc["model_version"] = predicted, tagger.version
+        tagged.classified.setdefault(id_partition, []).append((key, orjson.dumps(doc)))
         # with the prediction made before its labels are learned (prequential, calibration)
         first = predicted_labels(predicted, bins)
         # to the partition of its id, where its labels come (ticket-labels is keyed by id);
@@ -497,7 +500,7 @@ def tag_tickets(tagger: TicketTagger, tickets: Sequence[Ticket], partitions: int
         )
         # Labels this worker has learned for this id came from the training topic, so
         # every worker has them: a re-sent ticket's labels are not broadcast again.
-        if any(doc.get(f) for f in FIELDS) and not tagger.knows(reading):
+        if not _TAGGED_FIELDS.isdisjoint(reading) and not tagger.knows(reading):
             # in the partition of its id, so that a later correction comes after it
             tagged.labelled.setdefault(id_partition, []).append({**reading, "predicted": first})
     return tagged

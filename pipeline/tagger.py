@@ -803,7 +803,12 @@ class TicketTagger:
         ticket_id = ticket.get("id")
         if ticket_id is None:
             return False
-        return all(self._taught.get((str(ticket_id), name)) == ticket[name] for name in FIELDS if ticket.get(name))
+        ticket_id, taught = str(ticket_id), self._taught
+        for name in FIELDS:  # a loop, not all(...): it runs for every labelled ticket
+            label = ticket.get(name)
+            if label and taught.get((ticket_id, name)) != label:
+                return False
+        return True
 
     def _new_labels(self, ticket: Mapping[str, Any]) -> dict[str, str]:
         """The labels of ``ticket`` not learned before for its id (all, without an id).
