@@ -6,8 +6,8 @@ the garbage collector's walk over them.
 
 The worker keeps what the tagger reads of every ticket for ``TICKETPULSE_LABEL_HORIZON_HOURS``
 (72 by default), in case a tag names it later: at 10 tickets a second, 2.6 million texts.
-This keeps ``--texts`` of them the way the worker does (``LabelJoin.remember`` into a
-``ChunkedStore``, flushed every 2,000 as a batch), then reports the bytes each takes
+This keeps ``--texts`` of them the way the worker does (``LabelJoin.remember_message``, a
+batch of 2,000 at a time, its offsets recorded in a ``ChunkedStore``), then reports the bytes each takes
 (resident memory), how many objects each adds to those Python's collector tracks, and how
 long one full collection takes with them all kept (the worker's event loop waits for it).
 Generated tickets, or real bodies (a CSV with ``title`` and ``body`` columns) in turn.
@@ -79,8 +79,7 @@ def main() -> None:
         ]
         message = orjson.dumps({"texts": texts})
         t0 = time.process_time()
-        for doc in orjson.loads(message)["texts"]:
-            join.remember(f"{start % 4}/{doc['id']}", doc)
+        join.remember_message(start % 4, start // BATCH, orjson.loads(message)["texts"])
         store.flush()
         cpu += time.process_time() - t0
         print(f"\r  kept {start + len(texts):,}/{args.texts:,}", end="", file=sys.stderr, flush=True)

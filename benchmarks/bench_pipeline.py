@@ -117,8 +117,8 @@ def tagging_steps_alone(raws: list[bytes], batch_size: int, partitions: int) -> 
     What ``validate`` does with a batch (``pipeline.app.tag_tickets``: documents,
     readings, prediction, the ``tickets-classified`` records, the texts to join, the
     examples), each message the worker sends encoded and read back as the agent that
-    reads it does, the label join keeping every text (``LabelJoin`` over a
-    ``ChunkedStore``, in memory), and the examples learned. What the worker spends
+    reads it does, the label join keeping every text (``LabelJoin``, its offsets in a
+    ``ChunkedStore`` in memory), and the examples learned. What the worker spends
     beyond this is Kafka's and Faust's: sending, fetching, the changelog.
     """
     from pipeline.app import tag_tickets
@@ -137,12 +137,13 @@ def tagging_steps_alone(raws: list[bytes], batch_size: int, partitions: int) -> 
     store = ChunkedStore({}, size_of=entry_chars)
     join = LabelJoin(store, horizon_seconds=72 * 3600)
     learned = 0
+    offsets: dict[int, int] = {}
     t0 = time.process_time()
     for start in range(0, len(tickets), batch_size):
         tagged = tag_tickets(tagger, tickets[start : start + batch_size], partitions)
         for partition, texts in tagged.to_join.items():
-            for doc in orjson.loads(orjson.dumps({"texts": texts}))["texts"]:
-                join.remember(f"{partition}/{doc['id']}", doc)
+            offsets[partition] = offsets.get(partition, -1) + 1  # of the message on texts-to-join
+            join.remember_message(partition, offsets[partition], orjson.loads(orjson.dumps({"texts": texts}))["texts"])
         store.flush()
         examples = [
             example

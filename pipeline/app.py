@@ -102,6 +102,9 @@ ASSIGNMENTS_PER_MESSAGE = 10_000
 #: Topic suffix (``<app id>-texts-to-join``) of the tickets whose words the label join keeps
 #: in another partition than the one they came in (:mod:`pipeline.labels`).
 TEXTS_TO_JOIN = "texts-to-join"
+#: A worker reading kept texts back stops, and says which offsets it did not find, when
+#: the topic has given nothing for this long (a broker that lost them, as Tansu on restart).
+READ_AGAIN_QUIET_SECONDS = 10.0
 
 #: Table key suffix of the watermarks a partition has heard (merge and watch agents).
 WATERMARKS = "__watermarks__"
@@ -348,17 +351,27 @@ class PartitionedTable(DurableTable):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.active_partitions: set[int] = set()
-        #: called with the active partitions after every recovery (a rebalance, a start)
-        self.on_recovered: list[Callable[[set[int]], None]] = []
+        #: called with the active partitions after every recovery (a rebalance, a start),
+        #: before the streams resume; a callback may be a coroutine function
+        self.on_recovered: list[Callable[[set[int]], Awaitable[None] | None]] = []
+        #: called at every rebalance with the topic partitions taken from this worker
+        self.on_revoked: list[Callable[[set[TopicPartition]], None]] = []
 
     def partition_for_key(self, key: Any) -> int:
         return int(str(key).split("/", 1)[0])
+
+    async def on_rebalance(self, assigned: Any, revoked: Any, newly_assigned: Any, generation_id: int = 0) -> None:
+        await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
+        for callback in self.on_revoked:
+            callback({TopicPartition(tp.topic, tp.partition) for tp in revoked})
 
     async def on_recovery_completed(self, active_tps: Any, standby_tps: Any) -> None:
         self.active_partitions = {tp.partition for tp in active_tps}
         await super().on_recovery_completed(active_tps, standby_tps)
         for callback in self.on_recovered:
-            callback(self.active_partitions)
+            result = callback(self.active_partitions)
+            if result is not None:
+                await result
 
 
 @dataclass
@@ -671,16 +684,29 @@ def build_pipeline(
     # (a stream that has ended) and its watermark would then hold every window open.
     source_marks: dict[int, dict[str, int]] = {}
     area_volumes = internal_topic("area-volumes")
-    # The label join (pipeline.labels): "<partition>/<ticket id>" -> the ticket's words, or
-    # labels waiting for them. ``validate`` sends a ticket's words through
-    # ``<app>-texts-to-join`` to the partition of its id, where its labels will come.
+    # The label join (pipeline.labels). ``validate`` sends a ticket's words through
+    # ``<app>-texts-to-join`` to the partition of its id, where its labels will come; the
+    # join keeps them in memory, and in its table "<partition>/<ticket id>" -> labels waiting
+    # for their ticket, "<partition>/ texts" -> the offsets of texts-to-join to read again.
     label_texts = PartitionedTable(app, name="label-texts", key_type=str, partitions=settings.partitions)
     app.tables.add(label_texts)
-    # one changelog record per batch and partition, not one per ticket (pipeline.labels.ChunkedStore)
+    # one changelog record per batch and partition, not one per change (pipeline.labels.ChunkedStore)
     label_store = ChunkedStore(label_texts, size_of=entry_chars)
-    label_texts.on_recovered.append(label_store.rebuild)
     label_join = LabelJoin(label_store, settings.label_horizon_hours * 3600)
     texts_to_join = internal_topic(TEXTS_TO_JOIN)
+
+    def _texts_revoked(revoked: set[TopicPartition]) -> None:
+        # a partition taken from this worker may come back after another worker kept texts
+        # in it: forget it now, so that it is read again then
+        label_join.drop({tp.partition for tp in revoked if tp.topic == texts_to_join.get_topic_name()})
+
+    async def _texts_recovered(partitions: set[int]) -> None:
+        label_store.rebuild(partitions)
+        label_join.drop(label_join.holds() - partitions)
+        await read_texts_again(partitions - label_join.holds())
+
+    label_texts.on_revoked.append(_texts_revoked)
+    label_texts.on_recovered.append(_texts_recovered)
     alerts = app.topic(settings.topic_alerts, key_serializer="raw", value_serializer="json")
     # Spike detection state per area: "<partition>/<area>" -> a pickled VolumeWatch, and
     # "<partition>/__watermarks__" -> the merging partitions' watermarks (see _freeze).
@@ -1356,9 +1382,8 @@ def build_pipeline(
                 if message.topic != settings.topic_labels:
                     value = orjson.loads(event.value)
                     # a batch's texts of this partition ({"texts": [...]}; one text each before)
-                    examples = []
-                    for doc in value["texts"] if "texts" in value else [value]:
-                        examples += label_join.remember(f"{message.partition}/{doc['id']}", doc)
+                    docs = value["texts"] if "texts" in value else [value]
+                    examples = label_join.remember_message(message.partition, message.offset, docs)
                 else:
                     try:
                         label = parse_label(event.value)
@@ -1375,6 +1400,80 @@ def build_pipeline(
             label_store.flush()
             await out.delivered()
             await label_texts.delivered()
+
+    async def read_texts_again(partitions: set[int]) -> None:
+        """Read back from ``<app>-texts-to-join`` the texts kept in ``partitions``, which this
+        worker joins from now on (it started, or took them over), at the offsets its table
+        names; before the streams resume, so no label of these partitions comes first."""
+        offsets = {p: span for p in sorted(partitions) if (span := label_join.reread_from(p)) is not None}
+        if not offsets:
+            return
+        topic = texts_to_join.get_topic_name()
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        started = time.monotonic()
+        texts = messages = 0
+        try:
+            tps = {p: TopicPartition(topic, p) for p in offsets}
+            consumer.assign(list(tps.values()))
+            oldest = await consumer.beginning_offsets(list(tps.values()))
+            for partition, (first, _) in offsets.items():
+                if oldest[tps[partition]] > first:
+                    # the topic's retention was shorter than the horizon: their labels will wait,
+                    # and go to the dead-letter topic when the horizon has passed
+                    logger.warning(
+                        "label_join texts_lost partition=%d offsets=%d-%d reason=%s",
+                        partition,
+                        first,
+                        oldest[tps[partition]] - 1,
+                        "deleted from the topic (its retention.ms is under TICKETPULSE_LABEL_HORIZON_HOURS)",
+                    )
+                consumer.seek(tps[partition], max(first, oldest[tps[partition]]))
+            waiting = dict(offsets)
+            last_heard = last_said = time.monotonic()
+            while waiting:
+                fetched = await consumer.getmany(*(tps[p] for p in waiting), timeout_ms=500)
+                now = time.monotonic()
+                if not any(fetched.values()) and now - last_heard > READ_AGAIN_QUIET_SECONDS:
+                    logger.warning(
+                        "label_join texts_lost partitions=%s offsets_to=%s reason=%s",
+                        sorted(waiting),
+                        {p: span[1] for p, span in waiting.items()},
+                        f"not on the topic (nothing came for {READ_AGAIN_QUIET_SECONDS:g} s)",
+                    )
+                    break
+                for tp, records in fetched.items():
+                    last_heard = now
+                    last = waiting[tp.partition][1] if tp.partition in waiting else -1
+                    for record in records:
+                        if record.offset > last:
+                            break
+                        value = orjson.loads(record.value)
+                        docs = value["texts"] if "texts" in value else [value]  # one text each before 2026-11-30
+                        label_join.restore(tp.partition, record.offset, docs, record.timestamp / 1000)
+                        messages += 1
+                        texts += len(docs)
+                    if records and records[-1].offset >= last:
+                        waiting.pop(tp.partition, None)
+                if now - last_said > 10:  # a long horizon is millions of texts: say how far it is
+                    logger.info("label_join reading_again messages=%d texts=%d", messages, texts)
+                    last_said = now
+        finally:
+            await consumer.stop()
+        label_join.expire()  # what was read back from past the horizon (first predictions kept)
+        logger.info(
+            "label_join read_again partitions=%s messages=%d texts=%d kept=%d seconds=%.1f",
+            sorted(offsets),
+            messages,
+            texts,
+            sum(len(label_join.texts.get(p, ())) for p in offsets),
+            time.monotonic() - started,
+        )
 
     async def expire_label_texts() -> None:
         """Forget texts older than the horizon; a label whose ticket never came is dead-lettered."""

@@ -2,8 +2,8 @@
 
 Agents tag or correct a ticket in the helpdesk hours after it arrived; the tag
 reaches ``ticket-labels`` with only the ticket's id. To learn from it the worker
-needs the ticket's words, so it keeps them, for a configurable horizon, in a table,
-with the prediction made when the ticket was first seen: only what the tagger reads
+needs the ticket's words, so it keeps them, for a configurable horizon, with the
+prediction made when the ticket was first seen: only what the tagger reads
 (:func:`pipeline.tagger.reading_text`, the cleaned subject and opening, a few hundred
 characters with addresses and numbers already out), not the raw body. Tickets and labels are both
 keyed by ticket id, and ``validate`` sends each ticket's words (one message per batch
@@ -14,6 +14,14 @@ The join is local.
 A label that comes before its ticket waits (within the horizon too); one whose ticket
 never comes within the horizon is given back as expired, for the dead-letter topic:
 nothing is dropped silently.
+
+Where the words are after a restart: ``<app>-texts-to-join`` itself, which keeps them
+(its retention is set to outlast the horizon, :func:`pipeline.topics.topic_configs`).
+The join keeps the texts in memory and records, in its changelogged table, only which
+offsets of each partition hold them and the labels that wait; a worker that starts, or
+takes a partition over, reads those offsets again. Until 2026-12-01 every text was also
+written to the table's changelog: the same bytes twice on the broker, and about 6 us a
+ticket in the worker (docs/benchmarks.md).
 
 The joined example goes to the training topic that every worker's models read
 (:mod:`pipeline.tagger`), where a correction replaces the earlier tag.
@@ -33,16 +41,33 @@ import orjson
 from .schema import LABEL_FIELDS
 from .tagger import document_reading
 
-__all__ = ["ChunkedStore", "LabelJoin", "entry_chars"]
+__all__ = ["TEXTS_MARK", "ChunkedStore", "LabelJoin", "entry_chars"]
+
+#: The store's key, after ``"<partition>/"``, of the offsets that hold a partition's kept
+#: texts: it starts with a space, which no ticket id does (ids are stripped).
+TEXTS_MARK = " texts"
 
 
 class LabelJoin:
     """Ticket texts kept for ``horizon_seconds``; labels joined to them.
 
+    Two kinds of state, kept apart because they differ in size and in where they can be
+    found again after a restart:
+
+    - the **texts**, one per ticket for hours (millions), in memory only, by partition:
+      each came in a ``<app>-texts-to-join`` message that the topic still holds, so a
+      worker that starts, or takes the partition over, reads them again from there
+      (:meth:`reread_from`, :meth:`restore`) rather than each being written a second
+      time to a changelog;
+    - the **store** (durable: a changelogged table in the worker): labels waiting for
+      their ticket, and for each partition the offsets of ``<app>-texts-to-join`` that
+      hold its kept texts (a few bytes a batch).
+
     Parameters
     ----------
     store
-        Where texts and waiting labels live, keyed ``"<partition>/<ticket id>"``.
+        Durable: waiting labels keyed ``"<partition>/<ticket id>"``, and each partition's
+        offsets keyed ``"<partition>/ texts"`` (:data:`TEXTS_MARK`).
     horizon_seconds
         How long a text (or a label waiting for its ticket) is kept.
     clock
@@ -69,6 +94,11 @@ class LabelJoin:
         self.store = store
         self.horizon_seconds = horizon_seconds
         self.clock = clock
+        #: partition -> ticket id -> kept text, the least recently sent first (what expires is at the front)
+        self.texts: dict[int, dict[str, dict[str, Any]]] = {}
+        # partition -> offset of a texts-to-join message -> how many kept texts it first brought
+        # (their first prediction is in it: a restart reads the topic again from the smallest)
+        self._firsts: dict[int, dict[int, int]] = {}
 
     @staticmethod
     def _example(text: dict[str, Any], label: dict[str, Any]) -> dict[str, Any]:
@@ -77,52 +107,142 @@ class LabelJoin:
         return example
 
     @staticmethod
+    def _split(key: str) -> tuple[int, str]:
+        partition, _, ticket_id = key.partition("/")
+        return int(partition), ticket_id
+
+    @staticmethod
     def _text(entry: dict[str, Any] | None) -> dict[str, Any] | None:
         """The kept text of an entry, as a training example starts (``None`` if only labels wait)."""
         if entry is None:
             return None
         if "reading" in entry:
             return {"id": entry["id"], "reading": entry["reading"], "predicted": orjson.loads(entry["predicted"])}
-        text: dict[str, Any] | None = entry.get("text")  # as kept before 2026-12-01, still in changelogs
+        # nested, as tables kept texts before 2026-12-01
+        text: dict[str, Any] | None = entry.get("text")
         return text
 
-    def remember(self, key: str, doc: dict[str, Any]) -> list[dict[str, Any]]:
+    def _stored_text(self, key: str) -> dict[str, Any] | None:
+        """A text that a worker of an earlier version kept in the store (read until it expires)."""
+        entry = self.store.get(key)
+        return entry if entry is not None and ("reading" in entry or entry.get("text")) else None
+
+    def _keep(self, key: str, doc: dict[str, Any], at: float, offset: int | None) -> dict[str, Any]:
+        """Keep ``doc``'s reading under ``key``, with the first prediction made for its ticket."""
+        partition, ticket_id = self._split(key)
+        texts = self.texts.setdefault(partition, {})
+        # popped and put back: a re-sent text moves to the newest end, and expires from there
+        earlier = texts.pop(ticket_id, None)
+        if earlier is not None:
+            predicted, first = earlier["predicted"], earlier["first"]
+        else:
+            predicted, first = doc.get("predicted"), offset
+            if not isinstance(predicted, str):
+                predicted = orjson.dumps(predicted).decode()
+            if offset is not None:
+                firsts = self._firsts.setdefault(partition, {})
+                firsts[offset] = firsts.get(offset, 0) + 1
+        # what the tagger reads, carried by ``doc`` or made from its subject and body
+        kept = {"at": at, "id": doc["id"], "reading": document_reading(doc), "predicted": predicted, "first": first}
+        texts[ticket_id] = kept
+        return kept
+
+    def remember(self, key: str, doc: dict[str, Any], offset: int | None = None) -> list[dict[str, Any]]:
         """Keep a ticket's words; return the examples of labels that were waiting for it.
 
         The first prediction is kept on a re-send: it is the one made before any of the
         ticket's labels were learned (prequential scoring). ``doc["predicted"]`` is the
         prediction's labels (:func:`pipeline.tagger.predicted_labels`), or their JSON text.
+        ``offset``: of the ``<app>-texts-to-join`` message that carried ``doc``.
 
-        An entry is kept flat, its prediction as JSON text: a dict of strings and numbers,
+        A text is kept flat, its prediction as JSON text: a dict of strings and numbers,
         which Python's collector does not track. Nested, a kept text was six objects that
         every collection of the hours of kept texts walked (for 200,000 real ones, 240 ms
-        a full collection against 18 ms flat, and 1,832 bytes each against 1,184:
-        ``benchmarks/bench_label_join.py``, docs/benchmarks.md).
+        a full collection against 18 ms flat: ``benchmarks/bench_label_join.py``,
+        docs/benchmarks.md).
         """
-        entry = self.store.get(key)
-        if entry is not None and "reading" in entry:
-            predicted = entry["predicted"]
-        elif entry is not None and entry.get("text") is not None:
-            predicted = orjson.dumps(entry["text"].get("predicted")).decode()
-        else:
-            predicted = doc.get("predicted")
-            if not isinstance(predicted, str):
-                predicted = orjson.dumps(predicted).decode()
-        # what the tagger reads, carried by ``doc`` or made from its subject and body
-        reading = document_reading(doc)
-        self.store[key] = {"at": self.clock(), "id": doc["id"], "reading": reading, "predicted": predicted}
-        waiting = entry.get("waiting", []) if entry is not None else []
-        if not waiting:
+        stored = self._stored_text(key)
+        if stored is not None:
+            # kept by an earlier version's worker in the (durable) store: it stays there, as it was
+            text = self._text(stored)
+            predicted = orjson.dumps(text["predicted"] if text else None).decode()
+            reading = document_reading(doc)
+            self.store[key] = {"at": self.clock(), "id": doc["id"], "reading": reading, "predicted": predicted}
             return []
-        text = {"id": doc["id"], "reading": reading, "predicted": orjson.loads(predicted)}
-        return [self._example(text, label) for label in waiting]
+        kept = self._keep(key, doc, self.clock(), offset)
+        entry = self.store.get(key)
+        if entry is None:
+            return []
+        del self.store[key]  # its waiting labels join now
+        text = {"id": kept["id"], "reading": kept["reading"], "predicted": orjson.loads(kept["predicted"])}
+        return [self._example(text, label) for label in entry.get("waiting", [])]
+
+    def remember_message(self, partition: int, offset: int, docs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Keep the texts of one ``<app>-texts-to-join`` message (its ``partition`` and
+        ``offset``); return the examples of labels that were waiting for them.
+
+        The store records which offsets hold the partition's kept texts, for
+        :meth:`reread_from` after a restart or a rebalance.
+        """
+        examples: list[dict[str, Any]] = []
+        for doc in docs:
+            examples += self.remember(f"{partition}/{doc['id']}", doc, offset)
+        self._mark(partition, newest=offset)
+        return examples
+
+    def _mark(self, partition: int, newest: int | None = None) -> None:
+        """Record in the store which offsets of ``partition`` hold its kept texts."""
+        key = f"{partition}/{TEXTS_MARK}"
+        mark = self.store.get(key)
+        last = mark["to"] if mark is not None else None
+        if newest is not None and (last is None or newest > last):
+            last = newest
+        if last is None:
+            return
+        firsts = self._firsts.get(partition)
+        first = min(firsts) if firsts else last + 1  # none kept: nothing to read again
+        if mark is None or (mark["from"], mark["to"]) != (first, last):
+            self.store[key] = {"at": self.clock(), "from": first, "to": last}
+
+    def reread_from(self, partition: int) -> tuple[int, int] | None:
+        """The offsets of ``<app>-texts-to-join`` (first and last, both included) that hold
+        ``partition``'s kept texts, as the store records them; ``None`` if there are none."""
+        mark = self.store.get(f"{partition}/{TEXTS_MARK}")
+        if mark is None or mark["from"] > mark["to"]:
+            return None
+        return int(mark["from"]), int(mark["to"])
+
+    def restore(self, partition: int, offset: int, docs: Iterable[dict[str, Any]], at: float) -> None:
+        """Keep again the texts of a message read back from ``<app>-texts-to-join``
+        (``at``: its timestamp), in the order of their offsets; :meth:`expire` then
+        forgets those past the horizon.
+
+        Unlike :meth:`remember`, no waiting label joins: the store says which labels
+        still wait, and those that joined these texts did so when they were first kept.
+        """
+        for doc in docs:
+            key = f"{partition}/{doc['id']}"
+            if self._stored_text(key) is None:
+                self._keep(key, doc, at, offset)
+
+    def holds(self) -> set[int]:
+        """The partitions whose texts are in memory (kept, or read again)."""
+        return set(self.texts)
+
+    def drop(self, partitions: Iterable[int]) -> None:
+        """Forget the texts of ``partitions`` (another worker joins their labels now)."""
+        for partition in partitions:
+            self.texts.pop(partition, None)
+            self._firsts.pop(partition, None)
 
     def label(self, key: str, label: dict[str, Any]) -> list[dict[str, Any]]:
         """The training example of ``label`` if its ticket's words are at hand; else it waits."""
-        entry = self.store.get(key)
-        text = self._text(entry)
+        partition, ticket_id = self._split(key)
+        kept = self.texts.get(partition, {}).get(ticket_id) or self._stored_text(key)
+        text = self._text(kept)
         if text is not None:
             return [self._example(text, label)]
+        entry = self.store.get(key)
         waiting = list(entry.get("waiting", [])) if entry is not None else []
         waiting.append(label)
         self.store[key] = {"at": self.clock() if entry is None else entry["at"], "waiting": waiting}
@@ -131,7 +251,21 @@ class LabelJoin:
     def expire(self) -> list[dict[str, Any]]:
         """Forget what is older than the horizon; return the labels whose ticket never came."""
         oldest = self.clock() - self.horizon_seconds
-        stale = [key for key, entry in list(self.store.items()) if entry["at"] < oldest]
+        for partition, texts in self.texts.items():
+            firsts = self._firsts.get(partition, {})
+            while texts:  # the least recently sent first: stop at the first still within the horizon
+                ticket_id = next(iter(texts))
+                first = texts[ticket_id]["first"]
+                if texts[ticket_id]["at"] >= oldest:
+                    break
+                del texts[ticket_id]
+                if first in firsts:
+                    firsts[first] -= 1
+                    if not firsts[first]:
+                        del firsts[first]
+            self._mark(partition)
+        marks = f"/{TEXTS_MARK}"
+        stale = [key for key, entry in list(self.store.items()) if entry["at"] < oldest and not key.endswith(marks)]
         expired: list[dict[str, Any]] = []
         for key in stale:
             expired.extend(self.store.pop(key).get("waiting", []))
@@ -209,6 +343,13 @@ class ChunkedStore(MutableMapping[str, Any]):
 
     def __getitem__(self, key: str) -> Any:
         return self._entries[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        # the label join asks for every ticket, and most are not here: no KeyError raised and caught
+        return self._entries.get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
 
     def __setitem__(self, key: str, value: Any) -> None:
         self._entries[key] = value

@@ -15,12 +15,26 @@ from collections.abc import AsyncIterator, Sequence
 import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.partitioner import murmur2
 
 from .settings import Settings
 
-__all__ = ["BrokerError", "all_topics", "broker_reachable", "ensure_topics", "kafka_partitions", "read_values"]
+__all__ = [
+    "BrokerError",
+    "all_topics",
+    "broker_reachable",
+    "ensure_topics",
+    "kafka_partitions",
+    "read_values",
+    "topic_configs",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Apache Kafka's default retention (``log.retention.hours=168``), in milliseconds.
+KAFKA_DEFAULT_RETENTION_MS = 7 * 24 * 3600 * 1000
 
 
 class BrokerError(RuntimeError):
@@ -44,6 +58,19 @@ def all_topics(settings: Settings) -> list[str]:
         f"{settings.app_id}-ticket-patterns",
         f"{settings.app_id}-texts-to-join",
     ]
+
+
+def topic_configs(settings: Settings, topic: str) -> dict[str, str]:
+    """The configs a topic is created with, beyond the broker's defaults.
+
+    ``<app>-texts-to-join`` is where the label join finds its kept texts again after a
+    restart (:mod:`pipeline.labels`): it must keep them for the whole label horizon, and a
+    day more for a worker that is down a while; never less than Kafka's default week.
+    """
+    if topic == f"{settings.app_id}-texts-to-join":
+        horizon_ms = int((settings.label_horizon_hours + 24) * 3600 * 1000)
+        return {"retention.ms": str(max(horizon_ms, KAFKA_DEFAULT_RETENTION_MS))}
+    return {}
 
 
 async def ensure_topics(settings: Settings, timeout: float = 15.0) -> None:
@@ -73,10 +100,15 @@ async def _ensure_topics(settings: Settings, timeout: float) -> None:
         if wanted:
             try:
                 await admin.create_topics(
-                    [NewTopic(name, settings.partitions, 1) for name in wanted], timeout_ms=int(timeout * 1000)
+                    [
+                        NewTopic(name, settings.partitions, 1, topic_configs=topic_configs(settings, name))
+                        for name in wanted
+                    ],
+                    timeout_ms=int(timeout * 1000),
                 )
             except TopicAlreadyExistsError:  # another worker was quicker
                 pass
+        await _keep_long_enough(admin, settings, [t for t in all_topics(settings) if t in existing])
         described = await admin.describe_topics(all_topics(settings))
         for topic in described:
             count = len(topic.get("partitions", []))
@@ -87,6 +119,32 @@ async def _ensure_topics(settings: Settings, timeout: float) -> None:
                 )
     finally:
         await admin.close()
+
+
+async def _keep_long_enough(admin: AIOKafkaAdminClient, settings: Settings, existing: list[str]) -> None:
+    """Warn about an existing topic that keeps messages for less than :func:`topic_configs`
+    wants (one created by an earlier version, or before the horizon was raised): the
+    worker runs on, and says what to change. Not altered here: Tansu, the broker of the
+    tests, does not answer AlterConfigs, and retention is the broker owner's call."""
+    topics = [t for t in existing if "retention.ms" in topic_configs(settings, t)]
+    if not topics:
+        return
+    responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, t) for t in topics])
+    for response in responses:
+        for resource in response.resources:
+            topic, entries = resource[3], resource[4]
+            current = {entry[0]: entry[1] for entry in entries}.get("retention.ms")
+            wanted = topic_configs(settings, topic)["retention.ms"]
+            if current is None or int(current) < 0 or int(current) >= int(wanted):
+                continue  # the broker's default, unlimited, or long enough
+            logger.warning(
+                "topic=%s retention_ms=%s wanted=%s reason=%s fix=%s",
+                topic,
+                current,
+                wanted,
+                "under TICKETPULSE_LABEL_HORIZON_HOURS and a day: texts kept longer are lost when a worker restarts",
+                f"kafka-configs --alter --entity-type topics --entity-name {topic} --add-config retention.ms={wanted}",
+            )
 
 
 async def broker_reachable(settings: Settings, timeout: float = 5.0) -> list[str]:

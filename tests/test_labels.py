@@ -70,102 +70,186 @@ def test_texts_and_waiting_labels_expire_after_the_horizon() -> None:
     store: dict = {}
     join = LabelJoin(store, horizon_seconds=3600, clock=clock)
     join.remember("0/old", _doc("old"))
+    join.remember("0/again", _doc("again"))
     join.label("2/ghost", {"id": "ghost", "case_type": "bug"})
     clock.now += 1800
     join.remember("3/new", _doc("new"))
-    assert join.expire() == [] and len(store) == 3
+    join.remember("0/again", _doc("again"))  # re-sent: kept from now on, with its first prediction
+    assert join.expire() == []
+    assert {p: list(texts) for p, texts in join.texts.items()} == {0: ["old", "again"], 3: ["new"]}
     clock.now += 1801
     assert join.expire() == [{"id": "ghost", "case_type": "bug"}]
-    assert set(store) == {"3/new"}
+    assert store == {}
+    assert {p: list(texts) for p, texts in join.texts.items()} == {0: ["again"], 3: ["new"]}
     # the ticket's words are gone: a label for it now waits, and expires in its turn
     assert join.label("0/old", {"id": "old", "case_type": "bug"}) == []
     clock.now += 3601
     assert [label["id"] for label in join.expire()] == ["old"]
 
 
-def test_a_batch_of_texts_is_one_table_record_per_partition_and_survives_a_restart() -> None:
+def _topic_message(join: LabelJoin, topic: dict, partition: int, docs: list[dict]) -> list[dict]:
+    """Send ``docs`` as one ``texts-to-join`` message (kept in ``topic``) and keep them, as
+    ``validate`` and ``join_labels`` do; the message's timestamp is the join's clock."""
+    messages = topic.setdefault(partition, [])
+    messages.append((join.clock(), orjson.dumps({"texts": docs})))
+    return join.remember_message(partition, len(messages) - 1, orjson.loads(messages[-1][1])["texts"])
+
+
+def _read_again(join: LabelJoin, topic: dict, partitions: set[int]) -> int:
+    """What the worker does when it starts or takes partitions over: read back the
+    offsets the store names from the topic."""
+    kept = 0
+    for partition in partitions:
+        offsets = join.reread_from(partition)
+        if offsets is None:
+            continue
+        first, last = offsets
+        for offset in range(first, last + 1):
+            at, value = topic[partition][offset]
+            docs = orjson.loads(value)["texts"]
+            join.restore(partition, offset, docs, at)
+            kept += len(docs)
+    join.expire()  # what was read back from past the horizon
+    return kept
+
+
+def test_the_table_holds_where_the_texts_are_and_a_restarted_worker_reads_them_again() -> None:
+    """The words are not written a second time to the changelog: the table holds which
+    offsets of texts-to-join keep them, and the labels waiting; a restarted worker (or one
+    that takes the partition over) reads those offsets back."""
     clock = Clock()
     table: dict = {}
+    topic: dict = {}
     store = ChunkedStore(table, size_of=entry_chars)
     join = LabelJoin(store, horizon_seconds=3600, clock=clock)
-    for i in range(300):
-        join.remember(f"{i % 3}/t{i}", _doc(f"t{i}"))
+    for batch in range(3):
+        for partition in range(3):
+            docs = [_doc(f"t{i}", "bug") for i in range(batch * 300 + partition, (batch + 1) * 300, 3)]
+            assert _topic_message(join, topic, partition, docs) == []
+        clock.now += 60
     assert join.label("1/early", {"id": "early", "case_type": "bug"}) == []  # waits for its ticket
-    assert table == {}  # nothing written before the batch ends
     store.flush()
-    assert sorted(len(chunk) for chunk in table.values()) == [100, 100, 101]
-    assert {key.split("/")[0] for key in table} == {"0", "1", "2"}
+    held = orjson.dumps(table).decode()
+    assert "charged" not in held and len(held) < 1000  # no words: three offsets ranges and a label
+    assert join.reread_from(0) == (0, 2)
 
     # a restarted worker that owns partitions 0 and 1 reads them back, and nothing else
     restarted = ChunkedStore(table, size_of=entry_chars)
     restarted.rebuild({0, 1})
-    assert len(restarted) == 201
+    clock.now += 600
     rejoin = LabelJoin(restarted, horizon_seconds=3600, clock=clock)
+    assert _read_again(rejoin, topic, {0, 1}) == 600
+    assert rejoin.holds() == {0, 1}
     assert rejoin.label("0/t3", {"id": "t3", "case_type": "billing"}) == [
         {
             "id": "t3",
             "reading": "charged twice charged twice refund",
-            "predicted": {"case_type": None},
+            "predicted": {"case_type": "bug"},
             "case_type": "billing",
         }
     ]
-    assert [e["id"] for e in rejoin.remember("1/early", _doc("early"))] == ["early"]  # the waiting label joins
+    # the label that waited joins when its ticket comes, once; read back, no label joins twice
+    assert [e["id"] for e in _topic_message(rejoin, topic, 1, [_doc("early")])] == ["early"]
     assert rejoin.label("2/t2", {"id": "t2", "case_type": "bug"}) == []  # partition 2 is not this worker's
+    # what it keeps from here on is recorded for the next restart, as before
+    assert rejoin.reread_from(1) == (0, 3)
+
+
+def test_texts_read_back_keep_their_first_prediction_and_leave_out_what_expired() -> None:
+    clock = Clock()
+    topic: dict = {}
+    join = LabelJoin({}, horizon_seconds=3600, clock=clock)
+    _topic_message(join, topic, 0, [_doc("a", "bug"), _doc("b", "bug")])
+    clock.now += 2000
+    _topic_message(join, topic, 0, [_doc("a", "billing"), _doc("c", "other")])  # a is re-sent
+    clock.now += 2000  # the first message is past the horizon now; a's re-send is not
+    assert join.expire() == []
+    # the first message is read again: it holds a's first prediction
+    assert join.reread_from(0) == (0, 1)
+    again = LabelJoin(join.store, horizon_seconds=3600, clock=clock)
+    assert _read_again(again, topic, {0}) == 4
+    assert list(again.texts[0]) == ["a", "c"]  # b is past the horizon
+    assert again.label("0/b", {"id": "b", "case_type": "bug"}) == []
+    (example,) = again.label("0/a", {"id": "a", "case_type": "bug"})
+    assert example["predicted"] == {"case_type": "bug"}  # the first prediction, not the re-send's
+    clock.now += 3601  # everything is past the horizon: nothing left to read again
+    assert [label["id"] for label in again.expire()] == ["b"]
+    assert again.texts == {0: {}} and again.reread_from(0) is None
+
+
+def test_a_worker_forgets_the_texts_of_partitions_that_went_elsewhere() -> None:
+    topic: dict = {}
+    join = LabelJoin({}, horizon_seconds=3600, clock=Clock())
+    _topic_message(join, topic, 0, [_doc("a")])
+    _topic_message(join, topic, 1, [_doc("b")])
+    join.drop({1})
+    assert join.holds() == {0}
+    assert join.label("1/b", {"id": "b", "case_type": "bug"}) == []
+    assert join.reread_from(1) == (0, 0)  # the next owner reads it from there
+    _topic_message(join, topic, 0, [_doc("c")])
+    assert join.reread_from(0) == (0, 1)
 
 
 def test_kept_texts_are_flat_so_the_collector_does_not_walk_them() -> None:
     """Hours of kept texts: each one a dict of strings and numbers, which Python's collector
-    leaves untracked, also as read back from the changelog (JSON); nested, each was six
-    tracked objects that every collection walked again."""
-    table: dict = {}
-    store = ChunkedStore(table, size_of=entry_chars)
-    join = LabelJoin(store, horizon_seconds=3600, clock=Clock())
+    leaves untracked, also as read back from their topic; nested, each was six tracked
+    objects that every collection walked again."""
+    topic: dict = {}
+    join = LabelJoin({}, horizon_seconds=3600, clock=Clock())
     prediction = {"case_type": ["bug", 4], "product_area": ["reports", 6], "severity": [None, None]}
-    join.remember("0/a", {**_doc("a"), "predicted": prediction})
+    _topic_message(join, topic, 0, [{**_doc("a"), "predicted": prediction}])
     join.remember("0/b", {**_doc("b"), "predicted": orjson.dumps(prediction).decode()})  # JSON text: the same
-    store.flush()
-    restarted = ChunkedStore(orjson.loads(orjson.dumps(table)), size_of=entry_chars)
-    restarted.rebuild()
-    for kept in (store, restarted):
-        assert [gc.is_tracked(kept[key]) for key in ("0/a", "0/b")] == [False, False]
-        rejoin = LabelJoin(kept, horizon_seconds=3600, clock=Clock())
+    again = LabelJoin(join.store, horizon_seconds=3600, clock=Clock())
+    _read_again(again, topic, {0})
+    again.remember("0/b", {**_doc("b"), "predicted": orjson.dumps(prediction).decode()})
+    for kept in (join, again):
+        assert [gc.is_tracked(kept.texts[0][key]) for key in ("a", "b")] == [False, False]
         for ticket_id in ("a", "b"):
-            (example,) = rejoin.label(f"0/{ticket_id}", {"id": ticket_id, "case_type": "billing"})
+            (example,) = kept.label(f"0/{ticket_id}", {"id": ticket_id, "case_type": "billing"})
             assert example["predicted"] == prediction  # scored against the first prediction, as it was
 
 
-def test_texts_kept_as_before_are_still_joined() -> None:
-    """A changelog written before kept texts were flat (2026-12-01) is read as it was."""
-    old_entry = {
-        "at": 1_000_000.0,
-        "text": {"id": "a", "reading": "charged twice charged twice refund", "predicted": {"case_type": ["bug", 4]}},
-    }
-    store: dict = {"0/a": old_entry}
+@pytest.mark.parametrize(
+    "kept",
+    [
+        # nested, as tables kept texts until 2026-12-01
+        {"at": 1_000_000.0, "text": {"id": "a", "reading": "charged twice", "predicted": {"case_type": ["bug", 4]}}},
+        # flat, as tables kept them on 2026-12-01 (stop 20)
+        {"at": 1_000_000.0, "id": "a", "reading": "charged twice", "predicted": '{"case_type":["bug",4]}'},
+    ],
+)
+def test_texts_a_table_kept_before_are_still_joined(kept: dict) -> None:
+    """A changelog written by an earlier version (texts in the table) is read as it was."""
+    store: dict = {"0/a": kept}
     join = LabelJoin(store, horizon_seconds=3600, clock=Clock())
+    text = {"id": "a", "reading": "charged twice", "predicted": {"case_type": ["bug", 4]}}
     (example,) = join.label("0/a", {"id": "a", "case_type": "billing"})
-    assert example == {**old_entry["text"], "case_type": "billing"}
-    join.remember("0/a", _doc("a", "other"))  # a re-send keeps the first prediction
+    assert example == {**text, "case_type": "billing"}
+    join.remember("0/a", _doc("a", "other"))  # a re-send keeps the first prediction, in the table still
+    assert store["0/a"]["reading"] == "charged twice charged twice refund" and join.texts == {}
     (example,) = join.label("0/a", {"id": "a", "case_type": "billing"})
     assert example["predicted"] == {"case_type": ["bug", 4]}
-    assert entry_chars(old_entry) > len(old_entry["text"]["reading"])
+    assert entry_chars(kept) > len("charged twice")
+    store["0/z"] = dict(kept, at=0.0)
+    assert join.expire() == [] and list(store) == ["0/a"]  # and expires as before
 
 
-def test_chunks_whose_texts_are_all_replaced_or_expired_leave_the_table() -> None:
+def test_records_no_longer_current_leave_the_table() -> None:
     clock = Clock()
     table: dict = {}
     store = ChunkedStore(table, size_of=entry_chars)
     join = LabelJoin(store, horizon_seconds=3600, clock=clock)
-    join.remember("0/a", _doc("a"))
-    join.remember("0/b", _doc("b"))
+    join.label("0/a", {"id": "a", "case_type": "bug"})
+    join.label("0/b", {"id": "b", "case_type": "bug"})
     store.flush()
     first = set(table)
     clock.now += 1800
-    join.remember("0/c", _doc("c"))
-    join.label("0/a", {"id": "a", "case_type": "bug"})  # joined at once: the store does not change
+    join.label("0/c", {"id": "c", "case_type": "bug"})
+    assert len(join.remember("0/a", _doc("a"))) == 1  # a's label joins: it waits no more
     store.flush()
     assert len(table) == 2
-    clock.now += 1801  # a and b are past the horizon, c is not
-    assert join.expire() == []
+    clock.now += 1801  # b waited past the horizon, c has not
+    assert [label["id"] for label in join.expire()] == ["b"]
     assert set(join.store) == {"0/c"}
     assert first.isdisjoint(table) and len(table) == 1  # the first chunk is gone from the changelog
     restarted = ChunkedStore(table)
@@ -178,7 +262,7 @@ def test_a_large_batch_is_split_into_chunks_under_the_limit() -> None:
     store = ChunkedStore(table, max_chunk_chars=10_000, size_of=entry_chars)
     join = LabelJoin(store, horizon_seconds=3600)
     for i in range(50):
-        join.remember(f"0/t{i}", {"id": f"t{i}", "subject": "s", "body": "x" * 5000, "predicted": {}})
+        join.label(f"0/t{i}", {"id": f"t{i}", "case_type": "bug", "note": "x" * 500})
     store.flush()
     assert len(table) > 1
     assert all(sum(entry_chars(e) for e in chunk.values()) < 10_000 + 2000 + 400 for chunk in table.values())
@@ -212,6 +296,6 @@ def test_a_late_tag_teaches_the_words_the_ticket_was_predicted_from() -> None:
     # only what the tagger reads is held for the horizon: no raw body, no address, no number
     assert sorted(example) == ["case_type", "id", "predicted", "reading"]
     assert len(example["reading"]) < 400
-    held = orjson.dumps(store).decode()
+    held = orjson.dumps(join.texts, option=orjson.OPT_NON_STR_KEYS).decode() + orjson.dumps(store).decode()
     assert "ana.berg" not in held and "4155550199" not in held and "Log line" not in held
     assert FeatureMemo().features([example])[0] == ticket_features("Export broken", body)

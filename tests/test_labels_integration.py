@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import signal
 import time
@@ -120,6 +122,95 @@ def test_late_tags_and_corrections_reach_every_worker(stack) -> None:
     assert len({orjson.dumps(a["predicted"]) for a in answers}) == 1
     guess = answers[0]["predicted"]["case_type"]
     assert guess["label"] == "billing" and guess["uncertain"] is False and guess["confidence"] > 0.99
+
+
+def test_a_worker_that_takes_partitions_over_reads_their_kept_texts_again(stack) -> None:
+    """The join keeps each text in memory, and writes to its changelog only which offsets
+    of texts-to-join hold it: a worker given the partitions reads them back from there."""
+    stack.env_overrides["TICKETPULSE_STATS_SECONDS"] = "1"
+    stack.create_topics()
+    stack.start_worker("a")
+    untagged = [_ticket(f"u-{i}", CRASH if i % 2 else BILLING, i) for i in range(40)]  # every partition
+    _send(stack, untagged)
+    stack.read_topic(stack.settings.topic_classified, expected=40)
+    stack.start_worker("b", TICKETPULSE_LOG_LEVEL="info")  # takes some partitions, and their texts, over
+    log_b = stack.tmp_path / "worker-b.log"
+
+    def read_again() -> list[str]:
+        text = log_b.read_text(errors="replace") if log_b.exists() else ""
+        return [line for line in text.splitlines() if "label_join read_again" in line]
+
+    (line,) = _wait(read_again, 90, "worker b to read kept texts again")
+    kept = int(line.split(" kept=")[1].split()[0])
+    assert 0 < kept < 40, line  # the texts of the partitions it took, no more
+    assert "texts_lost" not in log_b.read_text(errors="replace")
+    labels = [{"id": f"u-{i}", "case_type": "bug" if i % 2 else "billing"} for i in range(40)]
+    _send(stack, labels, topic=stack.settings.topic_labels)
+
+    # every label found its text, on whichever worker joins it now: both workers learn 40
+    def learned() -> dict | None:
+        q = {w: v for (w, t), v in _quality(stack).items() if t == "case_type"}
+        return q if len(q) == 2 and all(v == {"labelled": 40, "learned": 40} for v in q.values()) else None
+
+    _wait(learned, 90, "both workers to learn the 40 labels")
+    dead = stack.read_topic(stack.settings.topic_dead_letter, expected=0, timeout=2)
+    assert dead == []
+    # the table's changelog names offsets and waiting labels, not the tickets' words
+    from pipeline.topics import read_values
+
+    async def changelog() -> list[bytes]:
+        topic = f"{stack.settings.app_id}-label-texts-changelog"
+        return [value async for value in read_values(stack.settings, topic, quiet_seconds=2) if value]
+
+    held = b"".join(asyncio.run(changelog())).decode()
+    assert '"from"' in held and "charged" not in held and "crashes" not in held
+
+
+def test_texts_to_join_keeps_its_messages_longer_than_the_horizon(stack, caplog) -> None:
+    """Kept texts are read back from texts-to-join: it is created keeping them for the horizon
+    and a day (here over Kafka's default week); a topic that keeps them for less (made by
+    an earlier version, or before the horizon was raised) is named, with the fix."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    stack.env_overrides["TICKETPULSE_LABEL_HORIZON_HOURS"] = "240"
+    settings = stack.settings
+    topics = [f"{settings.app_id}-texts-to-join", f"{settings.app_id}-tagger-training"]
+    one_hour = {"retention.ms": str(3600 * 1000)}
+
+    async def admin_call(call) -> Any:
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+        await admin.start()
+        try:
+            return await call(admin)
+        finally:
+            await admin.close()
+
+    async def retention(admin) -> dict[str, str | None]:
+        responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, t) for t in topics])
+        return {
+            resource[3]: {entry[0]: entry[1] for entry in resource[4]}.get("retention.ms")
+            for response in responses
+            for resource in response.resources
+        }
+
+    async def create_short(admin) -> None:
+        await admin.create_topics([NewTopic(t, settings.partitions, 1, topic_configs=one_hour) for t in topics])
+
+    stack.create_topics()
+    assert asyncio.run(admin_call(retention))[topics[0]] == str((240 + 24) * 3600 * 1000)
+
+    stack.env_overrides["TICKETPULSE_APP_ID"] += "-older"
+    settings = stack.settings
+    topics = [f"{settings.app_id}-texts-to-join", f"{settings.app_id}-tagger-training"]
+    asyncio.run(admin_call(create_short))
+    with caplog.at_level(logging.WARNING, logger="pipeline.topics"):
+        stack.create_topics()
+    # said once, for the topic the join reads again, with what to change
+    (warning,) = [r.getMessage() for r in caplog.records if r.name == "pipeline.topics"]
+    wanted = (240 + 24) * 3600 * 1000
+    assert warning.startswith(f"topic={topics[0]} retention_ms=3600000 wanted={wanted} reason=under ")
+    assert warning.endswith(f"--entity-name {topics[0]} --add-config retention.ms={wanted}")
 
 
 def test_a_tag_for_a_ticket_not_seen_within_the_horizon_is_dead_lettered(stack) -> None:
