@@ -1,7 +1,7 @@
 """Throughput of the walking skeleton: the hot path in-process, and end to end.
 
     .venv/bin/python benchmarks/bench_pipeline.py [--days 7] [--scale 20] [--set TICKETPULSE_NAME=VALUE ...]
-        [--bodies ../shared/data/nlbse2024/issues_train.csv] [--tagging-share] [--repeat N]
+        [--bodies ../shared/data/nlbse2024/issues_train.csv] [--tagging-share] [--repeat N] [--restart]
 
 1. In-process, one core: validation (``parse_ticket``) and counting
    (``PartitionVolume.add``) over generated tickets, without Kafka.
@@ -21,6 +21,9 @@ of the worker's share is Kafka's and Faust's.
 ``--repeat N`` runs each configuration N times, in turn (on, off, on, off, ...), and
 takes each one's median CPU: on this 2-core machine one run's worker CPU spreads by up
 to a quarter (11.1 and 14.4 CPU-s for the same code and messages, one after the other).
+
+``--restart``: after the run, the worker is killed (SIGKILL) and started again, and the
+time it takes to read its label join's kept texts back from ``texts-to-join`` is reported.
 
 The generated bodies are short (about 120 characters); ``--bodies`` takes the bodies
 from a CSV with a ``body`` column instead (in turn), for real tickets' length and mess.
@@ -161,7 +164,40 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def end_to_end(raws: list[bytes], unique: int, settings_env: dict[str, str]) -> dict[str, float]:
+def _restart(worker: subprocess.Popen[bytes], env: dict[str, str], workdir: Path) -> dict[str, float]:
+    """Kill the worker (SIGKILL) and start it again; how long it takes to read its label
+    join's kept texts back from ``texts-to-join`` (its log's ``label_join read_again``)."""
+    os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait()
+    log = workdir / "worker-restarted.log"
+    started = time.perf_counter()
+    again = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "worker"],
+        env={**env, "TICKETPULSE_LOG_LEVEL": "info"},
+        start_new_session=True,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        while time.perf_counter() - started < 300:
+            time.sleep(0.5)
+            lines = [line for line in log.read_text(errors="replace").splitlines() if "label_join read_again" in line]
+            if lines:
+                fields = dict(item.split("=", 1) for item in lines[0].split("read_again ", 1)[1].split())
+                return {
+                    "ready_s": time.perf_counter() - started,
+                    "read_s": float(fields["seconds"]),
+                    "messages": int(fields["messages"]),
+                    "texts": int(fields["texts"]),
+                    "kept": int(fields["kept"]),
+                }
+        raise SystemExit(f"the restarted worker read no kept texts back in 300 s; its log: {log}")
+    finally:
+        os.killpg(again.pid, signal.SIGTERM)
+        again.wait(timeout=30)
+
+
+def end_to_end(raws: list[bytes], unique: int, settings_env: dict[str, str], restart: bool = False) -> dict[str, float]:
     workdir = Path(tempfile.mkdtemp(prefix="ticketpulse-bench-"))
     broker = EmbeddedBroker().start()
     influx = EmbeddedInflux().start()
@@ -209,7 +245,11 @@ def end_to_end(raws: list[bytes], unique: int, settings_env: dict[str, str]) -> 
         elapsed = time.perf_counter() - t0
         cpu = _cpu_seconds(worker.pid) - cpu0
         print(file=sys.stderr)
+        restarted = _restart(worker, env, workdir) if restart else {}
+        if restart:
+            worker = None
         return {
+            **{f"restart_{name}": value for name, value in restarted.items()},
             "messages": summary.sent,
             "produce_s": sent_s,
             "elapsed_s": elapsed,
@@ -239,6 +279,9 @@ def main() -> None:
         help="a worker setting, e.g. TICKETPULSE_TAGGING_ENABLED=false (repeatable)",
     )
     parser.add_argument("--bodies", type=Path, help="a CSV with a 'body' column: real bodies, in turn")
+    parser.add_argument(
+        "--restart", action="store_true", help="then kill the worker and time reading its kept texts back"
+    )
     parser.add_argument(
         "--tagging-share", action="store_true", help="tagging's CPU in the worker against the model alone"
     )
@@ -270,7 +313,7 @@ def main() -> None:
         runs[" (tagging off)"] = {**settings_env, "TICKETPULSE_TAGGING_ENABLED": "false"}
     cpus: dict[str, list[float]] = {label: [] for label in runs}
     for _, (label, env) in itertools.product(range(args.repeat), runs.items()):
-        e2e = end_to_end(raws, unique, env)
+        e2e = end_to_end(raws, unique, env, restart=args.restart)
         cpus[label].append(e2e["worker_cpu_s"])
         print(
             f"end to end, one worker{label}: {e2e['messages']} messages in {e2e['elapsed_s']:.1f} s = "
@@ -278,6 +321,12 @@ def main() -> None:
             f"(producer alone: {e2e['produce_s']:.1f} s); the worker used {e2e['worker_cpu_s']:.1f} CPU-s = "
             f"{e2e['messages_per_cpu_s']:,.0f} messages per worker CPU-second"
         )
+        if "restart_read_s" in e2e:
+            print(
+                f"killed and started again: {e2e['restart_kept']:,.0f} kept texts read back "
+                f"({e2e['restart_texts']:,.0f} texts in {e2e['restart_messages']:,.0f} messages of texts-to-join) "
+                f"in {e2e['restart_read_s']:.1f} s, {e2e['restart_ready_s']:.1f} s after the start"
+            )
     cpu = {label: statistics.median(values) for label, values in cpus.items()}
     if args.repeat > 1:
         for label, values in cpus.items():

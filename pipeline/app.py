@@ -1442,8 +1442,8 @@ def build_pipeline(
                 if not any(fetched.values()) and now - last_heard > READ_AGAIN_QUIET_SECONDS:
                     logger.warning(
                         "label_join texts_lost partitions=%s offsets_to=%s reason=%s",
-                        sorted(waiting),
-                        {p: span[1] for p, span in waiting.items()},
+                        ",".join(map(str, sorted(waiting))),
+                        ",".join(str(span[1]) for _, span in sorted(waiting.items())),
                         f"not on the topic (nothing came for {READ_AGAIN_QUIET_SECONDS:g} s)",
                     )
                     break
@@ -1468,7 +1468,7 @@ def build_pipeline(
         label_join.expire()  # what was read back from past the horizon (first predictions kept)
         logger.info(
             "label_join read_again partitions=%s messages=%d texts=%d kept=%d seconds=%.1f",
-            sorted(offsets),
+            ",".join(map(str, sorted(offsets))),
             messages,
             texts,
             sum(len(label_join.texts.get(p, ())) for p in offsets),

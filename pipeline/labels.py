@@ -285,8 +285,9 @@ def entry_chars(entry: dict[str, Any]) -> int:
 class ChunkedStore(MutableMapping[str, Any]):
     """A mapping of ``"<partition>/<key>"`` kept in a table as one record per batch and partition.
 
-    The label join keeps the words of every ticket for hours; one table record (one
-    changelog message) per ticket cost a fifth of the worker. Changes wait in memory
+    The label join's table changes with every batch (each partition's offsets, the
+    labels that wait); when it held every ticket's words, one table record (one changelog
+    message) per ticket cost a fifth of the worker. Changes wait in memory
     until :meth:`flush` (once per batch), which writes each partition's changes as one
     chunk, ``"<partition>/~<sequence>"``; a chunk whose keys have all been written again
     or deleted since is deleted from the table. :meth:`rebuild` reads the chunks back,
