@@ -1453,9 +1453,19 @@ def build_pipeline(
                     for record in records:
                         if record.offset > last:
                             break
-                        value = orjson.loads(record.value)
-                        docs = value["texts"] if "texts" in value else [value]  # one text each before 2026-11-30
-                        label_join.restore(tp.partition, record.offset, docs, record.timestamp / 1000)
+                        try:
+                            value = orjson.loads(record.value)
+                            docs = value["texts"] if "texts" in value else [value]  # one each before 2026-11-30
+                            label_join.restore(tp.partition, record.offset, docs, record.timestamp / 1000)
+                        except (orjson.JSONDecodeError, TypeError, KeyError, AttributeError) as exc:
+                            # our own topic, written by validate: a message unread is named, not a crash loop
+                            logger.warning(
+                                "label_join texts_lost partition=%d offset=%d reason=%r",
+                                tp.partition,
+                                record.offset,
+                                exc,
+                            )
+                            continue
                         messages += 1
                         texts += len(docs)
                     if records and records[-1].offset >= last:
@@ -1465,7 +1475,8 @@ def build_pipeline(
                     last_said = now
         finally:
             await consumer.stop()
-        label_join.expire()  # what was read back from past the horizon (first predictions kept)
+        # what was read back from past the horizon (for a re-sent ticket's first prediction)
+        label_join.expire_texts()
         logger.info(
             "label_join read_again partitions=%s messages=%d texts=%d kept=%d seconds=%.1f",
             ",".join(map(str, sorted(offsets))),

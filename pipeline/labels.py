@@ -250,6 +250,17 @@ class LabelJoin:
 
     def expire(self) -> list[dict[str, Any]]:
         """Forget what is older than the horizon; return the labels whose ticket never came."""
+        oldest = self.expire_texts()
+        marks = f"/{TEXTS_MARK}"
+        stale = [key for key, entry in list(self.store.items()) if entry["at"] < oldest and not key.endswith(marks)]
+        expired: list[dict[str, Any]] = []
+        for key in stale:
+            expired.extend(self.store.pop(key).get("waiting", []))
+        return expired
+
+    def expire_texts(self) -> float:
+        """Forget the texts older than the horizon (not the waiting labels: :meth:`expire`
+        gives those back); return the horizon's start."""
         oldest = self.clock() - self.horizon_seconds
         for partition, texts in self.texts.items():
             firsts = self._firsts.get(partition, {})
@@ -264,12 +275,7 @@ class LabelJoin:
                     if not firsts[first]:
                         del firsts[first]
             self._mark(partition)
-        marks = f"/{TEXTS_MARK}"
-        stale = [key for key, entry in list(self.store.items()) if entry["at"] < oldest and not key.endswith(marks)]
-        expired: list[dict[str, Any]] = []
-        for key in stale:
-            expired.extend(self.store.pop(key).get("waiting", []))
-        return expired
+        return oldest
 
 
 def entry_chars(entry: dict[str, Any]) -> int:

@@ -109,7 +109,7 @@ def _read_again(join: LabelJoin, topic: dict, partitions: set[int]) -> int:
             docs = orjson.loads(value)["texts"]
             join.restore(partition, offset, docs, at)
             kept += len(docs)
-    join.expire()  # what was read back from past the horizon
+    join.expire_texts()  # what was read back from past the horizon
     return kept
 
 
@@ -175,6 +175,19 @@ def test_texts_read_back_keep_their_first_prediction_and_leave_out_what_expired(
     clock.now += 3601  # everything is past the horizon: nothing left to read again
     assert [label["id"] for label in again.expire()] == ["b"]
     assert again.texts == {0: {}} and again.reread_from(0) is None
+
+
+def test_reading_texts_back_forgets_old_texts_but_gives_no_waiting_label_away() -> None:
+    """After reading back, the texts past the horizon go (``expire_texts``); a label that
+    waited past it is given back only by ``expire``, which dead-letters it: none is lost."""
+    clock = Clock()
+    join = LabelJoin({}, horizon_seconds=3600, clock=clock)
+    join.label("0/never", {"id": "never", "case_type": "bug"})
+    join.remember("0/old", _doc("old"))
+    clock.now += 3601
+    join.expire_texts()
+    assert join.texts == {0: {}} and "0/never" in join.store
+    assert [label["id"] for label in join.expire()] == ["never"]
 
 
 def test_a_worker_forgets_the_texts_of_partitions_that_went_elsewhere() -> None:
