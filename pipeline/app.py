@@ -168,6 +168,11 @@ class PipelineApp(faust.App):  # type: ignore[misc]
             await close()
 
 
+#: The largest internal message :meth:`Outbox.send_parts` sends whole, in bytes: under
+#: Kafka's default ``message.max.bytes`` (1,048,588) with room for a record batch's header.
+MAX_INTERNAL_MESSAGE_BYTES = 900_000
+
+
 class Outbox:
     """The messages an agent sends for one batch, awaited before the batch is acknowledged.
 
@@ -184,6 +189,27 @@ class Outbox:
     async def send(self, channel: Any, **kwargs: Any) -> None:
         """Send on ``channel`` (a Faust topic), as ``channel.send(**kwargs)``."""
         self.track(await channel.send(**kwargs))
+
+    async def send_parts(self, channel: Any, partition: int, value: dict[str, Any], split: Sequence[str]) -> None:
+        """Send ``value`` as JSON to ``partition`` of ``channel``: one message, or, over
+        :data:`MAX_INTERNAL_MESSAGE_BYTES`, several, each with a slice of the lists named in
+        ``split`` (sliced alike, so that lists that go together stay aligned) and every
+        other field whole.
+
+        Internal messages are one per batch and partition: a full batch of long tickets
+        in a script of three bytes a character (Japanese, Chinese) made one of 5 MB, which
+        the producer refused, and the worker stopped. Encoded here, once, and sent as it
+        is (Faust's codec would encode it again).
+        """
+        data = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+        lists = [name for name in split if name in value]
+        size = len(value[lists[0]]) if lists else 0
+        if len(data) > MAX_INTERNAL_MESSAGE_BYTES and size > 1:
+            half = size // 2
+            for part in (slice(None, half), slice(half, None)):
+                await self.send_parts(channel, partition, {**value, **{n: value[n][part] for n in lists}}, lists)
+            return
+        self.track(await channel.send(partition=partition, value=data, value_serializer="raw"))
 
     async def send_records(
         self, producer: Any, topic: str, partition: int, records: Iterable[tuple[bytes | None, bytes]]
@@ -791,9 +817,9 @@ def build_pipeline(
             for partition, records in tagged.classified.items():
                 await out.send_records(producer, settings.topic_classified, partition, records)
         for partition, examples_of_partition in tagged.labelled.items():
-            await out.send(training, partition=partition, value={"examples": examples_of_partition})
+            await out.send_parts(training, partition, {"examples": examples_of_partition}, ["examples"])
         for partition, kept_texts in tagged.to_join.items():
-            await out.send(texts_to_join, partition=partition, value={"texts": kept_texts})
+            await out.send_parts(texts_to_join, partition, {"texts": kept_texts}, ["texts"])
         # Examples and words travel straight to the spike watch: alerts show them.
         by_area_partition: dict[int, list[list[Any]]] = {}
         for (window, area, case_type), (examples, terms) in context.items():
@@ -801,7 +827,7 @@ def build_pipeline(
                 [window, area, case_type, examples, dict(terms.most_common(20))]
             )
         for partition, items in by_area_partition.items():
-            await out.send(area_volumes, partition=partition, value={"context": items})
+            await out.send_parts(area_volumes, partition, {"context": items}, ["context"])
         await out.delivered()
         return marks
 
@@ -821,7 +847,7 @@ def build_pipeline(
                 message: dict[str, Any] = {"facts": facts, "watermarks": marks}
                 if settings.patterns_enabled:
                     message["texts"] = texts.get(partition, [])
-                await out.send(by_customer, partition=partition, value=message)
+                await out.send_parts(by_customer, partition, message, ["facts", "texts"])
 
     # set once the tagger's checkpoint (or warm start) is loaded: no ticket is predicted before
     tagger_ready = asyncio.Event()
@@ -928,16 +954,15 @@ def build_pipeline(
         # of the tickets partitions' newest windows), even with no rows for it.
         watermark = {str(partition): vol.sources_watermark}
         for target in range(settings.partitions):
-            await out.send(
-                partials, partition=target, value={"rows": by_target.get(target, []), "watermarks": watermark}
-            )
+            value = {"rows": by_target.get(target, []), "watermarks": watermark}
+            await out.send_parts(partials, target, value, ["rows"])
 
     async def _send_pattern_tickets(partition: int, by_target: dict[int, list[list[Any]]], out: Outbox) -> None:
         # every pattern partition hears this counting partition's watermark, as in _send_partials
         low = _volume(partition).sources_watermark
         for target in range(settings.partitions):
             value = {"tickets": by_target.get(target, []), "watermarks": {str(partition): low}}
-            await out.send(pattern_tickets, partition=target, value=value)
+            await out.send_parts(pattern_tickets, target, value, ["tickets"])
 
     @first_seen.on_recover
     async def rebuild_counts() -> None:
@@ -1117,7 +1142,7 @@ def build_pipeline(
                 for q in range(settings.partitions):
                     rows = sorted(by_area.pop(q, [])) if target == min(targets) else []
                     value = {"rows": rows, "source": target, "watermark": low}
-                    await out.send(area_volumes, partition=q, value=value)
+                    await out.send_parts(area_volumes, q, value, ["rows"])
             await out.delivered()
             for table_key, value in staged.items():
                 totals_table[table_key] = value
@@ -1396,7 +1421,7 @@ def build_pipeline(
                     joined.setdefault(_partition_of(example["id"].encode()), []).append(example)
             for partition, examples in joined.items():
                 stats.labels_joined += len(examples)
-                await out.send(training, partition=partition, value={"examples": examples})
+                await out.send_parts(training, partition, {"examples": examples}, ["examples"])
             label_store.flush()
             await out.delivered()
             await label_texts.delivered()
