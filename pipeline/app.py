@@ -761,10 +761,11 @@ def build_pipeline(
         tagged = TaggedBatch([], {}, {}, {})
         good: list[tuple[Ticket, int]] = []
         out = Outbox()
+        latest = time.time() + settings.max_future_hours * 3600  # once a batch
         for record in records:
             raw = record.value
             try:
-                good.append((parse_ticket(raw, max_bytes), record.partition))
+                good.append((parse_ticket(raw, max_bytes, latest), record.partition))
             except TicketError as exc:
                 stats.dead_letters += 1
                 await out.send(dead_letter, value=_dead_letter(raw, record.key, str(exc), record))

@@ -129,8 +129,14 @@ def _json_object(raw: bytes | None, what: str, max_bytes: int) -> dict[str, Any]
     return doc
 
 
-def parse_ticket(raw: bytes, max_bytes: int = 1_000_000) -> Ticket:
+def parse_ticket(raw: bytes, max_bytes: int = 1_000_000, latest: float | None = None) -> Ticket:
     """Parse and validate one message; raise :class:`TicketError` naming the problem.
+
+    ``latest``: the newest ``created_at`` accepted, in seconds since the epoch (the
+    worker's clock and ``TICKETPULSE_MAX_FUTURE_HOURS``). A date far ahead, a helpdesk's
+    wrong clock or a year typed wrong, would move its partition's event time there:
+    every open window closed, every later ticket too late, and the spike watch asked to
+    learn every hour up to it.
 
     Examples
     --------
@@ -146,6 +152,12 @@ def parse_ticket(raw: bytes, max_bytes: int = 1_000_000) -> Ticket:
     doc = _json_object(raw, "a ticket", max_bytes)
     ticket_id = _identifier(doc, "id")
     created_at = _created_at(doc)
+    if latest is not None and created_at.timestamp() > latest:
+        hours = (created_at.timestamp() - latest) / 3600
+        raise TicketError(
+            f"field 'created_at' is {doc['created_at'][:40]!r}, {hours:,.0f} h ahead of this worker's clock "
+            "and TICKETPULSE_MAX_FUTURE_HOURS: a wrong date would close every open window"
+        )
     customer_id = _identifier(doc, "customer_id")
     text: dict[str, str] = {}
     for name in _REQUIRED_TEXT:

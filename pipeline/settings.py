@@ -61,6 +61,12 @@ class Settings(BaseSettings):
         "still update its window (the stream: the oldest of the tickets partitions' newest windows); "
         "older ones are skipped and counted.",
     )
+    max_future_hours: float = Field(
+        24.0,
+        ge=0,
+        description="TICKETPULSE_MAX_FUTURE_HOURS: a ticket created further ahead of the worker's clock goes to "
+        "the dead-letter topic (a wrong date would close every open window); time zones and clock skew fit in a day.",
+    )
     idle_partition_seconds: float = Field(
         300.0,
         ge=0,

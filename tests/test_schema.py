@@ -69,3 +69,16 @@ def test_size_limit_is_checked_before_parsing() -> None:
     with pytest.raises(TicketError, match=f"message of {len(raw)} bytes is over the limit of 4096 bytes"):
         parse_ticket(raw, max_bytes=4096)
     assert parse_ticket(raw, max_bytes=len(raw)).id == "T1"
+
+
+def test_a_ticket_dated_after_the_latest_accepted_is_refused_with_how_far_ahead() -> None:
+    from datetime import UTC, datetime
+
+    from pipeline.schema import TicketError, parse_ticket
+
+    raw = b'{"id": "1", "created_at": "2026-03-03T12:00:00Z", "customer_id": "c", "subject": "s", "body": "b"}'
+    latest = datetime(2026, 3, 2, 12, tzinfo=UTC).timestamp()
+    with pytest.raises(TicketError, match=r"^field 'created_at' is '2026-03-03T12:00:00Z', 24 h ahead of this"):
+        parse_ticket(raw, latest=latest)
+    assert parse_ticket(raw, latest=latest + 86400).id == "1"  # at the limit: accepted
+    assert parse_ticket(raw).id == "1"  # no clock given (offline replay of a history): no limit

@@ -356,3 +356,26 @@ def test_a_worker_whose_tickets_partitions_are_all_quiet_follows_the_other_worke
     assert stack.wait_for_counts(closed_windows(truth), patterns=True) == closed_windows(truth), stack.worker_logs()
     quiet = ",".join(str(p) for p in sorted(read[1]))
     assert f"idle_partitions={quiet} " in logs[1].read_text(), stack.worker_logs()
+
+
+def test_a_ticket_dated_far_ahead_is_dead_lettered_and_does_not_close_the_open_windows(stack) -> None:
+    """A wrong date (a helpdesk's clock, a year typed wrong) far ahead of the worker's clock
+    would move its partition's event time there: every window before it closed, every
+    later ticket too late. It goes to the dead-letter topic instead, named."""
+    stack.env_overrides["TICKETPULSE_PARTITIONS"] = "1"
+    start = int(START.timestamp())
+    before = [_ticket(id=f"A{i}", customer_id=f"c{i}", product_area="reports") for i in range(5)]
+    ahead = _ticket(id="F1", customer_id="c9", product_area="reports", created_at="2099-01-01T10:00:00+00:00")
+    after = [
+        _ticket(id=f"B{i}", customer_id=f"c{i}", product_area="reports", created_at="2026-03-02T11:20:00+00:00")
+        for i in range(5)
+    ]
+    stack.create_topics()
+    stack.start_worker()
+    stack.send([(b"A", raw) for raw in before] + [(b"F1", ahead)] + [(b"B", raw) for raw in after])
+    truth = {(start + 10 * 3600, "reports"): 5, (start + 11 * 3600, "reports"): 5}
+    assert stack.wait_for_counts(truth) == truth, stack.worker_logs()
+    (dead,) = stack.read_topic(stack.settings.topic_dead_letter, expected=1)
+    assert dead["key"] == "F1"
+    assert dead["error"].startswith("field 'created_at' is '2099-01-01T10:00:00+00:00', ")
+    assert "ahead of this worker's clock" in dead["error"] and "TICKETPULSE_MAX_FUTURE_HOURS" in dead["error"]
