@@ -184,10 +184,18 @@ class EmbeddedInflux(_HttpService):
     health_path = "/ping"
     health_status = 204
 
+    def __init__(self, max_body_bytes: int | None = None) -> None:
+        super().__init__()
+        #: the largest write request it takes (influxd's ``max-body-size``; its default 25 MB)
+        self.max_body_bytes = max_body_bytes
+
     def command(self) -> list[str]:
         binary = self._binary()
         config = self.workdir / "influxdb.conf"
-        config.write_text(_INFLUXD_CONFIG.format(rpc_port=free_port(), dir=self.workdir, port=self.port))
+        text = _INFLUXD_CONFIG.format(rpc_port=free_port(), dir=self.workdir, port=self.port)
+        if self.max_body_bytes is not None:
+            text = text.replace("[http]\n", f"[http]\n  max-body-size = {self.max_body_bytes}\n")
+        config.write_text(text)
         return [binary, "-config", str(config)]
 
 

@@ -57,10 +57,17 @@ class InfluxSink(ABC):
 
     name = "sink"
 
-    def __init__(self, max_backoff_seconds: float = 30.0, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, max_backoff_seconds: float = 30.0, rng: random.Random | None = None, points_per_request: int = 5000
+    ) -> None:
         if max_backoff_seconds <= 0:
             raise ValueError("max_backoff_seconds must be positive")
+        if points_per_request < 1:
+            raise ValueError("points_per_request must be at least 1")
         self.max_backoff_seconds = max_backoff_seconds
+        # InfluxDB's advice is batches of 5,000-10,000 points; one request of everything an
+        # agent had (a spike watch catching up on years of hours) went over its body limit
+        self.points_per_request = points_per_request
         self._rng = rng or random.Random(0)  # noqa: S311 - jitter, not cryptography
         self.points_written = 0
         self.write_failures = 0
@@ -80,9 +87,13 @@ class InfluxSink(ABC):
         """Write one request body; raise _Retryable, InfluxBackpressure or SinkError."""
 
     async def write(self, points: Sequence[Point]) -> None:
-        """Write all points, retrying until they are stored; raise only :class:`SinkError`."""
-        if not points:
-            return
+        """Write all points, ``points_per_request`` to a request, retrying each until it is
+        stored; raise only :class:`SinkError`. (A point written twice is the same point:
+        a retry after a partial write changes nothing.)"""
+        for start in range(0, len(points), self.points_per_request):
+            await self._write_retrying(points[start : start + self.points_per_request])
+
+    async def _write_retrying(self, points: Sequence[Point]) -> None:
         body = to_line_protocol(points)
         attempt = 0
         while True:

@@ -107,6 +107,31 @@ def test_v1_sink_retries_until_influxdb_comes_back_and_creates_the_database(free
         port_holder.stop()
 
 
+def test_a_write_larger_than_influxdb_takes_in_one_request_is_sent_in_parts() -> None:
+    """A spike watch catching up on a long gap writes a point for every hour of it: more
+    than InfluxDB takes in one request (here its limit is set to 1 MB; its default 25 MB
+    went over with a ticket dated 2099). The sink sends ``points_per_request`` at a time."""
+    from pipeline.services import EmbeddedInflux
+
+    hours = [1767600000 + 3600 * n for n in range(60_000)]  # about 6 MB of line protocol
+    points = [Point("ticket_baseline", {"area": "billing", "case_type": "all"}, {"expected": 1.5}, t) for t in hours]
+    with EmbeddedInflux(max_body_bytes=1_000_000) as server:
+
+        async def write(sink: InfluxV1Sink) -> None:
+            try:
+                await sink.write(points)
+            finally:
+                await sink.close()
+
+        with pytest.raises(SinkError, match="HTTP 413"):  # what one request of everything gets
+            asyncio.run(write(InfluxV1Sink(server.url, "parts", points_per_request=len(points))))
+        sink = InfluxV1Sink(server.url, "parts")
+        asyncio.run(write(sink))
+        assert sink.points_written == 60_000 and sink.write_failures == 0
+        (series,) = influx_query(server.url, "parts", "SELECT count(expected) FROM ticket_baseline")
+        assert series["values"][0][1] == 60_000
+
+
 @pytest.fixture
 def free_port_influx():
     from pipeline.services import EmbeddedInflux
@@ -119,6 +144,8 @@ def test_constructor_validates_arguments() -> None:
         InfluxV1Sink("localhost:8086", "db")
     with pytest.raises(ValueError, match="token must not be empty"):
         InfluxV2Sink("http://x", "", "org", "bucket")
+    with pytest.raises(ValueError, match="points_per_request must be at least 1"):
+        InfluxV1Sink("http://x", "db", points_per_request=0)
 
 
 def test_file_sink_appends_line_protocol(tmp_path) -> None:
