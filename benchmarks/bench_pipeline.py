@@ -245,9 +245,10 @@ def end_to_end(raws: list[bytes], unique: int, settings_env: dict[str, str], res
         elapsed = time.perf_counter() - t0
         cpu = _cpu_seconds(worker.pid) - cpu0
         print(file=sys.stderr)
-        restarted = _restart(worker, env, workdir) if restart else {}
+        restarted: dict[str, float] = {}
         if restart:
-            worker = None
+            killed, worker = worker, None  # _restart kills it, and stops the one it starts
+            restarted = _restart(killed, env, workdir)
         return {
             **{f"restart_{name}": value for name, value in restarted.items()},
             "messages": summary.sent,
@@ -259,11 +260,13 @@ def end_to_end(raws: list[bytes], unique: int, settings_env: dict[str, str], res
             "tickets_per_s": unique / elapsed,
         }
     finally:
-        if worker is not None:
-            os.killpg(worker.pid, signal.SIGTERM)
-            worker.wait(timeout=30)
-        broker.stop()
-        influx.stop()
+        try:
+            if worker is not None:
+                os.killpg(worker.pid, signal.SIGTERM)
+                worker.wait(timeout=30)
+        finally:  # the services stop whatever happened to the worker
+            broker.stop()
+            influx.stop()
 
 
 def main() -> None:
