@@ -190,11 +190,19 @@ class Outbox:
         """Send on ``channel`` (a Faust topic), as ``channel.send(**kwargs)``."""
         self.track(await channel.send(**kwargs))
 
-    async def send_parts(self, channel: Any, partition: int, value: dict[str, Any], split: Sequence[str]) -> None:
+    async def send_parts(
+        self,
+        channel: Any,
+        partition: int,
+        value: dict[str, Any],
+        split: Sequence[str],
+        last: Sequence[str] = ("watermark", "watermarks"),
+    ) -> None:
         """Send ``value`` as JSON to ``partition`` of ``channel``: one message, or, over
         :data:`MAX_INTERNAL_MESSAGE_BYTES`, several, each with a slice of the lists named in
         ``split`` (sliced alike, so that lists that go together stay aligned) and every
-        other field whole.
+        other field whole, but those named in ``last``: the watermarks come with the last
+        part only (empty before it), so that no window closes before all its rows came.
 
         Internal messages are one per batch and partition: a full batch of long tickets
         in a script of three bytes a character (Japanese, Chinese) made one of 5 MB, which
@@ -206,8 +214,10 @@ class Outbox:
         size = len(value[lists[0]]) if lists else 0
         if len(data) > MAX_INTERNAL_MESSAGE_BYTES and size > 1:
             half = size // 2
-            for part in (slice(None, half), slice(half, None)):
-                await self.send_parts(channel, partition, {**value, **{n: value[n][part] for n in lists}}, lists)
+            first = {**value, **{n: value[n][:half] for n in lists}}
+            first.update({n: {} if isinstance(value[n], dict) else None for n in last if n in value})
+            await self.send_parts(channel, partition, first, lists, last)
+            await self.send_parts(channel, partition, {**value, **{n: value[n][half:] for n in lists}}, lists, last)
             return
         self.track(await channel.send(partition=partition, value=data, value_serializer="raw"))
 

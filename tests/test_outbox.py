@@ -60,7 +60,16 @@ def test_a_message_over_the_limit_is_split_with_its_lists_aligned_and_the_rest_w
     assert [t for part in parts for t in part["texts"]] == texts
     for part in parts:
         assert [f[0] for f in part["facts"]] == [t[1].replace("subject ", "t") for t in part["texts"]]
-        assert part["watermarks"] == {"0": 5}
+    # the watermarks with the last part only: no window closes before all of its facts came
+    assert [part["watermarks"] for part in parts] == [{}] * (len(parts) - 1) + [{"0": 5}]
+
+
+def test_a_single_watermark_comes_with_the_last_part_only() -> None:
+    rows = [[1772445600 + 3600 * n, "reports", "all", 3, 2, "x" * 100] for n in range(20_000)]  # a long catch-up
+    parts = _send({"rows": rows, "source": 2, "watermark": 1772445600}, ["rows"])
+    assert len(parts) > 2 and [r for part in parts for r in part["rows"]] == rows
+    assert [part["watermark"] for part in parts] == [None] * (len(parts) - 1) + [1772445600]
+    assert {part["source"] for part in parts} == {2}
 
 
 def test_one_item_larger_than_the_limit_is_sent_alone() -> None:
