@@ -37,7 +37,19 @@ logger = logging.getLogger(__name__)
 
 
 class SinkError(Exception):
-    """A write that cannot succeed by retrying (bad request, wrong credentials)."""
+    """A write that cannot succeed by retrying (bad request, wrong credentials).
+
+    ``status``: the HTTP status InfluxDB answered, if it answered.
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+#: Statuses of a write refused for some of its points (InfluxDB 1.x writes the others
+#: and answers 400 "partial write"), or for its size: the request is split to find them.
+_SPLIT_STATUSES = frozenset({400, 413})
 
 
 class InfluxBackpressure(Exception):
@@ -71,6 +83,8 @@ class InfluxSink(ABC):
         self._rng = rng or random.Random(0)  # noqa: S311 - jitter, not cryptography
         self.points_written = 0
         self.write_failures = 0
+        #: points InfluxDB refused alone, each logged with its line (:meth:`_write_split`)
+        self.points_refused = 0
 
     async def open(self) -> None:  # noqa: B027 - optional hook
         """Create the client (no network call); ``write`` calls it when needed."""
@@ -101,6 +115,11 @@ class InfluxSink(ABC):
                 # each attempt: a client closed while this write waited to retry is made again
                 await self.open()
                 await self._write(body)
+            except SinkError as exc:
+                if exc.status not in _SPLIT_STATUSES:
+                    raise
+                await self._write_split(points, exc)
+                return
             except InfluxBackpressure as exc:
                 delay = exc.retry_after
                 reason = "status=429"
@@ -117,6 +136,19 @@ class InfluxSink(ABC):
                 "sink=%s points=%d attempt=%d %s retry_in=%.1fs", self.name, len(points), attempt, reason, delay
             )
             await asyncio.sleep(delay)
+
+    async def _write_split(self, points: Sequence[Point], error: SinkError) -> None:
+        """Write ``points`` in halves, down to the points InfluxDB refuses alone (a field
+        of another type than the series has, a value it cannot take): each is logged with
+        its line and counted in ``points_refused``, and the others are stored. (Points
+        InfluxDB kept from a partial write are written again: the same points.)"""
+        if len(points) == 1:
+            self.points_refused += 1
+            logger.error("sink=%s point_refused=%s error=%s", self.name, to_line_protocol(points).decode()[:500], error)
+            return
+        half = len(points) // 2
+        await self._write_retrying(points[:half])
+        await self._write_retrying(points[half:])
 
 
 def _retry_after(headers: Any) -> float:
@@ -207,7 +239,7 @@ class InfluxV1Sink(InfluxSink):
                     # Dropped, or never created (InfluxDB was down when the worker started).
                     await self._create_database()
                     raise _Retryable("database was missing, created it")
-                raise SinkError(f"InfluxDB rejected the write (HTTP {resp.status}): {text}")
+                raise SinkError(f"InfluxDB rejected the write (HTTP {resp.status}): {text}", resp.status)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _Retryable(f"{type(exc).__name__}: {exc}") from None
 
@@ -271,7 +303,7 @@ class InfluxV2Sink(InfluxSink):
                 raise InfluxBackpressure(_retry_after(exc.headers or {})) from None
             if exc.status and exc.status >= 500:
                 raise _Retryable(f"HTTP {exc.status}") from None
-            raise SinkError(f"InfluxDB rejected the write (HTTP {exc.status}): {exc.reason}") from None
+            raise SinkError(f"InfluxDB rejected the write (HTTP {exc.status}): {exc.reason}", exc.status) from None
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise _Retryable(f"{type(exc).__name__}: {exc}") from None
 

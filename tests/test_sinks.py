@@ -71,16 +71,31 @@ def test_v2_sink_writes_through_influxdb_client_and_points_read_back(victoria) -
     assert all(r["metric"]["case_type"] == "all" and r["metric"]["window"] == "1h" for r in rows)
 
 
-def test_v1_sink_refuses_bad_points_with_a_clear_error(influx) -> None:
-    async def go() -> None:
-        sink = InfluxV1Sink(influx.url, "sinktest")
+def test_v1_sink_stores_the_good_points_and_names_each_one_influxdb_refuses(influx, caplog) -> None:
+    """A field of another type than its series has: InfluxDB refuses that point (400,
+    "field type conflict"). The others of the write are stored; the refused one is logged
+    with its line and counted, and the stream goes on."""
+    points = [Point("m", {"k": str(n)}, {"v": n}, n) for n in range(8)]
+    points[5] = Point("m", {"k": "5"}, {"v": "text"}, 5)
+
+    async def go() -> InfluxV1Sink:
+        sink = InfluxV1Sink(influx.url, "conflict")
         try:
-            await sink.write([Point("m", {}, {"v": 1}, 0), Point("m", {}, {"v": "text"}, 0)])
+            await sink.write(points[:1])  # the series' field is an integer
+            await sink.write(points)
         finally:
             await sink.close()
+        return sink
 
-    with pytest.raises(SinkError, match=r"InfluxDB rejected the write \(HTTP 400\).*field type conflict"):
-        asyncio.run(go())
+    with caplog.at_level("ERROR", logger="pipeline.sinks"):
+        sink = asyncio.run(go())
+    assert sink.points_refused == 1 and sink.points_written == 8  # the first one twice, and 7 of the 8
+    (record,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert record.startswith('sink=influx_v1 point_refused=m,k=5 v="text" 5 error=')
+    assert "InfluxDB rejected the write (HTTP 400)" in record
+    assert "field type conflict" in record
+    series = influx_query(influx.url, "conflict", "SELECT v FROM m")
+    assert [row[1] for row in series[0]["values"]] == [0, 1, 2, 3, 4, 6, 7]
 
 
 def test_v1_sink_retries_until_influxdb_comes_back_and_creates_the_database(free_port_influx) -> None:
@@ -123,13 +138,25 @@ def test_a_write_larger_than_influxdb_takes_in_one_request_is_sent_in_parts() ->
             finally:
                 await sink.close()
 
+        async def one_request() -> None:
+            sink = InfluxV1Sink(server.url, "parts")
+            try:
+                await sink.setup()
+                await sink._write(b"\n".join(p.line().encode() for p in points))
+            finally:
+                await sink.close()
+
         with pytest.raises(SinkError, match="HTTP 413"):  # what one request of everything gets
-            asyncio.run(write(InfluxV1Sink(server.url, "parts", points_per_request=len(points))))
+            asyncio.run(one_request())
         sink = InfluxV1Sink(server.url, "parts")
         asyncio.run(write(sink))
         assert sink.points_written == 60_000 and sink.write_failures == 0
         (series,) = influx_query(server.url, "parts", "SELECT count(expected) FROM ticket_baseline")
         assert series["values"][0][1] == 60_000
+        # and a request refused for its size is split until it fits
+        sink = InfluxV1Sink(server.url, "parts", points_per_request=len(points))
+        asyncio.run(write(sink))
+        assert sink.points_written == 60_000 and sink.points_refused == 0
 
 
 @pytest.fixture
