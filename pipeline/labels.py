@@ -161,16 +161,15 @@ class LabelJoin:
         a full collection against 18 ms flat: ``benchmarks/bench_label_join.py``,
         docs/benchmarks.md).
         """
-        stored = self._stored_text(key)
-        if stored is not None:
+        entry = self.store.get(key)  # labels waiting for it, or an earlier version's text
+        if entry is not None and ("reading" in entry or entry.get("text")):
             # kept by an earlier version's worker in the (durable) store: it stays there, as it was
-            text = self._text(stored)
+            text = self._text(entry)
             predicted = orjson.dumps(text["predicted"] if text else None).decode()
             reading = document_reading(doc)
             self.store[key] = {"at": self.clock(), "id": doc["id"], "reading": reading, "predicted": predicted}
             return []
         kept = self._keep(key, doc, self.clock(), offset)
-        entry = self.store.get(key)
         if entry is None:
             return []
         del self.store[key]  # its waiting labels join now
