@@ -184,10 +184,12 @@ class EmbeddedInflux(_HttpService):
     health_path = "/ping"
     health_status = 204
 
-    def __init__(self, max_body_bytes: int | None = None) -> None:
+    def __init__(self, max_body_bytes: int | None = None, auth_enabled: bool = False) -> None:
         super().__init__()
         #: the largest write request it takes (influxd's ``max-body-size``; its default 25 MB)
         self.max_body_bytes = max_body_bytes
+        #: users and passwords required (influxd's ``auth-enabled``)
+        self.auth_enabled = auth_enabled
 
     def command(self) -> list[str]:
         binary = self._binary()
@@ -195,6 +197,8 @@ class EmbeddedInflux(_HttpService):
         text = _INFLUXD_CONFIG.format(rpc_port=free_port(), dir=self.workdir, port=self.port)
         if self.max_body_bytes is not None:
             text = text.replace("[http]\n", f"[http]\n  max-body-size = {self.max_body_bytes}\n")
+        if self.auth_enabled:
+            text = text.replace("[http]\n", "[http]\n  auth-enabled = true\n")
         config.write_text(text)
         return [binary, "-config", str(config)]
 

@@ -50,6 +50,9 @@ class SinkError(Exception):
 #: Statuses of a write refused for some of its points (InfluxDB 1.x writes the others
 #: and answers 400 "partial write"), or for its size: the request is split to find them.
 _SPLIT_STATUSES = frozenset({400, 413})
+#: Statuses of credentials refused after a start that passed (a token revoked or rotated):
+#: retried like an outage, so that the batch waits until the credentials are mended.
+_CREDENTIAL_STATUSES = frozenset({401, 403})
 
 
 class InfluxBackpressure(Exception):
@@ -68,6 +71,8 @@ class InfluxSink(ABC):
     """A batching, retrying writer of :class:`~pipeline.lineprotocol.Point` batches."""
 
     name = "sink"
+    #: the settings that hold this sink's credentials, named when InfluxDB refuses them
+    credentials = "the sink's credentials"
 
     def __init__(
         self, max_backoff_seconds: float = 30.0, rng: random.Random | None = None, points_per_request: int = 5000
@@ -116,10 +121,13 @@ class InfluxSink(ABC):
                 await self.open()
                 await self._write(body)
             except SinkError as exc:
-                if exc.status not in _SPLIT_STATUSES:
+                if exc.status in _SPLIT_STATUSES:
+                    await self._write_split(points, exc)
+                    return
+                if exc.status not in _CREDENTIAL_STATUSES:
                     raise
-                await self._write_split(points, exc)
-                return
+                delay = self.max_backoff_seconds
+                reason = f"error={exc} fix={self.credentials}"
             except InfluxBackpressure as exc:
                 delay = exc.retry_after
                 reason = "status=429"
@@ -166,6 +174,7 @@ class InfluxV1Sink(InfluxSink):
     """
 
     name = "influx_v1"
+    credentials = "TICKETPULSE_INFLUX_USERNAME and TICKETPULSE_INFLUX_PASSWORD"
 
     def __init__(
         self,
@@ -212,7 +221,7 @@ class InfluxV1Sink(InfluxSink):
             raise RuntimeError("open() was not called")
         async with self._session.post(f"{self.url}/query", data={"q": f'CREATE DATABASE "{self.database}"'}) as resp:
             if resp.status in (401, 403):
-                raise SinkError(f"InfluxDB at {self.url} refused the credentials (HTTP {resp.status})")
+                raise SinkError(f"InfluxDB at {self.url} refused the credentials (HTTP {resp.status})", resp.status)
             if resp.status >= 400:
                 raise SinkError(f"InfluxDB at {self.url} answered HTTP {resp.status}: {await resp.text()}")
 
@@ -248,6 +257,7 @@ class InfluxV2Sink(InfluxSink):
     """InfluxDB 2.x through ``influxdb-client``'s async write API (URL, token, org, bucket)."""
 
     name = "influx_v2"
+    credentials = "TICKETPULSE_INFLUX_TOKEN"
 
     def __init__(
         self, url: str, token: str, org: str, bucket: str, timeout_seconds: float = 10.0, **kwargs: Any

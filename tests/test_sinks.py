@@ -159,6 +159,50 @@ def test_a_write_larger_than_influxdb_takes_in_one_request_is_sent_in_parts() ->
         assert sink.points_written == 60_000 and sink.points_refused == 0
 
 
+def test_credentials_refused_after_the_start_wait_until_they_are_mended(caplog) -> None:
+    """A password changed in InfluxDB under a running worker (or a token revoked): the
+    write waits and retries, naming the settings, and goes through once the credentials
+    work again; the batch is not lost and the agent does not stop."""
+    from pipeline.services import EmbeddedInflux
+
+    admin = {"u": "admin", "p": "admin-pw"}
+
+    def query(url: str, q: str, auth: dict[str, str] = admin, db: str | None = None) -> dict:
+        # credentials in the URL (influxd reads u and p there, not in the form)
+        params = urllib.parse.urlencode({**auth, **({"db": db} if db else {})})
+        data = urllib.parse.urlencode({"q": q}).encode()
+        with urllib.request.urlopen(f"{url}/query?{params}", data=data, timeout=10) as resp:
+            return orjson.loads(resp.read())
+
+    with EmbeddedInflux(auth_enabled=True) as server:
+        # the first user is made without credentials (influxd lets it while it has none)
+        query(server.url, "CREATE USER admin WITH PASSWORD 'admin-pw' WITH ALL PRIVILEGES", auth={})
+        query(server.url, "CREATE USER tp WITH PASSWORD 'right-pw' WITH ALL PRIVILEGES")
+
+        async def go() -> InfluxV1Sink:
+            sink = InfluxV1Sink(server.url, "guarded", username="tp", password="right-pw", max_backoff_seconds=0.3)
+            await sink.setup()  # the credentials work at the start
+            await asyncio.to_thread(query, server.url, "SET PASSWORD FOR tp = 'other-pw'")  # changed under it
+            task = asyncio.create_task(sink.write(POINTS))
+            await asyncio.sleep(1.5)
+            assert not task.done() and sink.write_failures >= 2
+            await asyncio.to_thread(query, server.url, "SET PASSWORD FOR tp = 'right-pw'")  # mended
+            await asyncio.wait_for(task, 10)
+            await sink.close()
+            return sink
+
+        with caplog.at_level("WARNING", logger="pipeline.sinks"):
+            sink = asyncio.run(go())
+        assert sink.points_written == 2
+        warnings = [r.getMessage() for r in caplog.records if "HTTP 401" in r.getMessage()]
+        assert warnings and all(
+            "fix=TICKETPULSE_INFLUX_USERNAME and TICKETPULSE_INFLUX_PASSWORD" in w and "right-pw" not in w
+            for w in warnings
+        )
+        stored = query(server.url, "SELECT count(tickets) FROM ticket_volume", db="guarded")
+        assert stored["results"][0]["series"][0]["values"][0][1] == 2
+
+
 @pytest.fixture
 def free_port_influx():
     from pipeline.services import EmbeddedInflux
