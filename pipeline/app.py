@@ -1437,6 +1437,17 @@ def build_pipeline(
             await out.delivered()
             await label_texts.delivered()
 
+    async def groupless_consumer() -> AIOKafkaConsumer:
+        """A started consumer in no group (it is given its partitions), from the start of each."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        return consumer
+
     async def read_texts_again(partitions: set[int]) -> None:
         """Read back from ``<app>-texts-to-join`` the texts kept in ``partitions``, which this
         worker joins from now on (it started, or took them over), at the offsets its table
@@ -1445,13 +1456,7 @@ def build_pipeline(
         if not offsets:
             return
         topic = texts_to_join.get_topic_name()
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.bootstrap_servers,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-        )
-        await consumer.start()
+        consumer = await groupless_consumer()
         started = time.monotonic()
         texts = messages = 0
         try:
@@ -1537,13 +1542,7 @@ def build_pipeline(
     async def read_every_partition(topic: str, positions: dict[int, int]) -> AIOKafkaConsumer:
         """A started consumer of every partition of ``topic`` (no group: every worker reads all),
         at the checkpointed ``positions``, else at the beginning."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.bootstrap_servers,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-        )
-        await consumer.start()
+        consumer = await groupless_consumer()
         tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
         consumer.assign(tps)
         for tp in tps:
