@@ -199,7 +199,12 @@ class LabelJoin:
         if last is None:
             return
         firsts = self._firsts.get(partition)
-        first = min(firsts) if firsts else last + 1  # none kept: nothing to read again
+        if newest is not None and mark is not None and mark["from"] <= mark["to"] and firsts:
+            # a new message moves only the end: the start moves when texts expire, and a
+            # min over every message of the horizon per batch would grow with the horizon
+            first = mark["from"]
+        else:
+            first = min(firsts) if firsts else last + 1  # none kept: nothing to read again
         if mark is None or (mark["from"], mark["to"]) != (first, last):
             self.store[key] = {"at": self.clock(), "from": first, "to": last}
 
