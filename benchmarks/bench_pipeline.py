@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_pipeline.py [--days 7] [--scale 20] [--set TICKETPULSE_NAME=VALUE ...]
         [--bodies ../shared/data/nlbse2024/issues_train.csv] [--tagging-share] [--repeat N] [--restart]
+        [--tagging-floor [--producer-batch BYTES]]
 
 1. In-process, one core: validation (``parse_ticket``) and counting
    (``PartitionVolume.add``) over generated tickets, without Kafka.
@@ -17,6 +18,11 @@ them (each ticket's tags predicted from its subject and body, then the labels of
 that carry some learned with the prediction they were scored against), without Kafka;
 and the worker's own tagging steps alone (``tagging_steps_alone``), so that what is left
 of the worker's share is Kafka's and Faust's.
+
+``--tagging-floor``: no worker; the model alone against the least that the issue's
+required outputs add to it with this Kafka client, and then with the late labels' texts
+and the labels themselves through Kafka, as several workers and a restart need
+(:func:`tagging_floor`): how close to the bound any worker could get here.
 
 ``--repeat N`` runs each configuration N times, in turn (on, off, on, off, ...), and
 takes each one's median CPU: on this 2-core machine one run's worker CPU spreads by up
@@ -158,6 +164,131 @@ def tagging_steps_alone(raws: list[bytes], batch_size: int, partitions: int) -> 
     return {"messages": len(raws), "labels_learned": learned, "cpu_s": cpu, "us_per_message": 1e6 * cpu / len(raws)}
 
 
+def tagging_floor(
+    raws: list[bytes], batch_size: int, partitions: int, transports: bool = False, producer_batch: int | None = None
+) -> dict[str, float]:
+    """The least that tagging with its required outputs can cost a worker with this Kafka client.
+
+    In one process, against the embedded broker, no Faust: each batch predicted and
+    learned as in :func:`tagging_alone`, plus what the issue requires of every ticket:
+    the ticket with its predictions encoded and produced to ``tickets-classified``
+    (whole produce batches per partition through aiokafka, delivery awaited once per
+    batch, as ``Outbox.send_records``), and its reading and first prediction kept for a
+    late label (a plain dict, no expiry).
+
+    ``transports``: also what several workers and a restart need at the least, as the
+    worker does it but with nothing around it: the batch's texts to keep, and the
+    examples of its labelled tickets, each sent as one JSON message per partition
+    (``texts-to-join``, ``tagger-training``), read back by a plain consumer and decoded;
+    the texts are kept, and the examples learned, from what was read.
+
+    ``producer_batch``: the producer's batch size in bytes (the worker's,
+    ``pipeline.app.PRODUCER_BATCH_BYTES``, unless given).
+    """
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+    from pipeline.app import PRODUCER_BATCH_BYTES
+    from pipeline.cli import tune_gc
+    from pipeline.tagger import FIELDS, TicketTagger, predicted_labels, reading_text
+    from pipeline.topics import kafka_partitions
+
+    docs = []
+    for raw in raws:
+        try:
+            ticket = parse_ticket(raw)
+        except TicketError:
+            continue
+        doc = {"id": ticket.id, "subject": ticket.subject, "body": ticket.body}
+        docs.append(doc | {f: getattr(ticket, f) for f in FIELDS if getattr(ticket, f)})
+
+    async def produce_records(
+        producer: AIOKafkaProducer, topic: str, by_partition: dict[int, list[tuple[bytes | None, bytes]]]
+    ) -> list[asyncio.Future[object]]:
+        futures = []
+        for partition, records in by_partition.items():
+            built = producer.create_batch()
+            for key, value in records:
+                if built.append(key=key, value=value, timestamp=None) is None:
+                    futures.append(await producer.send_batch(built, topic, partition=partition))
+                    built = producer.create_batch()
+                    built.append(key=key, value=value, timestamp=None)
+            futures.append(await producer.send_batch(built, topic, partition=partition))
+        return futures
+
+    async def run(url: str) -> dict[str, float]:
+        # as the worker's producer: every replica, its batch size
+        producer = AIOKafkaProducer(
+            bootstrap_servers=url, acks="all", max_batch_size=producer_batch or PRODUCER_BATCH_BYTES
+        )
+        consumer = AIOKafkaConsumer(bootstrap_servers=url, group_id=None, auto_offset_reset="earliest")
+        await producer.start()
+        await consumer.start()
+        consumer.assign([TopicPartition(t, p) for t in ("floor-texts", "floor-training") for p in range(partitions)])
+        try:
+            tune_gc()  # as the worker
+            tagger = TicketTagger()
+            kept: dict[str, tuple[str, str]] = {}
+            learned = 0
+            t0 = time.process_time()
+            for start in range(0, len(docs), batch_size):
+                batch = docs[start : start + batch_size]
+                readings = [
+                    {"id": d["id"], "reading": reading_text(d["subject"], d["body"])}
+                    | {f: d[f] for f in FIELDS if f in d}
+                    for d in batch
+                ]
+                predictions, bins = tagger.predict_binned(readings)
+                keys = [d["id"].encode() for d in batch]
+                by_partition: dict[int, list[tuple[bytes | None, bytes]]] = {}
+                texts: dict[int, list[list[str]]] = {}
+                examples: dict[int, list[dict[str, object]]] = {}
+                for doc, key, partition, reading, predicted, b in zip(
+                    batch, keys, kafka_partitions(keys, partitions), readings, predictions, bins, strict=True
+                ):
+                    value = orjson.dumps({**doc, "predicted": predicted, "model_version": tagger.version})
+                    by_partition.setdefault(partition, []).append((key, value))
+                    first = predicted_labels(predicted, b)
+                    if transports:
+                        texts.setdefault(partition, []).append([reading["id"], reading["reading"], first])
+                    else:
+                        kept[doc["id"]] = (reading["reading"], first)
+                    if len(reading) > 2:
+                        examples.setdefault(partition, []).append({**reading, "predicted": first})
+                futures = await produce_records(producer, "tickets-classified", by_partition)
+                if not transports:
+                    learned += tagger.learn_batch([e for part in examples.values() for e in part])
+                else:
+                    for topic, lists in (("floor-texts", texts), ("floor-training", examples)):
+                        messages = {p: [(None, orjson.dumps(items))] for p, items in lists.items()}
+                        futures += await produce_records(producer, topic, messages)
+                    wanted = len(texts) + len(examples)
+                    while wanted:
+                        for tp, records in (await consumer.getmany(timeout_ms=1000)).items():
+                            wanted -= len(records)
+                            for record in records:
+                                items = orjson.loads(record.value)
+                                if tp.topic == "floor-texts":
+                                    for ticket_id, reading_, first in items:
+                                        kept[ticket_id] = (reading_, first)
+                                else:
+                                    learned += tagger.learn_batch(items)
+                for future in futures:
+                    await future
+            cpu = time.process_time() - t0
+        finally:
+            await consumer.stop()
+            await producer.stop()
+        return {"messages": len(raws), "labels_learned": learned, "cpu_s": cpu, "us_per_message": 1e6 * cpu / len(raws)}
+
+    broker = EmbeddedBroker().start()
+    try:
+        settings = Settings(broker_url=broker.url, app_id="ticketpulse-floor")
+        asyncio.run(ensure_topics(settings))
+        return asyncio.run(run(settings.bootstrap_servers))
+    finally:
+        broker.stop()
+
+
 def _cpu_seconds(pid: int) -> float:
     """User and system CPU time of a process, from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -288,6 +419,17 @@ def main() -> None:
     parser.add_argument(
         "--tagging-share", action="store_true", help="tagging's CPU in the worker against the model alone"
     )
+    parser.add_argument(
+        "--tagging-floor",
+        action="store_true",
+        help="only the least tagging's required outputs cost (model, tickets-classified, texts kept), no worker",
+    )
+    parser.add_argument(
+        "--producer-batch",
+        type=int,
+        metavar="BYTES",
+        help="with --tagging-floor: the producer's batch size (default: the worker's)",
+    )
     args = parser.parse_args()
     spike = Spike("reports", START.replace(day=3, hour=10), 2, 4)
     gen = TicketGenerator(START, days=args.days, scale=args.scale, seed=42, spikes=[spike])
@@ -307,6 +449,37 @@ def main() -> None:
     print(f"input: {len(raws)} messages, {unique} distinct tickets ({args.days:g} days, scale {args.scale:g})")
     best = max((in_process(raws) for _ in range(3)), key=lambda r: r["all"])
     print("in-process, one core (tickets/s): " + ", ".join(f"{k}={v:,.0f}" for k, v in best.items()))
+    if args.tagging_floor:
+        settings = Settings()
+        runs_us: dict[str, list[float]] = {"alone": [], "required": [], "transports": []}
+        learned = {}
+        for _ in range(args.repeat):  # in turn, as --tagging-share
+            runs_us["alone"].append(tagging_alone(raws, settings.batch_size)["us_per_message"])
+            for name in ("required", "transports"):
+                run = tagging_floor(
+                    raws,
+                    settings.batch_size,
+                    settings.partitions,
+                    transports=name == "transports",
+                    producer_batch=args.producer_batch,
+                )
+                runs_us[name].append(run["us_per_message"])
+                learned[name] = run["labels_learned"]
+        med = {name: statistics.median(values) for name, values in runs_us.items()}
+        of = {name: " / ".join(f"{v:.1f}" for v in values) for name, values in runs_us.items()}
+        print(f"the model alone: median {med['alone']:.1f} us a message (of {of['alone']})")
+        print(
+            f"with what the issue requires of each ticket (its tickets-classified record produced, its text kept), "
+            f"one process, no Faust: median {med['required']:.1f} us (of {of['required']}) = "
+            f"{med['required'] / med['alone']:.2f} times the model (the issue allows 1.2); {learned['required']:,} "
+            "labels learned"
+        )
+        print(
+            f"and the texts and labels through Kafka (one JSON message a batch and partition each, read back): "
+            f"median {med['transports']:.1f} us (of {of['transports']}) = {med['transports'] / med['alone']:.2f} "
+            f"times the model; {learned['transports']:,} labels learned"
+        )
+        return
     settings_env = dict(item.split("=", 1) for item in args.set)
     if any(not name.startswith("TICKETPULSE_") for name in settings_env):
         parser.error("--set takes TICKETPULSE_NAME=VALUE")

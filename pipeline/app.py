@@ -172,6 +172,15 @@ class PipelineApp(faust.App):  # type: ignore[misc]
 #: Kafka's default ``message.max.bytes`` (1,048,588) with room for a record batch's header.
 MAX_INTERNAL_MESSAGE_BYTES = 900_000
 
+#: The worker's producer batches (Faust's ``producer_max_batch_size``; its default is
+#: 16 KB, 30 ``tickets-classified`` records). Each batch is a produce request with its own
+#: future and response in the client's Python sender: at 16 KB the client used 4.2-4.6 us
+#: of CPU a 520-byte record, at 512 KB 0.8-1.1 (a bare producer on this machine,
+#: docs/benchmarks.md). Under the broker's ``message.max.bytes`` (1 MB); a batch always
+#: takes its first record, so an internal message up to :data:`MAX_INTERNAL_MESSAGE_BYTES`
+#: still goes in one.
+PRODUCER_BATCH_BYTES = 512 * 1024
+
 
 class Outbox:
     """The messages an agent sends for one batch, awaited before the batch is acknowledged.
@@ -666,6 +675,7 @@ def build_pipeline(
         broker_heartbeat_interval=1,
         broker_commit_interval=1.0,
         producer_max_request_size=max(1_048_576, settings.max_ticket_bytes * 2),
+        producer_max_batch_size=PRODUCER_BATCH_BYTES,
         consumer_max_fetch_size=max(4 * 1_048_576, settings.max_ticket_bytes * 2),
         web_enabled=settings.web_enabled,
         web_port=settings.web_port,
