@@ -49,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -165,7 +166,11 @@ def tagging_steps_alone(raws: list[bytes], batch_size: int, partitions: int) -> 
 
 
 def tagging_floor(
-    raws: list[bytes], batch_size: int, partitions: int, transports: bool = False, producer_batch: int | None = None
+    raws: list[bytes],
+    batch_size: int,
+    partitions: int,
+    through_kafka: Sequence[str] = (),
+    producer_batch: int | None = None,
 ) -> dict[str, float]:
     """The least that tagging with its required outputs can cost a worker with this Kafka client.
 
@@ -176,11 +181,11 @@ def tagging_floor(
     batch, as ``Outbox.send_records``), and its reading and first prediction kept for a
     late label (a plain dict, no expiry).
 
-    ``transports``: also what several workers and a restart need at the least, as the
-    worker does it but with nothing around it: the batch's texts to keep, and the
-    examples of its labelled tickets, each sent as one JSON message per partition
-    (``texts-to-join``, ``tagger-training``), read back by a plain consumer and decoded;
-    the texts are kept, and the examples learned, from what was read.
+    ``through_kafka``: also what several workers and a restart need at the least, with
+    nothing around it: ``"labels"``, the examples of the batch's labelled tickets (every
+    worker learns every label), ``"texts"``, the texts to keep (they must outlive the
+    worker); each sent as one JSON message a batch and partition, read back by a plain
+    consumer and decoded, and learned or kept from what was read.
 
     ``producer_batch``: the producer's batch size in bytes (the worker's,
     ``pipeline.app.PRODUCER_BATCH_BYTES``, unless given).
@@ -248,16 +253,17 @@ def tagging_floor(
                     value = orjson.dumps({**doc, "predicted": predicted, "model_version": tagger.version})
                     by_partition.setdefault(partition, []).append((key, value))
                     first = predicted_labels(predicted, b)
-                    if transports:
+                    if "texts" in through_kafka:
                         texts.setdefault(partition, []).append([reading["id"], reading["reading"], first])
                     else:
                         kept[doc["id"]] = (reading["reading"], first)
                     if len(reading) > 2:
                         examples.setdefault(partition, []).append({**reading, "predicted": first})
                 futures = await produce_records(producer, "tickets-classified", by_partition)
-                if not transports:
+                if "labels" not in through_kafka:
                     learned += tagger.learn_batch([e for part in examples.values() for e in part])
-                else:
+                    examples = {}
+                if through_kafka:
                     for topic, lists in (("floor-texts", texts), ("floor-training", examples)):
                         messages = {p: [(None, orjson.dumps(items))] for p, items in lists.items()}
                         futures += await produce_records(producer, topic, messages)
@@ -451,16 +457,17 @@ def main() -> None:
     print("in-process, one core (tickets/s): " + ", ".join(f"{k}={v:,.0f}" for k, v in best.items()))
     if args.tagging_floor:
         settings = Settings()
-        runs_us: dict[str, list[float]] = {"alone": [], "required": [], "transports": []}
+        levels = {"required": (), "labels": ("labels",), "texts": ("labels", "texts")}
+        runs_us: dict[str, list[float]] = {"alone": [], **{name: [] for name in levels}}
         learned = {}
         for _ in range(args.repeat):  # in turn, as --tagging-share
             runs_us["alone"].append(tagging_alone(raws, settings.batch_size)["us_per_message"])
-            for name in ("required", "transports"):
+            for name, through_kafka in levels.items():
                 run = tagging_floor(
                     raws,
                     settings.batch_size,
                     settings.partitions,
-                    transports=name == "transports",
+                    through_kafka=through_kafka,
                     producer_batch=args.producer_batch,
                 )
                 runs_us[name].append(run["us_per_message"])
@@ -474,11 +481,12 @@ def main() -> None:
             f"{med['required'] / med['alone']:.2f} times the model (the issue allows 1.2); {learned['required']:,} "
             "labels learned"
         )
-        print(
-            f"and the texts and labels through Kafka (one JSON message a batch and partition each, read back): "
-            f"median {med['transports']:.1f} us (of {of['transports']}) = {med['transports'] / med['alone']:.2f} "
-            f"times the model; {learned['transports']:,} labels learned"
-        )
+        for name, what in (("labels", "the labels"), ("texts", "the labels and the texts")):
+            print(
+                f"and {what} through Kafka (one JSON message a batch and partition, read back): "
+                f"median {med[name]:.1f} us (of {of[name]}) = {med[name] / med['alone']:.2f} times the model; "
+                f"{learned[name]:,} labels learned"
+            )
         return
     settings_env = dict(item.split("=", 1) for item in args.set)
     if any(not name.startswith("TICKETPULSE_") for name in settings_env):
