@@ -59,7 +59,7 @@ from detectors import AlertGate, SpikeEvent, VolumeWatch
 from .checkpoints import CheckpointWriter, write_checkpoint
 from .delivery import AlertDeliverer
 from .ingest import WebhookIngest
-from .labels import ChunkedStore, LabelJoin, entry_chars
+from .labels import ChunkedStore, LabelJoin, entry_chars, texts_of_message
 from .lineprotocol import Point
 from .pattern_watch import PatternWatch
 from .privacy import mask_personal
@@ -1426,9 +1426,14 @@ def build_pipeline(
             for event in events:
                 message = event.message
                 if message.topic != settings.topic_labels:
-                    value = orjson.loads(event.value)
-                    # a batch's texts of this partition ({"texts": [...]}; one text each before)
-                    docs = value["texts"] if "texts" in value else [value]
+                    try:
+                        # a batch's texts of this partition ({"texts": [...]}; one text each before)
+                        docs = texts_of_message(event.value)
+                    except ValueError as exc:
+                        stats.dead_letters += 1
+                        error = f"unreadable texts-to-join message: {exc}"
+                        await out.send(dead_letter, value=_dead_letter(event.value, event.key, error, message))
+                        continue
                     examples = label_join.remember_message(message.partition, message.offset, docs)
                 else:
                     try:
@@ -1505,11 +1510,9 @@ def build_pipeline(
                         if record.offset > last:
                             break
                         try:
-                            value = orjson.loads(record.value)
-                            docs = value["texts"] if "texts" in value else [value]  # one each before 2026-11-30
-                            label_join.restore(tp.partition, record.offset, docs, record.timestamp / 1000)
-                        except (orjson.JSONDecodeError, TypeError, KeyError, AttributeError) as exc:
-                            # our own topic, written by validate: a message unread is named, not a crash loop
+                            docs = texts_of_message(record.value)
+                        except ValueError as exc:
+                            # dead-lettered when the join first read it: named again, not a crash loop
                             logger.warning(
                                 "label_join texts_lost partition=%d offset=%d reason=%r",
                                 tp.partition,
@@ -1517,6 +1520,7 @@ def build_pipeline(
                                 exc,
                             )
                             continue
+                        label_join.restore(tp.partition, record.offset, docs, record.timestamp / 1000)
                         messages += 1
                         texts += len(docs)
                     if records and records[-1].offset >= last:

@@ -41,7 +41,7 @@ import orjson
 from .schema import LABEL_FIELDS
 from .tagger import document_reading
 
-__all__ = ["TEXTS_MARK", "ChunkedStore", "LabelJoin", "entry_chars"]
+__all__ = ["TEXTS_MARK", "ChunkedStore", "LabelJoin", "entry_chars", "texts_of_message"]
 
 #: The store's key, after ``"<partition>/"``, of the offsets that hold a partition's kept
 #: texts: it starts with a space, which no ticket id does (ids are stripped).
@@ -280,6 +280,35 @@ class LabelJoin:
                         del firsts[first]
             self._mark(partition)
         return oldest
+
+
+def texts_of_message(raw: bytes | None) -> list[dict[str, Any]]:
+    """The texts one ``<app>-texts-to-join`` message carries, or ``ValueError`` naming what
+    is wrong with it.
+
+    The topic is our own, written by ``validate``; a message something else wrote there
+    (a tool, a bug) is named and set aside by the join, not a join that stops.
+
+    >>> texts_of_message(b'{"texts": [{"id": "T-1", "reading": "app crashes"}]}')
+    [{'id': 'T-1', 'reading': 'app crashes'}]
+    >>> texts_of_message(b'{"texts": [{"reading": "app crashes"}]}')
+    Traceback (most recent call last):
+    ...
+    ValueError: text 0 of the message is not an object with an 'id'
+    """
+    try:
+        value = orjson.loads(raw or b"")
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"not JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"a JSON {type(value).__name__}, not an object with 'texts'")
+    docs = value["texts"] if "texts" in value else [value]  # one text a message before 2026-11-30
+    if not isinstance(docs, list):
+        raise ValueError(f"'texts' is a JSON {type(docs).__name__}, not a list")
+    for n, doc in enumerate(docs):
+        if not isinstance(doc, dict) or not isinstance(doc.get("id"), str | int):
+            raise ValueError(f"text {n} of the message is not an object with an 'id'")
+    return docs
 
 
 def entry_chars(entry: dict[str, Any]) -> int:

@@ -213,6 +213,33 @@ def test_texts_to_join_keeps_its_messages_longer_than_the_horizon(stack, caplog)
     assert warning.endswith(f"--entity-name {topics[0]} --add-config retention.ms={wanted}")
 
 
+def test_an_unreadable_texts_to_join_message_is_dead_lettered_and_the_join_goes_on(stack) -> None:
+    """Something other than the worker wrote to its texts-to-join topic: each message is
+    dead-lettered with what is wrong with it, and the join goes on joining labels."""
+    stack.env_overrides["TICKETPULSE_STATS_SECONDS"] = "1"
+    stack.create_topics()
+    stack.start_worker()
+    texts_topic = f"{stack.settings.app_id}-texts-to-join"
+    junk = [(b"a", b"{not json"), (b"b", orjson.dumps({"texts": [{"reading": "no id"}]}))]
+    stack.send(junk, topic=texts_topic)
+    dead = stack.read_topic(stack.settings.topic_dead_letter, expected=2, timeout=60)
+    assert sorted(d["error"] for d in dead) == [
+        "unreadable texts-to-join message: not JSON "
+        "(unexpected character, expected a string key: line 1 column 2 (char 1))",
+        "unreadable texts-to-join message: text 0 of the message is not an object with an 'id'",
+    ]
+    assert {d["topic"] for d in dead} == {texts_topic}
+    # the join still works: untagged tickets, then their tags, learned
+    _send(stack, [_ticket(f"after-{i}", CRASH, i) for i in range(5)])
+    stack.read_topic(stack.settings.topic_classified, expected=5)
+    _send(stack, [{"id": f"after-{i}", "case_type": "bug"} for i in range(5)], topic=stack.settings.topic_labels)
+    _wait(
+        lambda: [f for (_, t), f in _quality(stack).items() if t == "case_type"] == [{"labelled": 5, "learned": 5}],
+        60,
+        "the five late tags to be learned",
+    )
+
+
 def test_a_tag_for_a_ticket_not_seen_within_the_horizon_is_dead_lettered(stack) -> None:
     stack.env_overrides["TICKETPULSE_LABEL_HORIZON_HOURS"] = "0.002"  # 7.2 s
     stack.create_topics()

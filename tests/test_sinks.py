@@ -98,6 +98,44 @@ def test_v1_sink_stores_the_good_points_and_names_each_one_influxdb_refuses(infl
     assert [row[1] for row in series[0]["values"]] == [0, 1, 2, 3, 4, 6, 7]
 
 
+def test_points_influxdb_refuses_together_cost_one_request_and_one_log_line(influx, caplog) -> None:
+    """A series whose field changed type refuses every point written to it: a run of
+    refused points is one request and one log line (with how many, and the first), not
+    halved down to each point; the good points of the same write are stored."""
+    good = [Point("m", {"k": str(n)}, {"v": n}, n) for n in range(1000)]
+    bad = [Point("m", {"k": str(n)}, {"v": f"text {n}"}, n) for n in range(1000, 2000)]
+    requests: list[int] = []
+
+    class CountingSink(InfluxV1Sink):
+        async def _write(self, body: bytes) -> None:
+            requests.append(body.count(b"\n") + 1)
+            await super()._write(body)
+
+    async def go() -> InfluxV1Sink:
+        sink = CountingSink(influx.url, "conflicts")
+        try:
+            await sink.write(good[:1])  # the series' field is an integer
+            requests.clear()
+            await sink.write(bad)  # every point refused
+            await sink.write(good + bad)  # half of them
+        finally:
+            await sink.close()
+        return sink
+
+    with caplog.at_level("ERROR", logger="pipeline.sinks"):
+        sink = asyncio.run(go())
+    assert sink.points_refused == 2000
+    # the refused write once; the half-refused one, then each half once
+    assert requests == [1000, 2000, 1000, 1000]
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 2
+    for line in errors:
+        assert line.startswith('sink=influx_v1 points_refused=1000 first=m,k=1000 v="text 1000" 1000 error=')
+        assert "field type conflict" in line and "dropped=1000" in line
+    series = influx_query(influx.url, "conflicts", "SELECT count(v) FROM m")
+    assert series[0]["values"][0][1] == 1000
+
+
 def test_v1_sink_retries_until_influxdb_comes_back_and_creates_the_database(free_port_influx) -> None:
     """A write to a server that is not up yet is retried, not dropped, even if its client is closed meanwhile."""
     port_holder = free_port_influx
