@@ -91,19 +91,27 @@ def in_process(raws: list[bytes]) -> dict[str, float]:
     return {"parse": n / (t1 - t0), "facts": n / (t2 - t1), "count": n / (t3 - t2), "all": n / (t3 - t0)}
 
 
-def tagging_alone(raws: list[bytes], batch_size: int) -> dict[str, float]:
-    """The tagger's predict and learn on these messages in one process, as the worker batches them."""
-    from pipeline.cli import tune_gc
-    from pipeline.tagger import FIELDS, TicketTagger, predicted_labels
+def _tagger_inputs(raws: list[bytes]) -> list[dict[str, str]]:
+    """The valid messages as the tagger takes them: id, subject, body and the tags they carry."""
+    from pipeline.tagger import FIELDS
 
-    tickets = []
+    docs = []
     for raw in raws:
         try:
             ticket = parse_ticket(raw)
         except TicketError:
             continue
         doc = {"id": ticket.id, "subject": ticket.subject, "body": ticket.body}
-        tickets.append(doc | {f: getattr(ticket, f) for f in FIELDS if getattr(ticket, f)})
+        docs.append(doc | {f: getattr(ticket, f) for f in FIELDS if getattr(ticket, f)})
+    return docs
+
+
+def tagging_alone(raws: list[bytes], batch_size: int) -> dict[str, float]:
+    """The tagger's predict and learn on these messages in one process, as the worker batches them."""
+    from pipeline.cli import tune_gc
+    from pipeline.tagger import FIELDS, TicketTagger, predicted_labels
+
+    tickets = _tagger_inputs(raws)
     tune_gc()  # as the worker
     tagger = TicketTagger()
     learned = 0
@@ -192,33 +200,18 @@ def tagging_floor(
     """
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-    from pipeline.app import PRODUCER_BATCH_BYTES
+    from pipeline.app import PRODUCER_BATCH_BYTES, Outbox
     from pipeline.cli import tune_gc
     from pipeline.tagger import FIELDS, TicketTagger, predicted_labels, reading_text
     from pipeline.topics import kafka_partitions
 
-    docs = []
-    for raw in raws:
-        try:
-            ticket = parse_ticket(raw)
-        except TicketError:
-            continue
-        doc = {"id": ticket.id, "subject": ticket.subject, "body": ticket.body}
-        docs.append(doc | {f: getattr(ticket, f) for f in FIELDS if getattr(ticket, f)})
+    docs = _tagger_inputs(raws)
 
-    async def produce_records(
-        producer: AIOKafkaProducer, topic: str, by_partition: dict[int, list[tuple[bytes | None, bytes]]]
-    ) -> list[asyncio.Future[object]]:
-        futures = []
-        for partition, records in by_partition.items():
-            built = producer.create_batch()
-            for key, value in records:
-                if built.append(key=key, value=value, timestamp=None) is None:
-                    futures.append(await producer.send_batch(built, topic, partition=partition))
-                    built = producer.create_batch()
-                    built.append(key=key, value=value, timestamp=None)
-            futures.append(await producer.send_batch(built, topic, partition=partition))
-        return futures
+    class Faustless:
+        """What ``Outbox.send_records`` takes of Faust's producer: its aiokafka client."""
+
+        def __init__(self, client: AIOKafkaProducer) -> None:
+            self._producer = client
 
     async def run(url: str) -> dict[str, float]:
         # as the worker's producer: every replica, its batch size
@@ -228,6 +221,7 @@ def tagging_floor(
         consumer = AIOKafkaConsumer(bootstrap_servers=url, group_id=None, auto_offset_reset="earliest")
         await producer.start()
         await consumer.start()
+        client = Faustless(producer)
         consumer.assign([TopicPartition(t, p) for t in ("floor-texts", "floor-training") for p in range(partitions)])
         try:
             tune_gc()  # as the worker
@@ -259,14 +253,17 @@ def tagging_floor(
                         kept[doc["id"]] = (reading["reading"], first)
                     if len(reading) > 2:
                         examples.setdefault(partition, []).append({**reading, "predicted": first})
-                futures = await produce_records(producer, "tickets-classified", by_partition)
+                # the worker's own code for the records, its delivery awaited once a batch
+                out = Outbox()
+                for partition, records in by_partition.items():
+                    await out.send_records(client, "tickets-classified", partition, records)
                 if "labels" not in through_kafka:
                     learned += tagger.learn_batch([e for part in examples.values() for e in part])
                     examples = {}
                 if through_kafka:
                     for topic, lists in (("floor-texts", texts), ("floor-training", examples)):
-                        messages = {p: [(None, orjson.dumps(items))] for p, items in lists.items()}
-                        futures += await produce_records(producer, topic, messages)
+                        for partition, items in lists.items():
+                            await out.send_records(client, topic, partition, [(None, orjson.dumps(items))])
                     wanted = len(texts) + len(examples)
                     while wanted:
                         for tp, records in (await consumer.getmany(timeout_ms=1000)).items():
@@ -278,8 +275,7 @@ def tagging_floor(
                                         kept[ticket_id] = (reading_, first)
                                 else:
                                     learned += tagger.learn_batch(items)
-                for future in futures:
-                    await future
+                await out.delivered()
             cpu = time.process_time() - t0
         finally:
             await consumer.stop()
