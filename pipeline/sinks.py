@@ -25,6 +25,7 @@ from .lineprotocol import Point, to_line_protocol
 from .settings import Settings
 
 __all__ = [
+    "REFUSED_LINES_PER_WRITE",
     "FileSink",
     "InfluxBackpressure",
     "InfluxSink",
@@ -56,6 +57,10 @@ _SPLIT_STATUSES = frozenset({400, 413})
 _CREDENTIAL_STATUSES = frozenset({401, 403})
 #: How many points of a request InfluxDB refused, in its partial-write answer ("... dropped=N").
 _DROPPED = re.compile(r"dropped=(\d+)")
+
+
+#: Refused points one ``write`` logs a line each; past them, one line says how many more.
+REFUSED_LINES_PER_WRITE = 10
 
 
 def _refused_count(error: SinkError) -> int | None:
@@ -118,10 +123,15 @@ class InfluxSink(ABC):
         """Write all points, ``points_per_request`` to a request, retrying each until it is
         stored; raise only :class:`SinkError`. (A point written twice is the same point:
         a retry after a partial write changes nothing.)"""
+        refused = [0, 0]  # this write's refusals: logged, and refused points not logged
         for start in range(0, len(points), self.points_per_request):
-            await self._write_retrying(points[start : start + self.points_per_request])
+            await self._write_retrying(points[start : start + self.points_per_request], refused)
+        if refused[1]:
+            logger.error(
+                "sink=%s points_refused_not_logged=%d lines_logged=%d", self.name, refused[1], REFUSED_LINES_PER_WRITE
+            )
 
-    async def _write_retrying(self, points: Sequence[Point]) -> None:
+    async def _write_retrying(self, points: Sequence[Point], refused: list[int]) -> None:
         body = to_line_protocol(points)
         attempt = 0
         while True:
@@ -131,7 +141,7 @@ class InfluxSink(ABC):
                 await self._write(body)
             except SinkError as exc:
                 if exc.status in _SPLIT_STATUSES:
-                    await self._write_split(points, exc)
+                    await self._write_split(points, exc, refused)
                     return
                 if exc.status not in _CREDENTIAL_STATUSES:
                     raise
@@ -154,7 +164,7 @@ class InfluxSink(ABC):
             )
             await asyncio.sleep(delay)
 
-    async def _write_split(self, points: Sequence[Point], error: SinkError) -> None:
+    async def _write_split(self, points: Sequence[Point], error: SinkError, refused: list[int]) -> None:
         """Write ``points`` in halves, down to the points InfluxDB refuses (a field of
         another type than the series has, a value it cannot take): they are logged with
         their line and counted in ``points_refused``, and the others are stored. (Points
@@ -164,10 +174,16 @@ class InfluxSink(ABC):
         split further: one log line for all of them, naming the first. A series whose
         field changed type refuses every point of a batch, and halving down to each one
         cost about two requests and a log line a point (10,000 and 5,000 a full request).
+        ``refused``: this write's lines logged and points not logged; past
+        :data:`REFUSED_LINES_PER_WRITE` lines, ``write`` says how many more in one line.
         """
         dropped = _refused_count(error)
         if len(points) == 1 or (dropped is not None and dropped >= len(points)):
             self.points_refused += len(points)
+            if refused[0] >= REFUSED_LINES_PER_WRITE:
+                refused[1] += len(points)
+                return
+            refused[0] += 1
             first = to_line_protocol(points[:1]).decode().strip()[:500]
             if len(points) == 1:
                 logger.error("sink=%s point_refused=%s error=%s", self.name, first, error)
@@ -175,8 +191,8 @@ class InfluxSink(ABC):
                 logger.error("sink=%s points_refused=%d first=%s error=%s", self.name, len(points), first, error)
             return
         half = len(points) // 2
-        await self._write_retrying(points[:half])
-        await self._write_retrying(points[half:])
+        await self._write_retrying(points[:half], refused)
+        await self._write_retrying(points[half:], refused)
 
 
 def _retry_after(headers: Any) -> float:

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from pipeline.lineprotocol import Point
-from pipeline.sinks import FileSink, InfluxV1Sink, InfluxV2Sink, SinkError
+from pipeline.sinks import REFUSED_LINES_PER_WRITE, FileSink, InfluxV1Sink, InfluxV2Sink, SinkError
 
 from .conftest import influx_query
 
@@ -134,6 +134,31 @@ def test_points_influxdb_refuses_together_cost_one_request_and_one_log_line(infl
         assert "field type conflict" in line and "dropped=1000" in line
     series = influx_query(influx.url, "conflicts", "SELECT count(v) FROM m")
     assert series[0]["values"][0][1] == 1000
+
+
+def test_refused_points_among_good_ones_log_a_few_lines_then_how_many_more(influx, caplog) -> None:
+    """Every fourth point refused, among good ones: each found and counted, the good ones
+    stored, but a write logs REFUSED_LINES_PER_WRITE lines and then one with how many more."""
+    points = [Point("m", {"k": str(n)}, {"v": n if n % 4 else f"text {n}"}, n) for n in range(400)]
+
+    async def go() -> InfluxV1Sink:
+        sink = InfluxV1Sink(influx.url, "scattered")
+        try:
+            await sink.write([Point("m", {"k": "1"}, {"v": 1}, 1)])  # the series' field is an integer
+            await sink.write(points)
+        finally:
+            await sink.close()
+        return sink
+
+    with caplog.at_level("ERROR", logger="pipeline.sinks"):
+        sink = asyncio.run(go())
+    assert sink.points_refused == 100
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == REFUSED_LINES_PER_WRITE + 1
+    assert errors[0].startswith('sink=influx_v1 point_refused=m,k=0 v="text 0" 0 error=')
+    assert errors[-1] == f"sink=influx_v1 points_refused_not_logged=90 lines_logged={REFUSED_LINES_PER_WRITE}"
+    series = influx_query(influx.url, "scattered", "SELECT count(v) FROM m")
+    assert series[0]["values"][0][1] == 300
 
 
 def test_v1_sink_retries_until_influxdb_comes_back_and_creates_the_database(free_port_influx) -> None:
