@@ -16,6 +16,7 @@ import random
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,14 @@ _DROPPED = re.compile(r"dropped=(\d+)")
 
 #: Refused points one ``write`` logs a line each; past them, one line says how many more.
 REFUSED_LINES_PER_WRITE = 10
+
+
+@dataclass
+class _Refusals:
+    """One ``write``'s refused points: the lines logged, and the points not logged after them."""
+
+    lines: int = 0
+    not_logged: int = 0
 
 
 def _refused_count(error: SinkError) -> int | None:
@@ -123,15 +132,15 @@ class InfluxSink(ABC):
         """Write all points, ``points_per_request`` to a request, retrying each until it is
         stored; raise only :class:`SinkError`. (A point written twice is the same point:
         a retry after a partial write changes nothing.)"""
-        refused = [0, 0]  # this write's refusals: logged, and refused points not logged
+        refused = _Refusals()
         for start in range(0, len(points), self.points_per_request):
             await self._write_retrying(points[start : start + self.points_per_request], refused)
-        if refused[1]:
+        if refused.not_logged:
             logger.error(
-                "sink=%s points_refused_not_logged=%d lines_logged=%d", self.name, refused[1], REFUSED_LINES_PER_WRITE
+                "sink=%s points_refused_not_logged=%d lines_logged=%d", self.name, refused.not_logged, refused.lines
             )
 
-    async def _write_retrying(self, points: Sequence[Point], refused: list[int]) -> None:
+    async def _write_retrying(self, points: Sequence[Point], refused: _Refusals) -> None:
         body = to_line_protocol(points)
         attempt = 0
         while True:
@@ -164,7 +173,7 @@ class InfluxSink(ABC):
             )
             await asyncio.sleep(delay)
 
-    async def _write_split(self, points: Sequence[Point], error: SinkError, refused: list[int]) -> None:
+    async def _write_split(self, points: Sequence[Point], error: SinkError, refused: _Refusals) -> None:
         """Write ``points`` in halves, down to the points InfluxDB refuses (a field of
         another type than the series has, a value it cannot take): they are logged with
         their line and counted in ``points_refused``, and the others are stored. (Points
@@ -180,10 +189,10 @@ class InfluxSink(ABC):
         dropped = _refused_count(error)
         if len(points) == 1 or (dropped is not None and dropped >= len(points)):
             self.points_refused += len(points)
-            if refused[0] >= REFUSED_LINES_PER_WRITE:
-                refused[1] += len(points)
+            if refused.lines >= REFUSED_LINES_PER_WRITE:
+                refused.not_logged += len(points)
                 return
-            refused[0] += 1
+            refused.lines += 1
             first = to_line_protocol(points[:1]).decode().strip()[:500]
             if len(points) == 1:
                 logger.error("sink=%s point_refused=%s error=%s", self.name, first, error)
