@@ -15,7 +15,7 @@ read by one process in three ways:
 
 (3) says how far a worker that reads every ticket through a Faust agent can go here at
 all; the gap to (1) is why the pipeline reads ``tickets`` below Faust's stream
-(``pipeline.app``'s ``read_tickets``) and keeps Faust's agents for the topics that
+(``pipeline.worker``'s ``read_tickets``) and keeps Faust's agents for the topics that
 carry one message per batch.
 """
 
@@ -50,7 +50,7 @@ def run_agent(mode: str, broker: str, workdir: Path) -> None:
     """The worker side (a subprocess): a Faust app whose one agent reads ``tickets``."""
     import faust
 
-    from pipeline.cli import service_worker, tune_gc
+    from pipeline.commands.cli import service_worker, tune_gc
 
     app = faust.App(
         f"floor-{mode}",
@@ -147,11 +147,11 @@ def main() -> None:
         run_agent(args.agent, args.broker, args.workdir)
         return
 
-    from pipeline.generator import Spike, TicketGenerator
-    from pipeline.produce import produce
-    from pipeline.services import EmbeddedBroker
+    from pipeline.ingest.produce import produce
+    from pipeline.runtime.kafka import ensure_topics
     from pipeline.settings import Settings
-    from pipeline.topics import ensure_topics
+    from pipeline.testbed.generator import Spike, TicketGenerator
+    from pipeline.testbed.services import EmbeddedBroker
 
     spike = Spike("reports", START.replace(day=3, hour=10), 2, 4)
     gen = TicketGenerator(START, days=args.days, scale=args.scale, seed=42, spikes=[spike])

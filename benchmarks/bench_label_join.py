@@ -26,9 +26,9 @@ from pathlib import Path
 
 import orjson
 
-from pipeline.generator import TicketGenerator
-from pipeline.labels import ChunkedStore, LabelJoin, entry_chars
-from pipeline.tagger import TicketTagger, predicted_labels, reading_text
+from pipeline.tagging.labels import ChunkedStore, LabelJoin, entry_chars
+from pipeline.tagging.tagger import TicketTagger, predicted_labels, reading_text
+from pipeline.testbed.generator import TicketGenerator
 
 sys.path.insert(0, str(Path(__file__).parent))
 from nlbse_eval import load_issues

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_patterns.py [--days 120] [--per-hour 40]
     .venv/bin/python benchmarks/bench_patterns.py --bodies ../shared/data/nlbse2024/issues_train.csv
 
-One partition's :class:`pipeline.pattern_watch.PatternWatch`, fed hour by hour as the
+One partition's :class:`pipeline.patterns.watch.PatternWatch`, fed hour by hour as the
 worker feeds it (group, judge, points, close, hand over the assignments). Most tickets of a helpdesk describe
 something nobody else reports: here each ticket is a few sentences drawn from a large
 vocabulary (seeded), and one in four is one of twenty recurring problems, so most
@@ -29,8 +29,8 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from pipeline.cli import tune_gc
-from pipeline.pattern_watch import PatternWatch
+from pipeline.commands.cli import tune_gc
+from pipeline.patterns.watch import PatternWatch
 
 H = 3600
 DAY = 86400

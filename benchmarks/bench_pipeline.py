@@ -55,14 +55,14 @@ from pathlib import Path
 
 import orjson
 
-from pipeline.demo import BROKEN, _count_dead_letters, _Volumes
-from pipeline.generator import Spike, TicketGenerator
-from pipeline.produce import produce
-from pipeline.schema import UNASSIGNED, TicketError, parse_ticket
-from pipeline.services import EmbeddedBroker, EmbeddedInflux
+from pipeline.commands.demo import BROKEN, _count_dead_letters, _Volumes
+from pipeline.counting.volume import PartitionVolume, window_start
+from pipeline.ingest.produce import produce
+from pipeline.ingest.schema import UNASSIGNED, TicketError, parse_ticket
+from pipeline.runtime.kafka import ensure_topics
 from pipeline.settings import Settings
-from pipeline.topics import ensure_topics
-from pipeline.volume import PartitionVolume, window_start
+from pipeline.testbed.generator import Spike, TicketGenerator
+from pipeline.testbed.services import EmbeddedBroker, EmbeddedInflux
 
 START = datetime(2026, 3, 2, tzinfo=UTC)
 
@@ -93,7 +93,7 @@ def in_process(raws: list[bytes]) -> dict[str, float]:
 
 def _tagger_inputs(raws: list[bytes]) -> list[dict[str, str]]:
     """The valid messages as the tagger takes them: id, subject, body and the tags they carry."""
-    from pipeline.tagger import FIELDS
+    from pipeline.tagging.tagger import FIELDS
 
     docs = []
     for raw in raws:
@@ -108,8 +108,8 @@ def _tagger_inputs(raws: list[bytes]) -> list[dict[str, str]]:
 
 def tagging_alone(raws: list[bytes], batch_size: int) -> dict[str, float]:
     """The tagger's predict and learn on these messages in one process, as the worker batches them."""
-    from pipeline.cli import tune_gc
-    from pipeline.tagger import FIELDS, TicketTagger, predicted_labels
+    from pipeline.commands.cli import tune_gc
+    from pipeline.tagging.tagger import FIELDS, TicketTagger, predicted_labels
 
     tickets = _tagger_inputs(raws)
     tune_gc()  # as the worker
@@ -132,17 +132,17 @@ def tagging_alone(raws: list[bytes], batch_size: int) -> dict[str, float]:
 def tagging_steps_alone(raws: list[bytes], batch_size: int, partitions: int) -> dict[str, float]:
     """The worker's own tagging steps on these messages in one process, without Kafka.
 
-    What ``validate`` does with a batch (``pipeline.app.tag_tickets``: documents,
+    What ``validate`` does with a batch (``pipeline.worker.tag_tickets``: documents,
     readings, prediction, the ``tickets-classified`` records, the texts to join, the
     examples), each message the worker sends encoded and read back as the agent that
     reads it does, the label join keeping every text (``LabelJoin``, its offsets in a
     ``ChunkedStore`` in memory), and the examples learned. What the worker spends
     beyond this is Kafka's and Faust's: sending, fetching, the changelog.
     """
-    from pipeline.app import tag_tickets
-    from pipeline.cli import tune_gc
-    from pipeline.labels import ChunkedStore, LabelJoin, entry_chars
-    from pipeline.tagger import TicketTagger
+    from pipeline.commands.cli import tune_gc
+    from pipeline.tagging.labels import ChunkedStore, LabelJoin, entry_chars
+    from pipeline.tagging.tagger import TicketTagger
+    from pipeline.worker import tag_tickets
 
     tickets = []
     for raw in raws:
@@ -196,14 +196,14 @@ def tagging_floor(
     consumer and decoded, and learned or kept from what was read.
 
     ``producer_batch``: the producer's batch size in bytes (the worker's,
-    ``pipeline.app.PRODUCER_BATCH_BYTES``, unless given).
+    ``pipeline.worker.PRODUCER_BATCH_BYTES``, unless given).
     """
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-    from pipeline.app import PRODUCER_BATCH_BYTES, Outbox
-    from pipeline.cli import tune_gc
-    from pipeline.tagger import FIELDS, TicketTagger, predicted_labels, reading_text
-    from pipeline.topics import kafka_partitions
+    from pipeline.commands.cli import tune_gc
+    from pipeline.runtime.kafka import kafka_partitions
+    from pipeline.tagging.tagger import FIELDS, TicketTagger, predicted_labels, reading_text
+    from pipeline.worker import PRODUCER_BATCH_BYTES, Outbox
 
     docs = _tagger_inputs(raws)
 
@@ -305,7 +305,7 @@ def _restart(worker: subprocess.Popen[bytes], env: dict[str, str], workdir: Path
     log = workdir / "worker-restarted.log"
     started = time.perf_counter()
     again = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "worker"],
+        [sys.executable, "-m", "pipeline.commands.cli", "worker"],
         env={**env, "TICKETPULSE_LOG_LEVEL": "info"},
         start_new_session=True,
         stdout=log.open("wb"),
@@ -349,7 +349,7 @@ def end_to_end(raws: list[bytes], unique: int, settings_env: dict[str, str], res
         settings = Settings(broker_url=broker.url, influx_url=influx.url, app_id="ticketpulse-bench")
         asyncio.run(ensure_topics(settings))
         worker = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "worker"],
+            [sys.executable, "-m", "pipeline.commands.cli", "worker"],
             env=env,
             start_new_session=True,
             stdout=(workdir / "worker.log").open("wb"),

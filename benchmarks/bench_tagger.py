@@ -17,8 +17,8 @@ import platform
 import time
 from datetime import UTC, datetime
 
-from pipeline.generator import TicketGenerator
-from pipeline.tagger import TicketTagger, reading_text, ticket_features
+from pipeline.tagging.tagger import TicketTagger, reading_text, ticket_features
+from pipeline.testbed.generator import TicketGenerator
 
 
 def main() -> None:
@@ -114,7 +114,7 @@ def big_vocabulary(batch: list[dict], terms: int = 200_000) -> None:
 
     from river import naive_bayes
 
-    from pipeline.tagger import AlignedMultinomialNB, features_many
+    from pipeline.tagging.tagger import AlignedMultinomialNB, features_many
 
     rng = random.Random(7)
     words = [f"w{i}" for i in range(terms)]

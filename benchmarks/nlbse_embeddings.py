@@ -8,7 +8,7 @@ The same protocol as benchmarks/nlbse_eval.py (one model per repository; learn t
 thirds online, one pass, in a seeded random order; score the other third; macro-F1
 over bug / feature / question, averaged over five repositories and five seeds), with
 models over the embedding of the text the tagger reads (``--text reading``:
-:func:`pipeline.tagger.reading_text`) or of the whole cleaned text (``--text full``):
+:func:`pipeline.tagging.tagger.reading_text`) or of the whole cleaned text (``--text full``):
 
 - ``emb-logreg``: River's one-vs-rest logistic regression on the standardised dimensions;
 - ``emb-knn``: River's k-nearest neighbours (k=5) on the normalised embedding;
@@ -41,7 +41,7 @@ import numpy as np
 from nlbse_eval import HASHED, LABELS, load_issues  # this script's neighbour (benchmarks/)
 from river import linear_model, multiclass, neighbors, optim, preprocessing
 
-from pipeline.tagger import AlignedMultinomialNB, Prequential, clean_text, reading_text
+from pipeline.tagging.tagger import AlignedMultinomialNB, Prequential, clean_text, reading_text
 
 CLASSES = sorted(set(LABELS.values()))
 

@@ -39,7 +39,7 @@ import numpy as np
 from river import compose, feature_extraction, linear_model, multiclass, naive_bayes, optim, preprocessing
 from scipy import sparse
 
-from pipeline.tagger import (
+from pipeline.tagging.tagger import (
     AlignedMultinomialNB,
     Prequential,
     TicketTagger,

@@ -4,7 +4,7 @@
 
 Every worker groups every ticket of a partition, in the same order, and must come to the
 same patterns, counts, alerts and ids; each Python process hashes strings with its own
-seed. This feeds one partition's :class:`pipeline.pattern_watch.PatternWatch` with
+seed. This feeds one partition's :class:`pipeline.patterns.watch.PatternWatch` with
 NLBSE'24 issues (seeded: 1-11 an hour, 300 customers, the repository as the area) for
 ``--days`` of event time, hour by hour as the worker does, in processes started with
 ``PYTHONHASHSEED`` 1, 2 and 3, and prints each one's digest of every ``pattern_volume``
@@ -28,7 +28,7 @@ from bench_patterns import DAY, START, H, feed_hour  # this script's neighbour (
 
 
 def digest(path: Path, days: int) -> str:
-    from pipeline.pattern_watch import PatternWatch
+    from pipeline.patterns.watch import PatternWatch
 
     csv.field_size_limit(sys.maxsize)
     with path.open(newline="", encoding="utf-8") as fh:

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from nlbse_eval import load_issues  # this script's neighbour (benchmarks/)
 
-from pipeline.generator import TicketGenerator
-from pipeline.patterns import PatternGrouper
+from pipeline.patterns.grouper import PatternGrouper
+from pipeline.testbed.generator import TicketGenerator
 
 
 def _pairs(counter: Counter) -> int:

@@ -22,7 +22,7 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
 from detectors import EpisodeTracker, SpikeDetector
-from pipeline.generator import Area, Spike, TicketGenerator
+from pipeline.testbed.generator import Area, Spike, TicketGenerator
 
 START = datetime(2026, 3, 2, tzinfo=UTC)
 CHECKS = (10, 20, 30, 40, 50, 60)  # minutes into the window

@@ -72,7 +72,7 @@ class Settings(BaseSettings):
         ge=0,
         description="TICKETPULSE_IDLE_PARTITION_SECONDS: a tickets partition read to its end that brings "
         "nothing for this long stops holding windows open: its watermark follows the newest window any tickets "
-        "partition is known to have reached (0: never; pipeline.volume.IdleSources).",
+        "partition is known to have reached (0: never; pipeline.counting.volume.IdleSources).",
     )
     max_ticket_bytes: int = Field(
         1_000_000,

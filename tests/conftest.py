@@ -29,9 +29,9 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from pipeline.generator import Area, Spike, TicketGenerator
-from pipeline.services import EmbeddedBroker, EmbeddedInflux, EmbeddedVictoria
 from pipeline.settings import Settings
+from pipeline.testbed.generator import Area, Spike, TicketGenerator
+from pipeline.testbed.services import EmbeddedBroker, EmbeddedInflux, EmbeddedVictoria
 
 TICKETPULSE = str(Path(sys.executable).with_name("ticketpulse"))
 
@@ -149,7 +149,7 @@ class Stack:
                 proc.wait()
 
     def create_topics(self) -> None:
-        from pipeline.topics import ensure_topics
+        from pipeline.runtime.kafka import ensure_topics
 
         asyncio.run(ensure_topics(self.settings))
 

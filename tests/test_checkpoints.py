@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.checkpoints import CheckpointWriter, write_checkpoint
-from pipeline.tagger import TicketTagger, load_tagger
+from pipeline.runtime.checkpoints import CheckpointWriter, write_checkpoint
+from pipeline.tagging.tagger import TicketTagger, load_tagger
 
 
 class Slow:
@@ -25,7 +25,7 @@ class Slow:
 
 
 def test_a_checkpoint_holds_the_state_as_it_was_when_saved(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="pipeline.checkpoints")
+    caplog.set_level(logging.INFO, logger="pipeline.runtime.checkpoints")
     tagger = TicketTagger(min_labels=1)
     tagger.learn_batch([{"id": "a", "subject": "Charged twice", "body": "refund my card", "case_type": "billing"}])
     path = tmp_path / "tagger-checkpoint.pickle"

@@ -11,10 +11,9 @@ from pathlib import Path
 import orjson
 import pytest
 import yaml
-
-from pipeline.nearchurn import near_churn
-
 from .conftest import HISTORY_START, RELEASE, SPIKE, closed_windows, spike_history
+
+from pipeline.patterns.nearchurn import near_churn
 
 pytestmark = pytest.mark.integration
 

@@ -9,10 +9,9 @@ import time
 
 import orjson
 import pytest
-
-from pipeline.delivery import SIGNATURE_HEADER, AlertDeliverer
-
 from .conftest import Receiver
+
+from pipeline.alerts.delivery import SIGNATURE_HEADER, AlertDeliverer
 
 ALERT = {
     "area": "reports",

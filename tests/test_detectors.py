@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from .conftest import TICKETPULSE
 
 from detectors import (
     DETECTION_SCORE,
@@ -24,9 +25,7 @@ from detectors import (
     SurpriseDetector,
     VolumeWatch,
 )
-from pipeline.generator import Area, Spike, TicketGenerator
-
-from .conftest import TICKETPULSE
+from pipeline.testbed.generator import Area, Spike, TicketGenerator
 
 DETECTORS = [
     SpikeDetector(min_windows=24),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.effects import measure_effect
+from pipeline.review.effects import measure_effect
 
 
 def test_growth_of_all_tickets_is_not_an_effect() -> None:

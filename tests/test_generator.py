@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pipeline.generator import DEFAULT_AREAS, Spike, TicketGenerator
+from pipeline.testbed.generator import DEFAULT_AREAS, Spike, TicketGenerator
 
 MONDAY = datetime(2026, 3, 2, tzinfo=UTC)
 

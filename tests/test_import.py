@@ -6,7 +6,6 @@ import subprocess
 
 import orjson
 import pytest
-
 from .conftest import TICKETPULSE
 
 CSV = """\

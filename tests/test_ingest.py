@@ -16,8 +16,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pipeline.helpdesks import adapt
-from pipeline.services import free_port
+from pipeline.ingest.helpdesks import adapt
+from pipeline.testbed.services import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -145,7 +145,7 @@ def test_requests_that_fail_are_refused_and_produce_nothing(stack, endpoint) -> 
 
 
 def test_broker_down_gives_the_helpdesk_a_5xx_to_retry(stack_factory, influx) -> None:
-    from pipeline.services import EmbeddedBroker
+    from pipeline.testbed.services import EmbeddedBroker
 
     own_broker = EmbeddedBroker().start()  # this test stops it: not the session's
     try:

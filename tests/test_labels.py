@@ -7,8 +7,8 @@ import gc
 import orjson
 import pytest
 
-from pipeline.labels import ChunkedStore, LabelJoin, entry_chars
-from pipeline.schema import TicketError, parse_label
+from pipeline.ingest.schema import TicketError, parse_label
+from pipeline.tagging.labels import ChunkedStore, LabelJoin, entry_chars
 
 
 @pytest.mark.parametrize(
@@ -296,7 +296,7 @@ def test_changes_not_flushed_yet_are_kept_through_a_rebalance() -> None:
 
 
 def test_a_late_tag_teaches_the_words_the_ticket_was_predicted_from() -> None:
-    from pipeline.tagger import FeatureMemo, ticket_features
+    from pipeline.tagging.tagger import FeatureMemo, ticket_features
 
     body = (
         "Since the update the export button does nothing at all. Write to ana.berg@corp.example or call "

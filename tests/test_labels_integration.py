@@ -156,7 +156,7 @@ def test_a_worker_that_takes_partitions_over_reads_their_kept_texts_again(stack)
     dead = stack.read_topic(stack.settings.topic_dead_letter, expected=0, timeout=2)
     assert dead == []
     # the table's changelog names offsets and waiting labels, not the tickets' words
-    from pipeline.topics import read_values
+    from pipeline.runtime.kafka import read_values
 
     async def changelog() -> list[bytes]:
         topic = f"{stack.settings.app_id}-label-texts-changelog"
@@ -204,10 +204,10 @@ def test_texts_to_join_keeps_its_messages_longer_than_the_horizon(stack, caplog)
     settings = stack.settings
     topics = [f"{settings.app_id}-texts-to-join", f"{settings.app_id}-tagger-training"]
     asyncio.run(admin_call(create_short))
-    with caplog.at_level(logging.WARNING, logger="pipeline.topics"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.runtime.kafka"):
         stack.create_topics()
     # said once, for the topic the join reads again, with what to change
-    (warning,) = [r.getMessage() for r in caplog.records if r.name == "pipeline.topics"]
+    (warning,) = [r.getMessage() for r in caplog.records if r.name == "pipeline.runtime.kafka"]
     wanted = (240 + 24) * 3600 * 1000
     assert warning.startswith(f"topic={topics[0]} retention_ms=3600000 wanted={wanted} reason=under ")
     assert warning.endswith(f"--entity-name {topics[0]} --add-config retention.ms={wanted}")

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from pipeline.lineprotocol import Point, to_line_protocol
+from pipeline.outputs.lineprotocol import Point, to_line_protocol
 
 
 def test_escapes_tags_measurement_and_strings() -> None:

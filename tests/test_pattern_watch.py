@@ -1,4 +1,4 @@
-"""Patterns in the stream (pipeline.pattern_watch): counts, near-churn, determinism, pattern spikes."""
+"""Patterns in the stream (pipeline.patterns.watch): counts, near-churn, determinism, pattern spikes."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pickle
 import random
 from datetime import UTC, datetime
 
-from pipeline.pattern_watch import PatternWatch
+from pipeline.patterns.watch import PatternWatch
 
 H = 3600
 DAY = 86400

@@ -12,9 +12,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from pipeline import nearchurn
-from pipeline.nearchurn import near_churn_reason
-from pipeline.patterns import PatternGrouper, suggest_decision
+from pipeline.patterns import nearchurn
+from pipeline.patterns.grouper import PatternGrouper, suggest_decision
+from pipeline.patterns.nearchurn import near_churn_reason
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -79,7 +79,7 @@ def test_same_input_same_patterns() -> None:
 
 GROUP_IN_A_PROCESS = """
 import hashlib, json, random
-from pipeline.patterns import PatternGrouper
+from pipeline.patterns.grouper import PatternGrouper
 rng = random.Random(7)
 vocab = [f"word{chr(97 + i % 26)}{chr(97 + i // 26 % 26)}x" for i in range(400)]
 g = PatternGrouper(max_terms=200)  # fewer than the words: the document frequencies are trimmed too
@@ -142,7 +142,7 @@ def test_near_churn_words_are_quoted_as_the_customer_wrote_them() -> None:
     assert near_churn_reason("İİİ: how do I cancel an export?") is None
 
 
-#: one example of each phrase of pipeline.nearchurn, in order
+#: one example of each phrase of pipeline.patterns.nearchurn, in order
 PHRASE_EXAMPLES = [
     "I was thinking about moving to Zendesk",
     "We seriously considered unsubscribing",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.privacy import mask_personal
+from pipeline.text.privacy import mask_personal
 
 CASES = [
     ("Please reset, my login is jane.doe+work@acme-corp.co.uk", "Please reset, my login is [email]"),
@@ -38,7 +38,7 @@ def test_long_text_is_cut_on_one_line() -> None:
 )
 def test_a_long_text_shows_what_masking_all_of_it_shows(at: int, item: str) -> None:
     # only the head of a long text is masked when its masked text runs well past the limit
-    from pipeline.privacy import _masked
+    from pipeline.text.privacy import _masked
 
     words = "The export of the sales report fails again after the update. " * 40
     text = words[:at] + item + words[at:]
@@ -53,7 +53,7 @@ def test_numbers_and_phones_are_found_where_the_boundary_patterns_find_them() ->
     import random
     import re
 
-    from pipeline.privacy import _LONG_NUMBER, _PHONE
+    from pipeline.text.privacy import _LONG_NUMBER, _PHONE
 
     # the patterns as first written, with a boundary before the first character
     phone = re.compile(r"(?<!\w)\+?\d[\d ()./-]{7,}\d(?!\w)")

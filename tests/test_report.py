@@ -11,10 +11,9 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
-
-from pipeline.generator import Area, Spike, TicketGenerator
-
 from .conftest import TICKETPULSE
+
+from pipeline.testbed.generator import Area, Spike, TicketGenerator
 
 pytestmark = pytest.mark.integration
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from pipeline.schema import Ticket, TicketError, parse_ticket
+from pipeline.ingest.schema import Ticket, TicketError, parse_ticket
 
 GOOD = {
     "id": "T1",
@@ -74,7 +74,7 @@ def test_size_limit_is_checked_before_parsing() -> None:
 def test_a_ticket_dated_after_the_latest_accepted_is_refused_with_how_far_ahead() -> None:
     from datetime import UTC, datetime
 
-    from pipeline.schema import TicketError, parse_ticket
+    from pipeline.ingest.schema import TicketError, parse_ticket
 
     raw = b'{"id": "1", "created_at": "2026-03-03T12:00:00Z", "customer_id": "c", "subject": "s", "body": "b"}'
     latest = datetime(2026, 3, 2, 12, tzinfo=UTC).timestamp()

@@ -4,10 +4,9 @@ import logging
 import subprocess
 
 import pytest
+from .conftest import TICKETPULSE
 
 from pipeline.settings import Settings, SettingsError, load_settings
-
-from .conftest import TICKETPULSE
 
 
 def test_defaults_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -91,7 +90,7 @@ def test_unreachable_influxdb_is_named(broker, free_port: int) -> None:
 
 @pytest.fixture
 def free_port() -> int:
-    from pipeline.services import free_port as fp
+    from pipeline.testbed.services import free_port as fp
 
     return fp()
 
@@ -101,7 +100,7 @@ def test_a_quiet_worker_builds_no_debug_records(level: str) -> None:
     """Faust's terminal spinner would set the root logger to DEBUG above INFO."""
     import faust
 
-    from pipeline.cli import service_worker
+    from pipeline.commands.cli import service_worker
 
     app = faust.App("ticketpulse-log-test", broker="kafka://localhost:1")
     worker = service_worker(app, level)
@@ -117,7 +116,7 @@ def test_a_quiet_worker_builds_no_debug_records(level: str) -> None:
 def test_the_worker_collects_garbage_less_often() -> None:
     import gc
 
-    from pipeline.cli import GC_THRESHOLDS, tune_gc
+    from pipeline.commands.cli import GC_THRESHOLDS, tune_gc
 
     before = gc.get_threshold()
     try:

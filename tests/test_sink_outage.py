@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from pipeline.generator import TicketGenerator
-from pipeline.services import EmbeddedInflux
+from pipeline.testbed.generator import TicketGenerator
+from pipeline.testbed.services import EmbeddedInflux
 
 pytestmark = pytest.mark.integration
 

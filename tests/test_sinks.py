@@ -8,11 +8,10 @@ import urllib.request
 
 import orjson
 import pytest
-
-from pipeline.lineprotocol import Point
-from pipeline.sinks import REFUSED_LINES_PER_WRITE, FileSink, InfluxV1Sink, InfluxV2Sink, SinkError
-
 from .conftest import influx_query
+
+from pipeline.outputs.lineprotocol import Point
+from pipeline.outputs.sinks import REFUSED_LINES_PER_WRITE, FileSink, InfluxV1Sink, InfluxV2Sink, SinkError
 
 pytestmark = pytest.mark.integration
 
@@ -81,7 +80,7 @@ def _error_lines_of_writes(caplog, sink: InfluxV1Sink, *writes: list[Point]) -> 
         finally:
             await sink.close()
 
-    with caplog.at_level("ERROR", logger="pipeline.sinks"):
+    with caplog.at_level("ERROR", logger="pipeline.outputs.sinks"):
         asyncio.run(go())
     return [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
 
@@ -175,7 +174,7 @@ def test_a_write_larger_than_influxdb_takes_in_one_request_is_sent_in_parts() ->
     """A spike watch catching up on a long gap writes a point for every hour of it: more
     than InfluxDB takes in one request (here its limit is set to 1 MB; its default 25 MB
     went over with a ticket dated 2099). The sink sends ``points_per_request`` at a time."""
-    from pipeline.services import EmbeddedInflux
+    from pipeline.testbed.services import EmbeddedInflux
 
     hours = [1767600000 + 3600 * n for n in range(60_000)]  # about 6 MB of line protocol
     points = [Point("ticket_baseline", {"area": "billing", "case_type": "all"}, {"expected": 1.5}, t) for t in hours]
@@ -212,7 +211,7 @@ def test_credentials_refused_after_the_start_wait_until_they_are_mended(caplog) 
     """A password changed in InfluxDB under a running worker (or a token revoked): the
     write waits and retries, naming the settings, and goes through once the credentials
     work again; the batch is not lost and the agent does not stop."""
-    from pipeline.services import EmbeddedInflux
+    from pipeline.testbed.services import EmbeddedInflux
 
     admin = {"u": "admin", "p": "admin-pw"}
 
@@ -240,7 +239,7 @@ def test_credentials_refused_after_the_start_wait_until_they_are_mended(caplog) 
             await sink.close()
             return sink
 
-        with caplog.at_level("WARNING", logger="pipeline.sinks"):
+        with caplog.at_level("WARNING", logger="pipeline.outputs.sinks"):
             sink = asyncio.run(go())
         assert sink.points_written == 2
         warnings = [r.getMessage() for r in caplog.records if "HTTP 401" in r.getMessage()]
@@ -254,7 +253,7 @@ def test_credentials_refused_after_the_start_wait_until_they_are_mended(caplog) 
 
 @pytest.fixture
 def free_port_influx():
-    from pipeline.services import EmbeddedInflux
+    from pipeline.testbed.services import EmbeddedInflux
 
     return EmbeddedInflux()
 

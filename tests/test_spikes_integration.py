@@ -11,10 +11,9 @@ from datetime import datetime, timedelta
 
 import orjson
 import pytest
-
-from pipeline.delivery import SIGNATURE_HEADER, delivery_key
-
 from .conftest import HISTORY_START, RELEASE, SPIKE, TICKETPULSE, closed_windows, spike_history
+
+from pipeline.alerts.delivery import SIGNATURE_HEADER, delivery_key
 
 pytestmark = pytest.mark.integration
 
@@ -114,7 +113,7 @@ def test_a_spike_is_one_alert_episode_with_matching_ticket_spike_points_delivere
     assert stack.wait_for_counts(closed_windows(truth), patterns=True) == closed_windows(truth)
 
     # Delivered to ops: each event once to Slack and once, signed, to the webhook ...
-    # an episode updated twice in one window is posted once (pipeline.delivery.delivery_key)
+    # an episode updated twice in one window is posted once (pipeline.alerts.delivery.delivery_key)
     n = len({delivery_key(a) for a in everything})
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and len(receiver.posts("/hook")) < n:

@@ -11,9 +11,10 @@ from typing import Any
 
 import orjson
 import pytest
+from .conftest import TICKETPULSE
 from river import naive_bayes
 
-from pipeline.tagger import (
+from pipeline.tagging.tagger import (
     FEATURE_BUCKETS,
     FIELDS,
     FeatureBuckets,
@@ -27,8 +28,6 @@ from pipeline.tagger import (
     save_tagger,
     ticket_features,
 )
-
-from .conftest import TICKETPULSE
 
 TRAIN = [
     ("Charged twice", "my card was charged twice, please refund", "billing", "payments", "high"),
@@ -72,7 +71,7 @@ def test_each_cleaning_pass_runs_when_its_text_is_there(body: str, cleaned: str)
 
 def _clean_text_whole(subject: str, body: str, body_chars: int) -> str:
     """clean_text as it was before it read only the opening: every pass over the whole body."""
-    from pipeline.tagger import _CODE_BLOCK, _PASSES, _SIGNATURE
+    from pipeline.tagging.tagger import _CODE_BLOCK, _PASSES, _SIGNATURE
 
     text = _SIGNATURE.sub("\n", _CODE_BLOCK.sub(" ", body))
     for pattern, _ in _PASSES:
@@ -109,7 +108,7 @@ def test_reading_the_opening_cleans_as_reading_the_whole_body() -> None:
 
 
 def test_code_blocks_are_found_as_the_regular_expression_finds_them() -> None:
-    from pipeline.tagger import _CODE_BLOCK, _without_code_blocks
+    from pipeline.tagging.tagger import _CODE_BLOCK, _without_code_blocks
 
     rng = random.Random(8)
     for _ in range(5_000):
@@ -169,7 +168,7 @@ def test_a_correction_replaces_the_earlier_tag() -> None:
 
 def test_the_batch_path_learns_and_predicts_as_rivers_own_per_example_path() -> None:
     """The worker's batch path (learn_batch, predict_many) is an optimisation, not another model."""
-    from pipeline.generator import TicketGenerator
+    from pipeline.testbed.generator import TicketGenerator
 
     rows = [t.payload for t in TicketGenerator(datetime(2026, 3, 2, tzinfo=UTC), days=1, seed=5, scale=2).tickets()]
     train, probe = rows[:600], rows[600:800]
@@ -449,7 +448,7 @@ def test_an_example_with_its_reading_teaches_what_its_subject_and_body_teach() -
     ],
 )
 def test_features_are_rivers_bag_of_words_and_pairs(subject: str, body: str) -> None:
-    from pipeline.tagger import _DEFAULT_EXTRACTOR, OPENING_CHARS
+    from pipeline.tagging.tagger import _DEFAULT_EXTRACTOR, OPENING_CHARS
 
     rivers = dict.fromkeys(_DEFAULT_EXTRACTOR.transform_one(clean_text(subject, body, OPENING_CHARS)), 1)
     assert ticket_features(subject, body) == rivers
@@ -509,7 +508,7 @@ def test_a_model_holds_no_more_features_than_its_buckets_however_much_it_learns(
 def test_features_fall_in_the_same_buckets_in_every_process() -> None:
     # River's FeatureHasher, seeded: not Python's hash, which differs between processes
     text = "export fails since 2.3"
-    script = f"from pipeline.tagger import TicketTagger; print(sorted(TicketTagger().features('{text}')))"
+    script = f"from pipeline.tagging.tagger import TicketTagger; print(sorted(TicketTagger().features('{text}')))"
     seen = {
         subprocess.run(
             [sys.executable, "-c", script],
@@ -593,7 +592,7 @@ def test_the_worker_refuses_at_start_a_checkpoint_over_other_buckets(tmp_path: P
 def test_the_number_pattern_matches_what_a_word_boundary_and_a_digit_would() -> None:
     import re
 
-    from pipeline.tagger import _NUMBER
+    from pipeline.tagging.tagger import _NUMBER
 
     by_definition = re.compile(r"\b\d[\d.,:]*\b")
     rng = random.Random(4)
@@ -681,10 +680,10 @@ def test_confidence_is_how_often_predictions_with_that_margin_were_right() -> No
 def test_a_batch_is_tagged_once_and_each_ticket_goes_where_its_id_is_partitioned() -> None:
     """``validate``'s tagging step: each ticket's record for tickets-classified, its reading
     for the label join, and its labels for every worker's models, by its id's partition."""
-    from pipeline.app import tag_tickets
-    from pipeline.labels import LabelJoin
-    from pipeline.schema import parse_ticket
-    from pipeline.topics import kafka_partitions
+    from pipeline.ingest.schema import parse_ticket
+    from pipeline.runtime.kafka import kafka_partitions
+    from pipeline.tagging.labels import LabelJoin
+    from pipeline.worker import tag_tickets
 
     def ticket(ticket_id: str, subject: str, **labels: str) -> Any:
         payload = {"id": ticket_id, "created_at": "2026-03-02T10:00:00+00:00", "customer_id": "c1"}

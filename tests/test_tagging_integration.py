@@ -9,8 +9,8 @@ import orjson
 import pytest
 from aiokafka.partitioner import murmur2
 
-from pipeline.generator import TicketGenerator
-from pipeline.tagger import FIELDS
+from pipeline.tagging.tagger import FIELDS
+from pipeline.testbed.generator import TicketGenerator
 
 pytestmark = pytest.mark.integration
 

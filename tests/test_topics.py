@@ -5,7 +5,7 @@ import random
 import pytest
 from aiokafka.partitioner import murmur2
 
-from pipeline.topics import kafka_partitions
+from pipeline.runtime.kafka import kafka_partitions
 
 
 @pytest.mark.parametrize("partitions", [1, 4, 7, 12, 1000])

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from pipeline.volume import (
+from pipeline.counting.volume import (
     ALL,
     COUNTED,
     DUPLICATE,

@@ -13,10 +13,9 @@ from pathlib import Path
 import orjson
 import pytest
 from aiokafka.partitioner import murmur2
-
-from pipeline.generator import Spike, TicketGenerator
-
 from .conftest import closed_windows
+
+from pipeline.testbed.generator import Spike, TicketGenerator
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from .helpdesks import AdapterError, adapt
+from pipeline.ingest.helpdesks import AdapterError, adapt
 
 __all__ = ["FORMATS", "ImportError_", "read_export"]
 

@@ -8,9 +8,9 @@ volume and trend with plots, the case-type mix, spikes with the releases around 
 the worker's patterns by tier, counted over the period, with example tickets and a
 suggested decision,
 near-churn tickets, and the measured effect of each fix or release
-(:mod:`pipeline.effects`, also written back as ``fix_effect`` points). Plots are PNGs
+(:mod:`pipeline.review.effects`, also written back as ``fix_effect`` points). Plots are PNGs
 inside the file and there is no script: it opens with no server and no internet.
-Example tickets have personal data masked (:mod:`pipeline.privacy`).
+Example tickets have personal data masked (:mod:`pipeline.text.privacy`).
 """
 
 from __future__ import annotations
@@ -31,14 +31,14 @@ from typing import Any
 
 import orjson
 
-from .effects import measure_effect
-from .lineprotocol import Point
-from .nearchurn import near_churn_reason
-from .patterns import Pattern, suggest_decision
-from .privacy import mask_personal
-from .schema import UNASSIGNED
-from .settings import Settings
-from .topics import read_values
+from pipeline.ingest.schema import UNASSIGNED
+from pipeline.outputs.lineprotocol import Point
+from pipeline.patterns.grouper import Pattern, suggest_decision
+from pipeline.patterns.nearchurn import near_churn_reason
+from pipeline.review.effects import measure_effect
+from pipeline.runtime.kafka import read_values
+from pipeline.settings import Settings
+from pipeline.text.privacy import mask_personal
 
 __all__ = ["ReportData", "collect", "parse_since", "render", "write_report"]
 
@@ -105,7 +105,7 @@ async def read_classified(settings: Settings, since: float, until: float, quiet_
 
 async def read_assignments(settings: Settings, quiet_seconds: float = 3.0) -> dict[str, str]:
     """``ticket id -> pattern id``: the pattern each ticket joined in the worker (``<app>-ticket-patterns``)."""
-    from .app import TICKET_PATTERNS
+    from pipeline.worker import TICKET_PATTERNS
 
     assigned: dict[str, str] = {}
     async for raw in read_values(settings, f"{settings.app_id}-{TICKET_PATTERNS}", quiet_seconds):
@@ -278,7 +278,7 @@ def _effects(influx: InfluxReader, events: list[dict[str, Any]], days: int, unti
                     sums[key][2 * after + 1] += int(c)
         name = None
         if "pattern" in event:
-            # the id is checked when the event is read (pipeline.schema): no quote can be in it
+            # the id is checked when the event is read (pipeline.ingest.schema): no quote can be in it
             pattern_q = f"SELECT tickets, customers, \"name\" FROM pattern_volume WHERE {window} AND pattern = '%s'"
             for s in influx.query(pattern_q % event["pattern"]):
                 for t, n, c, pattern_name in s["values"]:
@@ -305,7 +305,7 @@ def _write_effects(settings: Settings, effects: list[dict[str, Any]]) -> None:
     """``fix_effect`` points, stamped at the event: a rerun replaces them (idempotent)."""
     if not effects:
         return
-    from .sinks import create_sink
+    from pipeline.outputs.sinks import create_sink
 
     points = [
         Point(

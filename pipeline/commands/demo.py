@@ -25,10 +25,10 @@ from typing import Any
 
 import orjson
 
-from .generator import Spike, TicketGenerator
-from .services import EmbeddedBroker, EmbeddedInflux
-from .settings import Settings
-from .topics import read_values
+from pipeline.runtime.kafka import read_values
+from pipeline.settings import Settings
+from pipeline.testbed.generator import Spike, TicketGenerator
+from pipeline.testbed.services import EmbeddedBroker, EmbeddedInflux
 
 __all__ = ["run_demo"]
 
@@ -189,12 +189,12 @@ def run_demo(days: float = 3.0, scale: float = 20.0, seed: int = 1, output: Path
         settings = Settings.model_validate(
             {k.removeprefix("TICKETPULSE_").lower(): v for k, v in env.items() if k.startswith("TICKETPULSE_")}
         )
-        from .topics import ensure_topics
+        from pipeline.runtime.kafka import ensure_topics
 
         asyncio.run(ensure_topics(settings))
         log = (workdir / "worker.log").open("wb")
         worker = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "worker"],
+            [sys.executable, "-m", "pipeline.commands.cli", "worker"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -212,7 +212,7 @@ def run_demo(days: float = 3.0, scale: float = 20.0, seed: int = 1, output: Path
             f"{len(BROKEN)} broken messages, a {spike.factor:g}x spike in '{spike.area}' at {spike.start:%a %H:%M}",
             flush=True,
         )
-        from .produce import produce
+        from pipeline.ingest.produce import produce
 
         messages = [(n, orjson.dumps(t.payload)) for n, t in enumerate(tickets, 1)]
         # The broken messages go first: once they are in the dead-letter topic the

@@ -1,8 +1,8 @@
 """The Faust app: topics, tables and the agents a ticket passes through.
 
-Where a ticket goes (see :mod:`pipeline.volume` for why it is exact):
+Where a ticket goes (see :mod:`pipeline.counting.volume` for why it is exact):
 
-``POST /webhooks/{source}`` (:mod:`pipeline.ingest`) -> ``tickets`` (key: ticket id)
+``POST /webhooks/{source}`` (:mod:`pipeline.ingest.webhooks`) -> ``tickets`` (key: ticket id)
     -> ``read_tickets`` (batches straight from the Kafka client, in their own consumer group)
     -> ``validate`` -> bad input to ``tickets-dead-letter`` with the reason
     -> ``<app>-tickets-by-customer`` (partition: Kafka's partitioner of the customer id;
@@ -16,7 +16,7 @@ Where a ticket goes (see :mod:`pipeline.volume` for why it is exact):
 
 ``count`` also forwards each newly counted ticket with its words to ``<app>-pattern-tickets``
 (partition: that of the area) -> ``group_patterns`` (every worker, every partition; a window
-once it has closed, :mod:`pipeline.pattern_watch`) -> ``pattern_volume``, ``pattern_spike``,
+once it has closed, :mod:`pipeline.patterns.watch`) -> ``pattern_volume``, ``pattern_spike``,
 ``ticket-alerts``.
 
 The watch also hears, on ``<app>-area-volumes``, example tickets and subject words
@@ -55,20 +55,8 @@ from aiokafka.errors import CommitFailedError
 from aiokafka.partitioner import murmur2
 
 from detectors import AlertGate, SpikeEvent, VolumeWatch
-
-from .checkpoints import CheckpointWriter, write_checkpoint
-from .delivery import AlertDeliverer
-from .ingest import WebhookIngest
-from .labels import ChunkedStore, LabelJoin, entry_chars, texts_of_message
-from .lineprotocol import Point
-from .pattern_watch import PatternWatch
-from .privacy import mask_personal
-from .schema import UNASSIGNED, Ticket, TicketError, parse_label, parse_product_event, parse_ticket
-from .settings import Settings
-from .sinks import InfluxSink, create_sink
-from .tagger import FIELDS, TicketTagger, load_tagger, predicted_labels, reading_text, save_tagger
-from .topics import broker_reachable, kafka_partitions
-from .volume import (
+from pipeline.alerts.delivery import AlertDeliverer
+from pipeline.counting.volume import (
     ALL,
     COUNTED,
     DUPLICATE,
@@ -79,6 +67,17 @@ from .volume import (
     volume_keys,
     window_start,
 )
+from pipeline.ingest.schema import UNASSIGNED, Ticket, TicketError, parse_label, parse_product_event, parse_ticket
+from pipeline.ingest.webhooks import WebhookIngest
+from pipeline.outputs.lineprotocol import Point
+from pipeline.outputs.sinks import InfluxSink, create_sink
+from pipeline.patterns.watch import PatternWatch
+from pipeline.runtime.checkpoints import CheckpointWriter, load_checkpoint, write_checkpoint
+from pipeline.runtime.kafka import broker_reachable, kafka_partitions
+from pipeline.settings import Settings
+from pipeline.tagging.labels import ChunkedStore, LabelJoin, entry_chars, texts_of_message
+from pipeline.tagging.tagger import FIELDS, TicketTagger, load_tagger, predicted_labels, reading_text, save_tagger
+from pipeline.text.privacy import mask_personal
 
 __all__ = [
     "DurableTable",
@@ -100,7 +99,7 @@ TICKET_PATTERNS = "ticket-patterns"
 ASSIGNMENTS_PER_MESSAGE = 10_000
 
 #: Topic suffix (``<app id>-texts-to-join``) of the tickets whose words the label join keeps
-#: in another partition than the one they came in (:mod:`pipeline.labels`).
+#: in another partition than the one they came in (:mod:`pipeline.tagging.labels`).
 TEXTS_TO_JOIN = "texts-to-join"
 #: A worker reading kept texts back stops, and says which offsets it did not find, when
 #: the topic has given nothing for this long (a broker that lost them, as Tansu on restart).
@@ -300,7 +299,7 @@ def interleaved_batches(fetched: dict[Any, list[Any]], size: int) -> Iterator[di
     A fetch brings megabytes of one partition at once; processed partition after
     partition, a backlog's first partition would run days ahead of the others in event
     time, and the others' tickets would then be too late for windows it had closed
-    (:mod:`pipeline.volume`). Faust's consumer takes from its partitions in turn too.
+    (:mod:`pipeline.counting.volume`). Faust's consumer takes from its partitions in turn too.
 
     >>> batches = interleaved_batches({"p0": [1, 2, 3, 4], "p1": [10, 11]}, size=4)
     >>> [dict(b) for b in batches]
@@ -327,7 +326,7 @@ def round_robin(lists: Sequence[Sequence[Any]]) -> list[Any]:
 
     Within a batch too, one partition's hours must not all come before another's: the
     counting watermark is the newest window a counting partition has seen, and a ticket
-    more than the allowed lateness behind it is not counted (:mod:`pipeline.volume`).
+    more than the allowed lateness behind it is not counted (:mod:`pipeline.counting.volume`).
 
     >>> round_robin([[1, 2, 3], [10], [20, 21]])
     [1, 10, 20, 2, 21, 3]
@@ -580,7 +579,7 @@ def _freeze(value: Any) -> str:
 
 
 def _thaw(text: str | None) -> Any:
-    return pickle.loads(base64.b64decode(text)) if text else None  # noqa: S301 - our own changelog
+    return load_checkpoint(base64.b64decode(text)) if text else None  # our own changelog
 
 
 def alert_payload(spike: SpikeEvent, area: str, case_type: str = ALL) -> dict[str, Any]:
@@ -602,7 +601,7 @@ def alert_payload(spike: SpikeEvent, area: str, case_type: str = ALL) -> dict[st
         "tickets_per_customer": spike.concentration,
         "level": spike.level,
         "example_ticket_ids": [ticket_id for ticket_id, _ in spike.examples],
-        # in the customers' words, personal data masked (pipeline.privacy)
+        # in the customers' words, personal data masked (pipeline.text.privacy)
         "example_tickets": [text for _, text in spike.examples],
         "top_terms": list(spike.top_terms),
         "recent_product_events": [
@@ -718,7 +717,7 @@ def build_pipeline(
     pattern_tickets = internal_topic("pattern-tickets")
     # [ticket id, pattern id] of every grouped ticket: the report's patterns are the worker's
     ticket_patterns = internal_topic(TICKET_PATTERNS)
-    # Durable facts, in chunks: "<partition>/<offset>" -> [fact, ...] (pipeline.volume), and
+    # Durable facts, in chunks: "<partition>/<offset>" -> [fact, ...] (pipeline.counting.volume), and
     # "<partition>/__watermarks__" -> that counting partition's source_marks.
     first_seen = PartitionedTable(app, name="tickets-first-seen", key_type=str, partitions=settings.partitions)
     totals_table = PartitionedTable(app, name="volume-totals", key_type=str, partitions=settings.partitions)
@@ -730,13 +729,13 @@ def build_pipeline(
     # (a stream that has ended) and its watermark would then hold every window open.
     source_marks: dict[int, dict[str, int]] = {}
     area_volumes = internal_topic("area-volumes")
-    # The label join (pipeline.labels). ``validate`` sends a ticket's words through
+    # The label join (pipeline.tagging.labels). ``validate`` sends a ticket's words through
     # ``<app>-texts-to-join`` to the partition of its id, where its labels will come; the
     # join keeps them in memory, and in its table "<partition>/<ticket id>" -> labels waiting
     # for their ticket, "<partition>/ texts" -> the offsets of texts-to-join to read again.
     label_texts = PartitionedTable(app, name="label-texts", key_type=str, partitions=settings.partitions)
     app.tables.add(label_texts)
-    # one changelog record per batch and partition, not one per change (pipeline.labels.ChunkedStore)
+    # one changelog record per batch and partition, not one per change (pipeline.tagging.labels.ChunkedStore)
     label_store = ChunkedStore(label_texts, size_of=entry_chars)
     label_join = LabelJoin(label_store, settings.label_horizon_hours * 3600)
     texts_to_join = internal_topic(TEXTS_TO_JOIN)
@@ -1085,7 +1084,7 @@ def build_pipeline(
                     if outcome == COUNTED:
                         if partition not in chunks:
                             # keyed by the first event with a new fact: a replay after a
-                            # crash never overwrites a chunk that made it (pipeline.volume)
+                            # crash never overwrites a chunk that made it (pipeline.counting.volume)
                             chunks[partition] = (f"{partition}/{offset}", [])
                         chunks[partition][1].append(fact)
                         part_touched = touched.setdefault(partition, set())
@@ -1101,7 +1100,7 @@ def build_pipeline(
                 if _hear(source_marks.setdefault(partition, {}), value["watermarks"]):
                     heard.add(partition)
                 vol.hear(source_marks[partition])
-            # Effects first, then the state that records them (see pipeline.volume): the
+            # Effects first, then the state that records them (see pipeline.counting.volume): the
             # words are not kept in the facts, so they must be on the broker before the
             # facts that say they were counted (a replay would not send them again).
             out = Outbox()
@@ -1418,7 +1417,7 @@ def build_pipeline(
         partition of its id of ``<app>-texts-to-join`` (one message per batch and
         partition), which this agent keeps: a ticket and its labels share a partition
         number, and Faust assigns both topics' partition p to one worker, so the join is
-        local (module :mod:`pipeline.labels`).
+        local (module :mod:`pipeline.tagging.labels`).
         """
         async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
             joined: dict[int, list[dict[str, Any]]] = {}
@@ -1661,7 +1660,7 @@ def build_pipeline(
         """
         state: dict[str, Any] = {"watches": {}, "positions": {}}
         if pattern_checkpoint.exists():
-            state = pickle.loads(pattern_checkpoint.read_bytes())  # noqa: S301 - the worker's own file
+            state = load_checkpoint(pattern_checkpoint.read_bytes())
             logger.info("agent=patterns loaded=checkpoint path=%s positions=%s", pattern_checkpoint, state["positions"])
         pattern_watches: dict[int, PatternWatch] = state["watches"]
         positions: dict[int, int] = state["positions"]

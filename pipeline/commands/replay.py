@@ -3,7 +3,7 @@
 A contract other tools call: it reads tickets (JSONL in the ticket schema, in file
 order) and, for each, first predicts, then learns from the labels the ticket carries,
 exactly as the worker's tagger does; it also groups it into a pattern
-(:mod:`pipeline.patterns`) and flags near-churn (:mod:`pipeline.nearchurn`). One JSON
+(:mod:`pipeline.patterns.grouper`) and flags near-churn (:mod:`pipeline.patterns.nearchurn`). One JSON
 line per input line goes to the output
 (``{"id", "predicted", "pattern": {"id", "name"}, "near_churn"}``);
 a JSON summary goes to the last line of standard output.
@@ -22,12 +22,11 @@ import orjson
 from tqdm import tqdm
 
 from detectors import VolumeWatch
-
-from .nearchurn import near_churn
-from .patterns import PatternGrouper
-from .schema import UNASSIGNED, TicketError, parse_ticket
-from .tagger import FEATURE_BUCKETS, FIELDS, TicketTagger
-from .volume import window_start
+from pipeline.counting.volume import window_start
+from pipeline.ingest.schema import UNASSIGNED, TicketError, parse_ticket
+from pipeline.patterns.grouper import PatternGrouper
+from pipeline.patterns.nearchurn import near_churn
+from pipeline.tagging.tagger import FEATURE_BUCKETS, FIELDS, TicketTagger
 
 __all__ = ["replay"]
 

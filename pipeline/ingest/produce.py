@@ -14,8 +14,8 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from tqdm import tqdm
 
-from .schema import TicketError, parse_ticket
-from .settings import Settings
+from pipeline.ingest.schema import TicketError, parse_ticket
+from pipeline.settings import Settings
 
 __all__ = ["ProduceSummary", "produce", "read_tickets"]
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import pickle
 import re
 from collections import Counter, OrderedDict, defaultdict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -45,7 +44,7 @@ import pandas as pd
 from river import feature_extraction, naive_bayes
 from river.preprocessing import FeatureHasher
 
-from .checkpoints import write_checkpoint
+from pipeline.runtime.checkpoints import load_checkpoint, write_checkpoint
 
 __all__ = [
     "FEATURE_BUCKETS",
@@ -1018,12 +1017,12 @@ def load_tagger(tagger: TicketTagger, checkpoint: Path, warm_start: str | None =
     the others).
     """
     if checkpoint.exists():
-        state = pickle.loads(checkpoint.read_bytes())  # noqa: S301 - the worker's own file
+        state = load_checkpoint(checkpoint.read_bytes())
         tagger.restore(_same_buckets(state["tagger"], tagger.feature_buckets, checkpoint))
         logger.info("tagger loaded=checkpoint path=%s version=%d", checkpoint, tagger.version)
         return {int(p): int(o) for p, o in state["positions"].items()}
     if warm_start:
-        loaded = pickle.loads(Path(warm_start).read_bytes())  # noqa: S301 - a model the user saved
+        loaded = load_checkpoint(Path(warm_start).read_bytes())  # a model the user saved
         if not isinstance(loaded, TicketTagger):
             raise TypeError(f"{warm_start} is not a model saved by `ticketpulse replay --save-model`")
         tagger.restore(_same_buckets(loaded, tagger.feature_buckets, Path(warm_start)))

@@ -19,7 +19,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.partitioner import murmur2
 
-from .settings import Settings
+from pipeline.settings import Settings
 
 __all__ = [
     "BrokerError",
@@ -64,7 +64,7 @@ def topic_configs(settings: Settings, topic: str) -> dict[str, str]:
     """The configs a topic is created with, beyond the broker's defaults.
 
     ``<app>-texts-to-join`` is where the label join finds its kept texts again after a
-    restart (:mod:`pipeline.labels`): it must keep them for the whole label horizon, and a
+    restart (:mod:`pipeline.tagging.labels`): it must keep them for the whole label horizon, and a
     day more for a worker that is down a while; never less than Kafka's default week.
     """
     if topic == f"{settings.app_id}-texts-to-join":

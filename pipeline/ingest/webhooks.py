@@ -19,8 +19,8 @@ from typing import Any
 
 import orjson
 
-from .helpdesks import AdapterError, adapt, verify
-from .schema import TicketError, parse_ticket
+from pipeline.ingest.helpdesks import AdapterError, adapt, verify
+from pipeline.ingest.schema import TicketError, parse_ticket
 
 __all__ = ["Answer", "WebhookIngest"]
 

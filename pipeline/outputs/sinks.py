@@ -22,8 +22,8 @@ from typing import Any
 
 import aiohttp
 
-from .lineprotocol import Point, to_line_protocol
-from .settings import Settings
+from pipeline.outputs.lineprotocol import Point, to_line_protocol
+from pipeline.settings import Settings
 
 __all__ = [
     "REFUSED_LINES_PER_WRITE",
@@ -91,7 +91,7 @@ class _Retryable(Exception):
 
 
 class InfluxSink(ABC):
-    """A batching, retrying writer of :class:`~pipeline.lineprotocol.Point` batches."""
+    """A batching, retrying writer of :class:`~pipeline.outputs.lineprotocol.Point` batches."""
 
     name = "sink"
     #: the settings that hold this sink's credentials, named when InfluxDB refuses them

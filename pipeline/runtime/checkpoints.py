@@ -13,6 +13,7 @@ worker writes afterwards), writes it and exits, while the worker goes on.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import pickle
@@ -21,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CheckpointWriter", "write_checkpoint"]
+__all__ = ["CheckpointWriter", "load_checkpoint", "write_checkpoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,34 @@ def write_checkpoint(state: Any, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_bytes(pickle.dumps(state))
     os.replace(tmp, path)
+
+
+#: Modules whose classes checkpoints written before the folders of pipeline/ name, and where
+#: those classes live now: a worker upgraded in place loads its models and patterns.
+RENAMED_MODULES = {
+    "pipeline.tagger": "pipeline.tagging.tagger",
+    "pipeline.labels": "pipeline.tagging.labels",
+    "pipeline.patterns": "pipeline.patterns.grouper",
+    "pipeline.pattern_watch": "pipeline.patterns.watch",
+    "pipeline.volume": "pipeline.counting.volume",
+}
+
+
+class _Unpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        return super().find_class(RENAMED_MODULES.get(module, module), name)
+
+
+def load_checkpoint(data: bytes) -> Any:
+    """What :func:`write_checkpoint` wrote (``data``: the file's bytes), by this version's modules.
+
+    Only for the worker's own files and models a user saved: pickle runs code.
+
+    >>> import io
+    >>> load_checkpoint(pickle.dumps({"positions": {0: 12}}))
+    {'positions': {0: 12}}
+    """
+    return _Unpickler(io.BytesIO(data)).load()
 
 
 def _default_signals() -> None:  # pragma: no cover - runs in the child

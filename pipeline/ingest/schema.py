@@ -33,7 +33,7 @@ __all__ = [
 #: What a product event can be (``product-events`` topic).
 EVENT_KINDS = frozenset({"release", "fix", "docs", "default-change"})
 
-#: A pattern's id (:class:`pipeline.patterns.PatternGrouper`): safe to put in a query as it is.
+#: A pattern's id (:class:`pipeline.patterns.grouper.PatternGrouper`): safe to put in a query as it is.
 _PATTERN_ID = re.compile(r"p-[0-9a-f]{10}")
 
 #: Case types, from the essays the product grew from.
@@ -147,7 +147,7 @@ def parse_ticket(raw: bytes, max_bytes: int = 1_000_000, latest: float | None = 
     >>> parse_ticket(b'{"id": "1"}')
     Traceback (most recent call last):
     ...
-    pipeline.schema.TicketError: missing required field 'created_at'
+    pipeline.ingest.schema.TicketError: missing required field 'created_at'
     """
     doc = _json_object(raw, "a ticket", max_bytes)
     ticket_id = _identifier(doc, "id")
@@ -206,7 +206,7 @@ def parse_product_event(raw: bytes) -> dict[str, Any]:
     >>> parse_product_event(fix + b'"exports"}')
     Traceback (most recent call last):
     ...
-    pipeline.schema.TicketError: field 'pattern' is 'exports', not a pattern id such as 'p-033a1d39b9'
+    pipeline.ingest.schema.TicketError: field 'pattern' is 'exports', not a pattern id such as 'p-033a1d39b9'
     """
     try:
         doc = orjson.loads(raw or b"")
@@ -250,7 +250,7 @@ def parse_label(raw: bytes | None) -> dict[str, str]:
     >>> parse_label(b'{"id": "42"}')
     Traceback (most recent call last):
     ...
-    pipeline.schema.TicketError: a label sets none of case_type, product_area, severity
+    pipeline.ingest.schema.TicketError: a label sets none of case_type, product_area, severity
     """
     doc = _json_object(raw, "a label", max_bytes=1_000_000)
     label = {"id": _identifier(doc, "id")}

@@ -4,7 +4,7 @@ Agents tag or correct a ticket in the helpdesk hours after it arrived; the tag
 reaches ``ticket-labels`` with only the ticket's id. To learn from it the worker
 needs the ticket's words, so it keeps them, for a configurable horizon, with the
 prediction made when the ticket was first seen: only what the tagger reads
-(:func:`pipeline.tagger.reading_text`, the cleaned subject and opening, a few hundred
+(:func:`pipeline.tagging.tagger.reading_text`, the cleaned subject and opening, a few hundred
 characters with addresses and numbers already out), not the raw body. Tickets and labels are both
 keyed by ticket id, and ``validate`` sends each ticket's words (one message per batch
 and partition) to the partition of its id of ``<app>-texts-to-join``, which Faust
@@ -16,7 +16,7 @@ never comes within the horizon is given back as expired, for the dead-letter top
 nothing is dropped silently.
 
 Where the words are after a restart: ``<app>-texts-to-join`` itself, which keeps them
-(its retention is set to outlast the horizon, :func:`pipeline.topics.topic_configs`).
+(its retention is set to outlast the horizon, :func:`pipeline.runtime.kafka.topic_configs`).
 The join keeps the texts in memory and records, in its changelogged table, only which
 offsets of each partition hold them and the labels that wait; a worker that starts, or
 takes a partition over, reads those offsets again. Until 2026-12-01 every text was also
@@ -24,7 +24,7 @@ written to the table's changelog: the same bytes twice on the broker, and about 
 ticket in the worker (docs/benchmarks.md).
 
 The joined example goes to the training topic that every worker's models read
-(:mod:`pipeline.tagger`), where a correction replaces the earlier tag.
+(:mod:`pipeline.tagging.tagger`), where a correction replaces the earlier tag.
 
 The store is any mutable mapping (a Faust table in the worker, a dict in tests),
 and the clock is injected.
@@ -38,8 +38,8 @@ from typing import Any
 
 import orjson
 
-from .schema import LABEL_FIELDS
-from .tagger import document_reading
+from pipeline.ingest.schema import LABEL_FIELDS
+from pipeline.tagging.tagger import document_reading
 
 __all__ = ["TEXTS_MARK", "ChunkedStore", "LabelJoin", "entry_chars", "texts_of_message"]
 
@@ -152,7 +152,7 @@ class LabelJoin:
 
         The first prediction is kept on a re-send: it is the one made before any of the
         ticket's labels were learned (prequential scoring). ``doc["predicted"]`` is the
-        prediction's labels (:func:`pipeline.tagger.predicted_labels`), or their JSON text.
+        prediction's labels (:func:`pipeline.tagging.tagger.predicted_labels`), or their JSON text.
         ``offset``: of the ``<app>-texts-to-join`` message that carried ``doc``.
 
         A text is kept flat, its prediction as JSON text: a dict of strings and numbers,

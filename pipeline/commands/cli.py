@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .settings import Settings, SettingsError, load_settings
+from pipeline.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
-    from .tagger import TicketTagger
+    from pipeline.tagging.tagger import TicketTagger
 
 __all__ = ["main"]
 
@@ -28,7 +28,7 @@ def _fail(message: str) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .report import parse_since, write_report
+    from pipeline.review.report import parse_since, write_report
 
     settings = load_settings()
     try:
@@ -46,7 +46,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _parse_spike(text: str) -> object:
-    from .generator import Spike
+    from pipeline.testbed.generator import Spike
 
     try:
         area, start, hours, factor = text.split(",")
@@ -61,9 +61,9 @@ def _parse_spike(text: str) -> object:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    from .app import build_pipeline
-    from .sinks import SinkError, create_sink
-    from .topics import BrokerError, ensure_topics
+    from pipeline.outputs.sinks import SinkError, create_sink
+    from pipeline.runtime.kafka import BrokerError, ensure_topics
+    from pipeline.worker import build_pipeline
 
     settings = load_settings()
     tune_gc()  # before the checkpoint is loaded too: millions of objects at once
@@ -90,8 +90,8 @@ def _load_tagger_files(settings: Settings) -> tuple[TicketTagger, dict[int, int]
     with the reason, rather than once the agents run, where it would leave the worker
     running without models. The worker goes on from what is loaded here.
     """
-    from .app import tagger_checkpoint
-    from .tagger import TicketTagger, load_tagger
+    from pipeline.tagging.tagger import TicketTagger, load_tagger
+    from pipeline.worker import tagger_checkpoint
 
     if not settings.tagging_enabled:
         return None
@@ -139,9 +139,9 @@ async def _check_sink(sink: object) -> None:
 
 
 def _cmd_produce(args: argparse.Namespace) -> int:
-    from .generator import TicketGenerator
-    from .produce import produce, read_tickets
-    from .topics import BrokerError, ensure_topics
+    from pipeline.ingest.produce import produce, read_tickets
+    from pipeline.runtime.kafka import BrokerError, ensure_topics
+    from pipeline.testbed.generator import TicketGenerator
 
     settings = load_settings()
     try:
@@ -174,7 +174,7 @@ def _cmd_produce(args: argparse.Namespace) -> int:
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
-    from .detect import DetectError, detect_file
+    from pipeline.commands.detect import DetectError, detect_file
 
     source = Path(args.input)
     if not source.exists():
@@ -196,7 +196,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from .replay import replay
+    from pipeline.commands.replay import replay
 
     source = Path(args.input)
     if not source.exists():
@@ -215,10 +215,10 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 def _cmd_import(args: argparse.Namespace) -> int:
     import tempfile
 
-    from .importer import ImportError_, read_export
-    from .produce import produce
-    from .replay import replay
-    from .topics import BrokerError, ensure_topics
+    from pipeline.commands.replay import replay
+    from pipeline.ingest.importer import ImportError_, read_export
+    from pipeline.ingest.produce import produce
+    from pipeline.runtime.kafka import BrokerError, ensure_topics
 
     path = Path(args.file)
     if not path.exists():
@@ -272,7 +272,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from pipeline.commands.demo import run_demo
 
     return run_demo(days=args.days, scale=args.scale, seed=args.seed)
 

@@ -1,6 +1,6 @@
 """Patterns: tickets that describe the same problem, grouped online.
 
-Each ticket is a TF-IDF vector of its cleaned words (:func:`pipeline.tagger.clean_text`
+Each ticket is a TF-IDF vector of its cleaned words (:func:`pipeline.tagging.tagger.clean_text`
 without stop words; document frequencies learned as tickets arrive). It joins the
 pattern whose centroid is most similar (cosine), if that similarity reaches
 ``threshold``; otherwise it starts a pattern. Candidates come from an inverted index
@@ -27,8 +27,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .privacy import mask_personal
-from .tagger import clean_text
+from pipeline.tagging.tagger import clean_text
+from pipeline.text.privacy import mask_personal
 
 __all__ = ["Pattern", "PatternGrouper", "suggest_decision"]
 

@@ -1,14 +1,14 @@
 """Patterns in the stream: grouping, counts per window and pattern, near-churn, pattern spikes.
 
-Where it sits (see :mod:`pipeline.app`): ``count`` counts each ticket id once and
+Where it sits (see :mod:`pipeline.worker`): ``count`` counts each ticket id once and
 forwards every newly counted ticket, with its words, to ``<app>-pattern-tickets``, in
 the partition of its product area, together with each counting partition's event-time
 watermark. One :class:`PatternWatch` per partition of that topic
 
-- groups the tickets of each area into patterns (:class:`pipeline.patterns.PatternGrouper`,
+- groups the tickets of each area into patterns (:class:`pipeline.patterns.grouper.PatternGrouper`,
   one per area: a pattern lives within an area, and an area within one partition);
 - counts, per window and pattern, tickets, distinct customers and near-churn tickets
-  (:func:`pipeline.nearchurn.near_churn`): the ``pattern_volume`` series;
+  (:func:`pipeline.patterns.nearchurn.near_churn`): the ``pattern_volume`` series;
 - runs a :class:`detectors.VolumeWatch` on every pattern that has come back (two tickets
   or more), so that patterns spike like areas (``pattern_spike``, ``ticket-alerts``).
 
@@ -16,7 +16,7 @@ A window's tickets are grouped when the window closes (every counting partition 
 passed it), in order of creation time and id: the patterns, their ids, counts and
 spikes then depend on the tickets, not on how many workers counted them or in what
 order their messages interleaved. Every worker runs every partition and they agree
-(the design is in :mod:`pipeline.app`, ``group_patterns``). The price is a window of
+(the design is in :mod:`pipeline.worker`, ``group_patterns``). The price is a window of
 delay: ``pattern_volume`` and pattern spikes come when the window closes, where area
 counts and area spikes come while it fills. A ticket that arrives after its window
 closed (late) is grouped as it comes.
@@ -28,11 +28,10 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from detectors import SpikeDetector, SpikeEvent, VolumeWatch
-
-from .lineprotocol import Point
-from .nearchurn import near_churn
-from .patterns import Pattern, PatternGrouper
-from .privacy import mask_personal
+from pipeline.outputs.lineprotocol import Point
+from pipeline.patterns.grouper import Pattern, PatternGrouper
+from pipeline.patterns.nearchurn import near_churn
+from pipeline.text.privacy import mask_personal
 
 __all__ = ["PatternRecord", "PatternWatch"]
 

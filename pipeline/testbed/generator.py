@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from .schema import UNASSIGNED
+from pipeline.ingest.schema import UNASSIGNED
 
 __all__ = ["DEFAULT_AREAS", "Area", "GeneratedTicket", "Spike", "TicketGenerator"]
 
@@ -102,7 +102,7 @@ _TEMPLATES = {
     "compatibility": ("{thing} on an older version", "The {thing} does not work with our browser version."),
     "other": ("About the {thing}", "Just a note about the {thing}."),
 }
-# Users who almost gave up, in their words (pipeline.nearchurn flags each of these).
+# Users who almost gave up, in their words (pipeline.patterns.nearchurn flags each of these).
 _NEAR_CHURN = (
     "Honestly, I was about to cancel our subscription over this.",
     "We nearly switched to a competitor because of it.",
