@@ -132,7 +132,7 @@ def tagging_alone(raws: list[bytes], batch_size: int) -> dict[str, float]:
 def tagging_steps_alone(raws: list[bytes], batch_size: int, partitions: int) -> dict[str, float]:
     """The worker's own tagging steps on these messages in one process, without Kafka.
 
-    What ``validate`` does with a batch (``pipeline.worker.tag_tickets``: documents,
+    What ``validate`` does with a batch (``pipeline.tagging.tag.tag_tickets``: documents,
     readings, prediction, the ``tickets-classified`` records, the texts to join, the
     examples), each message the worker sends encoded and read back as the agent that
     reads it does, the label join keeping every text (``LabelJoin``, its offsets in a
@@ -141,8 +141,8 @@ def tagging_steps_alone(raws: list[bytes], batch_size: int, partitions: int) -> 
     """
     from pipeline.commands.cli import tune_gc
     from pipeline.tagging.labels import ChunkedStore, LabelJoin, entry_chars
+    from pipeline.tagging.tag import tag_tickets
     from pipeline.tagging.tagger import TicketTagger
-    from pipeline.worker import tag_tickets
 
     tickets = []
     for raw in raws:
@@ -196,14 +196,15 @@ def tagging_floor(
     consumer and decoded, and learned or kept from what was read.
 
     ``producer_batch``: the producer's batch size in bytes (the worker's,
-    ``pipeline.worker.PRODUCER_BATCH_BYTES``, unless given).
+    ``pipeline.runtime.app.PRODUCER_BATCH_BYTES``, unless given).
     """
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
     from pipeline.commands.cli import tune_gc
+    from pipeline.runtime.app import PRODUCER_BATCH_BYTES
     from pipeline.runtime.kafka import kafka_partitions
+    from pipeline.runtime.outbox import Outbox
     from pipeline.tagging.tagger import FIELDS, TicketTagger, predicted_labels, reading_text
-    from pipeline.worker import PRODUCER_BATCH_BYTES, Outbox
 
     docs = _tagger_inputs(raws)
 

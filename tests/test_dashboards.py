@@ -11,9 +11,10 @@ from pathlib import Path
 import orjson
 import pytest
 import yaml
-from .conftest import HISTORY_START, RELEASE, SPIKE, closed_windows, spike_history
 
 from pipeline.patterns.nearchurn import near_churn
+
+from .conftest import HISTORY_START, RELEASE, SPIKE, closed_windows, spike_history
 
 pytestmark = pytest.mark.integration
 

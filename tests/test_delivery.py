@@ -9,9 +9,10 @@ import time
 
 import orjson
 import pytest
-from .conftest import Receiver
 
 from pipeline.alerts.delivery import SIGNATURE_HEADER, AlertDeliverer
+
+from .conftest import Receiver
 
 ALERT = {
     "area": "reports",

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from .conftest import TICKETPULSE
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from .conftest import TICKETPULSE
 
 from detectors import (
     DETECTION_SCORE,
@@ -26,6 +25,8 @@ from detectors import (
     VolumeWatch,
 )
 from pipeline.testbed.generator import Area, Spike, TicketGenerator
+
+from .conftest import TICKETPULSE
 
 DETECTORS = [
     SpikeDetector(min_windows=24),

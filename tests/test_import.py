@@ -6,6 +6,7 @@ import subprocess
 
 import orjson
 import pytest
+
 from .conftest import TICKETPULSE
 
 CSV = """\

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from pipeline.worker import MAX_INTERNAL_MESSAGE_BYTES, Outbox
+from pipeline.runtime.outbox import MAX_INTERNAL_MESSAGE_BYTES, Outbox
 
 
 class Channel:

@@ -11,9 +11,10 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
-from .conftest import TICKETPULSE
 
 from pipeline.testbed.generator import Area, Spike, TicketGenerator
+
+from .conftest import TICKETPULSE
 
 pytestmark = pytest.mark.integration
 

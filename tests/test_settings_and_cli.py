@@ -4,9 +4,10 @@ import logging
 import subprocess
 
 import pytest
-from .conftest import TICKETPULSE
 
 from pipeline.settings import Settings, SettingsError, load_settings
+
+from .conftest import TICKETPULSE
 
 
 def test_defaults_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:

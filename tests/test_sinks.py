@@ -8,10 +8,11 @@ import urllib.request
 
 import orjson
 import pytest
-from .conftest import influx_query
 
 from pipeline.outputs.lineprotocol import Point
 from pipeline.outputs.sinks import REFUSED_LINES_PER_WRITE, FileSink, InfluxV1Sink, InfluxV2Sink, SinkError
+
+from .conftest import influx_query
 
 pytestmark = pytest.mark.integration
 

@@ -11,9 +11,10 @@ from datetime import datetime, timedelta
 
 import orjson
 import pytest
-from .conftest import HISTORY_START, RELEASE, SPIKE, TICKETPULSE, closed_windows, spike_history
 
 from pipeline.alerts.delivery import SIGNATURE_HEADER, delivery_key
+
+from .conftest import HISTORY_START, RELEASE, SPIKE, TICKETPULSE, closed_windows, spike_history
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,6 @@ from typing import Any
 
 import orjson
 import pytest
-from .conftest import TICKETPULSE
 from river import naive_bayes
 
 from pipeline.tagging.tagger import (
@@ -28,6 +27,8 @@ from pipeline.tagging.tagger import (
     save_tagger,
     ticket_features,
 )
+
+from .conftest import TICKETPULSE
 
 TRAIN = [
     ("Charged twice", "my card was charged twice, please refund", "billing", "payments", "high"),
@@ -683,7 +684,7 @@ def test_a_batch_is_tagged_once_and_each_ticket_goes_where_its_id_is_partitioned
     from pipeline.ingest.schema import parse_ticket
     from pipeline.runtime.kafka import kafka_partitions
     from pipeline.tagging.labels import LabelJoin
-    from pipeline.worker import tag_tickets
+    from pipeline.tagging.tag import tag_tickets
 
     def ticket(ticket_id: str, subject: str, **labels: str) -> Any:
         payload = {"id": ticket_id, "created_at": "2026-03-02T10:00:00+00:00", "customer_id": "c1"}

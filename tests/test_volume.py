@@ -5,6 +5,7 @@ from pipeline.counting.volume import (
     COUNTED,
     DUPLICATE,
     TOO_LATE,
+    Fact,
     IdleSources,
     PartitionVolume,
     VolumeTotals,
@@ -23,13 +24,13 @@ def test_window_start_is_aligned_and_half_open() -> None:
 def test_partition_volume_counts_tickets_and_distinct_customers_per_key() -> None:
     v = PartitionVolume(3600, 7200)
     for fact in (
-        ["a", 0, "billing", "bug", "high", "c1"],
-        ["b", 0, "billing", "bug", "high", "c1"],
-        ["c", 0, "billing", "ux_confusion", "low", "c2"],
-        ["d", 3600, "login", "bug", "high", "c3"],
+        Fact("a", 0, "billing", "bug", "high", "c1"),
+        Fact("b", 0, "billing", "bug", "high", "c1"),
+        Fact("c", 0, "billing", "ux_confusion", "low", "c2"),
+        Fact("d", 3600, "login", "bug", "high", "c3"),
     ):
         assert v.add(fact) == COUNTED
-    assert v.add(["b", 0, "billing", "bug", "high", "c1"]) == DUPLICATE
+    assert v.add(Fact("b", 0, "billing", "bug", "high", "c1")) == DUPLICATE
     assert v.counts(0) == {
         ("billing", ALL, ALL): (3, 2),
         ("billing", "bug", ALL): (2, 1),
@@ -47,27 +48,27 @@ def test_partition_volume_counts_tickets_and_distinct_customers_per_key() -> Non
 
 def test_late_ticket_updates_its_own_window_until_lateness_runs_out() -> None:
     v = PartitionVolume(3600, 7200)
-    v.add(["a", 10 * 3600, "x", "bug", "low", "c"])
-    assert v.add(["late", 8 * 3600, "x", "bug", "low", "c"]) == COUNTED  # exactly at the line
+    v.add(Fact("a", 10 * 3600, "x", "bug", "low", "c"))
+    assert v.add(Fact("late", 8 * 3600, "x", "bug", "low", "c")) == COUNTED  # exactly at the line
     assert v.counts(8 * 3600)[("x", ALL, ALL)] == (1, 1)
-    assert v.add(["too-late", 7 * 3600, "x", "bug", "low", "c"]) == TOO_LATE
+    assert v.add(Fact("too-late", 7 * 3600, "x", "bug", "low", "c")) == TOO_LATE
     assert v.counts(7 * 3600) == {}
     assert v.close_windows() == []
-    v.add(["b", 11 * 3600, "x", "bug", "low", "c"])
+    v.add(Fact("b", 11 * 3600, "x", "bug", "low", "c"))
     assert v.close_windows() == [8 * 3600]
     # once its window is closed, a ticket id is forgotten: a re-send is too late, not a duplicate
-    assert v.add(["late", 8 * 3600, "x", "bug", "low", "c"]) == TOO_LATE
+    assert v.add(Fact("late", 8 * 3600, "x", "bug", "low", "c")) == TOO_LATE
 
 
 def test_chunks_expire_when_all_their_windows_are_closed() -> None:
     v = PartitionVolume(3600, 3600)
-    old = [["a", 0, "x", "bug", "low", "c"]]
-    mixed = [["b", 0, "x", "bug", "low", "c"], ["c", 2 * 3600, "x", "bug", "low", "c"]]
+    old = [Fact("a", 0, "x", "bug", "low", "c")]
+    mixed = [Fact("b", 0, "x", "bug", "low", "c"), Fact("c", 2 * 3600, "x", "bug", "low", "c")]
     for key, facts in (("0/1", old), ("0/2", mixed)):
         for fact in facts:
             v.add(fact)
         v.record_chunk(key, facts)
-    v.add(["d", 3 * 3600, "x", "bug", "low", "c"])
+    v.add(Fact("d", 3 * 3600, "x", "bug", "low", "c"))
     assert v.close_windows() == [0]
     assert v.expired_chunks() == ["0/1"]
 
@@ -86,7 +87,7 @@ def test_restore_accepts_any_order_and_rebuilds_the_same_counts() -> None:
         restored.restore(key, facts)
     assert {w: restored.counts(w) for w in restored.windows()} == {w: live.counts(w) for w in live.windows()}
     assert restored.watermark == live.watermark == 7200
-    assert restored.add(["b", 0, "x", "bug", "low", "c2"]) == DUPLICATE
+    assert restored.add(Fact("b", 0, "x", "bug", "low", "c2")) == DUPLICATE
 
 
 def test_volume_keys_roll_ups_and_full_key() -> None:

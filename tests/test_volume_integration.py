@@ -13,9 +13,10 @@ from pathlib import Path
 import orjson
 import pytest
 from aiokafka.partitioner import murmur2
-from .conftest import closed_windows
 
 from pipeline.testbed.generator import Spike, TicketGenerator
+
+from .conftest import closed_windows
 
 pytestmark = pytest.mark.integration
 

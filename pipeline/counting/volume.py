@@ -33,6 +33,9 @@ from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.messages import Fact
+from pipeline.runtime.watermarks import low_watermark
+
 __all__ = [
     "ALL",
     "COUNTED",
@@ -82,9 +85,6 @@ class _Count:
     customers: set[str] = field(default_factory=set)
 
 
-#: One durable fact: ``[ticket id, window start, area, case type, severity, customer]``.
-Fact = list[Any]
-
 #: What :meth:`PartitionVolume.add` made of a ticket.
 COUNTED, DUPLICATE, TOO_LATE = "counted", "duplicate", "too_late"
 
@@ -116,15 +116,15 @@ class PartitionVolume:
     Examples
     --------
     >>> v = PartitionVolume(3600, 3600)
-    >>> v.add(["t1", 0, "billing", "bug", "high", "c1"])
+    >>> v.add(Fact("t1", 0, "billing", "bug", "high", "c1"))
     'counted'
-    >>> v.add(["t2", 0, "billing", "other", "low", "c1"]), v.add(["t1", 0, "billing", "bug", "high", "c1"])
+    >>> v.add(Fact("t2", 0, "billing", "other", "low", "c1")), v.add(Fact("t1", 0, "billing", "bug", "high", "c1"))
     ('counted', 'duplicate')
     >>> v.counts(0)[("billing", "all", "all")]
     (2, 1)
-    >>> v.add(["t3", 3 * 3600, "billing", "bug", "high", "c2"])  # moves the watermark
+    >>> v.add(Fact("t3", 3 * 3600, "billing", "bug", "high", "c2"))  # moves the watermark
     'counted'
-    >>> v.is_too_late(0), v.add(["t4", 0, "billing", "bug", "high", "c3"])
+    >>> v.is_too_late(0), v.add(Fact("t4", 0, "billing", "bug", "high", "c3"))
     (True, 'too_late')
     >>> v.close_windows()
     [0]
@@ -132,10 +132,10 @@ class PartitionVolume:
     Fed by two source partitions, the one behind sets the line:
 
     >>> v = PartitionVolume(3600, 3600, sources=2)
-    >>> v.add(["a", 10 * 3600, "billing", "bug", "high", "c1"])
+    >>> v.add(Fact("a", 10 * 3600, "billing", "bug", "high", "c1"))
     'counted'
     >>> v.hear({"0": 10 * 3600})  # source 1 not heard yet: no line
-    >>> v.add(["b", 0, "billing", "bug", "high", "c2"])
+    >>> v.add(Fact("b", 0, "billing", "bug", "high", "c2"))
     'counted'
     >>> v.hear({"0": 10 * 3600, "1": 3 * 3600})
     >>> v.is_too_late(2 * 3600), v.is_too_late(1 * 3600), v.close_windows()
@@ -158,10 +158,10 @@ class PartitionVolume:
 
         It only rises: a source heard later at an older window changes nothing.
         """
-        if self.sources is None or len(marks) < self.sources:
+        if self.sources is None:
             return
-        low = min(marks.values())
-        if self.sources_watermark is None or low > self.sources_watermark:
+        low = low_watermark(marks, self.sources)
+        if low is not None and (self.sources_watermark is None or low > self.sources_watermark):
             self.sources_watermark = low
 
     def is_too_late(self, window: int) -> bool:
@@ -194,10 +194,11 @@ class PartitionVolume:
 
     def record_chunk(self, chunk_key: str, facts: list[Fact]) -> None:
         """Note that ``facts`` (counted by :meth:`add`) are stored under ``chunk_key``."""
-        self._chunks[chunk_key] = max(f[1] for f in facts)
+        self._chunks[chunk_key] = max(f.window for f in facts)
 
-    def restore(self, chunk_key: str, facts: list[Fact]) -> None:
-        """Count a chunk recovered from durable state, in any order (no lateness check)."""
+    def restore(self, chunk_key: str, rows: Iterable[Iterable[Any]]) -> None:
+        """Count a chunk recovered from durable state (its facts as JSON arrays), in any order (no lateness check)."""
+        facts = [Fact(*row) for row in rows]
         for ticket_id, window, area, case_type, severity, customer in facts:
             if ticket_id not in self._seen:
                 self._count(ticket_id, window, area, case_type, severity, customer)

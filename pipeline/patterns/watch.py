@@ -29,8 +29,10 @@ from typing import Any
 
 from detectors import SpikeDetector, SpikeEvent, VolumeWatch
 from pipeline.outputs.lineprotocol import Point
+from pipeline.outputs.series import pattern_volume_point
 from pipeline.patterns.grouper import Pattern, PatternGrouper
 from pipeline.patterns.nearchurn import near_churn
+from pipeline.runtime.watermarks import hear, low_watermark
 from pipeline.text.privacy import mask_personal
 
 __all__ = ["PatternRecord", "PatternWatch"]
@@ -320,13 +322,9 @@ class PatternWatch:
         that exist when it comes), so the order decides borderline cases, and this one
         does not depend on how many workers counted them or how fast.
         """
-        for source, mark in watermarks.items():
-            if mark is not None and mark > self.marks.get(source, -1):
-                self.marks[source] = mark
-        if len(self.marks) < self.sources:
-            return set()
-        low = min(self.marks.values())
-        if self.watermark is not None and low <= self.watermark:
+        hear(self.marks, watermarks)
+        low = low_watermark(self.marks, self.sources)
+        if low is None or (self.watermark is not None and low <= self.watermark):
             return set()
         self.watermark = low
         self._prune()
@@ -377,16 +375,8 @@ class PatternWatch:
                 continue
             tickets, customers, churned = self.counts[(window, pid)]
             out.append(
-                Point(
-                    "pattern_volume",
-                    {"pattern": pid, "area": self.area_of[pid], "window": window_tag},
-                    {
-                        "tickets": tickets,
-                        "customers": len(customers),
-                        "near_churn": churned,
-                        "name": self.pattern(pid).name,
-                    },
-                    window,
+                pattern_volume_point(
+                    pid, self.area_of[pid], window_tag, window, tickets, len(customers), churned, self.pattern(pid).name
                 )
             )
         return out

@@ -21,8 +21,6 @@ import html
 import io
 import re
 import time
-import urllib.parse
-import urllib.request
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -32,13 +30,14 @@ from typing import Any
 import orjson
 
 from pipeline.ingest.schema import UNASSIGNED
-from pipeline.outputs.lineprotocol import Point
+from pipeline.outputs.series import InfluxReader, fix_effect_point
 from pipeline.patterns.grouper import Pattern, suggest_decision
 from pipeline.patterns.nearchurn import near_churn_reason
 from pipeline.review.effects import measure_effect
 from pipeline.runtime.kafka import read_values
 from pipeline.settings import Settings
 from pipeline.text.privacy import mask_personal
+from pipeline.topology import internal_topic_name
 
 __all__ = ["ReportData", "collect", "parse_since", "render", "write_report"]
 
@@ -64,34 +63,6 @@ def parse_since(text: str, now: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-class InfluxReader:
-    """InfluxQL over HTTP: 1.x ``/query``, or 2.x through its v1 compatibility API (token)."""
-
-    def __init__(self, settings: Settings) -> None:
-        if not settings.influx_url:
-            raise ValueError("TICKETPULSE_INFLUX_URL is not set: the report reads the series from InfluxDB")
-        self.settings = settings
-
-    def query(self, q: str) -> list[dict[str, Any]]:
-        s = self.settings
-        params = {"db": s.influx_database if s.influx_version == 1 else s.influx_bucket, "q": q, "epoch": "s"}
-        headers = {}
-        if s.influx_version == 2 and s.influx_token is not None:
-            headers["Authorization"] = f"Token {s.influx_token.get_secret_value()}"
-        elif s.influx_username and s.influx_password is not None:
-            params.update(u=s.influx_username, p=s.influx_password.get_secret_value())
-        url = f"{s.influx_url}/query?{urllib.parse.urlencode(params)}"  # http(s) only: settings check it
-        request = urllib.request.Request(url, headers=headers)  # noqa: S310
-        with urllib.request.urlopen(request, timeout=s.influx_timeout_seconds) as resp:  # noqa: S310
-            body = orjson.loads(resp.read())
-        result = body["results"][0]
-        if "error" in result:
-            if "database not found" in result["error"]:
-                return []
-            raise ValueError(f"InfluxDB answered {result['error']!r} to {q!r}")
-        return list(result.get("series", []))
-
-
 async def read_classified(settings: Settings, since: float, until: float, quiet_seconds: float = 3.0) -> list[dict]:
     """Every ticket on ``tickets-classified`` created in [since, until), first version of each id."""
     tickets: dict[str, dict] = {}
@@ -105,10 +76,8 @@ async def read_classified(settings: Settings, since: float, until: float, quiet_
 
 async def read_assignments(settings: Settings, quiet_seconds: float = 3.0) -> dict[str, str]:
     """``ticket id -> pattern id``: the pattern each ticket joined in the worker (``<app>-ticket-patterns``)."""
-    from pipeline.worker import TICKET_PATTERNS
-
     assigned: dict[str, str] = {}
-    async for raw in read_values(settings, f"{settings.app_id}-{TICKET_PATTERNS}", quiet_seconds):
+    async for raw in read_values(settings, internal_topic_name(settings, "ticket_patterns"), quiet_seconds):
         # every worker sends the same assignments: one per ticket is kept
         assigned.update(orjson.loads(raw)["tickets"])
     return assigned
@@ -307,27 +276,7 @@ def _write_effects(settings: Settings, effects: list[dict[str, Any]]) -> None:
         return
     from pipeline.outputs.sinks import create_sink
 
-    points = [
-        Point(
-            "fix_effect",
-            {
-                "area": e["area"],
-                "kind": e["kind"],
-                "ref": e["ref"],
-                **({"pattern": e["pattern"]} if "pattern" in e else {}),
-            },
-            {
-                "ratio": e["tickets"]["ratio"],
-                "ratio_low": e["tickets"]["ratio_low"],
-                "ratio_high": e["tickets"]["ratio_high"],
-                "change": e["tickets"]["change"],
-                "customers_ratio": e["customers"]["ratio"],
-                "days": e["days"],
-            },
-            e["at"],
-        )
-        for e in effects
-    ]
+    points = [fix_effect_point(e) for e in effects]
 
     async def _write() -> None:
         sink = create_sink(settings)

@@ -1,0 +1,242 @@
+"""Counting: each ticket id once, in the window of its ``created_at``.
+
+Why it stays exact under at-least-once delivery, rebalances and SIGKILL:
+:mod:`pipeline.counting.volume`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from pipeline.counting.volume import COUNTED, DUPLICATE, PartitionVolume, volume_keys
+from pipeline.messages import Codec, CountingBatch, Fact, PartialRow, PatternTicket, PatternTickets, VolumePartials
+from pipeline.runtime.batching import skipped_offsets
+from pipeline.runtime.outbox import Outbox
+from pipeline.runtime.partitioning import KeyPartitioner
+from pipeline.runtime.stats import PipelineStats
+from pipeline.runtime.tables import PartitionedTable
+from pipeline.runtime.watermarks import hear
+from pipeline.settings import Settings
+
+__all__ = ["WATERMARKS", "Count"]
+
+logger = logging.getLogger("pipeline.worker")
+
+#: Table key suffix of the watermarks a partition has heard (count, merge and watch).
+WATERMARKS = "__watermarks__"
+
+#: One batch's message of a counting partition: ``(partition, offset, message)``.
+Item = tuple[int, int, CountingBatch]
+
+
+class Count:
+    """Counts the facts of ``<app>-tickets-by-customer``; sends counts to merging and tickets to patterns.
+
+    Durable state is one fact per ticket, in chunks (``first_seen``:
+    ``"<partition>/<offset>" -> [fact, ...]``, and ``"<partition>/__watermarks__"`` -> that
+    counting partition's watermarks); the counts are derived from it
+    (:class:`PartitionVolume`), and every effect is sent before the state that records it.
+    """
+
+    def __init__(
+        self, settings: Settings, topics: dict[str, Any], stats: PipelineStats, first_seen: PartitionedTable
+    ) -> None:
+        self.settings = settings
+        self.topics = topics
+        self.stats = stats
+        self.first_seen = first_seen
+        self.partition_of = KeyPartitioner(settings.partitions)
+        self.codec = Codec(CountingBatch)
+        self.volumes: dict[int, PartitionVolume] = {}
+        # counting partition -> {tickets partition: newest window seen}; kept in first_seen with
+        # the facts, since after a restart a tickets partition may never be heard from again
+        # (a stream that has ended) and its watermark would then hold every window open.
+        self.source_marks: dict[int, dict[str, int]] = {}
+        # counting partition -> the offset of tickets-by-customer the next batch should start at
+        self.next_offsets: dict[int, int] = {}
+
+    def heard_windows(self) -> list[int]:
+        """Every window the counting partitions here have heard from any tickets partition."""
+        return [w for heard in self.source_marks.values() for w in heard.values()]
+
+    def volume(self, partition: int) -> PartitionVolume:
+        """The counts of a counting partition (fed by every tickets partition)."""
+        vol = self.volumes.get(partition)
+        if vol is None:
+            vol = self.volumes[partition] = PartitionVolume(
+                self.settings.window_seconds, self.settings.allowed_lateness_seconds, sources=self.settings.partitions
+            )
+        return vol
+
+    async def on_batch(self, events: Sequence[Any]) -> None:
+        """Count a batch of ``tickets-by-customer`` messages (Faust events, values raw)."""
+        chunks: dict[int, tuple[str, list[Fact]]] = {}
+        touched: dict[int, set[tuple[int, tuple[str, str, str]]]] = {}
+        heard: set[int] = set()
+        # counting partition -> pattern partition -> newly counted tickets with their words
+        for_patterns: dict[int, dict[int, list[PatternTicket]]] = {}
+        for partition, offset, message in await self.with_skipped(events):
+            vol = self.volume(partition)
+            texts = message.texts
+            for n, fact in enumerate(message.facts):
+                outcome = vol.add(fact)
+                if outcome == COUNTED:
+                    if texts:
+                        by_target = for_patterns.setdefault(partition, {})
+                        ticket = PatternTicket(
+                            fact.ticket_id, fact.window, fact.area, fact.case_type, fact.customer_id, *texts[n]
+                        )
+                        by_target.setdefault(self.partition_of(fact.area.encode()), []).append(ticket)
+                    # keyed by the first event with a new fact: a replay after a crash never
+                    # overwrites a chunk that made it (pipeline.counting.volume)
+                    chunks.setdefault(partition, (f"{partition}/{offset}", []))[1].append(fact)
+                    part_touched = touched.setdefault(partition, set())
+                    for key in volume_keys(fact.area, fact.case_type, fact.severity):
+                        part_touched.add((fact.window, key))
+                elif outcome == DUPLICATE:
+                    self.stats.duplicates += 1
+                else:
+                    self.stats.too_late += 1
+            # How far the tickets partitions have got, heard after the message's own facts: a
+            # batch may hold days of one partition, and its newest window must not make its
+            # older tickets late (the line is what came before).
+            if hear(self.source_marks.setdefault(partition, {}), message.watermarks):
+                heard.add(partition)
+            vol.hear(self.source_marks[partition])
+        # Effects first, then the state that records them (see pipeline.counting.volume): the
+        # words are not kept in the facts, so they must be on the broker before the facts
+        # that say they were counted (a replay would not send them again).
+        out = Outbox()
+        for partition in heard | set(touched):
+            await self.send_partials(partition, touched.get(partition, ()), out)
+            if self.settings.patterns_enabled:
+                await self.send_pattern_tickets(partition, for_patterns.get(partition, {}), out)
+        await out.delivered()
+        self._record(heard, chunks)
+        await self.first_seen.delivered()  # before the batch is acknowledged (DurableTable)
+
+    def _record(self, heard: set[int], chunks: dict[int, tuple[str, list[Fact]]]) -> None:
+        """The batch's durable state: watermarks heard, the new facts; chunks of closed windows deleted."""
+        for partition in heard:
+            self.first_seen[f"{partition}/{WATERMARKS}"] = dict(self.source_marks[partition])
+        for partition, (chunk_key, facts) in chunks.items():
+            self.stats.counted += len(facts)
+            self.first_seen[chunk_key] = [list(fact) for fact in facts]  # as JSON arrays, as they came
+            vol = self.volumes[partition]
+            vol.record_chunk(chunk_key, facts)
+            if vol.close_windows():
+                for expired in vol.expired_chunks():
+                    self.first_seen.pop(expired, None)
+
+    async def send_partials(
+        self, partition: int, touched: Iterable[tuple[int, tuple[str, str, str]]], out: Outbox
+    ) -> None:
+        """The counts of ``touched`` windows and keys to their merging partitions, with the watermark."""
+        vol = self.volume(partition)
+        by_window: dict[int, dict[tuple[str, str, str], tuple[int, int]]] = {}
+        rows: list[PartialRow] = []
+        for window, key in touched:
+            counts = by_window.get(window)
+            if counts is None:
+                counts = by_window[window] = vol.counts(window)
+            tickets_n, customers_n = counts[key]
+            rows.append(PartialRow(orjson.dumps([window, *key]).decode(), partition, tickets_n, customers_n))
+        by_target: dict[int, list[PartialRow]] = {}
+        targets = self.partition_of.many([row.volume_key.encode() for row in rows])
+        for row, target in zip(rows, targets, strict=True):
+            by_target.setdefault(target, []).append(row)
+        # Every merging partition hears this counting partition's watermark (the oldest
+        # of the tickets partitions' newest windows), even with no rows for it.
+        watermark = {str(partition): vol.sources_watermark}
+        for target in range(self.settings.partitions):
+            message = VolumePartials(by_target.get(target, []), watermark)
+            await out.send_parts(self.topics["partials"], target, message, ["rows"])
+
+    async def send_pattern_tickets(
+        self, partition: int, by_target: dict[int, list[PatternTicket]], out: Outbox
+    ) -> None:
+        """Newly counted tickets to their pattern partitions; every one hears the watermark."""
+        low = self.volume(partition).sources_watermark
+        for target in range(self.settings.partitions):
+            message = PatternTickets(by_target.get(target, []), {str(partition): low})
+            await out.send_parts(self.topics["pattern_tickets"], target, message, ["tickets"])
+
+    async def rebuild(self) -> None:
+        """Derive the counts of the partitions this worker now owns from the durable facts."""
+        self.volumes.clear()
+        self.next_offsets.clear()  # read on from the committed offsets, wherever they are
+        owned = self.first_seen.active_partitions
+        for chunk_key, facts in self.first_seen.items():
+            partition_part, _, name = chunk_key.partition("/")
+            partition = int(partition_part)
+            if partition not in owned:
+                continue
+            if name == WATERMARKS:
+                hear(self.source_marks.setdefault(partition, {}), facts)
+            else:
+                self.volume(partition).restore(chunk_key, facts)
+        out = Outbox()
+        for partition in owned:
+            vol = self.volume(partition)
+            vol.hear(self.source_marks.get(partition, {}))
+            vol.close_windows()
+            # Publishing every open count again, and the watermark to the pattern grouper,
+            # is idempotent, and cheap insurance (effects are delivered before the state
+            # that records them, but a rebalance may bring state another worker made).
+            await self.send_partials(partition, [(w, key) for w in vol.windows() for key in vol.counts(w)], out)
+            if self.settings.patterns_enabled:
+                await self.send_pattern_tickets(partition, {}, out)
+        await out.delivered()
+        logger.info(
+            "agent=count recovered partitions=%s windows=%d chunks=%d",
+            ",".join(str(p) for p in sorted(owned)) or "none",
+            sum(len(v.windows()) for v in self.volumes.values()),
+            len(self.first_seen),
+        )
+
+    async def with_skipped(self, events: Sequence[Any]) -> list[Item]:
+        """The batch as ``(partition, offset, message)``, with any message Faust skipped read again
+        from the broker before the batch is acknowledged (see :func:`skipped_offsets`)."""
+        items = [(e.message.partition, e.message.offset, self.codec.decode(e.value)) for e in events]
+        for partition, holes in skipped_offsets(self.next_offsets, [(p, o) for p, o, _ in items]).items():
+            again = await self.read_again(partition, holes)
+            items += again
+            logger.warning(
+                "agent=count partition=%d skipped=%d-%d holes=%d read_again=%d",
+                partition,
+                holes[0],
+                holes[-1],
+                len(holes),
+                len(again),
+            )
+        return sorted(items, key=lambda item: (item[0], item[1]))
+
+    async def read_again(self, partition: int, offsets: list[int]) -> list[Item]:
+        """The messages of ``tickets-by-customer`` at ``offsets`` (ascending) of one partition."""
+        wanted = set(offsets)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap_servers, group_id=None, enable_auto_commit=False
+        )
+        await consumer.start()
+        found: list[Item] = []
+        try:
+            tp = TopicPartition(self.topics["by_customer"].get_topic_name(), partition)
+            consumer.assign([tp])
+            consumer.seek(tp, offsets[0])
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                batch = await consumer.getmany(tp, timeout_ms=1000)
+                records = batch.get(tp, [])
+                found += [(partition, r.offset, self.codec.decode(r.value)) for r in records if r.offset in wanted]
+                if any(r.offset >= offsets[-1] for r in records):
+                    return found
+            logger.error("agent=count partition=%d offsets=%s error=not_read_again", partition, offsets)
+            return found
+        finally:
+            await consumer.stop()

@@ -1,0 +1,189 @@
+"""Pattern grouping in the worker: counted tickets into patterns; ``pattern_volume``, ``pattern_spike``, alerts."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from detectors import SpikeEvent
+from pipeline.alerts.payloads import pattern_alert_payload
+from pipeline.messages import Codec, PatternTickets, TicketPatterns
+from pipeline.outputs.lineprotocol import Point
+from pipeline.outputs.series import pattern_spike_point
+from pipeline.outputs.sinks import InfluxSink
+from pipeline.patterns.watch import PatternWatch
+from pipeline.runtime.checkpoints import CheckpointWriter, load_checkpoint, write_checkpoint
+from pipeline.runtime.consumers import read_every_partition
+from pipeline.runtime.outbox import Outbox
+from pipeline.runtime.stats import PipelineStats
+from pipeline.settings import Settings
+
+__all__ = ["ASSIGNMENTS_PER_MESSAGE", "GroupPatterns"]
+
+logger = logging.getLogger("pipeline.worker")
+
+#: ``[ticket id, pattern id]`` pairs per ``<app>-ticket-patterns`` message (about 30 bytes
+#: each: well under the broker's 1 MB).
+ASSIGNMENTS_PER_MESSAGE = 10_000
+
+
+class GroupPatterns:
+    """Groups counted tickets into patterns, one :class:`PatternWatch` per partition of ``<app>-pattern-tickets``.
+
+    Every worker reads every partition (a plain consumer, as the tagger's learning). A
+    partition holds whole areas and is read in order, so every worker forms the same
+    patterns with the same ids and counts: the points they write are the same points
+    (idempotent), and a rebalance moves nothing, since no worker owns this state. The
+    price: each worker groups every ticket (benchmarks/bench_pipeline.py measures it).
+    Alerts are sent by the worker that owns the same-numbered partition of the counting
+    topic (``owned``), so one episode is one alert however many workers run. Checkpoints
+    as the tagger's: the watches and the next offset per partition, every
+    ``TICKETPULSE_PATTERN_CHECKPOINT_SECONDS`` and at shutdown; a restarted worker reads
+    on from there.
+
+    ``owned``: the counting partitions this worker owns now, ``None`` before the first
+    assignment.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        topics: dict[str, Any],
+        stats: PipelineStats,
+        sink: InfluxSink,
+        owned: Callable[[], set[int] | None],
+    ) -> None:
+        self.settings = settings
+        self.topics = topics
+        self.stats = stats
+        self.sink = sink
+        self.owned = owned
+        self.checkpoint = Path(settings.data_dir) / "patterns-checkpoint.pickle"
+        self.codec = Codec(PatternTickets)
+        self.watches: dict[int, PatternWatch] = {}
+        self.positions: dict[int, int] = {}
+
+    def new_watch(self) -> PatternWatch:
+        """The watch of a partition seen for the first time."""
+        settings = self.settings
+        return PatternWatch(
+            settings.window_seconds,
+            settings.allowed_lateness_seconds,
+            sources=settings.partitions,
+            threshold=settings.pattern_threshold,
+            alert_score=settings.spike_alert_score,
+            min_customers=settings.pattern_spike_min_customers,
+        )
+
+    def load(self) -> None:
+        """The watches and positions of the last checkpoint, if there is one."""
+        if self.checkpoint.exists():
+            state = load_checkpoint(self.checkpoint.read_bytes())
+            self.watches, self.positions = state["watches"], state["positions"]
+            logger.info("agent=patterns loaded=checkpoint path=%s positions=%s", self.checkpoint, self.positions)
+
+    def group(self, batch: dict[Any, list[Any]]) -> tuple[list[Point], list[tuple[int, SpikeEvent]]]:
+        """Group a batch of records (by partition); the ``pattern_volume`` points and spike events it makes."""
+        points: list[Point] = []
+        events: list[tuple[int, SpikeEvent]] = []
+        for tp, records in batch.items():
+            if not records:
+                continue
+            pw = self.watches.get(tp.partition)
+            if pw is None:
+                pw = self.watches[tp.partition] = self.new_watch()
+            touched: set[tuple[int, str]] = set()
+            for record in records:
+                message = self.codec.decode(record.value)
+                changed = pw.add(message.tickets) | pw.hear(message.watermarks)
+                touched |= changed
+                events += [(tp.partition, e) for e in pw.judge(changed) + pw.close()]
+            self.positions[tp.partition] = records[-1].offset + 1
+            points += pw.points(touched, self.settings.window_label)
+        return points, events
+
+    async def on_batch(self, batch: dict[Any, list[Any]]) -> None:
+        """Group a batch; the points, assignments and alerts delivered before the next checkpoint."""
+        points, events = self.group(batch)
+        out = Outbox()
+        # Which pattern each ticket joined, from every worker (they agree, and the report
+        # keeps one per ticket): on the broker before the checkpoint says so.
+        for partition, pw in sorted(self.watches.items()):
+            assigned = pw.drain_assigned()
+            for start in range(0, len(assigned), ASSIGNMENTS_PER_MESSAGE):
+                message = TicketPatterns(assigned[start : start + ASSIGNMENTS_PER_MESSAGE])
+                await out.send_parts(self.topics["ticket_patterns"], partition, message, [])
+        points += await self._alert(events, out)
+        # the points and alerts first, then the checkpoint that says they were made
+        await self.sink.write(points)
+        await out.delivered()
+        if batch:
+            self.stats.patterns_too_late = sum(pw.too_late for pw in self.watches.values())
+            logger.info(
+                "agent=patterns messages=%d points=%d spike_events=%d too_late=%d patterns=%s forgotten=%d",
+                sum(len(r) for r in batch.values()),
+                len(points),
+                len(events),
+                self.stats.patterns_too_late,
+                ";".join(f"{p}:{len(pw.area_of)}" for p, pw in sorted(self.watches.items())),
+                sum(pw.forgotten for pw in self.watches.values()),
+            )
+
+    async def _alert(self, events: list[tuple[int, SpikeEvent]], out: Outbox) -> list[Point]:
+        """``pattern_spike`` points of the events; alerts of those of the partitions this worker owns."""
+        points = []
+        owned = self.owned() or set()
+        for partition, spike in events:
+            pw = self.watches[partition]
+            pattern = pw.summary(spike.key)
+            points.append(
+                pattern_spike_point(spike, pw.area_of[spike.key], pattern["name"], self.settings.window_label)
+            )
+            if partition not in owned:
+                continue
+            self.stats.spike_events += 1
+            payload = pattern_alert_payload(spike, pw.area_of[spike.key], pattern)
+            logger.warning(
+                "agent=patterns event=%s episode=%s pattern=%s area=%s customers=%d score=%.3f",
+                spike.event,
+                spike.episode_id,
+                spike.key,
+                payload["area"],
+                spike.customers,
+                spike.score,
+            )
+            await out.send(self.topics["alerts"], key=payload["area"].encode(), value=payload)
+        return points
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint holds."""
+        return {"watches": self.watches, "positions": self.positions}
+
+    async def run(self) -> None:
+        """Group until the worker stops; the last checkpoint written in place at the stop."""
+        self.load()
+        checkpoints = CheckpointWriter(self.checkpoint, "agent=patterns")
+        topic = self.topics["pattern_tickets"].get_topic_name()
+        consumer = await read_every_partition(self.settings, topic, self.positions)
+        try:
+            while self.owned() is None:
+                await asyncio.sleep(0.2)  # whose alerts are whose is known once partitions are assigned
+            last_saved = time.monotonic()
+            while True:
+                batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
+                await self.on_batch(batch)
+                checkpoints.busy()  # a checkpoint written meanwhile is reaped (and logged) at once
+                if (
+                    batch
+                    and time.monotonic() - last_saved >= self.settings.pattern_checkpoint_seconds
+                    and checkpoints.save(self.state(), positions=dict(self.positions))
+                ):
+                    last_saved = time.monotonic()
+        finally:
+            checkpoints.wait()  # then the last one, in place: no child writes after it
+            write_checkpoint(self.state(), self.checkpoint)
+            await consumer.stop()
