@@ -12,7 +12,7 @@ from __future__ import annotations
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "SettingsError", "load_settings"]
+__all__ = ["Settings", "SettingsError", "load_settings", "settings_table"]
 
 
 class SettingsError(Exception):
@@ -298,3 +298,50 @@ def load_settings(**overrides: object) -> Settings:
 
 def _is_secret(name: str) -> bool:
     return any(word in name for word in ("PASSWORD", "TOKEN", "SECRET"))
+
+
+def settings_table(model: type[BaseSettings] = Settings) -> str:
+    """The settings as a markdown table: variable, default and meaning, one row a field.
+
+    Made from the fields themselves (each description starts with its variable), so
+    that docs/operations.md cannot drift from the code: ``make docs`` writes it there,
+    and ``tests/test_docs.py`` fails when the file's copy differs.
+
+    Parameters
+    ----------
+    model
+        The settings class; its ``env_prefix`` names the variables.
+
+    Returns
+    -------
+    str
+        The table, header included, ending with a newline.
+
+    Examples
+    --------
+    >>> print(settings_table().splitlines()[2])
+    | `TICKETPULSE_BROKER_URL` | `kafka://127.0.0.1:9092` | Kafka bootstrap servers, 'kafka://host:port[;host:port]'. |
+    """
+    prefix = str(model.model_config.get("env_prefix", ""))
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for name, field in model.model_fields.items():
+        variable = f"{prefix}{name.upper()}"
+        meaning = (field.description or "").removeprefix(f"{variable}:").strip()
+        rows.append(f"| `{variable}` | {_shown_default(field.default)} | {_table_cell(meaning)} |")
+    return "\n".join(rows) + "\n"
+
+
+def _shown_default(value: object) -> str:
+    """A default as a reader sets it: ``true``, ``3600``, ``0.5``; ``None`` is "unset"."""
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, float) and value.is_integer():
+        return f"`{int(value)}`"
+    return f"`{value}`"
+
+
+def _table_cell(text: str) -> str:
+    """``text`` on one line, its pipes escaped: one cell of a markdown table."""
+    return " ".join(text.split()).replace("|", "\\|")
