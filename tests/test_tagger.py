@@ -72,7 +72,7 @@ def test_each_cleaning_pass_runs_when_its_text_is_there(body: str, cleaned: str)
 
 def _clean_text_whole(subject: str, body: str, body_chars: int) -> str:
     """clean_text as it was before it read only the opening: every pass over the whole body."""
-    from pipeline.tagging.tagger import _CODE_BLOCK, _PASSES, _SIGNATURE
+    from pipeline.text.cleaning import _CODE_BLOCK, _PASSES, _SIGNATURE
 
     text = _SIGNATURE.sub("\n", _CODE_BLOCK.sub(" ", body))
     for pattern, _ in _PASSES:
@@ -109,7 +109,7 @@ def test_reading_the_opening_cleans_as_reading_the_whole_body() -> None:
 
 
 def test_code_blocks_are_found_as_the_regular_expression_finds_them() -> None:
-    from pipeline.tagging.tagger import _CODE_BLOCK, _without_code_blocks
+    from pipeline.text.cleaning import _CODE_BLOCK, _without_code_blocks
 
     rng = random.Random(8)
     for _ in range(5_000):
@@ -449,7 +449,8 @@ def test_an_example_with_its_reading_teaches_what_its_subject_and_body_teach() -
     ],
 )
 def test_features_are_rivers_bag_of_words_and_pairs(subject: str, body: str) -> None:
-    from pipeline.tagging.tagger import _DEFAULT_EXTRACTOR, OPENING_CHARS
+    from pipeline.tagging.features import _DEFAULT_EXTRACTOR
+    from pipeline.text.cleaning import OPENING_CHARS
 
     rivers = dict.fromkeys(_DEFAULT_EXTRACTOR.transform_one(clean_text(subject, body, OPENING_CHARS)), 1)
     assert ticket_features(subject, body) == rivers
@@ -593,7 +594,7 @@ def test_the_worker_refuses_at_start_a_checkpoint_over_other_buckets(tmp_path: P
 def test_the_number_pattern_matches_what_a_word_boundary_and_a_digit_would() -> None:
     import re
 
-    from pipeline.tagging.tagger import _NUMBER
+    from pipeline.text.cleaning import _NUMBER
 
     by_definition = re.compile(r"\b\d[\d.,:]*\b")
     rng = random.Random(4)

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.tagging.tagger import clean_text
+from pipeline.text.cleaning import clean_text
 from pipeline.text.privacy import mask_personal
 
 __all__ = ["Pattern", "PatternGrouper", "suggest_decision"]

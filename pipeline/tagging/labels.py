@@ -39,7 +39,7 @@ from typing import Any
 import orjson
 
 from pipeline.ingest.schema import LABEL_FIELDS
-from pipeline.tagging.tagger import document_reading
+from pipeline.text.cleaning import document_reading
 
 __all__ = ["TEXTS_MARK", "ChunkedStore", "LabelJoin", "entry_chars", "texts_of_message"]
 
