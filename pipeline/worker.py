@@ -28,7 +28,7 @@ from typing import Any
 
 import faust
 
-from pipeline.alerts.delivery import AlertDeliverer
+from pipeline.alerts.deliver import add_delivery
 from pipeline.alerts.product_events import ProductEvents
 from pipeline.alerts.watch import Watch
 from pipeline.counting.count import Count
@@ -40,7 +40,7 @@ from pipeline.outputs.sinks import InfluxSink, create_sink
 from pipeline.patterns.stage import GroupPatterns
 from pipeline.runtime.app import new_app
 from pipeline.runtime.stats import PipelineStats, StatsWriter
-from pipeline.runtime.tables import DurableTable, PartitionedTable
+from pipeline.runtime.tables import PartitionedTable
 from pipeline.settings import Settings
 from pipeline.tagging.join import JoinLabels
 from pipeline.tagging.learn import LearnLabels, tagger_checkpoint
@@ -137,7 +137,7 @@ def build_pipeline(
     batches(topics["partials"], "merge", merge.on_batch)
     watch = stages["watch"] = Watch(settings, topics, stats, sink, table("volume-watch"))
     batches(topics["area_volumes"], "watch", watch.on_batch)
-    deliverer = stages["deliver"] = _deliver(app, settings, topics)
+    deliverer = stages["deliver"] = add_delivery(app, settings, topics["alerts"])
     add_web_views(app, settings, topics["tickets"])
     product_events = stages["product_events"] = ProductEvents(settings, topics, stats, sink)
     batches(topics["product_events"], "product_events", product_events.on_batch)
@@ -181,32 +181,3 @@ def build_pipeline(
     stats_writer = stages["stats"] = StatsWriter(stats, sink, settings.app_id, extra)
     app.timer(interval=settings.stats_seconds, name="write_stats")(stats_writer.write)
     return Pipeline(app=app, settings=settings, sink=sink, stats=stats, topics=topics, stages=stages)
-
-
-def _deliver(app: faust.App, settings: Settings, topics: dict[str, Any]) -> AlertDeliverer:
-    """The alert delivery (Slack, signed webhook), and its agent when one is configured."""
-    deliverer = AlertDeliverer(
-        slack_url=settings.slack_webhook_url.get_secret_value() if settings.slack_webhook_url else None,
-        webhook_url=settings.alert_webhook_url,
-        webhook_secret=settings.alert_webhook_secret.get_secret_value() if settings.alert_webhook_secret else None,
-        dashboard_url=settings.dashboard_url,
-        attempts=settings.delivery_attempts,
-    )
-    if not deliverer.enabled:
-        return deliverer
-    # (episode, event, window) -> True, for the alerts already delivered
-    delivered = DurableTable(
-        app, name="alerts-delivered", key_type=str, value_type=bool, partitions=settings.partitions
-    )
-    app.tables.add(delivered)
-    deliverer.delivered = delivered
-
-    async def deliver(stream: Any) -> None:
-        """Post spike alerts to Slack and the signed webhook, each once."""
-        async for alert in stream:
-            # the post (the effect) first, then the record that it was made
-            await deliverer.deliver(alert)
-            await delivered.delivered()
-
-    app.agent(topics["alerts"], name="deliver")(deliver)
-    return deliverer
