@@ -318,6 +318,7 @@ def test_the_recent_deliveries_are_bounded() -> None:
     assert handle(ingest, "intercom", bodies[0], signed_headers("intercom", bodies[0]))[0] == 202  # forgotten
     assert handle(ingest, "intercom", bodies[4], signed_headers("intercom", bodies[4]))[0] == 200
     assert len(ingest._recent["intercom"]) == 3
+    assert len(sent.messages) == 6
 
 
 @pytest.mark.parametrize(
@@ -358,6 +359,7 @@ def test_a_ticket_dated_ahead_gets_the_reason_the_worker_would_dead_letter_it_fo
     body = orjson.dumps(doc)
     ingest, sent = ingest_at(SIGNED_AT)
     status, answer = handle(ingest, "ticketpulse", body, signed_headers("ticketpulse", body))
+    assert sent.messages == []
     with pytest.raises(TicketError) as worker:
         parse_ticket(body, latest=SIGNED_AT + 24 * 3600)  # the worker's own check, same settings
     assert (status, answer["error"]) == (422, str(worker.value))
