@@ -277,11 +277,19 @@ def test_a_zendesk_request_within_the_tolerance_is_taken_once_and_its_replay_is_
     assert len(sent.messages) == 2
 
 
-def test_a_zendesk_timestamp_that_is_no_time_is_refused() -> None:
+@pytest.mark.parametrize(
+    ("stamp", "reason"),
+    [
+        ("yesterday", "the signed timestamp 'yesterday' is not an ISO 8601 date-time"),
+        ("0001-01-01T00:00:00+23:59", "s old, over the tolerance"),
+        ("9999-12-31T23:59:59-23:59", "s in the future, over the tolerance"),
+        ("2026-03-03", "is 36,725 s old"),
+        ("1772532725", "the signed timestamp '1772532725' is not an ISO 8601 date-time"),
+    ],
+)
+def test_a_zendesk_timestamp_that_is_no_time_or_out_of_range_is_refused(stamp: str, reason: str) -> None:
     body = zendesk()
-    headers = signed_headers("zendesk", body, signed_at=SIGNED_AT)
     key = SECRETS["zendesk"].encode()
-    stamp = "yesterday"
     headers = {
         "X-Zendesk-Webhook-Signature": base64.b64encode(
             hmac.new(key, stamp.encode() + body, hashlib.sha256).digest()
@@ -289,7 +297,7 @@ def test_a_zendesk_timestamp_that_is_no_time_is_refused() -> None:
         "X-Zendesk-Webhook-Signature-Timestamp": stamp,
     }
     status, answer = handle(ingest_at(SIGNED_AT)[0], "zendesk", body, headers)
-    assert (status, answer["error"]) == (401, "the signed timestamp 'yesterday' is not an ISO 8601 date-time")
+    assert status == 401 and reason in answer["error"], answer
 
 
 @pytest.mark.parametrize("source", ["intercom", "helpscout"])
@@ -521,4 +529,35 @@ def test_poison_tickets_are_dead_lettered_naming_the_field_and_the_tickets_after
         "field 'subject' is 500,000 characters long, over the limit of 1000": 6,
     }
     time.sleep(5)  # the state records of the batch written: the worker is still up
+    assert worker.poll() is None, stack.worker_logs()
+
+
+def test_tickets_at_every_bound_in_one_area_are_counted_and_the_worker_stays_up(stack) -> None:
+    """The worst tickets parse_ticket lets through, many in one area and two open windows:
+    subjects of one distinct 1,000-character word each (the watch counts subject words),
+    bodies of 5,000 control characters (each six in JSON: the watch keeps example texts), the
+    longest area. Every state record stays under the producer's 1 MB; all are counted."""
+    window = 1772532000
+    area = "r" * 128
+
+    def ticket(n: int) -> tuple[bytes, bytes]:
+        doc = {
+            "id": f"t{n}",
+            "created_at": f"2026-03-03T{10 + n % 2}:{n % 60:02d}:00Z",
+            "customer_id": f"c{n}",
+            "subject": (f"q{n:04d}" * 200),
+            "body": "\x01" * 5000,
+            "product_area": area,
+            "case_type": "bug",
+        }
+        return f"t{n}".encode(), orjson.dumps(doc)
+
+    stack.create_topics()
+    worker = stack.start_worker()
+    for start in range(0, 500, 25):  # in many batches: the watch's word counts fill up to their bound
+        stack.send([ticket(n) for n in range(start, start + 25)])
+        time.sleep(0.5)
+    expected = {(window, area): 250, (window + 3600, area): 250}
+    assert stack.wait_for_counts(expected) == expected
+    time.sleep(5)
     assert worker.poll() is None, stack.worker_logs()
