@@ -365,3 +365,37 @@ def test_file_sink_appends_line_protocol(tmp_path) -> None:
     asyncio.run(sink.write(POINTS[:1]))
     asyncio.run(sink.write(POINTS[1:]))
     assert (tmp_path / "series.lp").read_text().splitlines() == [p.line() for p in POINTS]
+
+
+def test_every_valid_area_a_ticket_brings_is_counted_under_it_in_influxdb(stack) -> None:
+    """Issue #29, item 4, through the real broker and worker: a ticket in an area ending in a
+    backslash was counted but its point refused by influxd ('invalid tag format'), so it was
+    missing from the dashboards. Every area the door lets in now lands, read back as written
+    (the last backslash of a value as the full-width one, the one thing influxd cannot hold)."""
+    import orjson as json_bytes
+
+    areas = [v for v in TRICKY_TAGS if "\n" not in v and len(v) <= 128 and v == v.strip()] + ["r" * 128]
+    window = 1772532000
+    stack.create_topics()
+    stack.start_worker()
+    stack.send(
+        [
+            (
+                f"t{n}".encode(),
+                json_bytes.dumps(
+                    {
+                        "id": f"t{n}",
+                        "created_at": f"2026-03-03T10:{n:02d}:00Z",
+                        "customer_id": f"c{n}",
+                        "subject": "Export fails",
+                        "body": "It fails.",
+                        "product_area": area,
+                    }
+                ),
+            )
+            for n, area in enumerate(areas)
+        ]
+    )
+    expected = {(window, _as_stored(area, "influxdb")): 1 for area in areas}
+    assert len(expected) == len(areas) == 16
+    assert stack.wait_for_counts(expected) == expected
