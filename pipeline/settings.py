@@ -9,6 +9,8 @@ a log line.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -206,6 +208,13 @@ class Settings(BaseSettings):
     ingest_token: SecretStr | None = Field(
         None, description="TICKETPULSE_INGEST_TOKEN: bearer token for POST /webhooks/ticketpulse (ticket JSON)."
     )
+    webhook_tolerance_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="TICKETPULSE_WEBHOOK_TOLERANCE_SECONDS: how far a webhook's signed timestamp (Zendesk's) may be "
+        "behind or ahead of the worker's clock; an older or newer one is refused with 401 (a captured request "
+        "replayed, or a clock far off).",
+    )
 
     # --- InfluxDB ---------------------------------------------------------------------
     influx_url: str | None = Field(
@@ -222,6 +231,12 @@ class Settings(BaseSettings):
     influx_org: str = Field("ticketpulse", description="TICKETPULSE_INFLUX_ORG: organisation, 2.x.")
     influx_bucket: str = Field("ticketpulse", description="TICKETPULSE_INFLUX_BUCKET: bucket, 2.x.")
     influx_token: SecretStr | None = Field(None, description="TICKETPULSE_INFLUX_TOKEN: API token, 2.x.")
+    influx_flavour: Literal["influxdb", "victoriametrics"] = Field(
+        "influxdb",
+        description="TICKETPULSE_INFLUX_FLAVOUR: the server behind TICKETPULSE_INFLUX_URL, for the escaping of "
+        "backslashes in tag values: 'influxdb' (InfluxDB 1.x and 2.x keep a tag's backslashes as written) or "
+        "'victoriametrics' (reads two backslashes as one, as InfluxDB 3 and Telegraf do).",
+    )
     influx_timeout_seconds: float = Field(
         10.0, gt=0, description="TICKETPULSE_INFLUX_TIMEOUT_SECONDS: one write's time limit."
     )

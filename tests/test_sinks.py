@@ -71,6 +71,99 @@ def test_v2_sink_writes_through_influxdb_client_and_points_read_back(victoria) -
     assert all(r["metric"]["case_type"] == "all" and r["metric"]["window"] == "1h" for r in rows)
 
 
+#: Tag values line protocol must escape (issue #29, item 4): each an area a helpdesk could send.
+TRICKY_TAGS = [
+    "ends in a backslash\\",
+    "two trailing\\\\",
+    "c:\\share\\reports",
+    "double\\\\inside",
+    "back\\,comma",
+    "back\\ space",
+    "back\\=equals",
+    "a,b",
+    "log in",
+    " leading space",
+    ",leading comma",
+    "=leading equals",
+    "a=b",
+    'say "hi"',
+    "it's",
+    "été 日本 🙂",
+    "line\nbreak",
+    "x" * 990_000,
+]
+
+
+T0 = 1767600000  # VictoriaMetrics reads a time of 0 as "now"
+
+
+def _tricky_points() -> list[Point]:
+    return [Point("tricky", {"area": v, "window": "1h"}, {"tickets": n}, T0 + n) for n, v in enumerate(TRICKY_TAGS)]
+
+
+def _as_stored(value: str, flavour: str) -> str:
+    """What each server holds for a tag value: the value itself, but for the documented changes
+    (pipeline/outputs/lineprotocol.py): a line break as the two characters '\\n', and for
+    InfluxDB (no way to write it) a last backslash as the full-width one."""
+    value = value.replace("\n", "\\n")
+    if flavour == "influxdb" and value.endswith("\\"):
+        value = value[:-1] + "\uff3c"
+    return value
+
+
+def _check_read_back(got: dict[str, object], flavour: str, value_of: object) -> None:
+    """Every tricky value but the long one read back as :func:`_as_stored` says; the long one
+    (the last) as one series of its first 242 characters, ``~#`` and a hash, 256 in all."""
+    (long_area,) = [area for area in got if len(area) > 200]
+    assert len(long_area) == 256 and long_area.startswith("x" * 242 + "~#")
+    assert got.pop(long_area) == value_of(len(TRICKY_TAGS) - 1)
+    assert got == {_as_stored(v, flavour): value_of(n) for n, v in enumerate(TRICKY_TAGS[:-1])}
+
+
+def test_v1_sink_writes_every_tag_value_and_influxdb_reads_each_back(influx) -> None:
+    """Backslashes (a value ending in one, two in a row, one before a comma), commas, spaces,
+    equals signs, quotes, non-ASCII, a line break and a 990,000-character value: every point
+    lands in influxd 1.6.7 and reads back as written. (Before: the trailing backslash was
+    written '\\\\', refused as 'invalid tag format'; two backslashes read back as four.)"""
+
+    async def go() -> InfluxV1Sink:
+        sink = InfluxV1Sink(influx.url, "tricky")
+        try:
+            await sink.write(_tricky_points())
+        finally:
+            await sink.close()
+        return sink
+
+    sink = asyncio.run(go())
+    assert sink.points_refused == 0
+    series = influx_query(influx.url, "tricky", "SELECT tickets FROM tricky GROUP BY area")
+    got = {s["tags"]["area"]: s["values"] for s in series}
+    assert TRICKY_TAGS[2] in got and TRICKY_TAGS[3] in got  # backslashes inside: exact
+    _check_read_back(got, "influxdb", lambda n: [[T0 + n, n]])
+
+
+def test_v2_sink_writes_every_tag_value_and_victoriametrics_reads_each_back_exactly(victoria) -> None:
+    """The same values through the 2.x write API into VictoriaMetrics (which reads two
+    backslashes as one): with ``flavour="victoriametrics"`` every one reads back exactly, a
+    trailing backslash included. (Before: no flavour; two backslashes read back as one.)"""
+
+    async def go() -> None:
+        sink = InfluxV2Sink(victoria.url, token="t", org="acme", bucket="tricky", flavour="victoriametrics")
+        try:
+            await sink.write(_tricky_points())
+        finally:
+            await sink.close()
+
+    asyncio.run(go())
+    urllib.request.urlopen(f"{victoria.url}/internal/force_flush", timeout=10).read()
+    params = urllib.parse.urlencode({"match[]": '{__name__="tricky_tickets"}'})
+    with urllib.request.urlopen(f"{victoria.url}/api/v1/export?{params}", timeout=10) as resp:
+        rows = [orjson.loads(line) for line in resp.read().splitlines()]
+    got = {r["metric"]["area"]: (r["values"], r["timestamps"]) for r in rows}
+    assert TRICKY_TAGS[0] in got and TRICKY_TAGS[3] in got  # exact: trailing and doubled backslashes
+    _check_read_back(got, "victoriametrics", lambda n: ([n], [(T0 + n) * 1000]))
+
+
 def _error_lines_of_writes(caplog, sink: InfluxV1Sink, *writes: list[Point]) -> list[str]:
     """Write each list of points in turn with ``sink``, then close it; the error lines it logged."""
 
@@ -273,3 +366,37 @@ def test_file_sink_appends_line_protocol(tmp_path) -> None:
     asyncio.run(sink.write(POINTS[:1]))
     asyncio.run(sink.write(POINTS[1:]))
     assert (tmp_path / "series.lp").read_text().splitlines() == [p.line() for p in POINTS]
+
+
+def test_every_valid_area_a_ticket_brings_is_counted_under_it_in_influxdb(stack) -> None:
+    """Issue #29, item 4, through the real broker and worker: a ticket in an area ending in a
+    backslash was counted but its point refused by influxd ('invalid tag format'), so it was
+    missing from the dashboards. Every area the door lets in now lands, read back as written
+    (the last backslash of a value as the full-width one, the one thing influxd cannot hold)."""
+    import orjson as json_bytes
+
+    areas = [v for v in TRICKY_TAGS if "\n" not in v and len(v) <= 128 and v == v.strip()] + ["r" * 128]
+    window = 1772532000
+    stack.create_topics()
+    stack.start_worker()
+    stack.send(
+        [
+            (
+                f"t{n}".encode(),
+                json_bytes.dumps(
+                    {
+                        "id": f"t{n}",
+                        "created_at": f"2026-03-03T10:{n:02d}:00Z",
+                        "customer_id": f"c{n}",
+                        "subject": "Export fails",
+                        "body": "It fails.",
+                        "product_area": area,
+                    }
+                ),
+            )
+            for n, area in enumerate(areas)
+        ]
+    )
+    expected = {(window, _as_stored(area, "influxdb")): 1 for area in areas}
+    assert len(expected) == len(areas) == 16
+    assert stack.wait_for_counts(expected) == expected

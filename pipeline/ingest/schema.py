@@ -22,6 +22,9 @@ __all__ = [
     "CASE_TYPES",
     "EVENT_KINDS",
     "LABEL_FIELDS",
+    "MAX_BODY_CHARS",
+    "MAX_LABEL_CHARS",
+    "MAX_SUBJECT_CHARS",
     "UNASSIGNED",
     "Ticket",
     "TicketError",
@@ -44,6 +47,33 @@ UNASSIGNED = "unassigned"
 
 _REQUIRED_TEXT = ("subject", "body")
 _OPTIONAL_TEXT = ("channel", "product_area", "case_type", "severity", "plan", "locale")
+
+
+#: The longest label accepted (``channel``, ``product_area``, ``case_type``, ``severity``,
+#: ``plan``, ``locale``), in characters. Labels become Kafka keys, state keys (an area's
+#: spike watch is one record per area) and InfluxDB tag values; one 990,000-character area
+#: made the area's watch state a 2-4 MB record, over the producer's 1 MB limit, and the
+#: worker crashed on it at every start. Helpdesk labels are short (a Zendesk tag is at most
+#: 80 characters, a Freshdesk group name 255 but in practice a few words).
+MAX_LABEL_CHARS = 128
+
+#: The longest subject accepted, in characters: a longer one is refused, not cut. An e-mail
+#: subject is one header line, at most 998 characters (RFC 5322), and helpdesks keep less
+#: (Freshdesk 255); a longer "subject" is not one. Subjects are kept whole in state: an
+#: area's watch counts their words and keeps example tickets, and one 500,000-character
+#: word in six subjects made that state a 2-4 MB record the worker could not write.
+MAX_SUBJECT_CHARS = 1000
+
+#: The longest body kept, in characters: a longer body is cut here, and the ticket counts as
+#: usual (a pasted log or a forwarded thread is a real ticket). The first 5,000 characters
+#: are what the tagger learns from and what alerts show as examples (patterns read the first
+#: 2,000); keeping whole bodies let two tickets of 600 KB make one 1.2 MB state record.
+MAX_BODY_CHARS = 5000
+
+#: Characters a label cannot hold: line breaks and other control characters. InfluxDB's line
+#: protocol has no way to write a line break in a tag value (influxd 1.x keeps the escape's
+#: backslash, VictoriaMetrics drops the point), and a label is one line of text.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class TicketError(ValueError):
@@ -98,6 +128,24 @@ def _identifier(doc: dict[str, Any], name: str) -> str:
     return text
 
 
+def _label(value: str, name: str) -> str | None:
+    """A label field's value, stripped (``None`` when blank); :class:`TicketError` when over
+    :data:`MAX_LABEL_CHARS` or holding a control character."""
+    text = value.strip()
+    if len(text) > MAX_LABEL_CHARS:
+        raise TicketError(
+            f"field '{name}' is {len(text):,} characters long, over the limit of {MAX_LABEL_CHARS} "
+            f"(it starts {text[:40]!r})"
+        )
+    control = _CONTROL.search(text)
+    if control:
+        raise TicketError(
+            f"field '{name}' holds a line break or another control character (U+{ord(control.group()):04X} "
+            f"at character {control.start() + 1}): a label is one line of text"
+        )
+    return text or None
+
+
 def _created_at(doc: dict[str, Any]) -> datetime:
     value = doc.get("created_at")
     if value is None:
@@ -138,6 +186,11 @@ def parse_ticket(raw: bytes, max_bytes: int = 1_000_000, latest: float | None = 
     every open window closed, every later ticket too late, and the spike watch asked to
     learn every hour up to it.
 
+    Bounds: labels (``channel``, ``product_area``, ``case_type``, ``severity``, ``plan``,
+    ``locale``) at most :data:`MAX_LABEL_CHARS` characters and one line, the subject at
+    most :data:`MAX_SUBJECT_CHARS` (longer ones are refused with the field and its
+    length); the body is cut to :data:`MAX_BODY_CHARS` (the ticket still counts).
+
     Examples
     --------
     >>> t = parse_ticket(b'{"id": 7, "created_at": "2026-01-05T10:00:00Z", '
@@ -167,12 +220,17 @@ def parse_ticket(raw: bytes, max_bytes: int = 1_000_000, latest: float | None = 
         if not isinstance(value, str):
             raise TicketError(f"field '{name}' must be a string, got {type(value).__name__}")
         text[name] = value
+    if len(text["subject"]) > MAX_SUBJECT_CHARS:
+        raise TicketError(
+            f"field 'subject' is {len(text['subject']):,} characters long, over the limit of {MAX_SUBJECT_CHARS} "
+            f"(it starts {text['subject'][:40]!r})"
+        )
     optional: dict[str, str | None] = {}
     for name in _OPTIONAL_TEXT:
         value = doc.get(name)
         if value is not None and not isinstance(value, str):
             raise TicketError(f"field '{name}' must be a string or null, got {type(value).__name__}")
-        optional[name] = value.strip() or None if value is not None else None
+        optional[name] = _label(value, name) if value is not None else None
     case_type = optional["case_type"]
     if case_type is not None and case_type not in CASE_TYPES:
         raise TicketError(f"field 'case_type' is {case_type[:40]!r}, not one of {', '.join(sorted(CASE_TYPES))}")
@@ -181,7 +239,7 @@ def parse_ticket(raw: bytes, max_bytes: int = 1_000_000, latest: float | None = 
         created_at=created_at,
         customer_id=customer_id,
         subject=text["subject"],
-        body=text["body"],
+        body=text["body"][:MAX_BODY_CHARS],
         channel=optional["channel"],
         product_area=optional["product_area"],
         case_type=case_type,
@@ -220,13 +278,20 @@ def parse_product_event(raw: bytes) -> dict[str, Any]:
     for name in ("area", "ref"):
         if not isinstance(doc.get(name), str) or not doc[name].strip():
             raise TicketError(f"missing required field '{name}'")
+    area = _label(doc["area"], "area") or ""
+    if len(doc["ref"]) > MAX_IDENTIFIER_CHARS:
+        raise TicketError(
+            f"field 'ref' is {len(doc['ref']):,} characters long, over the limit of {MAX_IDENTIFIER_CHARS}"
+        )
     moment = _created_at({"created_at": doc.get("at")}) if doc.get("at") is not None else None
     if moment is None:
         raise TicketError("missing required field 'at'")
     note = doc.get("note") or ""
     if not isinstance(note, str):
         raise TicketError("field 'note' must be a string")
-    event = {"kind": kind, "area": doc["area"].strip(), "at": int(moment.timestamp()), "ref": doc["ref"], "note": note}
+    if len(note) > MAX_SUBJECT_CHARS:
+        raise TicketError(f"field 'note' is {len(note):,} characters long, over the limit of {MAX_SUBJECT_CHARS}")
+    event = {"kind": kind, "area": area, "at": int(moment.timestamp()), "ref": doc["ref"], "note": note}
     pattern = doc.get("pattern")
     if pattern is not None:
         if not isinstance(pattern, str) or not _PATTERN_ID.fullmatch(pattern):
@@ -260,7 +325,7 @@ def parse_label(raw: bytes | None) -> dict[str, str]:
             continue
         if not isinstance(value, str) or not value.strip():
             raise TicketError(f"field '{name}' must be a non-empty string")
-        label[name] = value.strip()
+        label[name] = _label(value, name) or ""
     if not any(name in label for name in LABEL_FIELDS):
         raise TicketError(f"a label sets none of {', '.join(LABEL_FIELDS)}")
     case_type = label.get("case_type")

@@ -22,7 +22,7 @@ from typing import Any
 
 import aiohttp
 
-from pipeline.outputs.lineprotocol import Point, to_line_protocol
+from pipeline.outputs.lineprotocol import Flavour, Point, to_line_protocol
 from pipeline.settings import Settings
 
 __all__ = [
@@ -98,13 +98,19 @@ class InfluxSink(ABC):
     credentials = "the sink's credentials"
 
     def __init__(
-        self, max_backoff_seconds: float = 30.0, rng: random.Random | None = None, points_per_request: int = 5000
+        self,
+        max_backoff_seconds: float = 30.0,
+        rng: random.Random | None = None,
+        points_per_request: int = 5000,
+        flavour: Flavour = "influxdb",
     ) -> None:
         if max_backoff_seconds <= 0:
             raise ValueError("max_backoff_seconds must be positive")
         if points_per_request < 1:
             raise ValueError("points_per_request must be at least 1")
         self.max_backoff_seconds = max_backoff_seconds
+        #: the server's reading of backslashes in tags (pipeline.outputs.lineprotocol)
+        self.flavour: Flavour = flavour
         # InfluxDB's advice is batches of 5,000-10,000 points; one request of everything an
         # agent had (a spike watch catching up on years of hours) went over its body limit
         self.points_per_request = points_per_request
@@ -141,7 +147,7 @@ class InfluxSink(ABC):
             )
 
     async def _write_retrying(self, points: Sequence[Point], refused: _Refusals) -> None:
-        body = to_line_protocol(points)
+        body = to_line_protocol(points, self.flavour)
         attempt = 0
         while True:
             try:
@@ -193,7 +199,7 @@ class InfluxSink(ABC):
                 refused.not_logged += len(points)
                 return
             refused.lines += 1
-            first = to_line_protocol(points[:1]).decode().strip()[:500]
+            first = to_line_protocol(points[:1], self.flavour).decode().strip()[:500]
             if len(points) == 1:
                 logger.error("sink=%s point_refused=%s error=%s", self.name, first, error)
             else:
@@ -390,6 +396,7 @@ def create_sink(settings: Settings) -> InfluxSink:
             settings.influx_org,
             settings.influx_bucket,
             settings.influx_timeout_seconds,
+            flavour=settings.influx_flavour,
         )
     return InfluxV1Sink(
         settings.influx_url,
@@ -397,4 +404,5 @@ def create_sink(settings: Settings) -> InfluxSink:
         settings.influx_username,
         settings.influx_password.get_secret_value() if settings.influx_password else None,
         settings.influx_timeout_seconds,
+        flavour=settings.influx_flavour,
     )
