@@ -20,7 +20,13 @@ def add_web_views(app: faust.App, settings: Settings, tickets: Any) -> WebhookIn
         # returns once the broker has acknowledged the ticket
         await (await tickets.send(key=key, value=value))
 
-    ingest = WebhookIngest(settings.webhook_secrets(), send_ticket, max_bytes=settings.max_ticket_bytes)
+    ingest = WebhookIngest(
+        settings.webhook_secrets(),
+        send_ticket,
+        max_bytes=settings.max_ticket_bytes,
+        max_future_hours=settings.max_future_hours,
+        tolerance_seconds=settings.webhook_tolerance_seconds,
+    )
 
     class WebhookView(faust.web.View):  # type: ignore[misc]
         async def post(self, request: Any, source: str) -> Any:
@@ -36,7 +42,8 @@ def add_web_views(app: faust.App, settings: Settings, tickets: Any) -> WebhookIn
                 await broker_reachable(settings, timeout=5.0)
             except Exception as exc:
                 return self.json({"broker": "unreachable", "error": type(exc).__name__}, status=503)
-            return self.json({"broker": "ok", "accepted": ingest.accepted, "refused": ingest.refused})
+            counts = {"accepted": ingest.accepted, "refused": ingest.refused, "duplicates": ingest.duplicates}
+            return self.json({"broker": "ok", **counts})
 
     app.page("/webhooks/{source}")(WebhookView)
     app.page("/health")(HealthView)
