@@ -291,3 +291,29 @@ def test_patterns_group_a_closed_hours_tickets_and_count_them_exactly() -> None:
     assert [(p.fields["tickets"], p.fields["customers"]) for p in volumes] == [(6, 4)]
     (assigned,) = [orjson.loads(m.value)["tickets"] for m in topics["ticket_patterns"].sent]
     assert len(assigned) == 6 and len({pid for _, pid in assigned}) == 1
+
+
+def test_the_watch_state_of_the_longest_tickets_allowed_stays_far_under_the_producers_limit() -> None:
+    from pipeline.ingest.schema import MAX_SUBJECT_CHARS
+    from pipeline.runtime.tables import freeze
+
+    settings = _settings()
+    raws = []
+    for n in range(300):  # one area, three open hours, each subject one longest word, bodies at their cut
+        subject = chr(97 + n % 26) + "x" * (MAX_SUBJECT_CHARS - 1)
+        doc = {
+            "id": f"t{n}",
+            "created_at": f"2026-03-02T0{n % 3}:00:00+00:00",
+            "customer_id": f"c{n}",
+            "subject": subject,
+            "body": "é" * 20_000,
+            "product_area": "reports",
+        }
+        raws.append(orjson.dumps(doc))
+    topics = _validated(settings, raws)
+    table = Table()
+    asyncio.run(Watch(settings, topics, PipelineStats(), Sink(), table).on_batch(topics["area_volumes"].as_events()))
+    sizes = {key: len(value) for key, value in table.items()}
+    # per open window: a few examples of at most 1,000 characters, 20 words of at most 40
+    assert sizes and max(sizes.values()) < 20_000, sizes
+    assert len(freeze(table)) < 1_000_000
