@@ -91,6 +91,13 @@ class Settings(BaseSettings):
         description="TICKETPULSE_STOP_WAIT_SECONDS: how long a stopping worker lets the batches in flight "
         "finish (a batch can be waiting for InfluxDB to come back); the rest is read again by the next worker.",
     )
+    broker_lost_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="TICKETPULSE_BROKER_LOST_SECONDS: a worker whose broker does not answer this long exits "
+        "(code 3) with one line saying so, for a supervisor to restart it; one whose broker lost its topics "
+        "exits at once. A stop that takes TICKETPULSE_STOP_WAIT_SECONDS and 10 s more ends the process (code 4).",
+    )
 
     # --- tagging ------------------------------------------------------------------------
     tagging_enabled: bool = Field(

@@ -23,6 +23,8 @@ the series in :mod:`pipeline.outputs.series`.
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +41,8 @@ from pipeline.ingest.web import add_web_views
 from pipeline.outputs.sinks import InfluxSink, create_sink
 from pipeline.patterns.stage import GroupPatterns
 from pipeline.runtime.app import new_app
+from pipeline.runtime.kafka import broker_reachable
+from pipeline.runtime.liveness import BrokerWatchdog, RepeatFilter
 from pipeline.runtime.stats import PipelineStats, StatsWriter
 from pipeline.runtime.tables import PartitionedTable
 from pipeline.settings import Settings
@@ -178,6 +182,24 @@ def build_pipeline(
             "corrections": tagger.corrections,
         }
 
+    watchdog = stages["broker_watchdog"] = BrokerWatchdog(
+        functools.partial(broker_reachable, settings),
+        [spec.name for spec in topology(settings).values()],
+        settings.broker_url,
+        settings.broker_lost_seconds,
+    )
+    app.task(_watch_broker(watchdog))
+
     stats_writer = stages["stats"] = StatsWriter(stats, sink, settings.app_id, extra)
     app.timer(interval=settings.stats_seconds, name="write_stats")(stats_writer.write)
     return Pipeline(app=app, settings=settings, sink=sink, stats=stats, topics=topics, stages=stages)
+
+
+def _watch_broker(watchdog: BrokerWatchdog) -> Any:
+    async def watch_broker() -> None:
+        """The broker watchdog; and, once the worker's logging is set up, repeated lines held back."""
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(RepeatFilter())
+        await watchdog.run()
+
+    return watch_broker

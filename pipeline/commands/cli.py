@@ -63,6 +63,7 @@ def _parse_spike(text: str) -> object:
 def _cmd_worker(args: argparse.Namespace) -> int:
     from pipeline.outputs.sinks import SinkError, create_sink
     from pipeline.runtime.kafka import BrokerError, ensure_topics
+    from pipeline.runtime.liveness import StopDeadline
     from pipeline.worker import build_pipeline
 
     settings = load_settings()
@@ -79,6 +80,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     pipeline = build_pipeline(settings, sink=create_sink(settings), loaded_tagger=loaded_tagger)
     worker = service_worker(pipeline.app, settings.log_level)
+    # a stop (SIGTERM) that hangs, as one waiting on a lost broker, ends the process
+    StopDeadline(lambda: bool(worker.should_stop), settings.stop_wait_seconds + 10).start()
     worker.execute_from_commandline()
     return 0
 
