@@ -226,12 +226,9 @@ def _cmd_import(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.exists():
         return _fail(f"no such file: {path}")
-    mapping = {}
-    for item in args.map or []:
-        column, sep, field = item.partition("=")
-        if not sep or not column or not field:
-            return _fail(f"--map wants column=field, got {item!r}")
-        mapping[column] = field
+    mapping = _mapping(args.map)
+    if isinstance(mapping, str):
+        return _fail(mapping)
     good: list[tuple[int, bytes]] = []
     rejected: list[str] = []
     try:
@@ -272,6 +269,66 @@ def _cmd_import(args: argparse.Namespace) -> int:
         print(f"rejected {reason}", file=sys.stderr)
     print(result.line())
     return 0 if result.rejected == 0 else 1
+
+
+def _mapping(items: list[str] | None) -> dict[str, str] | str:
+    """``--map column=field`` options as a dict, or what is wrong with one."""
+    mapping = {}
+    for item in items or []:
+        column, sep, field = item.partition("=")
+        if not sep or not column or not field:
+            return f"--map wants column=field, got {item!r}"
+        mapping[column] = field
+    return mapping
+
+
+def _read_events(path: str | None) -> list[dict[str, Any]] | str:
+    """Product events from a JSONL file (``--events``), or what is wrong with the file."""
+    from pipeline.ingest.schema import TicketError, parse_product_event
+
+    if path is None:
+        return []
+    try:
+        lines = Path(path).read_bytes().splitlines()
+    except OSError as exc:
+        return f"{path}: {exc}"
+    events = []
+    for number, raw in enumerate(lines, start=1):
+        if raw.strip():
+            try:
+                events.append(parse_product_event(raw))
+            except TicketError as exc:
+                return f"{path} line {number}: {exc}"
+    return events
+
+
+def _cmd_backtest(args: argparse.Namespace) -> int:
+    from pipeline.ingest.importer import ImportError_, read_export
+    from pipeline.review.backtest import backtest
+    from pipeline.review.render import render
+    from pipeline.review.report import parse_since
+
+    path = Path(args.export)
+    if not path.exists():
+        return _fail(f"no such file: {path}")
+    mapping, events = _mapping(args.map), _read_events(args.events)
+    if isinstance(mapping, str) or isinstance(events, str):
+        return _fail(str(mapping if isinstance(mapping, str) else events))
+    settings = load_settings()
+    try:
+        now = datetime.now(UTC)
+        until = parse_since(args.until, now).timestamp() if args.until else None
+        since = parse_since(args.since, now).timestamp() if args.since else None
+        data, summary = backtest(
+            read_export(path, args.format, mapping), settings, events, since, until, progress=not args.quiet
+        )
+        Path(args.output).write_text(render(data), encoding="utf-8")
+    except (ImportError_, ValueError, OSError) as exc:
+        return _fail(f"{path}: {exc}")
+    for line, reason in data.rejected[:50]:
+        print(f"rejected line {line}: {reason}", file=sys.stderr)
+    print(orjson.dumps(summary).decode())
+    return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -323,6 +380,15 @@ def main(argv: list[str] | None = None) -> int:
     o.add_argument("--since", default="30d", help="30d, 12h, 2w before --until, or a date (default 30d)")
     o.add_argument("--until", help="end of the period, ISO date-time (default now)")
     o.add_argument("--output", required=True, help="the HTML file to write")
+    b = sub.add_parser("backtest", help="your own export through the worker's code, offline: one HTML review")
+    b.add_argument("export", help="the export: JSONL or CSV in the ticket schema, Zendesk JSON, Freshdesk CSV")
+    b.add_argument("--output", required=True, help="the HTML review to write")
+    b.add_argument("--format", default="jsonl", choices=["zendesk", "freshdesk", "csv", "jsonl"])
+    b.add_argument("--map", action="append", help="column=field: a CSV column is this ticket field (repeatable)")
+    b.add_argument("--events", help="JSONL of product events (releases, fixes) whose effect to measure")
+    b.add_argument("--since", help="first moment the review shows (a date, or 30d before now); default: the first")
+    b.add_argument("--until", help="end of the review (a date); default: the last ticket")
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
     d = sub.add_parser("demo", help="embedded broker and InfluxDB, a worker, and generated days with a spike")
     d.add_argument("--days", type=float, default=3.0, help="simulated days (default 3)")
     d.add_argument("--scale", type=float, default=20.0, help="volume multiplier (default 20)")
@@ -340,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         "import": _cmd_import,
         "demo": _cmd_demo,
         "report": _cmd_report,
+        "backtest": _cmd_backtest,
     }
     try:
         return handlers[args.command](args)

@@ -1,0 +1,274 @@
+"""``ticketpulse backtest``: what ticketpulse would have told a team, from its own export, offline.
+
+The worker's own stage code over the export, in event-time order, with no broker and no
+InfluxDB: validation (:func:`pipeline.ingest.schema.parse_ticket`, each refused row named
+by its line), tags (:class:`pipeline.tagging.tagger.TicketTagger`, learning from the labels
+the tickets carry, prequentially), counts (a re-sent ticket once), spikes at every scale
+(:class:`detectors.backtest.SpikeBacktest`: the worker's watches and alert gate, fed as
+the worker feeds them), patterns (:class:`pipeline.patterns.watch.PatternWatch`), near-churn
+and fix effects. The review it writes is the monthly review's template
+(:mod:`pipeline.review.render`) over the same sections (:mod:`pipeline.review.sections`).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from detectors.backtest import SpikeBacktest
+from tqdm import tqdm
+
+from pipeline.counting.volume import window_start
+from pipeline.ingest.schema import UNASSIGNED, Ticket, TicketError, parse_ticket
+from pipeline.messages import PatternTicket
+from pipeline.patterns.watch import PatternWatch
+from pipeline.review.sections import HourCounts, ReportData, effects_of, predicted_or_given, ticket_sections
+from pipeline.settings import Settings
+from pipeline.tagging.tagger import FIELDS, TicketTagger
+from pipeline.text.privacy import mask_personal
+
+__all__ = ["Backtest", "backtest"]
+
+#: Tickets tagged together (the worker's batches are of this order too).
+BATCH = 500
+
+
+@dataclass
+class _Hours:
+    """Distinct tickets and customers per hour of one key."""
+
+    tickets: dict[int, set[str]] = field(default_factory=dict)
+    customers: dict[int, set[str]] = field(default_factory=dict)
+
+    def add(self, hour: int, ticket_id: str, customer: str) -> None:
+        self.tickets.setdefault(hour, set()).add(ticket_id)
+        self.customers.setdefault(hour, set()).add(customer)
+
+    def counts(self) -> HourCounts:
+        return {h: (len(ids), len(self.customers[h])) for h, ids in self.tickets.items()}
+
+
+def parse_rows(
+    rows: Iterable[tuple[int, bytes | str]], settings: Settings, latest: float | None = None
+) -> tuple[list[Ticket], list[tuple[int, str]], int]:
+    """The export's tickets in event-time order, each id once (its first row, as the worker counts it);
+    the rows refused ``(line, reason)``; how many rows repeated a ticket already read."""
+    latest = latest if latest is not None else time.time() + settings.max_future_hours * 3600
+    tickets: dict[str, Ticket] = {}
+    rejected: list[tuple[int, str]] = []
+    repeated = 0
+    for line, record in rows:
+        if not isinstance(record, bytes):
+            rejected.append((line, record))
+            continue
+        try:
+            ticket = parse_ticket(record, settings.max_ticket_bytes, latest)
+        except TicketError as exc:
+            rejected.append((line, str(exc)))
+            continue
+        if ticket.id in tickets:
+            repeated += 1
+            continue
+        tickets[ticket.id] = ticket
+    return sorted(tickets.values(), key=lambda t: (t.created_ts, t.id)), rejected, repeated
+
+
+class Backtest:
+    """The worker's stages over tickets in event-time order (:meth:`run`); the review's sections after."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.window = settings.window_seconds
+        self.tagger = TicketTagger(feature_buckets=settings.tagger_feature_buckets)
+        self.spikes = SpikeBacktest(
+            self.window,
+            min_customers=settings.spike_min_customers,
+            case_type_min_customers=settings.case_type_spike_min_customers,
+            alert_score=settings.spike_alert_score,
+        )
+        self.patterns = PatternWatch(
+            self.window,
+            settings.allowed_lateness_seconds,
+            sources=1,
+            threshold=settings.pattern_threshold,
+            alert_score=settings.spike_alert_score,
+            min_customers=settings.pattern_spike_min_customers,
+        )
+        self.areas: dict[str, _Hours] = {}
+        self.mix: dict[str, Counter[str]] = {}
+        self.docs: list[dict[str, Any]] = []
+        self.assigned: dict[str, str] = {}
+        self.names: dict[str, str] = {}
+        self.pattern_hours: dict[str, HourCounts] = {}
+        self.pattern_episodes = 0
+
+    def run(self, tickets: Sequence[Ticket], progress: bool = True) -> None:
+        """Tag, count, watch and group every ticket (``tickets`` in event-time order)."""
+        bar = tqdm(total=len(tickets), unit="ticket", disable=not progress, file=sys.stderr, mininterval=0.5)
+        for start in range(0, len(tickets), BATCH):
+            batch = tickets[start : start + BATCH]
+            docs = [self._document(t) for t in batch]
+            if self.settings.tagging_enabled:
+                for doc, predicted in zip(docs, self.tagger.process_many(docs), strict=True):
+                    doc["predicted"] = predicted
+            for ticket, doc in zip(batch, docs, strict=True):
+                self._count(ticket, doc)
+            bar.update(len(batch))
+        bar.close()
+        if tickets:
+            end = window_start(tickets[-1].created_ts, self.window) + self.window
+            self.spikes.finish(end)
+            self._hear_patterns(end + self.window)
+
+    def _document(self, ticket: Ticket) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "id": ticket.id,
+            "created_at": ticket.created_at.isoformat(),
+            "customer_id": ticket.customer_id,
+            "subject": ticket.subject,
+            "body": ticket.body,
+        }
+        doc.update({f: getattr(ticket, f) for f in FIELDS})
+        return doc
+
+    def _tag(self, doc: dict[str, Any], name: str) -> str:
+        if self.settings.count_predicted_tags:
+            return predicted_or_given(doc, name)
+        return str(doc.get(name) or UNASSIGNED)
+
+    def _count(self, ticket: Ticket, doc: dict[str, Any]) -> None:
+        """One ticket through counting, the spike watches and pattern grouping."""
+        area, case_type = self._tag(doc, "product_area"), self._tag(doc, "case_type")
+        hour = window_start(ticket.created_ts, self.window)
+        self.areas.setdefault(area, _Hours()).add(hour, ticket.id, ticket.customer_id)
+        self.mix.setdefault(area, Counter())[case_type] += 1
+        self.spikes.add(ticket.created_ts, area, case_type, ticket.id, ticket.customer_id)
+        self._hear_patterns(hour)  # windows before this one have closed: grouped, as in the worker
+        record = PatternTicket(
+            ticket.id, hour, area, case_type, ticket.customer_id, doc["created_at"], ticket.subject, ticket.body
+        )
+        self.patterns.add([record])
+        self.docs.append({**doc, "hour": hour})
+
+    def _hear_patterns(self, watermark: int) -> None:
+        touched = self.patterns.hear({"0": watermark})
+        self.pattern_episodes += sum(e.event == "opened" for e in self.patterns.judge(touched) + self.patterns.close())
+        for ticket_id, pattern_id in self.patterns.drain_assigned():
+            self.assigned[ticket_id] = pattern_id
+            if pattern_id not in self.names:
+                self.names[pattern_id] = self.patterns.pattern(pattern_id).name
+        for window, pid in sorted(touched):
+            tickets, customers, _ = self.patterns.counts[(window, pid)]
+            self.pattern_hours.setdefault(pid, {})[window] = (tickets, len(customers))
+            self.names[pid] = self.patterns.pattern(pid).name  # the newest name: its words settle as it grows
+
+    def review(
+        self, since: float, until: float, events: list[dict[str, Any]], rejected: list[tuple[int, str]]
+    ) -> ReportData:
+        """The review's sections over ``[since, until)`` (epoch seconds)."""
+        data = ReportData(
+            datetime.fromtimestamp(since, UTC), datetime.fromtimestamp(until, UTC), title="ticketpulse backtest"
+        )
+        for area, hours in self.areas.items():
+            counts = {h: c for h, c in hours.counts().items() if since <= h < until}
+            if counts:
+                data.volume[area] = {h: n for h, (n, _) in counts.items()}
+                data.customers[area] = {h: c for h, (_, c) in counts.items()}
+        data.hours = sorted({h for v in data.volume.values() for h in v})
+        data.mix = {area: mix for area, mix in self.mix.items() if area in data.volume}
+        data.events = [e for e in events if since - 7 * 86400 <= e["at"] < until]
+        data.spikes = [s for s in self._episodes(data.events) if since <= s["start"] < until]
+        areas = {area: hours.counts() for area, hours in self.areas.items()}
+        data.effects = effects_of(events, areas, self.pattern_hours, 7, int(until), self.names)
+        in_span = [d for d in self.docs if since <= d["hour"] < until]
+        ticket_sections(data, in_span, self.assigned, self.names)
+        data.rejected = rejected
+        data.quality = {f: self.tagger.quality[f].summary() for f in FIELDS if self.tagger.quality[f].labelled}
+        return data
+
+    def _episodes(self, events: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        """The spike episodes as the review's rows: when each would have fired, at which scale, with examples."""
+        for e in self.spikes.episodes:
+            start = int(datetime.fromisoformat(e["window_start"]).timestamp())
+            end = int(datetime.fromisoformat(e["resolved_at"]).timestamp()) if e["resolved_at"] else start
+            near = [ev for ev in events if ev["area"] == e["area"] and start - 7 * 86400 <= ev["at"] <= end]
+            yield {
+                "episode": e["episode_id"],
+                "area": e["area"],
+                "case_type": e["case_type"],
+                "start": start,
+                "end": max(start, end - self.window),
+                "peak": e["customers"],
+                "expected": e["expected"],
+                "score": e["score"],
+                "tickets": e["customers"],
+                "detected_at": int(datetime.fromisoformat(e["detected_at"]).timestamp()),
+                "scale": e["scale"],
+                "alerted": e["alerted"],
+                "events": near,
+            }
+
+    def examples(self, area: str, start: int, end: int, keep: int = 3) -> list[str]:
+        """A few tickets of an area in ``[start, end)``, from different customers, personal data masked."""
+        out, customers = [], set()
+        for doc in self.docs:
+            if start <= doc["hour"] < end and self._tag(doc, "product_area") == area:
+                if doc["customer_id"] not in customers:
+                    customers.add(doc["customer_id"])
+                    out.append(mask_personal(f"{doc['subject']}: {doc['body']}", limit=300))
+                if len(out) >= keep:
+                    break
+        return out
+
+
+def backtest(
+    rows: Iterable[tuple[int, bytes | str]],
+    settings: Settings,
+    events: list[dict[str, Any]] | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    progress: bool = True,
+) -> tuple[ReportData, dict[str, Any]]:
+    """Run the worker's stages over an export's rows (``(line, ticket JSON or reason)``, as
+    :func:`pipeline.ingest.importer.read_export` gives them); the review and the summary."""
+    started = time.perf_counter()
+    tickets, rejected, repeated = parse_rows(rows, settings)
+    run = Backtest(settings)
+    run.run(tickets, progress)
+    first = window_start(tickets[0].created_ts, 86400) if tickets else 0
+    last = window_start(tickets[-1].created_ts, settings.window_seconds) + settings.window_seconds if tickets else 0
+    lo = since if since is not None else first
+    hi = until if until is not None else last
+    data = run.review(lo, hi, sorted(events or [], key=lambda e: e["at"]), rejected)
+    for spike in data.spikes:
+        spike["examples"] = run.examples(spike["area"], spike["start"], spike["end"] + settings.window_seconds)
+    summary = {
+        "tickets": len(tickets),
+        "rejected": len(rejected),
+        "repeated": repeated,
+        "spike_episodes": [
+            {
+                "area": s["area"],
+                "case_type": s["case_type"],
+                "scale": s["scale"],
+                "window_start": datetime.fromtimestamp(s["start"], UTC).isoformat(),
+                "detected_at": datetime.fromtimestamp(s["detected_at"], UTC).isoformat(),
+                "customers": s["peak"],
+                "expected": s["expected"],
+                "score": s["score"],
+                "alerted": s["alerted"],
+            }
+            for s in data.spikes
+        ],
+        "pattern_episodes": run.pattern_episodes,
+        "patterns": len(data.patterns),
+        "near_churn": len(data.near_churn),
+        "effects": len(data.effects),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    return data, summary
