@@ -161,8 +161,8 @@ def main() -> None:
     broker = EmbeddedBroker().start()
     try:
         settings = Settings(broker_url=broker.url, app_id="floor")
-        asyncio.run(ensure_topics(settings))
-        asyncio.run(produce(settings, list(enumerate(raws)), total=len(raws), validate=False, progress=False))
+        ensure_topics(settings)
+        produce(settings, list(enumerate(raws)), total=len(raws), validate=False, progress=False)
         print(f"input: {len(raws)} messages in 'tickets' before the clock starts")
         for mode in ("aiokafka", "faust-read", "faust-forward"):
             r = measure(mode, broker.url, len(raws), workdir)
