@@ -12,7 +12,7 @@ from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.partitioner.default import murmur2
 
 from pipeline.ingest.produce import produce
-from pipeline.runtime.kafka import BrokerError, ensure_topics, read_values, retention_ms
+from pipeline.runtime.kafka import BrokerError, all_topics, ensure_topics, read_values, retention_ms
 from pipeline.runtime.kafka_clients import admin, consumer, producer
 from pipeline.settings import Settings
 
@@ -133,3 +133,20 @@ def test_read_values_reads_every_message_whatever_the_end_offsets_say(settings: 
     # Apache Kafka: equal; Tansu: fewer
     assert sum(ends.values()) <= sum(offset + 1 for offset in last.values()) == 3000
     assert sorted(int(v) for v in read_values(settings, topic, quiet_seconds=2.0)) == list(range(3000))
+
+
+@pytest.mark.integration
+def test_a_producer_keeps_the_metadata_of_its_own_topics_only(settings: Settings) -> None:
+    """Tansu answers kafka-python's first Metadata request (no topics named) with every
+    topic; Apache Kafka with none. A producer told its topics holds theirs alone: each
+    send goes over the topics the producer holds."""
+    for_tickets = producer(settings, topics=[settings.topic_tickets])
+    unrestricted = producer(settings)
+    try:
+        assert for_tickets._metadata.topics() == {settings.topic_tickets}
+        # Tansu's answer (Apache Kafka's would be none): if this fails, Tansu answers as
+        # Apache Kafka does now and kafka_clients._keep_metadata_of may go
+        assert set(all_topics(settings)) <= unrestricted._metadata.topics()
+    finally:
+        for_tickets.close()
+        unrestricted.close()

@@ -92,7 +92,7 @@ def produce(
     :class:`BrokerError` when the broker cannot be reached.
     """
     summary = ProduceSummary()
-    client = kafka_clients.producer(settings, compression_type=compression_type)
+    client = kafka_clients.producer(settings, compression_type=compression_type, topics=[settings.topic_tickets])
     started = time.perf_counter()
     bar = tqdm(total=total, unit="ticket", disable=not progress, file=sys.stderr, mininterval=0.5)
     unconfirmed: deque[tuple[int, FutureRecordMetadata]] = deque()

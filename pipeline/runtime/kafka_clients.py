@@ -15,13 +15,23 @@ to keep ``produce`` as fast as it was with aiokafka (docs/benchmarks.md):
 - CRC-32C: every record batch is checksummed when it is built and when it is read; with
   kafka-python alone that is pure Python (5,000 SUMO tickets/s sent); the ``crc32c``
   package, a dependency of ticketpulse, makes it C (about 30,000/s).
+- Tansu answers a Metadata request that names no topics (kafka-python's first) with
+  every topic on the broker, Apache Kafka with none; a producer is told which topics it
+  writes, and keeps only theirs (:func:`_keep_metadata_of`).
+- ListOffsets(latest) on Tansu is the last record batch's base offset plus one, fewer
+  than the messages when batches hold several: readers read until quiet
+  (:func:`pipeline.runtime.kafka.read_values`).
+- DescribeConfigs on Tansu gives a topic's own settings as ``DEFAULT_CONFIG`` (Apache
+  Kafka: ``DYNAMIC_TOPIC_CONFIG``), and drops the connection when asked for named keys:
+  every config is asked for (:func:`pipeline.runtime.kafka.retention_ms`).
 - The producer's metrics (a sensor update a record) are turned off: nothing reads them.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -96,16 +106,20 @@ def admin(settings: Settings, timeout: float = DEFAULT_TIMEOUT_S) -> KafkaAdminC
 
 
 def producer(
-    settings: Settings, timeout: float = DEFAULT_TIMEOUT_S, compression_type: str | None = None
+    settings: Settings,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    compression_type: str | None = None,
+    topics: Sequence[str] = (),
 ) -> KafkaProducer:
     """A connected producer for tickets: acknowledged by every replica, idempotent, batched.
 
     ``compression_type``: none by default; lz4 and gzip cost more CPU per ticket than they
-    save on a local broker (docs/benchmarks.md).
+    save on a local broker (docs/benchmarks.md). ``topics``: the topics it will write,
+    the only ones whose metadata it keeps (:func:`_keep_metadata_of`).
     """
     try:
         with quiet_client_logs():
-            return KafkaProducer(
+            client = KafkaProducer(
                 **_common(settings, timeout),
                 acks="all",
                 linger_ms=PRODUCER_LINGER_MS,
@@ -116,6 +130,28 @@ def producer(
             )
     except (KafkaError, OSError) as exc:
         raise _unreachable(settings, exc) from None
+    if topics:
+        _keep_metadata_of(client, topics, timeout)
+    return client
+
+
+def _keep_metadata_of(client: KafkaProducer, topics: Sequence[str], timeout: float) -> None:
+    """Make the producer keep the metadata of ``topics`` only.
+
+    kafka-python's first Metadata request names no topics: Apache Kafka answers with
+    none, Tansu with every topic on the broker. The producer then holds them all, and
+    its ``send`` makes a set of every topic it holds for each message: on a test broker
+    with 500 topics that was about half of a ticket's cost. Asking for the producer's
+    own topics replaces them; on Apache Kafka nothing changes. (kafka-python has no
+    public call for it: the producer's metadata and sender, of the pinned version.)
+    """
+    metadata, sender = getattr(client, "_metadata", None), getattr(client, "_sender", None)
+    if metadata is None or sender is None or metadata.topics() <= set(topics):
+        return
+    answered = threading.Event()
+    metadata.set_topics(list(topics)).add_both(lambda *_: answered.set())
+    sender.wakeup()
+    answered.wait(timeout)
 
 
 def consumer(settings: Settings, timeout: float = DEFAULT_TIMEOUT_S, **overrides: Any) -> KafkaConsumer:
