@@ -18,7 +18,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from aiokafka.admin import AIOKafkaAdminClient
 from kafka import KafkaAdminClient, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import KafkaError, TopicAlreadyExistsError
@@ -168,8 +167,10 @@ async def broker_reachable(settings: Settings, timeout: float = 5.0) -> list[str
     """The broker's topics, asked for real; raises when it does not answer in ``timeout``.
 
     The worker's health check (``/health``), awaited in the worker's event loop: aiokafka,
-    as the rest of the worker.
+    as the rest of the worker (imported here: the commands need not load it).
     """
+    from aiokafka.admin import AIOKafkaAdminClient
+
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=int(timeout * 1000))
     try:
         await asyncio.wait_for(admin.start(), timeout)

@@ -30,7 +30,6 @@ to keep ``produce`` as fast as it was with aiokafka (docs/benchmarks.md):
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -131,11 +130,11 @@ def producer(
     except (KafkaError, OSError) as exc:
         raise _unreachable(settings, exc) from None
     if topics:
-        _keep_metadata_of(client, topics, timeout)
+        _keep_metadata_of(client, topics)
     return client
 
 
-def _keep_metadata_of(client: KafkaProducer, topics: Sequence[str], timeout: float) -> None:
+def _keep_metadata_of(client: KafkaProducer, topics: Sequence[str]) -> None:
     """Make the producer keep the metadata of ``topics`` only.
 
     kafka-python's first Metadata request names no topics: Apache Kafka answers with
@@ -148,10 +147,10 @@ def _keep_metadata_of(client: KafkaProducer, topics: Sequence[str], timeout: flo
     metadata, sender = getattr(client, "_metadata", None), getattr(client, "_sender", None)
     if metadata is None or sender is None or metadata.topics() <= set(topics):
         return
-    answered = threading.Event()
-    metadata.set_topics(list(topics)).add_both(lambda *_: answered.set())
+    # not waited for: the first messages are sent while the answer comes back (the
+    # client asks at most every retry_backoff_ms, 100 ms)
+    metadata.set_topics(list(topics))
     sender.wakeup()
-    answered.wait(timeout)
 
 
 def consumer(settings: Settings, timeout: float = DEFAULT_TIMEOUT_S, **overrides: Any) -> KafkaConsumer:
