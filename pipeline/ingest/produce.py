@@ -117,11 +117,9 @@ def produce(
                 except KafkaError as exc:  # refused before it left, e.g. larger than a request may be
                     summary.failed += 1
                     summary.reasons.append(f"line {line}: not sent: {kafka_clients.error_text(exc)}")
-            while unconfirmed and (unconfirmed[0][1].is_done or len(unconfirmed) > MAX_UNCONFIRMED):
-                _confirm(*unconfirmed.popleft(), summary, bar)
+            _count_confirmed(unconfirmed, summary, bar, keep=MAX_UNCONFIRMED)
         client.flush()
-        while unconfirmed:
-            _confirm(*unconfirmed.popleft(), summary, bar)
+        _count_confirmed(unconfirmed, summary, bar, keep=0)
     finally:
         bar.close()
         client.close()
@@ -154,13 +152,28 @@ def _keyed(
     return out
 
 
-def _confirm(line: int, future: FutureRecordMetadata, summary: ProduceSummary, bar: tqdm[Any]) -> None:
-    """Wait for the broker's answer about one ticket and count it."""
-    try:
-        future.get()
-    except KafkaError as exc:
-        summary.failed += 1
-        summary.reasons.append(f"line {line}: not confirmed by the broker: {kafka_clients.error_text(exc)}")
-        return
-    summary.sent += 1
-    bar.update(1)
+def _count_confirmed(
+    unconfirmed: deque[tuple[int, FutureRecordMetadata]], summary: ProduceSummary, bar: tqdm[Any], keep: int
+) -> None:
+    """Count the tickets the broker has answered about, oldest first, waiting for an
+    answer while more than ``keep`` are left unanswered."""
+    confirmed = 0
+    while unconfirmed:
+        line, future = unconfirmed[0]
+        if not future.is_done:
+            if len(unconfirmed) <= keep:
+                break
+            try:
+                future.get()
+            except KafkaError:
+                pass  # read below, as for a future already answered
+        unconfirmed.popleft()
+        if future.exception is None:
+            confirmed += 1
+        else:
+            summary.failed += 1
+            summary.reasons.append(
+                f"line {line}: not confirmed by the broker: {kafka_clients.error_text(future.exception)}"
+            )
+    summary.sent += confirmed
+    bar.update(confirmed)
