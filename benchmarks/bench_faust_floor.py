@@ -87,6 +87,7 @@ def run_agent(mode: str, broker: str, workdir: Path) -> None:
 
 
 async def _read_plain(broker: str, total: int) -> None:
+    # aiokafka, not the commands' kafka-python: the floor under Faust is Faust's own client
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(

@@ -198,6 +198,7 @@ def tagging_floor(
     ``producer_batch``: the producer's batch size in bytes (the worker's,
     ``pipeline.worker.PRODUCER_BATCH_BYTES``, unless given).
     """
+    # aiokafka, not the commands' kafka-python: this is the worker's floor, with Faust's client
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
     from pipeline.commands.cli import tune_gc
