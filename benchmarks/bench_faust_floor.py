@@ -87,6 +87,7 @@ def run_agent(mode: str, broker: str, workdir: Path) -> None:
 
 
 async def _read_plain(broker: str, total: int) -> None:
+    # aiokafka, not the commands' kafka-python: the floor under Faust is Faust's own client
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(
@@ -161,8 +162,8 @@ def main() -> None:
     broker = EmbeddedBroker().start()
     try:
         settings = Settings(broker_url=broker.url, app_id="floor")
-        asyncio.run(ensure_topics(settings))
-        asyncio.run(produce(settings, list(enumerate(raws)), total=len(raws), validate=False, progress=False))
+        ensure_topics(settings)
+        produce(settings, list(enumerate(raws)), total=len(raws), validate=False, progress=False)
         print(f"input: {len(raws)} messages in 'tickets' before the clock starts")
         for mode in ("aiokafka", "faust-read", "faust-forward"):
             r = measure(mode, broker.url, len(raws), workdir)

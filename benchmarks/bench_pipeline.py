@@ -198,6 +198,7 @@ def tagging_floor(
     ``producer_batch``: the producer's batch size in bytes (the worker's,
     ``pipeline.runtime.app.PRODUCER_BATCH_BYTES``, unless given).
     """
+    # aiokafka, not the commands' kafka-python: this is the worker's floor, with Faust's client
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
     from pipeline.commands.cli import tune_gc
@@ -286,7 +287,7 @@ def tagging_floor(
     broker = EmbeddedBroker().start()
     try:
         settings = Settings(broker_url=broker.url, app_id="ticketpulse-floor")
-        asyncio.run(ensure_topics(settings))
+        ensure_topics(settings)
         return asyncio.run(run(settings.bootstrap_servers))
     finally:
         broker.stop()
@@ -348,7 +349,7 @@ def end_to_end(raws: list[bytes], unique: int, settings_env: dict[str, str], res
             **settings_env,
         }
         settings = Settings(broker_url=broker.url, influx_url=influx.url, app_id="ticketpulse-bench")
-        asyncio.run(ensure_topics(settings))
+        ensure_topics(settings)
         worker = subprocess.Popen(
             [sys.executable, "-m", "pipeline.commands.cli", "worker"],
             env=env,
@@ -356,13 +357,13 @@ def end_to_end(raws: list[bytes], unique: int, settings_env: dict[str, str], res
             stdout=(workdir / "worker.log").open("wb"),
             stderr=subprocess.STDOUT,
         )
-        asyncio.run(produce(settings, [(0, r) for _, r in BROKEN], validate=False, progress=False))
-        while asyncio.run(_count_dead_letters(settings)) < len(BROKEN):
+        produce(settings, [(0, r) for _, r in BROKEN], validate=False, progress=False)
+        while _count_dead_letters(settings) < len(BROKEN):
             time.sleep(0.2)
         reader = _Volumes(influx, Path("/nonexistent"), settings.influx_database)
         cpu0 = _cpu_seconds(worker.pid)
         t0 = time.perf_counter()
-        summary = asyncio.run(produce(settings, list(enumerate(raws)), total=len(raws), validate=False))
+        summary = produce(settings, list(enumerate(raws)), total=len(raws), validate=False)
         sent_s = time.perf_counter() - t0
         counted, progress_at = 0, time.monotonic()
         while counted < unique:

@@ -9,7 +9,6 @@ each other's data.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -27,7 +26,6 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from pipeline.settings import Settings
 from pipeline.testbed.generator import Area, Spike, TicketGenerator
@@ -151,28 +149,23 @@ class Stack:
     def create_topics(self) -> None:
         from pipeline.runtime.kafka import ensure_topics
 
-        asyncio.run(ensure_topics(self.settings))
+        ensure_topics(self.settings)
 
     def send(self, messages: list[tuple[bytes | None, bytes | None]], topic: str | None = None) -> None:
         """Send raw ``(key, value)`` messages, as a helpdesk integration would."""
+        from pipeline.runtime.kafka_clients import producer
 
-        async def _send() -> None:
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self.broker.url.removeprefix("kafka://"),
-                max_request_size=16 * 1024 * 1024,
-                linger_ms=10,
-            )
-            await producer.start()
-            try:
-                futures = [
-                    await producer.send(topic or self.env_overrides["TICKETPULSE_TOPIC_TICKETS"], v, key=k)
-                    for k, v in messages
-                ]
-                await asyncio.gather(*futures)
-            finally:
-                await producer.stop()
-
-        asyncio.run(_send())
+        # the producer of the commands, made to take messages larger than the settings allow
+        client = producer(self.settings.model_copy(update={"max_ticket_bytes": 8 * 1024 * 1024}))
+        try:
+            futures = [
+                client.send(topic or self.env_overrides["TICKETPULSE_TOPIC_TICKETS"], v, key=k) for k, v in messages
+            ]
+            client.flush()
+            for future in futures:
+                future.get()
+        finally:
+            client.close()
 
     def read_topic(self, topic: str, expected: int, timeout: float = 30.0, keyed: bool = False) -> list[Any]:
         """Every message of a topic (JSON values), waiting until ``expected`` have arrived.
@@ -184,33 +177,23 @@ class Stack:
             value = orjson.loads(r.value)
             return (r.key, r.partition, value) if keyed else value
 
-        async def _read() -> list[Any]:
-            consumer = AIOKafkaConsumer(
-                topic,
-                bootstrap_servers=self.broker.url.removeprefix("kafka://"),
-                auto_offset_reset="earliest",
-                enable_auto_commit=False,
-                group_id=None,
-            )
-            await consumer.start()
-            out: list[Any] = []
-            deadline = time.monotonic() + timeout
-            try:
-                while time.monotonic() < deadline:
-                    batch = await consumer.getmany(timeout_ms=500)
-                    for records in batch.values():
-                        out.extend(_item(r) for r in records)
-                    if len(out) >= expected:
-                        # one more poll: more than expected is a failure the test must see
-                        batch = await consumer.getmany(timeout_ms=1500)
-                        for records in batch.values():
-                            out.extend(_item(r) for r in records)
-                        break
-            finally:
-                await consumer.stop()
-            return out
+        from pipeline.runtime.kafka_clients import consumer
 
-        return asyncio.run(_read())
+        client = consumer(self.settings, topics=[topic])
+        out: list[Any] = []
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                for records in client.poll(timeout_ms=500).values():
+                    out.extend(_item(r) for r in records)
+                if len(out) >= expected:
+                    # one more poll: more than expected is a failure the test must see
+                    for records in client.poll(timeout_ms=1500).values():
+                        out.extend(_item(r) for r in records)
+                    break
+        finally:
+            client.close()
+        return out
 
     def query(self, q: str) -> list[dict[str, Any]]:
         return influx_query(self.influx.url, self.database, q)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import signal
@@ -158,11 +157,8 @@ def test_a_worker_that_takes_partitions_over_reads_their_kept_texts_again(stack)
     # the table's changelog names offsets and waiting labels, not the tickets' words
     from pipeline.runtime.kafka import read_values
 
-    async def changelog() -> list[bytes]:
-        topic = f"{stack.settings.app_id}-label-texts-changelog"
-        return [value async for value in read_values(stack.settings, topic, quiet_seconds=2) if value]
-
-    held = b"".join(asyncio.run(changelog())).decode()
+    changelog = f"{stack.settings.app_id}-label-texts-changelog"
+    held = b"".join(value for value in read_values(stack.settings, changelog, quiet_seconds=2) if value).decode()
     assert '"from"' in held and "charged" not in held and "crashes" not in held
 
 
@@ -170,40 +166,43 @@ def test_texts_to_join_keeps_its_messages_longer_than_the_horizon(stack, caplog)
     """Kept texts are read back from texts-to-join: it is created keeping them for the horizon
     and a day (here over Kafka's default week); a topic that keeps them for less (made by
     an earlier version, or before the horizon was raised) is named, with the fix."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    from pipeline.runtime.kafka import retention_ms
+    from pipeline.runtime.kafka_clients import admin
 
     stack.env_overrides["TICKETPULSE_LABEL_HORIZON_HOURS"] = "240"
     settings = stack.settings
     topics = [f"{settings.app_id}-texts-to-join", f"{settings.app_id}-tagger-training"]
     one_hour = {"retention.ms": str(3600 * 1000)}
 
-    async def admin_call(call) -> Any:
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
-        await admin.start()
+    def retention(topic: str) -> int | None:
+        client = admin(settings)
         try:
-            return await call(admin)
+            described = client.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)], config_filter="all")
         finally:
-            await admin.close()
+            client.close()
+        return retention_ms(described, topic)
 
-    async def retention(admin) -> dict[str, str | None]:
-        responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, t) for t in topics])
-        return {
-            resource[3]: {entry[0]: entry[1] for entry in resource[4]}.get("retention.ms")
-            for response in responses
-            for resource in response.resources
-        }
-
-    async def create_short(admin) -> None:
-        await admin.create_topics([NewTopic(t, settings.partitions, 1, topic_configs=one_hour) for t in topics])
+    def create_short() -> None:
+        client = admin(settings)
+        try:
+            client.create_topics(
+                {
+                    t: {"num_partitions": settings.partitions, "replication_factor": 1, "configs": one_hour}
+                    for t in topics
+                }
+            )
+        finally:
+            client.close()
 
     stack.create_topics()
-    assert asyncio.run(admin_call(retention))[topics[0]] == str((240 + 24) * 3600 * 1000)
+    assert retention(topics[0]) == (240 + 24) * 3600 * 1000
 
     stack.env_overrides["TICKETPULSE_APP_ID"] += "-older"
     settings = stack.settings
     topics = [f"{settings.app_id}-texts-to-join", f"{settings.app_id}-tagger-training"]
-    asyncio.run(admin_call(create_short))
+    create_short()
     with caplog.at_level(logging.WARNING, logger="pipeline.runtime.kafka"):
         stack.create_topics()
     # said once, for the topic the join reads again, with what to change

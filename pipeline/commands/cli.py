@@ -73,7 +73,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     except (OSError, TypeError, ValueError, pickle.UnpicklingError) as exc:
         return _fail(str(exc))
     try:
-        asyncio.run(ensure_topics(settings))
+        ensure_topics(settings)
         sink = create_sink(settings)
         asyncio.run(_check_sink(sink))
     except (BrokerError, SinkError, ValueError) as exc:
@@ -148,7 +148,7 @@ def _cmd_produce(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     try:
-        asyncio.run(ensure_topics(settings))
+        ensure_topics(settings)
     except BrokerError as exc:
         return _fail(str(exc))
     if args.file:
@@ -169,11 +169,14 @@ def _cmd_produce(args: argparse.Namespace) -> int:
         generated = list(gen.tickets())
         messages = ((n, orjson.dumps(t.payload)) for n, t in enumerate(generated, 1))
         total = len(generated)
-    summary = asyncio.run(produce(settings, messages, total=total, progress=not args.quiet))
+    try:
+        summary = produce(settings, messages, total=total, progress=not args.quiet)
+    except BrokerError as exc:
+        return _fail(str(exc))
     for reason in summary.reasons[:20]:
         print(f"rejected {reason}", file=sys.stderr)
     print(summary.line())
-    return 0 if summary.rejected == 0 else 1
+    return 0 if summary.rejected == summary.failed == 0 else 1
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
@@ -260,15 +263,15 @@ def _cmd_import(args: argparse.Namespace) -> int:
         return 0
     settings = load_settings()
     try:
-        asyncio.run(ensure_topics(settings))
+        ensure_topics(settings)
+        result = produce(settings, good, total=len(good), progress=not args.quiet)
     except BrokerError as exc:
         return _fail(str(exc))
-    result = asyncio.run(produce(settings, good, total=len(good), progress=not args.quiet))
     result.rejected += len(rejected)
     for reason in (rejected + result.reasons)[:50]:
         print(f"rejected {reason}", file=sys.stderr)
     print(result.line())
-    return 0 if result.rejected == 0 else 1
+    return 0 if result.rejected == result.failed == 0 else 1
 
 
 def _mapping(items: list[str] | None) -> dict[str, str] | str:

@@ -9,7 +9,6 @@ started is stopped on the way out, Ctrl-C included.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -77,18 +76,13 @@ class _Volumes:
         return out
 
 
-async def _read_topic(settings: Settings, topic: str) -> list[bytes]:
-    """Every message of a topic, read from the start of each partition."""
-    return [raw async for raw in read_values(settings, topic, quiet_seconds=0.3)]
+def _count_dead_letters(settings: Settings) -> int:
+    """The messages on the dead-letter topic, read from the start of each partition."""
+    return sum(1 for _ in read_values(settings, settings.topic_dead_letter, quiet_seconds=0.3))
 
 
-async def _count_dead_letters(settings: Settings) -> int:
-    return len(await _read_topic(settings, settings.topic_dead_letter))
-
-
-async def _read_alerts(settings: Settings) -> list[dict[str, Any]]:
-    raws = [raw async for raw in read_values(settings, settings.topic_alerts, quiet_seconds=1.0)]
-    return [orjson.loads(raw) for raw in raws]
+def _read_alerts(settings: Settings) -> list[dict[str, Any]]:
+    return [orjson.loads(raw) for raw in read_values(settings, settings.topic_alerts, quiet_seconds=1.0)]
 
 
 def _print_patterns(influx: EmbeddedInflux, database: str) -> None:
@@ -191,7 +185,7 @@ def run_demo(days: float = 3.0, scale: float = 20.0, seed: int = 1, output: Path
         )
         from pipeline.runtime.kafka import ensure_topics
 
-        asyncio.run(ensure_topics(settings))
+        ensure_topics(settings)
         log = (workdir / "worker.log").open("wb")
         worker = subprocess.Popen(
             [sys.executable, "-m", "pipeline.commands.cli", "worker"],
@@ -217,10 +211,10 @@ def run_demo(days: float = 3.0, scale: float = 20.0, seed: int = 1, output: Path
         messages = [(n, orjson.dumps(t.payload)) for n, t in enumerate(tickets, 1)]
         # The broken messages go first: once they are in the dead-letter topic the
         # worker is up and consuming, and the clock for the throughput starts.
-        asyncio.run(produce(settings, [(0, raw) for _, raw in BROKEN], validate=False, progress=False))
+        produce(settings, [(0, raw) for _, raw in BROKEN], validate=False, progress=False)
         print("waiting for the worker to join the group ...", flush=True)
         ready_by = time.monotonic() + 120
-        while asyncio.run(_count_dead_letters(settings)) < len(BROKEN):
+        while _count_dead_letters(settings) < len(BROKEN):
             if worker.poll() is not None or time.monotonic() > ready_by:
                 print(
                     f"the worker did not start reading (exit code {worker.poll()}); its log: {workdir / 'worker.log'}"
@@ -228,7 +222,7 @@ def run_demo(days: float = 3.0, scale: float = 20.0, seed: int = 1, output: Path
                 return 1
             time.sleep(0.5)
         t0 = time.perf_counter()
-        summary = asyncio.run(produce(settings, messages, total=len(messages), progress=False))
+        summary = produce(settings, messages, total=len(messages), progress=False)
         print(f"sent {summary.sent} messages in {time.perf_counter() - t0:.1f} s; the worker counts them:", flush=True)
         reader = _Volumes(influx, series_file, settings.influx_database)
         counted, volumes, deadline = 0, {}, time.monotonic() + 300
@@ -239,7 +233,7 @@ def run_demo(days: float = 3.0, scale: float = 20.0, seed: int = 1, output: Path
                 return 1
             volumes = reader.read()
             counted = sum(sum(v.values()) for v in volumes.values())
-            dead = asyncio.run(_count_dead_letters(settings))
+            dead = _count_dead_letters(settings)
             elapsed = time.perf_counter() - t0
             per_area = "  ".join(f"{a}={sum(v.values())}" for a, v in sorted(volumes.items()))
             print(
@@ -277,7 +271,7 @@ def run_demo(days: float = 3.0, scale: float = 20.0, seed: int = 1, output: Path
         while time.monotonic() < alerts_by and not ended(spikes):
             # A read that ends on a quiet spell may have missed a slow partition (a busy
             # machine): keep the fullest read, never a shorter one.
-            spikes = max(spikes, asyncio.run(_read_alerts(settings)), key=len)
+            spikes = max(spikes, _read_alerts(settings), key=len)
             time.sleep(0.5)
         print(f"\nspike alerts on '{settings.topic_alerts}': {len(spikes)}")
         if not ended(spikes):

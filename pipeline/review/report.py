@@ -55,10 +55,10 @@ def parse_since(text: str, now: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-async def read_classified(settings: Settings, since: float, until: float, quiet_seconds: float = 3.0) -> list[dict]:
+def read_classified(settings: Settings, since: float, until: float, quiet_seconds: float = 3.0) -> list[dict]:
     """Every ticket on ``tickets-classified`` created in [since, until), first version of each id."""
     tickets: dict[str, dict] = {}
-    async for raw in read_values(settings, settings.topic_classified, quiet_seconds):
+    for raw in read_values(settings, settings.topic_classified, quiet_seconds):
         doc = orjson.loads(raw)
         created = datetime.fromisoformat(doc["created_at"]).timestamp()
         if since <= created < until:
@@ -66,10 +66,10 @@ async def read_classified(settings: Settings, since: float, until: float, quiet_
     return sorted(tickets.values(), key=lambda d: d["created_at"])
 
 
-async def read_assignments(settings: Settings, quiet_seconds: float = 3.0) -> dict[str, str]:
+def read_assignments(settings: Settings, quiet_seconds: float = 3.0) -> dict[str, str]:
     """``ticket id -> pattern id``: the pattern each ticket joined in the worker (``<app>-ticket-patterns``)."""
     assigned: dict[str, str] = {}
-    async for raw in read_values(settings, internal_topic_name(settings, "ticket_patterns"), quiet_seconds):
+    for raw in read_values(settings, internal_topic_name(settings, "ticket_patterns"), quiet_seconds):
         # every worker sends the same assignments: one per ticket is kept
         assigned.update(orjson.loads(raw)["tickets"])
     return assigned
@@ -141,11 +141,11 @@ def collect(
         data.spikes.append({**e, "events": near})
     data.effects = _effects(influx, data.events, effect_days, hi)
     _write_effects(settings, data.effects)
-    docs = list(tickets) if tickets is not None else asyncio.run(read_classified(settings, lo, hi))
+    docs = list(tickets) if tickets is not None else read_classified(settings, lo, hi)
     # The worker's patterns (their ids are those of pattern_volume, the alerts and the
     # product events), counted over this period's tickets; a ticket whose hour has not
     # closed yet has no pattern yet.
-    assigned = assignments if assignments is not None else asyncio.run(read_assignments(settings))
+    assigned = assignments if assignments is not None else read_assignments(settings)
     names = {
         s["tags"]["pattern"]: s["values"][0][1]
         for s in influx.query('SELECT last("name") FROM pattern_volume GROUP BY pattern')

@@ -1,8 +1,12 @@
-"""Topic creation and broker checks.
+"""Topic creation and broker checks, and the readers of the commands outside the worker.
 
 Topics are created explicitly, with the configured partition count: a topic that a
 producer creates by writing to it gets the broker's default (4 on Tansu), and Faust
 stops with PartitionsMismatch when that differs from what it expects.
+
+Everything here but :func:`broker_reachable` is synchronous, on kafka-python
+(:mod:`pipeline.runtime.kafka_clients`); :func:`broker_reachable` is the worker's
+health check, awaited in the worker's own event loop, and stays on aiokafka.
 """
 
 from __future__ import annotations
@@ -10,15 +14,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
-from aiokafka.partitioner import murmur2
+from kafka import KafkaAdminClient, TopicPartition
+from kafka.admin import ConfigResource, ConfigResourceType
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.partitioner.default import murmur2
 
+from pipeline.runtime import kafka_clients
+from pipeline.runtime.kafka_clients import BrokerError
 from pipeline.settings import Settings
 
 __all__ = [
@@ -28,6 +34,7 @@ __all__ = [
     "ensure_topics",
     "kafka_partitions",
     "read_values",
+    "retention_ms",
     "topic_configs",
 ]
 
@@ -35,10 +42,6 @@ logger = logging.getLogger(__name__)
 
 #: Apache Kafka's default retention (``log.retention.hours=168``), in milliseconds.
 KAFKA_DEFAULT_RETENTION_MS = 7 * 24 * 3600 * 1000
-
-
-class BrokerError(RuntimeError):
-    """The broker cannot be reached, or a topic does not fit the settings."""
 
 
 def all_topics(settings: Settings) -> list[str]:
@@ -73,82 +76,101 @@ def topic_configs(settings: Settings, topic: str) -> dict[str, str]:
     return {}
 
 
-async def ensure_topics(settings: Settings, timeout: float = 15.0) -> None:
+def ensure_topics(settings: Settings, timeout: float = 15.0) -> None:
     """Create missing topics; raise :class:`BrokerError` naming the setting at fault."""
-    # aiokafka logs every failed connection attempt; the one line we raise says it all.
-    kafka_log = logging.getLogger("aiokafka")
-    level = kafka_log.level
-    kafka_log.setLevel(logging.CRITICAL)
+    client = kafka_clients.admin(settings, timeout)
     try:
-        await _ensure_topics(settings, timeout)
-    finally:
-        kafka_log.setLevel(level)
-
-
-async def _ensure_topics(settings: Settings, timeout: float) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=int(timeout * 1000))
-    try:
-        await asyncio.wait_for(admin.start(), timeout)
-    except (KafkaError, OSError, TimeoutError) as exc:
-        await admin.close()
+        with kafka_clients.quiet_client_logs():
+            _ensure_topics(client, settings, timeout)
+    except KafkaError as exc:
         raise BrokerError(
-            f"cannot reach the broker at {settings.broker_url} (TICKETPULSE_BROKER_URL): {type(exc).__name__}: {exc}"
+            f"the broker at {settings.broker_url} (TICKETPULSE_BROKER_URL) refused to create or describe "
+            f"the app's topics: {kafka_clients.error_text(exc)}"
         ) from None
-    try:
-        existing = set(await admin.list_topics())
-        wanted = [t for t in all_topics(settings) if t not in existing]
-        if wanted:
-            try:
-                await admin.create_topics(
-                    [
-                        NewTopic(name, settings.partitions, 1, topic_configs=topic_configs(settings, name))
-                        for name in wanted
-                    ],
-                    timeout_ms=int(timeout * 1000),
-                )
-            except TopicAlreadyExistsError:  # another worker was quicker
-                pass
-        await _keep_long_enough(admin, settings, [t for t in all_topics(settings) if t in existing])
-        described = await admin.describe_topics(all_topics(settings))
-        for topic in described:
-            count = len(topic.get("partitions", []))
-            if count and count != settings.partitions:
-                raise BrokerError(
-                    f"topic {topic['topic']!r} has {count} partitions but TICKETPULSE_PARTITIONS is "
-                    f"{settings.partitions}: set it to {count}, or recreate the topic"
-                )
     finally:
-        await admin.close()
+        client.close()
 
 
-async def _keep_long_enough(admin: AIOKafkaAdminClient, settings: Settings, existing: list[str]) -> None:
-    """Warn about an existing topic that keeps messages for less than :func:`topic_configs`
-    wants (one created by an earlier version, or before the horizon was raised): the
-    worker runs on, and says what to change. Not altered here: Tansu, the broker of the
-    tests, does not answer AlterConfigs, and retention is the broker owner's call."""
-    topics = [t for t in existing if "retention.ms" in topic_configs(settings, t)]
-    if not topics:
-        return
-    responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, t) for t in topics])
-    for response in responses:
-        for resource in response.resources:
-            topic, entries = resource[3], resource[4]
-            current = {entry[0]: entry[1] for entry in entries}.get("retention.ms")
-            wanted = topic_configs(settings, topic)["retention.ms"]
-            if current is None or int(current) < 0 or int(current) >= int(wanted):
-                continue  # the broker's default, unlimited, or long enough
-            logger.warning(
-                "topic=%s retention_ms=%s wanted=%s reason=%s fix=%s",
-                topic,
-                current,
-                wanted,
-                "under TICKETPULSE_LABEL_HORIZON_HOURS and a day: texts kept longer are lost when a worker restarts",
-                f"kafka-configs --alter --entity-type topics --entity-name {topic} --add-config retention.ms={wanted}",
+def _ensure_topics(client: KafkaAdminClient, settings: Settings, timeout: float) -> None:
+    existing = set(client.list_topics())
+    wanted = [t for t in all_topics(settings) if t not in existing]
+    if wanted:
+        new = {
+            name: {
+                "num_partitions": settings.partitions,
+                "replication_factor": 1,
+                "configs": topic_configs(settings, name),
+            }
+            for name in wanted
+        }
+        try:
+            client.create_topics(new, timeout_ms=int(timeout * 1000))
+        except TopicAlreadyExistsError:  # another worker was quicker
+            pass
+    _keep_long_enough(client, settings, [t for t in all_topics(settings) if t in existing])
+    for topic in client.describe_topics(all_topics(settings)):
+        count = len(topic.get("partitions") or [])
+        if count and count != settings.partitions:
+            raise BrokerError(
+                f"topic {topic['name']!r} has {count} partitions but TICKETPULSE_PARTITIONS is "
+                f"{settings.partitions}: set it to {count}, or recreate the topic"
             )
 
 
+def retention_ms(described: Mapping[str, Any], topic: str) -> int | None:
+    """A topic's ``retention.ms`` from kafka-python's ``describe_configs`` answer (``None``: not given).
+
+    Asked with ``config_filter="all"``: Apache Kafka marks a topic's own setting
+    ``DYNAMIC_TOPIC_CONFIG``, but Tansu marks every value ``DEFAULT_CONFIG``, which the
+    client's default filter (modified values only) drops. The value is the one in force
+    either way.
+
+    >>> retention_ms({"topic": {"t": {"retention.ms": {"value": "3600000"}}}}, "t")
+    3600000
+    >>> retention_ms({"topic": {"t": {}}}, "t") is None
+    True
+    """
+    entry = described.get("topic", {}).get(topic, {}).get("retention.ms")
+    value = entry.get("value") if isinstance(entry, Mapping) else None
+    return int(value) if value not in (None, "") else None
+
+
+def _keep_long_enough(client: KafkaAdminClient, settings: Settings, existing: list[str]) -> None:
+    """Warn about an existing topic that keeps messages for less than :func:`topic_configs`
+    wants (one created by an earlier version, or before the horizon was raised): the
+    worker runs on, and says what to change. Not altered here: retention is the broker
+    owner's call (Tansu answers AlterConfigs, but a production cluster's policy may not
+    let the app change it)."""
+    topics = [t for t in existing if "retention.ms" in topic_configs(settings, t)]
+    if not topics:
+        return
+    # every config of each topic: Tansu drops the connection when asked for named keys only
+    described = client.describe_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, t) for t in topics], config_filter="all"
+    )
+    for topic in topics:
+        current = retention_ms(described, topic)
+        wanted = topic_configs(settings, topic)["retention.ms"]
+        if current is None or current < 0 or current >= int(wanted):
+            continue  # the broker's default, unlimited, or long enough
+        logger.warning(
+            "topic=%s retention_ms=%s wanted=%s reason=%s fix=%s",
+            topic,
+            current,
+            wanted,
+            "under TICKETPULSE_LABEL_HORIZON_HOURS and a day: texts kept longer are lost when a worker restarts",
+            f"kafka-configs --alter --entity-type topics --entity-name {topic} --add-config retention.ms={wanted}",
+        )
+
+
 async def broker_reachable(settings: Settings, timeout: float = 5.0) -> list[str]:
-    """The broker's topics, asked for real; raises when it does not answer in ``timeout``."""
+    """The broker's topics, asked for real; raises when it does not answer in ``timeout``.
+
+    The worker's health check (``/health``), awaited in the worker's event loop: aiokafka,
+    as the rest of the worker (imported here: the commands need not load it).
+    """
+    from aiokafka.admin import AIOKafkaAdminClient
+
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=int(timeout * 1000))
     try:
         await asyncio.wait_for(admin.start(), timeout)
@@ -157,33 +179,27 @@ async def broker_reachable(settings: Settings, timeout: float = 5.0) -> list[str
         await admin.close()
 
 
-async def read_values(settings: Settings, topic: str, quiet_seconds: float = 3.0) -> AsyncIterator[bytes]:
+def read_values(settings: Settings, topic: str, quiet_seconds: float = 3.0) -> Iterator[bytes]:
     """Every message value of ``topic``, from the start of each partition, until it has
     been quiet for ``quiet_seconds``.
 
     Read until quiet, not counted from end offsets: Tansu answers ListOffsets(latest)
     with the base offset of the last record batch plus one, which undercounts batched
-    messages (../shared/architecture.md).
+    messages (tests/test_kafka_clients.py shows it).
     """
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
+    consumer = kafka_clients.consumer(settings, max_poll_records=5000)
     try:
         consumer.assign([TopicPartition(topic, p) for p in range(settings.partitions)])
         last_news = time.monotonic()
         while time.monotonic() - last_news < quiet_seconds:
-            batch = await consumer.getmany(timeout_ms=min(500, int(quiet_seconds * 1000)), max_records=5000)
+            batch = consumer.poll(timeout_ms=min(500, int(quiet_seconds * 1000)))
             for records in batch.values():
                 last_news = time.monotonic()
                 for record in records:
                     if record.value is not None:
                         yield record.value
     finally:
-        await consumer.stop()
+        consumer.close()
 
 
 _M = np.uint32(0x5BD1E995)
@@ -194,13 +210,13 @@ _LONGEST_IN_COLUMNS = 256
 def kafka_partitions(keys: Sequence[bytes], partitions: int) -> list[int]:
     """Kafka's default partition of each key (``murmur2(key) & 0x7fffffff % partitions``), for a batch at once.
 
-    The same numbers as the Java client's and aiokafka's partitioner, which is pure
-    Python: a few microseconds a key, and the worker chose three partitions a ticket
+    The same numbers as the Java client's, aiokafka's and kafka-python's partitioners,
+    which are pure Python: a few microseconds a key, and the worker chose three partitions a ticket
     (its customer's, its id's for the label join, and the producer's for
     ``tickets-classified``). Here the hash runs over the batch's keys as columns of
-    32-bit words, one numpy step per word (tested against aiokafka's ``murmur2``).
+    32-bit words, one numpy step per word (tested against aiokafka's and kafka-python's ``murmur2``).
 
-    >>> from aiokafka.partitioner import murmur2
+    >>> from kafka.partitioner.default import murmur2
     >>> kafka_partitions([b"T-1", b"customer-42", b""], 12)
     [8, 9, 9]
     >>> [(murmur2(k) & 0x7FFFFFFF) % 12 for k in [b"T-1", b"customer-42", b""]]
