@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections import Counter, deque
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from .episodes import Episode
 from .poisson import poisson_sf
@@ -56,6 +56,15 @@ class SpikeEvent:
 
 #: The time scales a watch judges at once (seconds): an hour, six hours, a day.
 DEFAULT_SCALES = (3600, 6 * 3600, 86400)
+
+
+class _Sums(NamedTuple):
+    """Customers, customers up to each window's cap, tickets and expected customers of some windows."""
+
+    customers: int
+    capped: float
+    tickets: int
+    expected: float
 
 
 @dataclass(frozen=True)
@@ -141,6 +150,8 @@ class VolumeWatch:
         max_log10: float = 10.0,
         adapt_after_seconds: int = 3 * 86400,
         update_step: float = 0.1,
+        protect_p: float = 0.01,
+        dormant_after_seconds: int = 28 * 86400,
     ) -> None:
         self.key = key
         self.window_seconds = window_seconds
@@ -157,12 +168,20 @@ class VolumeWatch:
         self.max_log10 = max_log10
         self.adapt_after_seconds = adapt_after_seconds
         self.update_step = update_step
+        self.protect_p = protect_p
+        #: closed windows in a row whose spans were unusual (less likely than ``protect_p``)
+        self.protected_run = 0
+        self.dormant_after_seconds = dormant_after_seconds
+        #: the last closed window with a customer
+        self.last_busy: int | None = None
         #: windows per scale, shortest first
         self.spans: list[int] = sorted({max(1, s // window_seconds) for s in scales})
         #: each scale's dispersion (variance over mean of its sums), learned outside episodes
         self.dispersion: list[float] = [1.0] * len(self.spans)
-        #: ``(window, customers, tickets, expected, cap)`` of the last closed windows, oldest first
-        self.recent: deque[tuple[int, int, int, float, float]] = deque(maxlen=max(self.spans[-1] - 1, 24))
+        #: the last closed windows, oldest first: ``(window, customers, sums)``, where ``sums``
+        #: are running totals (since the watch began) of customers, customers up to each
+        #: window's cap, tickets and expected customers: a span's sums are two subtractions
+        self.recent: deque[tuple[int, int, _Sums]] = deque(maxlen=max(self.spans[-1], 24) + 1)
         self.episode: Episode | None = None
         #: scale (windows) of the evidence the open episode last reported
         self.episode_scale = 1
@@ -279,66 +298,117 @@ class VolumeWatch:
         self.context.pop(window, None)
         expected = self.detector.expected(window)
         cap = self._cap(expected)
+        protected = False
         if self.detector.ready:
             if self.keep_baselines:
                 upper = expected + 3.0 * math.sqrt(self.dispersion[0] * expected)
                 self.baselines.append((window, customers, round(expected, 3), round(upper, 3)))
             if self.episode is None:
-                self._learn_dispersion(window, customers, expected, cap)
-        self.recent.append((window, customers, tickets, expected, cap))
-        if self.episode is None:
+                protected = self._learn_dispersion(window, customers, expected, cap)
+        total = self.recent[-1][2] if self.recent else _Sums(0, 0.0, 0, 0.0)
+        self.recent.append(
+            (
+                window,
+                customers,
+                _Sums(
+                    total.customers + customers,
+                    total.capped + min(customers, cap),
+                    total.tickets + tickets,
+                    total.expected + expected,
+                ),
+            )
+        )
+        self.learned_through = window
+        if customers:
+            if self.last_busy is not None and window - self.last_busy > self.dormant_after_seconds:
+                # back after a long silence (a topic renamed away, then reused): a new key,
+                # that warms up again rather than alerting on its first questions
+                self.detector = self.detector.clone()
+                self.dispersion = [1.0] * len(self.spans)
+                self.protected_run = 0
+            self.last_busy = window
+        # an episode's windows, as unusual ones, are not normal; a run of them that lasts
+        # (short episodes and unusual windows between) is a new level
+        self.protected_run = self.protected_run + 1 if protected or self.episode is not None else 0
+        if self.episode is not None:
+            return
+        if self.protected_run * self.window_seconds >= self.adapt_after_seconds:
+            # unusual for days without alerting (a rise smaller than min_ratio): the new normal
+            self._relevel(window)
+            self.protected_run = 0
+        elif not protected:
             taught = min(customers, cap) if self.detector.ready else customers
             self.detector.learn_one({"t": window, "y": taught, "customers": taught})
-        self.learned_through = window
 
-    def _learn_dispersion(self, window: int, customers: int, expected: float, cap: float) -> None:
+    def _learn_dispersion(self, window: int, customers: int, expected: float, cap: float) -> bool:
+        """Learn each scale's dispersion from the spans ending with ``window``; whether one is unusual.
+
+        A span less likely than ``protect_p`` (and its window) teaches nothing: a surge
+        that builds over days without alerting yet must not become normal on the way.
+        """
         rate = 1.0 / (14 * 86400 / self.window_seconds)  # about two weeks of windows
-        for i, span in enumerate(self.spans):
+        sums = []
+        for span in self.spans:
             if len(self.recent) < span - 1:
-                continue
-            seen, normal = min(customers, cap), expected
-            for _, c, _, e, k in list(self.recent)[len(self.recent) - (span - 1) :] if span > 1 else ():
-                seen += min(c, k)
-                normal += e
-            resid = (seen - normal) ** 2 / max(normal, 1e-3)
+                break
+            before = self._before(window, span - 1)
+            seen, normal = min(customers, cap) + before.capped, expected + before.expected
+            sums.append((seen, normal))
+            # only a span with as many customers as could alert: a level learned too low
+            # (a topic that was nearly silent) must still learn from its next few customers
+            enough = customers + before.customers >= self.min_customers
+            if enough and seen > normal + math.sqrt(self.dispersion[len(sums) - 1] * normal):
+                phi = self.dispersion[len(sums) - 1]
+                if poisson_sf(seen / phi, normal / phi) < self.protect_p:
+                    return True
+        for i, (seen, normal) in enumerate(sums):
+            resid = min((seen - normal) ** 2 / max(normal, 1e-3), 25.0)  # one odd span moves it a little
             self.dispersion[i] = max(1.0, self.dispersion[i] + rate * (resid - self.dispersion[i]))
+        return False
 
     # --- judging -----------------------------------------------------------------------
 
-    def _span(self, window: int, span: int) -> list[tuple[int, int, float, float]]:
-        """``(customers, tickets, expected, cap)`` of the ``span - 1`` windows before ``window``."""
-        out = []
-        recent = {w: (c, t, e, k) for w, c, t, e, k in list(self.recent)[-(span - 1) :]} if span > 1 else {}
-        for j in range(1, span):
-            w = window - j * self.window_seconds
-            if w in recent:
-                out.append(recent[w])
-            elif w in self.totals:  # a window still open before this one
-                tickets, customers = self.totals[w]
-                expected = self.detector.expected(w)
-                out.append((customers, tickets, expected, self._cap(expected)))
-        return out
+    def _before(self, window: int, count: int) -> _Sums:
+        """The sums of the ``count`` windows before ``window`` (closed, or still open)."""
+        customers, capped, tickets, expected = 0, 0.0, 0, 0.0
+        w = window - self.window_seconds
+        closed = self.learned_through if self.learned_through is not None else w - count * self.window_seconds
+        while count > 0 and w > closed:  # windows still open before this one
+            t, c = self.totals.get(w, (0, 0))
+            e = self.detector.expected(w)
+            customers, tickets, expected = customers + c, tickets + t, expected + e
+            capped += min(c, self._cap(e))
+            w -= self.window_seconds
+            count -= 1
+        n = min(count, len(self.recent))
+        if n > 0:
+            last = self.recent[-1][2]
+            # the deque keeps one window more than the longest span: when the span takes
+            # every window kept, none has been let go yet, and the totals began at zero
+            first = self.recent[-1 - n][2] if n < len(self.recent) else _Sums(0, 0.0, 0, 0.0)
+            customers += last.customers - first.customers
+            capped += last.capped - first.capped
+            tickets += last.tickets - first.tickets
+            expected += last.expected - first.expected
+        return _Sums(customers, capped, tickets, expected)
 
     def _evidence(self, window: int) -> list[_Evidence]:
         """Each scale's evidence for the spans ending with ``window`` (scales that cannot alert left out)."""
         tickets, customers = self.totals.get(window, (0, 0))
         expected = self.detector.expected(window)
         cap = self._cap(expected)
-        before = self._span(window, self.spans[-1])
         out = []
         for i, span in enumerate(self.spans):
-            part = before[: span - 1]
-            raw = customers + sum(c for c, _, _, _ in part)
-            seen = (customers if span == 1 else min(customers, cap)) + sum(min(c, k) for c, _, _, k in part)
-            normal = expected + sum(e for _, _, e, _ in part)
+            before = self._before(window, span - 1)
+            raw = customers + before.customers
+            seen = (customers if span == 1 else min(customers, cap)) + before.capped
+            normal = expected + before.expected
             if raw < self.min_customers or seen < self.min_ratio * normal:
                 continue
             phi = self.dispersion[i]
             p = min(1.0, poisson_sf(seen / phi, normal / phi) * len(self.spans))
             score = 1.0 if p <= 0 else min(1.0, max(0.0, -math.log10(p) / self.max_log10))
-            out.append(
-                _Evidence(span, raw, tickets + sum(t for _, t, _, _ in part), round(normal, 3), p, round(score, 4))
-            )
+            out.append(_Evidence(span, raw, tickets + before.tickets, round(normal, 3), p, round(score, 4)))
         return out
 
     def _judge(self, window: int, closed: bool, at: int | None = None) -> list[SpikeEvent]:
@@ -347,6 +417,8 @@ class VolumeWatch:
         ep = self.episode
         if ep is not None and window < ep.last:
             return []  # an older window, replayed: it was judged already
+        if ep is None and window not in self.totals:
+            return []  # no customer in it: no span ending here holds more than the one before
         evidence = self._evidence(window)
         best = max(evidence, key=lambda e: (e.score, -e.scale), default=None)
         alerting = best is not None and best.score >= self.alert_score
@@ -372,21 +444,24 @@ class VolumeWatch:
     def _adapt(self, window: int) -> list[SpikeEvent]:
         # a level that has lasted: normal from now on (the last day's, this window's included)
         day = max(1, 86400 // self.window_seconds)
-        windows = [(w, float(c)) for w, c, _, _, _ in list(self.recent)[-(day - 1) :]]
+        windows = [(w, float(c)) for w, c, _ in list(self.recent)[-(day - 1) :]]
         windows.append((window, float(self.totals.get(window, (0, 0))[1])))
         self.detector.relevel(windows)
-        self.dispersion = [1.0] * len(self.spans)
         return [self._resolve(window)]
 
+    def _relevel(self, window: int) -> None:
+        # the last day's windows (closed, ``window`` the newest) as the level
+        day = max(1, 86400 // self.window_seconds)
+        self.detector.relevel([(w, float(c)) for w, c, _ in list(self.recent)[-day:]])
+
     def _resolve(self, window: int) -> SpikeEvent:
-        span = self.episode_scale
-        part = self._span(window, span)
+        before = self._before(window, self.episode_scale - 1)
         tickets, customers = self.totals.get(window, (0, 0))
         now = _Evidence(
-            span,
-            customers + sum(c for c, _, _, _ in part),
-            tickets + sum(t for _, t, _, _ in part),
-            round(self.detector.expected(window) + sum(e for _, _, e, _ in part), 3),
+            self.episode_scale,
+            customers + before.customers,
+            tickets + before.tickets,
+            round(self.detector.expected(window) + before.expected, 3),
             1.0,
             0.0,
         )
