@@ -20,16 +20,16 @@ detector 0, perfect 100). The method, from ../shared/data/README.md:
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+
+from detectors.series import parse_timestamp, read_series
 
 PROFILES = {
     "standard": (1.0, 0.11, 1.0),
@@ -58,16 +58,14 @@ def load_corpus(root: Path) -> list[LabelledFile]:
     labels = json.loads((root / "labels" / "combined_windows.json").read_text())
     files = []
     for name in sorted(labels):
-        with (root / "data" / name).open() as fh:
-            rows = list(csv.DictReader(fh))
-        stamps = [r["timestamp"] for r in rows]
-        moments = [datetime.fromisoformat(s) for s in stamps]
+        # read as ``ticketpulse detect`` reads (repeated and out-of-order rows kept, in file order)
+        series = read_series(root / "data" / name)
         windows = []
         for start, end in labels[name]:
-            a, b = datetime.fromisoformat(start), datetime.fromisoformat(end)
-            idx = [i for i, m in enumerate(moments) if a <= m <= b]
+            a, b = parse_timestamp(start), parse_timestamp(end)
+            idx = [i for i, m in enumerate(series.times) if a <= m <= b]
             windows.append((idx[0], idx[-1]))
-        files.append(LabelledFile(name, stamps, [float(r["value"]) for r in rows], windows))
+        files.append(LabelledFile(name, series.stamps, series.values, windows))
     return files
 
 

@@ -2,8 +2,11 @@
 
 The same objects run inside the stream and in offline replays and benchmarks:
 
+- :class:`VolumeWatch`: distinct customers per window of one key (an area, a case type
+  in it, a pattern) judged at several time scales at once against
+  :class:`SeasonalRate`, one episode across scales.
 - :class:`SpikeDetector`: ticket counts per window against a seasonal (hour of day,
-  day of week) quasi-Poisson model of normal, on distinct customers.
+  day of week) quasi-Poisson model of normal, on distinct customers (one scale).
 - :class:`SurpriseDetector`: any numeric series (``ticketpulse detect``, NAB).
 - :class:`RollingZScore`: the baseline to beat.
 - :class:`EpisodeTracker`: one alert per episode.
@@ -12,7 +15,8 @@ The same objects run inside the stream and in offline replays and benchmarks:
 
 from .base import Detector
 from .episodes import Episode, EpisodeTracker
-from .series import parse_timestamp, score_series
+from .rates import SeasonalRate
+from .series import SeriesError, parse_timestamp, read_series, score_series
 from .spike import SpikeDetector
 from .surprise import DETECTION_SCORE, SurpriseDetector
 from .watch import AlertGate, SpikeEvent, VolumeWatch
@@ -25,10 +29,13 @@ __all__ = [
     "Episode",
     "EpisodeTracker",
     "RollingZScore",
+    "SeasonalRate",
+    "SeriesError",
     "SpikeDetector",
     "SpikeEvent",
     "SurpriseDetector",
     "VolumeWatch",
     "parse_timestamp",
+    "read_series",
     "score_series",
 ]

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections import Counter
+import math
+from collections import Counter, deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple, cast
 
-from .episodes import EpisodeTracker
+from .episodes import Episode
+from .poisson import poisson_sf
+from .rates import SeasonalRate
 from .spike import SpikeDetector
 
-__all__ = ["AlertGate", "SpikeEvent", "VolumeWatch"]
+__all__ = ["DEFAULT_SCALES", "AlertGate", "SpikeEvent", "VolumeWatch"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,17 @@ class SpikeEvent:
     top_terms: tuple[str, ...] = ()
     #: product events of the key in the days before (and during) the window
     recent_product_events: tuple[dict[str, Any], ...] = ()
+    #: the time scale (seconds) whose evidence this is: ``tickets``, ``customers`` and
+    #: ``expected`` are of the span ``[window_end - scale, window_end)``; 0 when not known
+    scale: int = 0
+    #: event time (epoch seconds) at which the evidence was there: the newest ticket
+    #: counted when a window still filling tipped it, else the end of the window
+    detected_at: int | None = None
+
+    @property
+    def span_start(self) -> int:
+        """Start of the span the evidence covers (``window_start`` when the scale is not known)."""
+        return self.window_end - self.scale if self.scale else self.window_start
 
     @property
     def concentration(self) -> float:
@@ -40,8 +54,33 @@ class SpikeEvent:
         return round(self.tickets / self.customers, 2) if self.customers else 0.0
 
 
+#: The time scales a watch judges at once (seconds): an hour, six hours, a day.
+DEFAULT_SCALES = (3600, 6 * 3600, 86400)
+
+
+class _Sums(NamedTuple):
+    """Customers, customers up to each window's cap, tickets and expected customers of some windows."""
+
+    customers: int
+    capped: float
+    tickets: int
+    expected: float
+
+
+@dataclass(frozen=True)
+class _Evidence:
+    """What one scale says of the span that ends with the window judged."""
+
+    scale: int  # windows
+    customers: int  # distinct customers of each window, added over the span
+    tickets: int
+    expected: float
+    p_value: float  # multiplied by the number of scales (Bonferroni)
+    score: float
+
+
 class VolumeWatch:
-    """Watches the window totals of one key (an area) and says when a spike starts and ends.
+    """Watches the window totals of one key (an area) at several time scales; says when a spike starts and ends.
 
     Totals arrive as they grow, in any order, possibly more than once (at-least-once
     delivery): :meth:`update` keeps the largest seen, and judges the window with
@@ -50,7 +89,28 @@ class VolumeWatch:
     event-time watermark (every counting partition has seen a ticket at least this
     recent): the windows that ended before it are closed, judged, and learned, in
     order (a window with no ticket is learned as zero). Plain data: it pickles, with
-    its detector and episode, into the worker's durable table.
+    its model and episode, into the worker's durable table.
+
+    **Several scales at once.** Each window is judged with the spans of ``scales``
+    that end with it (by default its hour, the six hours and the day up to it): the
+    customers of each window of the span, added, against what the model of normal
+    (:class:`detectors.SeasonalRate`) expects for the same windows. The evidence is the
+    upper tail probability of that sum under a quasi-Poisson law (variance inflated by
+    the dispersion each scale has shown), times the number of scales; the score is
+    ``min(1, -log10(p) / max_log10)``. A scale counts when its span also holds at least
+    ``min_customers`` customers and ``min_ratio`` times what it expects: the minimum
+    depends on what the scale expects, so a topic with three questions a day alerts on
+    twenty in six hours, and one with fifty an hour does not alert on sixty. In the
+    longer spans each window counts up to the top of its normal band (``cap``), so
+    that they measure sustained rises, and a one-hour burst is the hour's to report
+    (and ends when the next hour is quiet).
+
+    **One episode across scales.** The best scale of a window opens an episode, or
+    updates the open one when its score has grown by ``update_step`` (or turned
+    critical); the first closed window where no scale alerts resolves it. An episode
+    that lasts ``adapt_after_seconds`` is a new level: the model takes the last day's
+    level as normal and the episode resolves (alerted once). While an episode is open
+    the model learns nothing; otherwise each window teaches it at most its ``cap``.
 
     Each closed window's baseline (customers, expected, upper) is kept for
     :meth:`drain_baselines` (the dashboards' "normal" band), unless ``keep_baselines``
@@ -59,13 +119,13 @@ class VolumeWatch:
 
     Examples
     --------
-    >>> watch = VolumeWatch("reports", 3600, SpikeDetector(min_windows=24), min_customers=5)
+    >>> watch = VolumeWatch("reports", 3600, SeasonalRate(min_windows=24), min_customers=5)
     >>> for h in range(24 * 7):
     ...     _ = watch.update(h * 3600, 10, 10)
     >>> watch.advance(24 * 7 * 3600)
     []
-    >>> [e.event for e in watch.update(24 * 7 * 3600, 60, 55)]  # while the window fills
-    ['opened']
+    >>> [(e.event, e.scale, e.detected_at) for e in watch.update(24 * 7 * 3600, 60, 55, at=24 * 7 * 3600 + 900)]
+    [('opened', 3600, 605700)]
     >>> _ = watch.update(24 * 7 * 3600 + 3600, 3, 3)
     >>> watch.advance(24 * 7 * 3600 + 3600)  # the spike window closes: same episode, no news
     []
@@ -80,20 +140,51 @@ class VolumeWatch:
         self,
         key: str,
         window_seconds: int,
-        detector: SpikeDetector | None = None,
+        detector: SeasonalRate | SpikeDetector | None = None,
         alert_score: float = 0.4,
         critical_score: float = 0.8,
         min_customers: int = 5,
         keep_baselines: bool = True,
+        scales: tuple[int, ...] = DEFAULT_SCALES,
+        min_ratio: float = 2.0,
+        max_log10: float = 10.0,
+        adapt_after_seconds: int = 3 * 86400,
+        update_step: float = 0.1,
+        protect_p: float = 0.01,
+        dormant_after_seconds: int = 28 * 86400,
     ) -> None:
         self.key = key
         self.window_seconds = window_seconds
-        self.detector = detector or SpikeDetector()
+        if not isinstance(detector, SeasonalRate):
+            # a SpikeDetector (the single-scale watch's model) gives its warm-up only
+            detector = SeasonalRate(min_windows=detector.min_windows if detector is not None else 24)
+        self.detector: SeasonalRate = detector
         self.alert_score = alert_score
         self.critical_score = critical_score
         self.min_customers = min_customers
         self.keep_baselines = keep_baselines
-        self.tracker = EpisodeTracker(key, alert_score=alert_score, min_customers=min_customers)
+        self.scales = scales
+        self.min_ratio = min_ratio
+        self.max_log10 = max_log10
+        self.adapt_after_seconds = adapt_after_seconds
+        self.update_step = update_step
+        self.protect_p = protect_p
+        #: closed windows in a row whose spans were unusual (less likely than ``protect_p``)
+        self.protected_run = 0
+        self.dormant_after_seconds = dormant_after_seconds
+        #: the last closed window with a customer
+        self.last_busy: int | None = None
+        #: windows per scale, shortest first
+        self.spans: list[int] = sorted({max(1, s // window_seconds) for s in scales})
+        #: each scale's dispersion (variance over mean of its sums), learned outside episodes
+        self.dispersion: list[float] = [1.0] * len(self.spans)
+        #: the last closed windows, oldest first: ``(window, customers, sums)``, where ``sums``
+        #: are running totals (since the watch began) of customers, customers up to each
+        #: window's cap, tickets and expected customers: a span's sums are two subtractions
+        self.recent: deque[tuple[int, int, _Sums]] = deque(maxlen=max(self.spans[-1], 24) + 1)
+        self.episode: Episode | None = None
+        #: scale (windows) of the evidence the open episode last reported
+        self.episode_scale = 1
         self.totals: dict[int, tuple[int, int]] = {}
         self.learned_through: int | None = None
         #: ``(window, customers, expected, upper)`` of each window closed since the last
@@ -104,8 +195,37 @@ class VolumeWatch:
         #: releases, fixes, docs and default changes of this key, newest last (bounded)
         self.product_events: list[dict[str, Any]] = []
 
-    def update(self, window: int, tickets: int, customers: int) -> list[SpikeEvent]:
-        """Take a (partial or final) total of one open window; return the events it causes."""
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "spans" in state:
+            self.__dict__.update(state)
+            return
+        # A single-scale watch pickled by an earlier version: the same key, counts and
+        # context, its level as this model's, its open episode carried on.
+        old_detector, tracker = state.get("detector"), state.get("tracker")
+        self.__init__(  # type: ignore[misc]
+            state["key"],
+            state["window_seconds"],
+            alert_score=state.get("alert_score", 0.4),
+            critical_score=state.get("critical_score", 0.8),
+            min_customers=state.get("min_customers", 5),
+            keep_baselines=state.get("keep_baselines", True),
+        )
+        for name in ("totals", "learned_through", "baselines", "context", "product_events"):
+            if name in state:
+                setattr(self, name, state[name])
+        level = getattr(old_detector, "_level", None)
+        if level is not None:
+            self.detector.relevel_to(level, getattr(old_detector, "_n", 0))
+        self.episode = getattr(tracker, "episode", None)
+
+    # --- what the stream tells it ------------------------------------------------------
+
+    def update(self, window: int, tickets: int, customers: int, at: int | None = None) -> list[SpikeEvent]:
+        """Take a (partial or final) total of one open window; return the events it causes.
+
+        ``at``: the event time of the newest ticket counted (the ``detected_at`` of an
+        episode this total opens); without it, the window's end.
+        """
         if self.learned_through is not None and window <= self.learned_through:
             return []  # a late update of a window already closed and learned
         old = self.totals.get(window, (0, 0))
@@ -115,7 +235,7 @@ class VolumeWatch:
             # it closes, in order; judged now, it would stretch an open episode over the
             # windows between, which then could not end it.
             return []
-        return self._judge(window, closed=False)
+        return self._judge(window, closed=False, at=at)
 
     def add_context(self, window: int, examples: list[list[str]], terms: dict[str, int], keep: int = 5) -> None:
         """Remember a few example tickets (distinct customers) and word counts of an open window."""
@@ -153,13 +273,7 @@ class VolumeWatch:
         events: list[SpikeEvent] = []
         for w in range(first, last + 1, self.window_seconds):
             events += self._judge(w, closed=True)
-            tickets, customers = self.totals.pop(w, (0, 0))
-            self.context.pop(w, None)
-            if self.keep_baselines and self.detector.ready:
-                expected = self.detector.expected(w)
-                self.baselines.append((w, customers, round(expected, 3), round(self.detector.upper(w), 3)))
-            self.detector.learn_one({"t": w, "y": tickets, "customers": customers})
-            self.learned_through = w
+            self._learn(w)
         return events
 
     def drain_baselines(self) -> list[tuple[int, int, float, float]]:
@@ -167,41 +281,217 @@ class VolumeWatch:
         out, self.baselines = self.baselines, []
         return out
 
-    def _judge(self, window: int, closed: bool) -> list[SpikeEvent]:
-        tickets, customers = self.totals.get(window, (0, 0))
-        if self.tracker.episode is None and customers < self.tracker.min_customers:
-            # nothing to open, update or resolve, whatever the score: most windows of most
-            # patterns' watches (one ticket, then quiet), not scored for nothing
-            return []
-        x: dict[str, Any] = {"t": window, "y": tickets, "customers": customers}
-        why = self.detector.explain(x)
-        if not closed and why["score"] < self.alert_score:
-            return []  # a window still filling can raise an alert, not end one
-        event, episode = self.tracker.observe(window, why["score"], customers, why["expected"], customers)
-        if event is None or episode is None:
-            return []
-        level = "critical" if episode.peak_score >= self.critical_score else "warning"
-        if event == "resolved":
-            level = "resolved"
-        examples, terms = self.context.get(window, ([], Counter()))
-        return [
-            SpikeEvent(
-                event=event,
-                episode_id=episode.id,
-                key=self.key,
-                window_start=window,
-                window_end=window + self.window_seconds,
-                tickets=tickets,
-                customers=customers,
-                expected=why["expected"],
-                score=round(why["score"], 4),
-                p_value=why["p_value"],
-                level=level,
-                examples=tuple((ticket_id, text) for ticket_id, _, text in examples),
-                top_terms=tuple(term for term, _ in terms.most_common(8)),
-                recent_product_events=self.recent_product_events(window),
+    @property
+    def tracker(self) -> VolumeWatch:
+        """This watch (it tracks its episode itself): ``watch.tracker.episode`` as before."""
+        return self
+
+    # --- the model of normal -------------------------------------------------------------
+
+    def _cap(self, expected: float) -> float:
+        # the top of a window's normal band: what one window may add to a longer span,
+        # and teach the model
+        return expected + 2.0 * math.sqrt(self.dispersion[0] * expected) + 1.0
+
+    def _learn(self, window: int) -> None:
+        tickets, customers = self.totals.pop(window, (0, 0))
+        self.context.pop(window, None)
+        expected = self.detector.expected(window)
+        cap = self._cap(expected)
+        protected = False
+        if self.detector.ready:
+            if self.keep_baselines:
+                upper = expected + 3.0 * math.sqrt(self.dispersion[0] * expected)
+                self.baselines.append((window, customers, round(expected, 3), round(upper, 3)))
+            if self.episode is None:
+                protected = self._learn_dispersion(window, customers, expected, cap)
+        total = self.recent[-1][2] if self.recent else _Sums(0, 0.0, 0, 0.0)
+        self.recent.append(
+            (
+                window,
+                customers,
+                _Sums(
+                    total.customers + customers,
+                    total.capped + min(customers, cap),
+                    total.tickets + tickets,
+                    total.expected + expected,
+                ),
             )
-        ]
+        )
+        self.learned_through = window
+        if customers:
+            if self.last_busy is not None and window - self.last_busy > self.dormant_after_seconds:
+                # back after a long silence (a topic renamed away, then reused): a new key,
+                # that warms up again rather than alerting on its first questions
+                self.detector = self.detector.clone()
+                self.dispersion = [1.0] * len(self.spans)
+                self.protected_run = 0
+            self.last_busy = window
+        # an episode's windows, as unusual ones, are not normal; a run of them that lasts
+        # (short episodes and unusual windows between) is a new level
+        self.protected_run = self.protected_run + 1 if protected or self.episode is not None else 0
+        if self.episode is not None:
+            return
+        if self.protected_run * self.window_seconds >= self.adapt_after_seconds:
+            # unusual for days without alerting (a rise smaller than min_ratio): the new normal
+            self._relevel(window)
+            self.protected_run = 0
+        elif not protected:
+            taught = min(customers, cap) if self.detector.ready else customers
+            self.detector.learn_one({"t": window, "y": taught, "customers": taught})
+
+    def _learn_dispersion(self, window: int, customers: int, expected: float, cap: float) -> bool:
+        """Learn each scale's dispersion from the spans ending with ``window``; whether one is unusual.
+
+        A span less likely than ``protect_p`` (and its window) teaches nothing: a surge
+        that builds over days without alerting yet must not become normal on the way.
+        """
+        rate = 1.0 / (14 * 86400 / self.window_seconds)  # about two weeks of windows
+        sums = []
+        for span in self.spans:
+            if len(self.recent) < span - 1:
+                break
+            before = self._before(window, span - 1)
+            seen, normal = min(customers, cap) + before.capped, expected + before.expected
+            sums.append((seen, normal))
+            # only a span with as many customers as could alert: a level learned too low
+            # (a topic that was nearly silent) must still learn from its next few customers
+            enough = customers + before.customers >= self.min_customers
+            if enough and seen > normal + math.sqrt(self.dispersion[len(sums) - 1] * normal):
+                phi = self.dispersion[len(sums) - 1]
+                if poisson_sf(seen / phi, normal / phi) < self.protect_p:
+                    return True
+        for i, (seen, normal) in enumerate(sums):
+            resid = min((seen - normal) ** 2 / max(normal, 1e-3), 25.0)  # one odd span moves it a little
+            self.dispersion[i] = max(1.0, self.dispersion[i] + rate * (resid - self.dispersion[i]))
+        return False
+
+    # --- judging -----------------------------------------------------------------------
+
+    def _before(self, window: int, count: int) -> _Sums:
+        """The sums of the ``count`` windows before ``window`` (closed, or still open)."""
+        customers, capped, tickets, expected = 0, 0.0, 0, 0.0
+        w = window - self.window_seconds
+        closed = self.learned_through if self.learned_through is not None else w - count * self.window_seconds
+        while count > 0 and w > closed:  # windows still open before this one
+            t, c = self.totals.get(w, (0, 0))
+            e = self.detector.expected(w)
+            customers, tickets, expected = customers + c, tickets + t, expected + e
+            capped += min(c, self._cap(e))
+            w -= self.window_seconds
+            count -= 1
+        n = min(count, len(self.recent))
+        if n > 0:
+            last = self.recent[-1][2]
+            # the deque keeps one window more than the longest span: when the span takes
+            # every window kept, none has been let go yet, and the totals began at zero
+            first = self.recent[-1 - n][2] if n < len(self.recent) else _Sums(0, 0.0, 0, 0.0)
+            customers += last.customers - first.customers
+            capped += last.capped - first.capped
+            tickets += last.tickets - first.tickets
+            expected += last.expected - first.expected
+        return _Sums(customers, capped, tickets, expected)
+
+    def _evidence(self, window: int) -> list[_Evidence]:
+        """Each scale's evidence for the spans ending with ``window`` (scales that cannot alert left out)."""
+        tickets, customers = self.totals.get(window, (0, 0))
+        expected = self.detector.expected(window)
+        cap = self._cap(expected)
+        out = []
+        for i, span in enumerate(self.spans):
+            before = self._before(window, span - 1)
+            raw = customers + before.customers
+            seen = (customers if span == 1 else min(customers, cap)) + before.capped
+            normal = expected + before.expected
+            if raw < self.min_customers or seen < self.min_ratio * normal:
+                continue
+            phi = self.dispersion[i]
+            p = min(1.0, poisson_sf(seen / phi, normal / phi) * len(self.spans))
+            score = 1.0 if p <= 0 else min(1.0, max(0.0, -math.log10(p) / self.max_log10))
+            out.append(_Evidence(span, raw, tickets + before.tickets, round(normal, 3), p, round(score, 4)))
+        return out
+
+    def _judge(self, window: int, closed: bool, at: int | None = None) -> list[SpikeEvent]:
+        if not self.detector.ready:
+            return []  # warming up: a new area's first day is its normal, not a spike
+        ep = self.episode
+        if ep is not None and window < ep.last:
+            return []  # an older window, replayed: it was judged already
+        if ep is None and window not in self.totals:
+            return []  # no customer in it: no span ending here holds more than the one before
+        evidence = self._evidence(window)
+        best = max(evidence, key=lambda e: (e.score, -e.scale), default=None)
+        alerting = best is not None and best.score >= self.alert_score
+        if best is not None and alerting:
+            if ep is None:
+                ep = self.episode = Episode(self.key, window, window, best.score, best.customers, best.expected, [])
+                self.episode_scale = best.scale
+                return [self._event("opened", window, best, at, closed)]
+            ep.last = window
+            grown = best.score >= ep.peak_score + self.update_step
+            critical = best.score >= self.critical_score > ep.peak_score
+            if grown or critical:
+                ep.peak_score, ep.observed, ep.expected = best.score, best.customers, best.expected
+                self.episode_scale = best.scale
+                return [self._event("updated", window, best, at, closed)]
+            if closed and window - ep.start >= self.adapt_after_seconds:
+                return self._adapt(window)
+            return []
+        if not closed or ep is None or window <= ep.last:
+            return []
+        return [self._resolve(window)]
+
+    def _adapt(self, window: int) -> list[SpikeEvent]:
+        # a level that has lasted: normal from now on (the last day's, this window's included)
+        day = max(1, 86400 // self.window_seconds)
+        windows = [(w, float(c)) for w, c, _ in list(self.recent)[-(day - 1) :]]
+        windows.append((window, float(self.totals.get(window, (0, 0))[1])))
+        self.detector.relevel(windows)
+        return [self._resolve(window)]
+
+    def _relevel(self, window: int) -> None:
+        # the last day's windows (closed, ``window`` the newest) as the level
+        day = max(1, 86400 // self.window_seconds)
+        self.detector.relevel([(w, float(c)) for w, c, _ in list(self.recent)[-day:]])
+
+    def _resolve(self, window: int) -> SpikeEvent:
+        before = self._before(window, self.episode_scale - 1)
+        tickets, customers = self.totals.get(window, (0, 0))
+        now = _Evidence(
+            self.episode_scale,
+            customers + before.customers,
+            tickets + before.tickets,
+            round(self.detector.expected(window) + before.expected, 3),
+            1.0,
+            0.0,
+        )
+        event = self._event("resolved", window, now, None, True)
+        self.episode = None
+        return event
+
+    def _event(self, kind: str, window: int, evidence: _Evidence, at: int | None, closed: bool) -> SpikeEvent:
+        ep = cast(Episode, self.episode)
+        level = "critical" if ep.peak_score >= self.critical_score else "warning"
+        examples, terms = self.context.get(window, ([], Counter()))
+        end = window + self.window_seconds
+        return SpikeEvent(
+            event=kind,
+            episode_id=ep.id,
+            key=self.key,
+            window_start=window,
+            window_end=end,
+            tickets=evidence.tickets,
+            customers=evidence.customers,
+            expected=evidence.expected,
+            score=evidence.score,
+            p_value=evidence.p_value,
+            level="resolved" if kind == "resolved" else level,
+            examples=tuple((ticket_id, text) for ticket_id, _, text in examples),
+            top_terms=tuple(term for term, _ in terms.most_common(8)),
+            recent_product_events=self.recent_product_events(window),
+            scale=evidence.scale * self.window_seconds,
+            detected_at=end if at is None or closed else min(max(at, window), end),
+        )
 
 
 class AlertGate:

@@ -197,6 +197,8 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         )
     except DetectError as exc:
         return _fail(str(exc))
+    if summary["warning"]:
+        print(f"warning: {summary['warning']}", file=sys.stderr)
     print(orjson.dumps({**summary, "output": args.output}).decode())
     return 0
 

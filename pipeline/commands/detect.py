@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import csv
-import itertools
-import math
-import statistics
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
-from detectors import DETECTION_SCORE, SurpriseDetector, parse_timestamp
+from detectors import DETECTION_SCORE, SurpriseDetector
+from detectors.series import SeriesError, read_series
 
 __all__ = ["DetectError", "detect_file"]
 
 
-class DetectError(ValueError):
+class DetectError(SeriesError):
     """The input is not a ``timestamp,value`` series; the message names the line."""
 
 
@@ -27,36 +26,22 @@ def detect_file(
     threshold: float = DETECTION_SCORE,
     plot: Path | None = None,
     progress: bool = False,
-) -> dict[str, float | int | str | None]:
+) -> dict[str, Any]:
     """Score ``source`` into ``output`` (``timestamp,value,anomaly_score``); return a summary.
+
+    Rows are scored in file order, whatever their timestamps: repeated timestamps, gaps
+    and rows out of order are counted in ``irregular`` and one warning line on standard
+    error says how many and where (``warning`` in the summary); only a file that is not a series is refused.
 
     The summary counts the rows scored at or above ``threshold`` (detections) and names the
     first; with ``plot``, the series and its scores are drawn there (PNG), detections marked.
     """
-    stamps: list[str] = []
-    values: list[float] = []
-    raw_values: list[str] = []
-    with source.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        if not reader.fieldnames or not {"timestamp", "value"} <= set(reader.fieldnames):
-            raise DetectError(f"{source}: the header must have the columns timestamp,value; got {reader.fieldnames}")
-        for line, row in enumerate(reader, start=2):
-            try:
-                moment = parse_timestamp(row["timestamp"])
-                value = float(row["value"])
-            except (TypeError, ValueError):
-                raise DetectError(f"{source}, line {line}: not a timestamp and a number: {row!r}") from None
-            if not math.isfinite(value):
-                raise DetectError(f"{source}, line {line}: value is not a finite number: {row['value']!r}")
-            if stamps and moment <= parse_timestamp(stamps[-1]):
-                raise DetectError(f"{source}, line {line}: timestamps must increase ({row['timestamp']})")
-            stamps.append(row["timestamp"])
-            values.append(value)
-            raw_values.append(row["value"])
-    if len(stamps) < 2:
-        raise DetectError(f"{source}: a series needs at least two rows")
-    times = [parse_timestamp(s) for s in stamps]
-    interval = statistics.median(b - a for a, b in itertools.pairwise(times))
+    try:
+        series = read_series(source)
+    except SeriesError as exc:
+        raise DetectError(str(exc)) from None
+    stamps, times, values, raw_values = series.stamps, series.times, series.values, series.raw_values
+    interval = series.interval
     detector = SurpriseDetector()
     scores: list[float] = []
     rows = zip(stamps, times, values, raw_values, strict=True)
@@ -76,11 +61,13 @@ def detect_file(
         _plot(source.name, times, values, scores, detections, threshold, plot)
     return {
         "rows": len(stamps),
+        "irregular": {"repeated": len(series.repeated), "backwards": len(series.backwards), "gaps": len(series.gaps)},
         "interval_seconds": interval,
         "threshold": threshold,
         "detections": len(detections),
         "first_detection": stamps[detections[0]] if detections else None,
         "plot": str(plot) if plot is not None else None,
+        "warning": series.warning(str(source)),
     }
 
 

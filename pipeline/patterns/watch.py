@@ -345,7 +345,7 @@ class PatternWatch:
             watch = self.watches[pid]
             events += watch.advance(low)
             quiet = low - self.last_window_of.get(pid, low) > self.retire_after_seconds
-            if quiet and watch.tracker.episode is None:
+            if quiet and watch.episode is None:
                 del self.watches[pid]
         if before is None or low // 86400 > before // 86400:
             self._forget_quiet(low)
