@@ -47,10 +47,14 @@ def _json_records(path: Path) -> Iterator[tuple[int, Any]]:
     text = path.read_bytes()
     stripped = text.lstrip()
     if stripped.startswith((b"[", b"{")) and not text.strip().count(b"\n{"):
-        doc = orjson.loads(text)
-        items = doc.get("tickets", [doc]) if isinstance(doc, dict) else doc
-        yield from enumerate(items, start=1)
-        return
+        try:
+            doc = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            doc = None  # not one document: read line by line, each bad line named
+        if doc is not None:
+            items = doc.get("tickets", [doc]) if isinstance(doc, dict) else doc
+            yield from enumerate(items, start=1)
+            return
     for line, raw in enumerate(text.splitlines(), start=1):
         if raw.strip():
             try:

@@ -241,7 +241,7 @@ def backtest(
     run = Backtest(settings)
     run.run(tickets, progress)
     first = window_start(tickets[0].created_ts, 86400) if tickets else 0
-    last = window_start(tickets[-1].created_ts, settings.window_seconds) + settings.window_seconds if tickets else 0
+    last = window_start(tickets[-1].created_ts, 86400) + 86400 if tickets else 0  # whole days, as the review shows
     lo = since if since is not None else first
     hi = until if until is not None else last
     data = run.review(lo, hi, sorted(events or [], key=lambda e: e["at"]), rejected)
