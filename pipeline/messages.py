@@ -50,6 +50,9 @@ class Fact(NamedTuple):
     case_type: str
     severity: str
     customer_id: str
+    #: the ticket's ``created_at`` (epoch seconds): when an alert it tips would have fired
+    #: (0 in facts stored before it was kept)
+    created: int = 0
 
 
 class TicketWords(NamedTuple):
@@ -82,6 +85,8 @@ class PartialRow(NamedTuple):
     partition: int
     tickets: int
     customers: int
+    #: event time of the newest ticket counted under the key in this partition
+    newest: int = 0
 
 
 class VolumePartials(msgspec.Struct, frozen=True):
@@ -119,6 +124,8 @@ class AreaRow(NamedTuple):
     case_type: str
     tickets: int
     customers: int
+    #: event time of the newest ticket counted (an episode it opens says it fired then)
+    newest: int = 0
 
 
 class WindowContext(NamedTuple):
@@ -174,7 +181,7 @@ def encode(message: msgspec.Struct) -> bytes:
     """A message as JSON bytes (rows as arrays).
 
     >>> encode(CountingBatch([Fact("t1", 0, "billing", "bug", "high", "c1")], {"0": 0}))
-    b'{"facts":[["t1",0,"billing","bug","high","c1"]],"watermarks":{"0":0}}'
+    b'{"facts":[["t1",0,"billing","bug","high","c1",0]],"watermarks":{"0":0}}'
     """
     return _ENCODER.encode(message)
 
@@ -186,7 +193,7 @@ class Codec:
     >>> raw = b'{"type": "volumes", "rows": [[0, "billing", "all", 3, 2]], "source": 1, "watermark": 0}'
     >>> message = codec.decode(raw)
     >>> message.rows[0]
-    AreaRow(window=0, area='billing', case_type='all', tickets=3, customers=2)
+    AreaRow(window=0, area='billing', case_type='all', tickets=3, customers=2, newest=0)
     >>> Codec(TrainingBatch).decode(b'{"rows": 3}')
     Traceback (most recent call last):
     ...

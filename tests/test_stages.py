@@ -182,7 +182,8 @@ def test_count_then_merge_count_a_ticket_sent_twice_once_and_write_the_window_ex
     key = (("area", "reports"), ("case_type", "all"), ("severity", "all"), ("window", "1h"))
     assert volumes[key] == {"tickets": 10, "customers": 3}
     (to_watch,) = [m for m in validated["area_volumes"].decoded(AreaMessage) if isinstance(m, AreaVolumes)]
-    assert AreaRow(MONDAY + 9 * H, "reports", "all", 10, 3) in to_watch.rows
+    # with when its newest ticket came: when an episode it opens would have fired
+    assert AreaRow(MONDAY + 9 * H, "reports", "all", 10, 3, MONDAY + 9 * H + 9 * 60) in to_watch.rows
 
 
 def test_count_rebuilt_from_its_table_counts_nothing_twice() -> None:

@@ -81,7 +81,7 @@ def test_restore_accepts_any_order_and_rebuilds_the_same_counts() -> None:
     live = PartitionVolume(3600, 7200)
     for key in ("0/3", "0/7"):
         for fact in chunks[key]:
-            live.add(fact)
+            live.add(Fact(*fact))
     restored = PartitionVolume(3600, 7200)
     for key, facts in chunks.items():
         restored.restore(key, facts)
@@ -104,7 +104,15 @@ def test_totals_are_idempotent_under_replay_and_reordering() -> None:
     for p in reversed(partials):  # replayed, out of order
         assert totals.merge("k", *p) is False
     assert totals.total("k") == once == (8, 5)
-    assert store == {"k": {"0": [3, 2], "1": [5, 3]}}
+    assert store == {"k": {"0": [3, 2, 0], "1": [5, 3, 0]}}
+
+
+def test_totals_keep_the_newest_ticket_time_and_read_partials_stored_before_it() -> None:
+    store: dict[str, dict[str, list[int]]] = {"k": {"0": [3, 2]}}  # stored by an earlier version
+    totals = VolumeTotals(store)
+    assert totals.newest("k") == 0
+    assert totals.merge("k", 0, 4, 2, newest=7260) and totals.merge("k", 1, 1, 1, newest=7300)
+    assert totals.total("k") == (5, 3) and totals.newest("k") == 7300
 
 
 class _Clock:

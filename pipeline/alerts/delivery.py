@@ -76,17 +76,20 @@ def slack_message(alert: Mapping[str, Any], dashboard_url: str | None = None) ->
         what = f"*{area}*"
     expected = float(alert["expected"])
     ratio = float(alert["observed"]) / expected if expected > 0 else float("inf")
-    when = str(alert["window_start"]).replace("T", " ")[:16] + " UTC"
+    # the span the evidence covers: an hour for a burst, a day for a slow surge (the scale)
+    hours = int(alert.get("scale") or 3600) / 3600
+    span = "the hour" if hours == 1 else f"the {hours:g} h"
+    when = str(alert.get("span_start") or alert["window_start"]).replace("T", " ")[:16] + " UTC"
     event = alert["event"]
     if event == "resolved":
         text = (
             f":white_check_mark: Resolved: {what} is back to normal "
-            f"({alert['observed']} customers in the hour from {when}, {expected:.0f} expected)"
+            f"({alert['observed']} customers in {span} from {when}, {expected:.0f} expected)"
         )
     else:
         prefix = ":rotating_light: Spike in" if event == "opened" else ":arrow_up: Spike growing in"
         against = f"{ratio:.1f}x the {expected:.0f} expected" if expected >= 0.5 else "where none were expected"
-        text = f"{prefix} {what}: {alert['observed']} customers in the hour from {when}, {against}"
+        text = f"{prefix} {what}: {alert['observed']} customers in {span} from {when}, {against}"
     lines = [
         f"*Tickets:* {alert.get('tickets')} from {alert['customers']} customers  *Level:* {alert['level']}  "
         f"*Episode:* {alert['episode_id']}"

@@ -7,7 +7,7 @@ from typing import Any
 from detectors import SpikeEvent
 from pipeline.outputs.series import ALL, window_time
 
-__all__ = ["alert_payload", "pattern_alert_payload"]
+__all__ = ["alert_payload", "evidence", "pattern_alert_payload"]
 
 
 def alert_payload(spike: SpikeEvent, area: str, case_type: str = ALL) -> dict[str, Any]:
@@ -28,6 +28,12 @@ def alert_payload(spike: SpikeEvent, area: str, case_type: str = ALL) -> dict[st
         "tickets": spike.tickets,
         "tickets_per_customer": spike.concentration,
         "level": spike.level,
+        # the time scale of the evidence (seconds; 3600: a sharp burst, 86400: a day's surge)
+        "scale": spike.scale,
+        "span_start": window_time(spike.span_start),
+        # when the evidence was there: the event time of the ticket that tipped it
+        "detected_at": window_time(spike.detected_at if spike.detected_at is not None else spike.window_end),
+        "evidence": evidence(spike),
         "example_ticket_ids": [ticket_id for ticket_id, _ in spike.examples],
         # in the customers' words, personal data masked (pipeline.text.privacy)
         "example_tickets": [text for _, text in spike.examples],
@@ -50,3 +56,15 @@ def pattern_alert_payload(spike: SpikeEvent, area: str, pattern: dict[str, Any])
         },
         "top_terms": pattern["name"].split(),
     }
+
+
+def evidence(spike: SpikeEvent) -> str:
+    """The alert in one line a person reads: customers over the scale against what is normal.
+
+    >>> from detectors import SpikeEvent
+    >>> e = SpikeEvent("opened", "e1", "sync", 0, 3600, 70, 68, 6.5, 0.9, 1e-9, "high", scale=86400)
+    >>> evidence(e)
+    '68 customers in 24 h against 6.5 expected (p = 1e-09)'
+    """
+    hours = (spike.scale or spike.window_end - spike.window_start) / 3600
+    return f"{spike.customers} customers in {hours:g} h against {spike.expected:.1f} expected (p = {spike.p_value:.0e})"

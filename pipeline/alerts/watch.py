@@ -159,7 +159,7 @@ class Watch:
             touched[marks_key] = marks
             for row in message.rows:
                 news = self.watch_of(touched, partition, row.area, row.case_type).update(
-                    row.window, row.tickets, row.customers
+                    row.window, row.tickets, row.customers, at=row.newest or None
                 )
                 spikes += [(partition, row.area, row.case_type, spike) for spike in news]
         return spikes, partitions

@@ -139,14 +139,15 @@ class Count:
     ) -> None:
         """The counts of ``touched`` windows and keys to their merging partitions, with the watermark."""
         vol = self.volume(partition)
-        by_window: dict[int, dict[tuple[str, str, str], tuple[int, int]]] = {}
+        by_window: dict[int, tuple[dict[tuple[str, str, str], tuple[int, int]], dict[tuple[str, str, str], int]]] = {}
         rows: list[PartialRow] = []
         for window, key in touched:
             counts = by_window.get(window)
             if counts is None:
-                counts = by_window[window] = vol.counts(window)
-            tickets_n, customers_n = counts[key]
-            rows.append(PartialRow(orjson.dumps([window, *key]).decode(), partition, tickets_n, customers_n))
+                counts = by_window[window] = (vol.counts(window), vol.newest(window))
+            tickets_n, customers_n = counts[0][key]
+            volume_key = orjson.dumps([window, *key]).decode()
+            rows.append(PartialRow(volume_key, partition, tickets_n, customers_n, counts[1][key]))
         by_target: dict[int, list[PartialRow]] = {}
         targets = self.partition_of.many([row.volume_key.encode() for row in rows])
         for row, target in zip(rows, targets, strict=True):

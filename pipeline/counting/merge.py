@@ -62,7 +62,7 @@ class Merge:
             message = self.codec.decode(event.value)
             for row in message.rows:
                 table_key = f"{target}/{row.volume_key}"
-                if totals.merge(table_key, row.partition, row.tickets, row.customers):
+                if totals.merge(table_key, row.partition, row.tickets, row.customers, row.newest):
                     changed.add(table_key)
             marks_key = f"{target}/{WATERMARKS}"
             marks = dict(view.get(marks_key) or {})
@@ -103,7 +103,7 @@ class Merge:
             points.append(volume_point(window, area, case_type, severity, window_tag, tickets_n, customers_n))
             if severity == ALL:  # the area's roll-up and its case types: what the watch judges
                 by_area.setdefault(self.partition_of(area.encode()), []).append(
-                    AreaRow(window, area, case_type, tickets_n, customers_n)
+                    AreaRow(window, area, case_type, tickets_n, customers_n, totals.newest(table_key))
                 )
         await self.sink.write(points)
         self.stats.points_written += len(points)

@@ -83,6 +83,8 @@ def volume_keys(area: str, case_type: str, severity: str) -> tuple[VolumeKey, Vo
 class _Count:
     tickets: int = 0
     customers: set[str] = field(default_factory=set)
+    #: event time of the newest ticket counted (0: not known, a fact stored before it was kept)
+    newest: int = 0
 
 
 #: What :meth:`PartitionVolume.add` made of a ticket.
@@ -171,17 +173,19 @@ class PartitionVolume:
 
     def add(self, fact: Fact) -> str:
         """Count a ticket unless it is a duplicate or too late; say which (``COUNTED``, ...)."""
-        ticket_id, window, area, case_type, severity, customer = fact
+        ticket_id, window, area, case_type, severity, customer, created = fact
         if ticket_id in self._seen:
             return DUPLICATE
         if self.is_too_late(window):
             return TOO_LATE
         if self.watermark is None or window > self.watermark:
             self.watermark = window
-        self._count(ticket_id, window, area, case_type, severity, customer)
+        self._count(ticket_id, window, area, case_type, severity, customer, created)
         return COUNTED
 
-    def _count(self, ticket_id: str, window: int, area: str, case_type: str, severity: str, customer: str) -> None:
+    def _count(
+        self, ticket_id: str, window: int, area: str, case_type: str, severity: str, customer: str, created: int
+    ) -> None:
         keys = self._windows[window]
         for key in volume_keys(area, case_type, severity):
             count = keys.get(key)
@@ -189,6 +193,8 @@ class PartitionVolume:
                 count = keys[key] = _Count()
             count.tickets += 1
             count.customers.add(customer)
+            if created > count.newest:
+                count.newest = created
         self._ids[window].append(ticket_id)
         self._seen.add(ticket_id)
 
@@ -199,9 +205,9 @@ class PartitionVolume:
     def restore(self, chunk_key: str, rows: Iterable[Iterable[Any]]) -> None:
         """Count a chunk recovered from durable state (its facts as JSON arrays), in any order (no lateness check)."""
         facts = [Fact(*row) for row in rows]
-        for ticket_id, window, area, case_type, severity, customer in facts:
+        for ticket_id, window, area, case_type, severity, customer, created in facts:
             if ticket_id not in self._seen:
-                self._count(ticket_id, window, area, case_type, severity, customer)
+                self._count(ticket_id, window, area, case_type, severity, customer, created)
                 if self.watermark is None or window > self.watermark:
                     self.watermark = window
         self.record_chunk(chunk_key, facts)
@@ -209,6 +215,10 @@ class PartitionVolume:
     def counts(self, window: int) -> dict[VolumeKey, tuple[int, int]]:
         """``{key: (tickets, distinct customers)}`` of one window."""
         return {key: (c.tickets, len(c.customers)) for key, c in self._windows.get(window, {}).items()}
+
+    def newest(self, window: int) -> dict[VolumeKey, int]:
+        """``{key: event time of the newest ticket}`` of one window (when an alert would have fired)."""
+        return {key: c.newest for key, c in self._windows.get(window, {}).items()}
 
     def windows(self) -> list[int]:
         """The open windows, oldest first."""
@@ -341,11 +351,15 @@ class VolumeTotals:
     def __init__(self, store: MutableMapping[str, dict[str, list[int]]]) -> None:
         self.store = store
 
-    def merge(self, key: str, partition: int, tickets: int, customers: int) -> bool:
-        """Record a partial; ``True`` if it changed the total (the caller then stores it)."""
+    def merge(self, key: str, partition: int, tickets: int, customers: int, newest: int = 0) -> bool:
+        """Record a partial; ``True`` if it changed the total (the caller then stores it).
+
+        ``newest``: the event time of the partition's newest ticket of the key (a partial
+        stored before it was kept has none).
+        """
         partials = self.store.get(key) or {}
-        old = partials.get(str(partition), [0, 0])
-        new = [max(old[0], tickets), max(old[1], customers)]
+        old = partials.get(str(partition), [0, 0, 0])
+        new = [max(old[0], tickets), max(old[1], customers), max(old[2] if len(old) > 2 else 0, newest)]
         if new == old:
             return False
         # A new dict, assigned back, so a durable store sees (and logs) the change.
@@ -355,4 +369,8 @@ class VolumeTotals:
     def total(self, key: str) -> tuple[int, int]:
         """``(tickets, customers)`` summed over partitions."""
         partials = self.store.get(key) or {}
-        return sum(t for t, _ in partials.values()), sum(c for _, c in partials.values())
+        return sum(p[0] for p in partials.values()), sum(p[1] for p in partials.values())
+
+    def newest(self, key: str) -> int:
+        """The event time of the newest ticket of ``key`` in any partition (0: not known)."""
+        return max((p[2] for p in (self.store.get(key) or {}).values() if len(p) > 2), default=0)

@@ -155,6 +155,7 @@ class Validate:
             tags[1] or UNASSIGNED,
             tags[2] or UNASSIGNED,
             ticket.customer_id,
+            int(ticket.created_ts),
         )
 
     async def send_to_counting(

@@ -58,7 +58,7 @@ MEASUREMENTS: dict[str, Measurement] = {
         "distinct tickets and customers per window and key, stamped at the window's start",
     ),
     "ticket_spike": Measurement(
-        ("area", "case_type", "level", "window"), _SPIKE_FIELDS, "a spike episode's event, at its window"
+        ("area", "case_type", "level", "scale", "window"), _SPIKE_FIELDS, "a spike episode's event, at its window"
     ),
     "ticket_baseline": Measurement(
         ("area", "case_type", "window"), ("customers", "expected", "upper"), "the normal band of a closed window"
@@ -69,7 +69,7 @@ MEASUREMENTS: dict[str, Measurement] = {
         "a pattern's tickets per closed window",
     ),
     "pattern_spike": Measurement(
-        ("pattern", "area", "level", "window"), (*_SPIKE_FIELDS, "name"), "a pattern's spike episode event"
+        ("pattern", "area", "level", "scale", "window"), (*_SPIKE_FIELDS, "name"), "a pattern's spike episode event"
     ),
     "product_event": Measurement(("area", "kind", "pattern"), ("ref", "note"), "releases, fixes, docs changes"),
     "classifier_quality": Measurement(
@@ -135,15 +135,31 @@ def _spike_fields(spike: SpikeEvent) -> dict[str, int | float | str]:
     }
 
 
+def scale_label(seconds: int, window_tag: str) -> str:
+    """A time scale as a tag: ``1h``, ``6h``, ``24h`` (the window's own when not known).
+
+    >>> scale_label(21600, "1h"), scale_label(0, "1h"), scale_label(900, "15m")
+    ('6h', '1h', '900s')
+    """
+    if not seconds:
+        return window_tag
+    return f"{seconds // 3600}h" if seconds % 3600 == 0 else f"{seconds}s"
+
+
 def spike_point(spike: SpikeEvent, window_tag: str, area: str, case_type: str = ALL) -> Point:
-    """``ticket_spike``: a spike event of an area (or a case type in it), stamped at its window's start."""
-    tags = {"area": area, "case_type": case_type, "level": spike.level, "window": window_tag}
+    """``ticket_spike``: a spike event of an area (or a case type in it), stamped at its window's start.
+
+    ``scale``: the time scale whose evidence it is (``1h``: a sharp burst; ``24h``: a surge).
+    """
+    scale = scale_label(spike.scale, window_tag)
+    tags = {"area": area, "case_type": case_type, "level": spike.level, "scale": scale, "window": window_tag}
     return _point("ticket_spike", tags, _spike_fields(spike), spike.window_start)
 
 
 def pattern_spike_point(spike: SpikeEvent, area: str, name: str, window_tag: str) -> Point:
     """``pattern_spike``: a pattern's spike event, stamped at its window's start."""
-    tags = {"pattern": spike.key, "area": area, "level": spike.level, "window": window_tag}
+    scale = scale_label(spike.scale, window_tag)
+    tags = {"pattern": spike.key, "area": area, "level": spike.level, "scale": scale, "window": window_tag}
     return _point("pattern_spike", tags, {**_spike_fields(spike), "name": name}, spike.window_start)
 
 

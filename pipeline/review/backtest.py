@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from detectors.backtest import SpikeBacktest
 from tqdm import tqdm
 
+from detectors.backtest import SpikeBacktest
 from pipeline.counting.volume import window_start
 from pipeline.ingest.schema import UNASSIGNED, Ticket, TicketError, parse_ticket
 from pipeline.messages import PatternTicket
