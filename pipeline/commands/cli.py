@@ -339,7 +339,12 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from pipeline.commands.demo import run_demo
 
-    return run_demo(days=args.days, scale=args.scale, seed=args.seed)
+    export = Path(args.input) if args.input else None
+    if export is not None and not export.exists():
+        return _fail(f"no such file: {export}")
+    return run_demo(
+        days=args.days, scale=args.scale, seed=args.seed, export=export, export_format=args.format, speedup=args.speedup
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -398,6 +403,11 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--days", type=float, default=3.0, help="simulated days (default 3)")
     d.add_argument("--scale", type=float, default=20.0, help="volume multiplier (default 20)")
     d.add_argument("--seed", type=int, default=1, help="generator seed")
+    d.add_argument("--input", help="play your own export instead of generated days (see --format)")
+    d.add_argument("--format", default="jsonl", choices=["zendesk", "freshdesk", "csv", "jsonl"], help="of --input")
+    d.add_argument(
+        "--speedup", type=float, help="play --input this many times faster than it happened (default: at once)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING if args.command == "demo" else logging.INFO,
