@@ -253,6 +253,7 @@ def backtest(
         "repeated": repeated,
         "spike_episodes": [
             {
+                "episode_id": s["episode"],
                 "area": s["area"],
                 "case_type": s["case_type"],
                 "scale": s["scale"],
