@@ -1,0 +1,153 @@
+"""A ticket's meaning as a vector: the static embedding model committed in ``pipeline/text/model``.
+
+The model is all-MiniLM-L6-v2 distilled into one vector per subword token (model2vec; how
+it was made and how to make it again: ``pipeline/text/model/PROVENANCE.md``). Encoding a
+text is: tokenize (the teacher's WordPiece tokenizer, in Rust), take the mean of the
+tokens' rows, normalise to unit length. No PyTorch and no network: numpy, tokenizers and
+safetensors read it. A batch is encoded in one pass: the tokens of every text are
+gathered into one matrix and summed per text with :func:`numpy.add.reduceat`.
+
+The vectors feed the grouper (:mod:`pipeline.patterns.semantic`) and the tagger
+(:mod:`pipeline.tagging.linear`); state learned on them names the model it was learned
+with (:attr:`TicketEncoder.model_id`), and state from another model is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors.numpy import load_file
+from tokenizers import Tokenizer
+
+__all__ = ["BODY_CHARS", "MODEL_DIR", "TicketEncoder", "check_model_id", "ticket_text"]
+
+#: the committed model (``deploy/build-embedding-model.sh`` writes it)
+MODEL_DIR = Path(__file__).resolve().parent / "model"
+
+#: Characters of the body read after the subject. Tokenizing is most of the cost, and a
+#: forum question's opening says what it is about: on SUMO 2022-2024 200 characters gave
+#: the best topic accuracy of 100-1,000 (docs/benchmarks.md, benchmarks/embedding_eval.py).
+BODY_CHARS = 300
+
+
+def ticket_text(subject: str, body: str, body_chars: int = BODY_CHARS) -> str:
+    """What is embedded of a ticket: its subject, then the first ``body_chars`` characters of its body.
+
+    >>> ticket_text("Firefox won't start", "Since the update it crashes at once. I tried safe mode.", 20)
+    "Firefox won't start. Since the update it"
+    """
+    subject, body = subject.strip(), " ".join(body[: body_chars + 1].split())
+    if len(body) > body_chars:
+        body = body[:body_chars].rsplit(" ", 1)[0]  # whole words
+    if not subject:
+        return body
+    return f"{subject}. {body}" if body else subject
+
+
+class TicketEncoder:
+    """Encodes texts into unit vectors with the committed static embedding model.
+
+    Parameters
+    ----------
+    model_dir
+        A folder with ``model.safetensors``, ``tokenizer.json`` and ``config.json``.
+    body_chars
+        Characters of a ticket's body read (:func:`ticket_text`).
+
+    Examples
+    --------
+    >>> enc = TicketEncoder()
+    >>> v = enc.encode(["Firefox won't load any page", "no website opens since this morning", "refund my card"])
+    >>> v.shape[0], v.dtype, bool(np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5))
+    (3, dtype('float32'), True)
+    >>> bool(v[0] @ v[1] > v[0] @ v[2])
+    True
+    """
+
+    def __init__(self, model_dir: Path | str = MODEL_DIR, body_chars: int = BODY_CHARS) -> None:
+        model_dir = Path(model_dir)
+        missing = [n for n in ("model.safetensors", "tokenizer.json", "config.json") if not (model_dir / n).exists()]
+        if missing:
+            raise FileNotFoundError(
+                f"{model_dir} lacks {', '.join(missing)}: the embedding model is committed in pipeline/text/model "
+                "(deploy/build-embedding-model.sh makes it again)"
+            )
+        if body_chars < 0:
+            raise ValueError(f"body_chars must be 0 or more, got {body_chars}")
+        self.body_chars = body_chars
+        self.config: dict[str, Any] = json.loads((model_dir / "config.json").read_text())
+        weights = model_dir / "model.safetensors"
+        tensors = load_file(str(weights))
+        vectors = tensors["embeddings"].astype(np.float32)
+        if "scales" in tensors:  # int8 rows, each with its scale
+            vectors *= tensors["scales"].astype(np.float32)[:, None]
+        self.vectors = vectors
+        self.dims = int(vectors.shape[1])
+        self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        self.tokenizer.no_truncation()  # the text is cut by characters first (ticket_text)
+        self.tokenizer.no_padding()
+        unk = self.tokenizer.token_to_id("[UNK]")
+        self._unk = -1 if unk is None else int(unk)
+        digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
+        #: names the model in every piece of state learned on its vectors
+        self.model_id = f"{self.config['name']}@{self.config['version']}#{digest}"
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit vectors (float32, one row per text); an empty text (or one of unknown tokens only) is all zeros."""
+        return self.encode_with_tokens(texts)[0]
+
+    def encode_with_tokens(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`encode`, and the token ids it read: all texts' ids one after the other, and how many each has.
+
+        The tagger hashes these tokens and their pairs into its word features
+        (:func:`pipeline.tagging.linear.token_features`): one tokenization for both.
+        """
+        out = np.zeros((len(texts), self.dims), dtype=np.float32)
+        if not texts:
+            return out, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        encodings = self.tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)
+        ids_of = [e.ids for e in encodings]
+        lengths = np.fromiter((len(ids) for ids in ids_of), dtype=np.int64, count=len(ids_of))
+        ids = np.fromiter((i for row in ids_of for i in row), dtype=np.int64, count=int(lengths.sum()))
+        if self._unk >= 0 and ids.size:
+            # an unknown token's row says nothing: dropped, as model2vec does
+            keep = ids != self._unk
+            if not keep.all():
+                row_of = np.repeat(np.arange(len(texts)), lengths)
+                ids = ids[keep]
+                lengths = np.bincount(row_of[keep], minlength=len(texts))
+        nonempty = lengths > 0
+        if ids.size:
+            starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))[nonempty]
+            out[nonempty] = np.add.reduceat(self.vectors[ids], starts, axis=0)
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        np.divide(out, norms, out=out, where=norms > 0)
+        return out, ids, lengths
+
+    def encode_tickets(self, tickets: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """:meth:`encode` of each ticket's :func:`ticket_text`."""
+        return self.encode(
+            [ticket_text(str(t.get("subject", "")), str(t.get("body", "")), self.body_chars) for t in tickets]
+        )
+
+
+def check_model_id(expected: str, found: str | None, what: str) -> None:
+    """Refuse state learned on another embedding model's vectors, naming both models.
+
+    >>> check_model_id("m@1", "m@1", "a checkpoint")
+    >>> check_model_id("m@2", "m@1", "the checkpoint x.pkl")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: the checkpoint x.pkl was learned on the vectors of embedding model m@1, but this worker ...
+    """
+    if found != expected:
+        raise ValueError(
+            f"{what} was learned on the vectors of embedding model {found}, but this worker encodes with "
+            f"{expected}: its patterns and weights mean nothing with these vectors; remove it to learn anew, "
+            "or run the version that wrote it"
+        )
