@@ -209,6 +209,11 @@ def test_a_tagger_checkpoint_of_another_embedding_model_is_refused(encoder: Tick
     assert loaded.predict_one({"subject": "Please add dark mode", "body": ""})["case_type"]["label"] == "feature"
     with pytest.raises(ValueError, match=r"but this worker encodes with all-MiniLM-L6-v2-static@another-build"):
         pickle.loads(pickle.dumps(tagger)).attach(_other_model(encoder), "tagger.pkl")
+    # restored into a running worker's tagger (as load_tagger does): the same check
+    running = LinearTagger(_other_model(encoder), fields=("case_type",))
+    with pytest.raises(ValueError, match=r"tagger\.pkl was learned on the vectors of embedding model all-MiniLM"):
+        running.restore(pickle.loads(pickle.dumps(tagger)), "tagger.pkl")
+    assert running.learned["case_type"] == 0  # left as it was
 
 
 def test_model_dir_is_in_the_package() -> None:

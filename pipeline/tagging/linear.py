@@ -248,6 +248,12 @@ class LinearTagger:
         check_model_id(encoder.model_id, self.__dict__.get("model_id"), what)
         self.encoder = encoder
 
+    def restore(self, other: LinearTagger, what: str = "the loaded tagger") -> None:
+        """Become ``other`` (a checkpoint), in place, keeping this tagger's encoder; refused if
+        ``other`` learned on another embedding model's vectors."""
+        check_model_id(self.model_id, other.__dict__.get("model_id"), what)
+        self.__dict__.update({k: v for k, v in other.__dict__.items() if k != "encoder"})
+
     # -- features --------------------------------------------------------------------------
 
     def features(
