@@ -263,7 +263,10 @@ def sumo(args: argparse.Namespace) -> None:
             whole.add(q["product_area"], p[field]["label"])
         by_area: dict[str, list[int]] = defaultdict(list)
         for k, q in enumerate(chunk):
-            by_area[q["product_area"]].append(k)
+            # --by-locale: one grouper per topic and language (the model is English: other
+            # languages' questions meet by language, not by problem)
+            key = f"{q['product_area']}|{q.get('locale', '').split('-')[0]}" if args.by_locale else q["product_area"]
+            by_area[key].append(k)
         for area, rows in sorted(by_area.items()):
             if area not in groupers:
                 groupers[area] = (
@@ -292,7 +295,8 @@ def sumo(args: argparse.Namespace) -> None:
     patterns = sum(len(g.patterns) for g in groupers.values())
     alone = sum(p.tickets == 1 for g in groupers.values() for p in g.patterns.values())
     print(
-        f"sumo years={args.years} model={args.model} body_chars={args.body_chars} questions={n}: "
+        f"sumo years={args.years} model={args.model} body_chars={args.body_chars} by_locale={args.by_locale} "
+        f"threshold={args.threshold} questions={n}: "
         f"topic prequential accuracy={whole.accuracy():.3f} macro-F1={whole.macro_f1():.3f} "
         f"(last 1,000: {quality['accuracy']}) patterns={patterns} single-question patterns={alone} "
         f"share in patterns of 5+ customers={in_5 / n:.3f} "
@@ -370,6 +374,7 @@ def main() -> None:
     parser.add_argument("--years", default="2022-2024")
     parser.add_argument("--limit", type=int, default=0)
     parser.add_argument("--body-chars", type=int, default=OPENING_CHARS)
+    parser.add_argument("--by-locale", action="store_true", help="sumo: a grouper per topic and language")
     parser.add_argument("--show", type=int, default=0, help="print the largest patterns of the last month")
     args = parser.parse_args()
     {"clinc-patterns": clinc_patterns, "clinc-tags": clinc_tags, "nlbse": nlbse, "sumo": sumo, "cost": cost}[args.what](

@@ -185,6 +185,23 @@ def test_the_linear_tagger_learns_a_toy_task(encoder: TicketEncoder) -> None:
     assert tagger.learned["case_type"] == 45
 
 
+def test_taggers_that_read_the_same_labels_in_the_same_order_agree_however_batched(encoder: TicketEncoder) -> None:
+    labelled = [
+        {"id": f"{k}-{i}", "subject": s, "body": "", "case_type": y} for k in range(4) for i, (s, y) in enumerate(TOY)
+    ]
+    one_call, many_calls = (LinearTagger(encoder, fields=("case_type",), batch=8) for _ in range(2))
+    one_call.learn_batch(labelled)
+    at = 0
+    for size in (1, 5, 3, 11, 2, 7, 7):  # the same 36 labels in calls of other sizes
+        many_calls.learn_batch(labelled[at : at + size])
+        at += size
+    a, b = one_call.models["case_type"], many_calls.models["case_type"]
+    assert a.classes == b.classes
+    assert np.array_equal(a._dense, b._dense) and np.array_equal(a._sparse, b._sparse)
+    asked = [{"subject": "refund please", "body": ""}]
+    assert one_call.predict_many(asked) == many_calls.predict_many(asked)
+
+
 def test_a_correction_replaces_the_label_and_its_calibration_outcome(encoder: TicketEncoder) -> None:
     tagger = LinearTagger(encoder, fields=("case_type",), min_labels=1)
     _learn_toy(tagger)
@@ -202,7 +219,7 @@ def test_a_correction_replaces_the_label_and_its_calibration_outcome(encoder: Ti
 
 
 def test_a_tagger_checkpoint_of_another_embedding_model_is_refused(encoder: TicketEncoder) -> None:
-    tagger = LinearTagger(encoder, fields=("case_type",))
+    tagger = LinearTagger(encoder, fields=("case_type",), batch=3)
     _learn_toy(tagger, passes=1)
     loaded = pickle.loads(pickle.dumps(tagger))
     loaded.attach(encoder)

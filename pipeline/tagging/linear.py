@@ -193,7 +193,7 @@ class LinearTagger:
 
     Examples
     --------
-    >>> tagger = LinearTagger(TicketEncoder(), min_labels=2)
+    >>> tagger = LinearTagger(TicketEncoder(), min_labels=2, batch=2)
     >>> tagger.predict_one({"subject": "Refund", "body": "charged twice"})["case_type"]
     {'label': None, 'confidence': 0.0, 'uncertain': True}
     >>> for s, b, c in [("Charged twice", "refund my card", "billing"), ("App crashes", "error on start", "bug")] * 3:
@@ -235,6 +235,8 @@ class LinearTagger:
         self._taught: OrderedDict[tuple[str, str], str] = OrderedDict()
         self.max_remembered = 1_000_000
         self.corrections = 0
+        #: per field, the labels scored but not yet learned (fewer than ``batch``; :meth:`_learn`)
+        self._held: dict[str, tuple[Any, Any, list[str]]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "encoder"}
@@ -403,10 +405,23 @@ class LinearTagger:
         return learned
 
     def _learn(self, name: str, dense: np.ndarray, sparse: sp.csr_matrix, labels: list[str]) -> None:
+        """Learn in steps of exactly ``batch`` labels; the rest waits for the next call.
+
+        So the steps depend on the order of the labels alone, not on how they were split
+        into calls: workers that read the same labels in the same order (one training
+        partition) hold the same weights. A label waits at most ``batch - 1`` others.
+        """
+        held_dense, held_sparse, held_labels = self._held.get(name, (None, None, []))
+        if held_labels:
+            dense = np.vstack([held_dense, dense])
+            sparse = sp.vstack([held_sparse, sparse], format="csr")
+            labels = [*held_labels, *labels]
         model = self.models[name]
-        for start in range(0, len(labels), self.batch):
+        whole = len(labels) - len(labels) % self.batch
+        for start in range(0, whole, self.batch):
             end = start + self.batch
             model.learn(dense[start:end], sparse[start:end], labels[start:end])
+        self._held[name] = (dense[whole:], sparse[whole:], labels[whole:])
 
     def _correct(self, name: str, dense: np.ndarray, sparse: sp.csr_matrix, labels: list[str]) -> None:
         """Steps on the corrected tickets until the model gives their new labels (at most ``correction_steps``)."""
