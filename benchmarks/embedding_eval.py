@@ -156,6 +156,8 @@ def _prequential(tagger: Any, docs: list[dict[str, Any]], batch: int) -> None:
                 {**d, "predicted": predicted_labels(p, b)} for d, p, b in zip(chunk, predictions, bins, strict=True)
             ]
             tagger.learn_batch(chunk)
+    if isinstance(tagger, LinearTagger):
+        tagger.flush()  # the last labels of the pass, fewer than a step's
 
 
 def clinc_tags(args: argparse.Namespace) -> None:
@@ -368,7 +370,7 @@ def main() -> None:
     parser.add_argument("--merge", type=float, default=None)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--center-prior", type=int, default=3)
-    parser.add_argument("--buckets", type=int, default=2**16)
+    parser.add_argument("--buckets", type=int, default=2**15)
     parser.add_argument("--dense-weight", type=float, default=1.0)
     parser.add_argument("--step", type=float, default=0.5)
     parser.add_argument("--years", default="2022-2024")

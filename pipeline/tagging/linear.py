@@ -102,8 +102,9 @@ class SoftmaxModel:
         self.step = step
         self.classes: list[str] = []
         self.index: dict[str, int] = {}
-        # room for ``capacity`` classes, doubled when full: a new class costs no copy of the weights
-        capacity = 4
+        # room for ``capacity`` classes, 8 more when full: a new class rarely copies the weights,
+        # and the sparse part (buckets x classes, twice with AdaGrad's sums) stays near its size
+        capacity = 8
         # one row per class (contiguous, so that the first k rows are a plain slice)
         self._dense = np.zeros((capacity, dense_dims), dtype=np.float32)
         self._sparse = np.zeros((buckets, capacity), dtype=np.float32)
@@ -116,13 +117,13 @@ class SoftmaxModel:
     def _add_class(self, label: str) -> None:
         k = len(self.classes)
         if k == self._bias.shape[0]:
-            self._dense = np.vstack([self._dense, np.zeros_like(self._dense)])
-            self._g_dense = np.vstack([self._g_dense, np.zeros_like(self._g_dense)])
-            for name in ("_sparse", "_g_sparse"):
-                w = getattr(self, name)
-                setattr(self, name, np.hstack([w, np.zeros_like(w)]))
-            self._bias = np.concatenate([self._bias, np.zeros_like(self._bias)])
-            self._g_bias = np.concatenate([self._g_bias, np.zeros_like(self._g_bias)])
+            more = 8
+            self._dense = np.vstack([self._dense, np.zeros((more, self._dense.shape[1]), np.float32)])
+            self._g_dense = np.vstack([self._g_dense, np.zeros((more, self._g_dense.shape[1]), np.float32)])
+            self._sparse = np.hstack([self._sparse, np.zeros((self._sparse.shape[0], more), np.float32)])
+            self._g_sparse = np.hstack([self._g_sparse, np.zeros((self._g_sparse.shape[0], more), np.float32)])
+            self._bias = np.concatenate([self._bias, np.zeros(more, np.float32)])
+            self._g_bias = np.concatenate([self._g_bias, np.zeros(more, np.float32)])
         self.index[label] = k
         self.classes.append(label)
 
@@ -206,7 +207,7 @@ class LinearTagger:
         self,
         encoder: TicketEncoder,
         fields: Sequence[str] = FIELDS,
-        buckets: int = 2**16,
+        buckets: int = 2**15,
         dense_weight: float = 1.0,
         step: float = 0.5,
         batch: int = 16,
@@ -432,6 +433,15 @@ class LinearTagger:
             if not wrong:
                 return
             model.learn(dense[wrong], sparse[wrong], [labels[j] for j in wrong])
+
+    def flush(self) -> None:
+        """Learn the held labels now (the end of a replay or an offline evaluation). A worker
+        does not: the step it would take depends on when it is called, which differs between
+        workers."""
+        for name, (dense, sparse, labels) in list(self._held.items()):
+            if labels:
+                self.models[name].learn(dense, sparse, labels)
+            self._held.pop(name)
 
     def process_many(self, tickets: Iterable[Mapping[str, Any]]) -> list[dict[str, dict[str, Any]]]:
         """For each ticket in order: predict, then score and learn its labels (the replay's loop)."""
