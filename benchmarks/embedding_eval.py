@@ -290,6 +290,9 @@ def sumo(args: argparse.Namespace) -> None:
             final_of += [(area, t["id"]) for t in tickets]
         tag_s += t1 - t0
         group_s += time.process_time() - t1
+        if args.every and (start + len(chunk)) % args.every < args.batch:
+            live = sum(len(g.patterns) for g in groupers.values())
+            print(f"  after {start + len(chunk):,}: tag+group CPU {tag_s + group_s:.1f} s, live patterns {live:,}")
     n = len(questions)
     quality = tagger.quality[field].summary()
     final = [groupers[a].pattern_of(i) for a, i in final_of]
@@ -376,6 +379,7 @@ def main() -> None:
     parser.add_argument("--years", default="2022-2024")
     parser.add_argument("--limit", type=int, default=0)
     parser.add_argument("--body-chars", type=int, default=OPENING_CHARS)
+    parser.add_argument("--every", type=int, default=0, help="sumo: print the CPU so far every N questions")
     parser.add_argument("--by-locale", action="store_true", help="sumo: a grouper per topic and language")
     parser.add_argument("--show", type=int, default=0, help="print the largest patterns of the last month")
     args = parser.parse_args()
