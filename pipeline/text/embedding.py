@@ -1,0 +1,161 @@
+"""A ticket's meaning as a vector: the static embedding model committed in ``pipeline/text/model``.
+
+The model is all-MiniLM-L6-v2 distilled into one vector per subword token (model2vec; how
+it was made and how to make it again: ``pipeline/text/model/PROVENANCE.md``). Encoding a
+text is: tokenize (the teacher's WordPiece tokenizer, in Rust), take the mean of the
+tokens' rows, normalise to unit length. No PyTorch and no network: numpy, tokenizers and
+safetensors read it (and scipy). A batch is encoded in one pass: the texts' token counts
+as one sparse matrix, times the token vectors.
+
+The vectors feed the grouper (:mod:`pipeline.patterns.semantic`) and the tagger
+(:mod:`pipeline.tagging.linear`); state learned on them names the model it was learned
+with (:attr:`TicketEncoder.model_id`), and state from another model is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from safetensors.numpy import load_file
+from tokenizers import Tokenizer, normalizers
+
+__all__ = ["BODY_CHARS", "MODEL_DIR", "TicketEncoder", "check_model_id", "ticket_text"]
+
+#: the committed model (``deploy/build-embedding-model.sh`` writes it)
+MODEL_DIR = Path(__file__).resolve().parent / "model"
+
+#: Characters of the body read after the subject. Tokenizing is most of the cost, and a
+#: forum question's opening says what it is about: on SUMO 2022-2024 200 characters gave
+#: the best topic accuracy of 100-1,000 (docs/benchmarks.md, benchmarks/embedding_eval.py).
+BODY_CHARS = 300
+
+
+def ticket_text(subject: str, body: str, body_chars: int = BODY_CHARS) -> str:
+    """What is embedded of a ticket: its subject, then the first ``body_chars`` characters of its body.
+
+    >>> ticket_text("Firefox won't start", "Since the update it crashes at once. I tried safe mode.", 20)
+    "Firefox won't start. Since the update it"
+    """
+    subject, body = subject.strip(), " ".join(body[: body_chars + 1].split())
+    if len(body) > body_chars:
+        body = body[:body_chars].rsplit(" ", 1)[0]  # whole words
+    if not subject:
+        return body
+    return f"{subject}. {body}" if body else subject
+
+
+class TicketEncoder:
+    """Encodes texts into unit vectors with the committed static embedding model.
+
+    Parameters
+    ----------
+    model_dir
+        A folder with ``model.safetensors``, ``tokenizer.json`` and ``config.json``.
+    body_chars
+        Characters of a ticket's body read (:func:`ticket_text`).
+
+    Examples
+    --------
+    >>> enc = TicketEncoder()
+    >>> v = enc.encode(["Firefox won't load any page", "no website opens since this morning", "refund my card"])
+    >>> v.shape[0], v.dtype, bool(np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5))
+    (3, dtype('float32'), True)
+    >>> bool(v[0] @ v[1] > v[0] @ v[2])
+    True
+    """
+
+    def __init__(self, model_dir: Path | str = MODEL_DIR, body_chars: int = BODY_CHARS) -> None:
+        model_dir = Path(model_dir)
+        missing = [n for n in ("model.safetensors", "tokenizer.json", "config.json") if not (model_dir / n).exists()]
+        if missing:
+            raise FileNotFoundError(
+                f"{model_dir} lacks {', '.join(missing)}: the embedding model is committed in pipeline/text/model "
+                "(deploy/build-embedding-model.sh makes it again)"
+            )
+        if body_chars < 0:
+            raise ValueError(f"body_chars must be 0 or more, got {body_chars}")
+        self.body_chars = body_chars
+        self.config: dict[str, Any] = json.loads((model_dir / "config.json").read_text())
+        weights = model_dir / "model.safetensors"
+        tensors = load_file(str(weights))
+        vectors = tensors["embeddings"].astype(np.float32)
+        if "scales" in tensors:  # int8 rows, each with its scale
+            vectors *= tensors["scales"].astype(np.float32)[:, None]
+        self.dims = int(vectors.shape[1])
+        self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        self.tokenizer.no_truncation()  # the text is cut by characters first (ticket_text)
+        self.tokenizer.no_padding()
+        normalizer = self.config.get("normalizer")
+        self.lowercase = False
+        if normalizer is None and type(self.tokenizer.normalizer).__name__ == "BertNormalizer":
+            # BERT's normaliser (lowercase, strip accents, clean control characters, space
+            # CJK characters) took 40 % of tokenizing: the texts are lowercased in Python
+            # instead and the rest is NFD + strip accents. Same token ids for 4,094 of 4,096
+            # SUMO readings; 155 -> 79 us a 300-character reading (docs/benchmarks.md)
+            self.tokenizer.normalizer = normalizers.Sequence([normalizers.NFD(), normalizers.StripAccents()])
+            self.lowercase = True
+        unk = self.tokenizer.token_to_id("[UNK]")
+        if unk is not None:
+            vectors[unk] = 0.0  # an unknown token says nothing (model2vec drops it)
+        self.vectors = vectors
+        digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
+        #: names the model in every piece of state learned on its vectors
+        self.model_id = f"{self.config['name']}@{self.config['version']}#{digest}"
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit vectors (float32, one row per text); an empty text (or one of unknown tokens only) is all zeros."""
+        return self.encode_with_tokens(texts)[0]
+
+    def encode_with_tokens(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`encode`, and the token ids it read: all texts' ids one after the other, and how many each has.
+
+        The tagger hashes these tokens and their pairs into its word features
+        (:func:`pipeline.tagging.linear.token_features`): one tokenization for both.
+        """
+        if not texts:
+            return np.zeros((0, self.dims), dtype=np.float32), np.zeros(0, np.int32), np.zeros(0, np.int64)
+        batch = [t.lower() for t in texts] if self.lowercase else list(texts)
+        ids_of = [e.ids for e in self.tokenizer.encode_batch_fast(batch, add_special_tokens=False)]
+        lengths = np.fromiter(map(len, ids_of), dtype=np.int64, count=len(ids_of))
+        ids = np.fromiter(itertools.chain.from_iterable(ids_of), dtype=np.int32, count=int(lengths.sum()))
+        # a sparse matrix of token counts times the vectors: sums the rows in C without
+        # gathering a (tokens x dims) copy (117 against 159 us a 300-character text with
+        # gather and np.add.reduceat; tokenizing alone 94: docs/benchmarks.md)
+        indptr = np.concatenate(([0], np.cumsum(lengths)))
+        counts = sp.csr_matrix(
+            (np.ones(ids.size, dtype=np.float32), ids, indptr), shape=(len(texts), len(self.vectors))
+        )
+        out = np.asarray(counts @ self.vectors, dtype=np.float32)
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        np.divide(out, norms, out=out, where=norms > 0)
+        return out, ids, lengths
+
+    def encode_tickets(self, tickets: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """:meth:`encode` of each ticket's :func:`ticket_text`."""
+        return self.encode(
+            [ticket_text(str(t.get("subject", "")), str(t.get("body", "")), self.body_chars) for t in tickets]
+        )
+
+
+def check_model_id(expected: str, found: str | None, what: str) -> None:
+    """Refuse state learned on another embedding model's vectors, naming both models.
+
+    >>> check_model_id("m@1", "m@1", "a checkpoint")
+    >>> check_model_id("m@2", "m@1", "the checkpoint x.pkl")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: the checkpoint x.pkl was learned on the vectors of embedding model m@1, but this worker ...
+    """
+    if found != expected:
+        raise ValueError(
+            f"{what} was learned on the vectors of embedding model {found}, but this worker encodes with "
+            f"{expected}: its patterns and weights mean nothing with these vectors; remove it to learn anew, "
+            "or run the version that wrote it"
+        )
