@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 
 from .conftest import TICKETPULSE
-from .test_report import CHURN, FIX, START, _chromium, _history
+from .test_report import CHURN, FIX, START, _history, open_in_chromium
 
 BROKEN = [b"{not json", b'{"id": "x1", "subject": "no date", "body": "b", "customer_id": "c"}', b"[1, 2]"]
 
@@ -79,29 +79,8 @@ def test_the_backtest_of_an_export_finds_the_surge_the_pattern_and_the_fix(tmp_p
     assert "How well the tags held" in page and "<td>101</td><td>not valid JSON" in page
     assert "<script" not in page and "http://" not in page
 
-    chromium = _chromium()
-    dom = subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", out.as_uri()],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert "ticketpulse backtest" in dom.stdout and "Rows refused" in dom.stdout, dom.stderr[-2000:]
-    shot = tmp_path / "review.png"
-    subprocess.run(
-        [
-            chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            f"--screenshot={shot}",
-            "--window-size=1200,2400",
-            out.as_uri(),
-        ],
-        capture_output=True,
-        timeout=120,
-        check=True,
-    )
+    dom, shot = open_in_chromium(out, tmp_path / "review.png")
+    assert "ticketpulse backtest" in dom and "Rows refused" in dom
     assert shot.stat().st_size > 20_000
 
 

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import orjson
 import pytest
@@ -38,11 +39,21 @@ def _history() -> TicketGenerator:
     )
 
 
-def _chromium() -> str:
+def open_in_chromium(page: Path, shot: Path) -> tuple[str, Path]:
+    """The page's DOM as headless Chromium builds it, and a screenshot of it at ``shot``."""
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if found is None:
         pytest.fail("chromium is not installed: run `make test`, which installs Debian's chromium")
-    return found
+    flags = [found, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+    dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    subprocess.run(
+        [*flags, f"--screenshot={shot}", "--window-size=1200,2400", page.as_uri()],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    return dom.stdout, shot
 
 
 def test_the_report_from_a_real_run(stack, tmp_path) -> None:
@@ -143,31 +154,9 @@ def test_the_report_from_a_real_run(stack, tmp_path) -> None:
     assert "<script" not in page and "http://" not in page and "https://" not in page
     assert page.count("src='data:image/png;base64,") == 2
 
-    chromium = _chromium()
-    dom = subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", out.as_uri()],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert "Did the fix work?" in dom.stdout and "Users who almost gave up" in dom.stdout, dom.stderr[-2000:]
-    shot = tmp_path / "report.png"
-    subprocess.run(
-        [
-            chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            f"--screenshot={shot}",
-            "--window-size=1200,2400",
-            out.as_uri(),
-        ],
-        capture_output=True,
-        timeout=120,
-        check=True,
-    )
+    dom, shot = open_in_chromium(out, tmp_path / "report.png")
+    assert "Did the fix work?" in dom and "Users who almost gave up" in dom
     assert shot.stat().st_size > 20_000  # text, tables and plots, not a blank page
-
 
     # The backtest of the same tickets, offline, runs the worker's code: the same episodes
     # (the worker's alerts of areas and case types, not patterns) open at the same spans.
