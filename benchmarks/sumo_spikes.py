@@ -101,7 +101,10 @@ def surge_start(questions_of_day: list[float], median: float) -> float:
 
 
 def evaluate(
-    questions: list[dict[str, Any]], episodes: list[dict[str, Any]], topic_days: list[dict[str, Any]], all_days: set[int]
+    questions: list[dict[str, Any]],
+    episodes: list[dict[str, Any]],
+    topic_days: list[dict[str, Any]],
+    all_days: set[int],
 ) -> dict[str, dict[str, Any]]:
     by_area_day: dict[tuple[str, int], list[float]] = defaultdict(list)
     for q in questions:
@@ -162,7 +165,9 @@ def print_misses(questions: list[dict[str, Any]], results: dict[str, dict[str, A
             late = "missed" if r["delay"] is None else f"late ({r['delay'] / 3600:.1f} h)"
             print(f"\n{name}: {day} {r['area']} {r['questions']} (median {r['median']}): {late}")
             subjects = [
-                q["subject"] for q in questions if q["product_area"] == r["area"] and int(q["at"]) // DAY * DAY == r["day"]
+                q["subject"]
+                for q in questions
+                if q["product_area"] == r["area"] and int(q["at"]) // DAY * DAY == r["day"]
             ]
             for s in subjects[:8]:
                 print(f"    {s[:100]}")
@@ -184,7 +189,9 @@ def main() -> None:
     options = dict(args.option)
     episodes, cpu = run(questions, options)
     results = evaluate(questions, episodes, topic_days, all_days)
-    print(f"options: {options or 'defaults'}; {len(questions)} questions; CPU {cpu * 1e6:.1f} us a question (loaded machine)")
+    print(
+        f"options: {options or 'defaults'}; {len(questions)} questions; CPU {cpu * 1e6:.1f} us a question (loaded machine)"
+    )
     for name, r in results.items():
         n = r["standout_topic_days"]
         print(

@@ -323,7 +323,7 @@ class VolumeWatch:
             if self.last_busy is not None and window - self.last_busy > self.dormant_after_seconds:
                 # back after a long silence (a topic renamed away, then reused): a new key,
                 # that warms up again rather than alerting on its first questions
-                self.detector = self.detector.clone()
+                self.detector = cast(SeasonalRate, self.detector.clone())
                 self.dispersion = [1.0] * len(self.spans)
                 self.protected_run = 0
             self.last_busy = window
