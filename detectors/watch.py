@@ -148,7 +148,7 @@ class VolumeWatch:
         scales: tuple[int, ...] = DEFAULT_SCALES,
         min_ratio: float = 2.0,
         max_log10: float = 10.0,
-        adapt_after_seconds: int = 3 * 86400,
+        adapt_after_seconds: int = 4 * 86400,
         update_step: float = 0.1,
         protect_p: float = 0.01,
         dormant_after_seconds: int = 28 * 86400,
@@ -156,8 +156,9 @@ class VolumeWatch:
         self.key = key
         self.window_seconds = window_seconds
         if not isinstance(detector, SeasonalRate):
-            # a SpikeDetector (the single-scale watch's model) gives its warm-up only
-            detector = SeasonalRate(min_windows=detector.min_windows if detector is not None else 24)
+            # a SpikeDetector (the single-scale watch's model) gives its warm-up only; alone,
+            # three days: a new area's first days show its daily peaks for the first time
+            detector = SeasonalRate(min_windows=detector.min_windows if detector is not None else 72)
         self.detector: SeasonalRate = detector
         self.alert_score = alert_score
         self.critical_score = critical_score
@@ -403,8 +404,8 @@ class VolumeWatch:
             raw = customers + before.customers
             seen = (customers if span == 1 else min(customers, cap)) + before.capped
             normal = expected + before.expected
-            if raw < self.min_customers or seen < self.min_ratio * normal:
-                continue
+            if raw < self.min_customers or raw < self.min_ratio * normal:
+                continue  # too few customers, or too small a rise, to matter (however unlikely)
             phi = self.dispersion[i]
             p = min(1.0, poisson_sf(seen / phi, normal / phi) * len(self.spans))
             score = 1.0 if p <= 0 else min(1.0, max(0.0, -math.log10(p) / self.max_log10))
@@ -447,12 +448,15 @@ class VolumeWatch:
         windows = [(w, float(c)) for w, c, _ in list(self.recent)[-(day - 1) :]]
         windows.append((window, float(self.totals.get(window, (0, 0))[1])))
         self.detector.relevel(windows)
-        return [self._resolve(window)]
+        event = self._resolve(window)
+        self.recent.clear()  # their expected counts were of the old level: spans start afresh
+        return [event]
 
     def _relevel(self, window: int) -> None:
         # the last day's windows (closed, ``window`` the newest) as the level
         day = max(1, 86400 // self.window_seconds)
         self.detector.relevel([(w, float(c)) for w, c, _ in list(self.recent)[-day:]])
+        self.recent.clear()  # their expected counts were of the old level: spans start afresh
 
     def _resolve(self, window: int) -> SpikeEvent:
         before = self._before(window, self.episode_scale - 1)
