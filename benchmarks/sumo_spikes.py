@@ -189,9 +189,8 @@ def main() -> None:
     options = dict(args.option)
     episodes, cpu = run(questions, options)
     results = evaluate(questions, episodes, topic_days, all_days)
-    print(
-        f"options: {options or 'defaults'}; {len(questions)} questions; CPU {cpu * 1e6:.1f} us a question (loaded machine)"
-    )
+    cost = f"CPU {cpu * 1e6:.1f} us a question (loaded machine)"
+    print(f"options: {options or 'defaults'}; {len(questions)} questions; {cost}")
     for name, r in results.items():
         n = r["standout_topic_days"]
         print(

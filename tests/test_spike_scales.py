@@ -57,7 +57,7 @@ def test_a_sharp_burst_alerts_within_its_first_hour_and_ends_with_it() -> None:
     rng = np.random.default_rng(3)
     counts = list(rng.poisson(3.0, 14 * 24))
     burst = START + len(counts) * H
-    counts += [40] + list(rng.poisson(3.0, 48))
+    counts += [40, *rng.poisson(3.0, 48)]
     events = _feed(VolumeWatch("login", H), counts)
     assert [(e.event, e.window_start, e.scale) for e in events] == [
         ("opened", burst, H),
