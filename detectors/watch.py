@@ -58,6 +58,11 @@ class SpikeEvent:
 DEFAULT_SCALES = (3600, 6 * 3600, 86400)
 
 
+def _below(seen: float, normal: float, phi: float) -> float:
+    """``P(X <= seen)`` under the quasi-Poisson law of mean ``normal`` and dispersion ``phi``."""
+    return 1.0 - poisson_sf((seen + 1.0) / phi, normal / phi)
+
+
 class _Sums(NamedTuple):
     """Customers, customers up to each window's cap, tickets and expected customers of some windows."""
 
@@ -175,6 +180,8 @@ class VolumeWatch:
         self.dormant_after_seconds = dormant_after_seconds
         #: the last closed window with a customer
         self.last_busy: int | None = None
+        #: closed windows in a row whose longest span was improbably low
+        self.low_run = 0
         #: windows per scale, shortest first
         self.spans: list[int] = sorted({max(1, s // window_seconds) for s in scales})
         #: each scale's dispersion (variance over mean of its sums), learned outside episodes
@@ -337,9 +344,30 @@ class VolumeWatch:
             # unusual for days without alerting (a rise smaller than min_ratio): the new normal
             self._relevel(window)
             self.protected_run = 0
+        elif self._fell(window):
+            # far below normal for a day (a surge's level taken as normal, and over): the
+            # last day is normal again, rather than weeks of numbness while the rates fade
+            self._relevel(window)
         elif not protected:
             taught = min(customers, cap) if self.detector.ready else customers
             self.detector.learn_one({"t": window, "y": taught, "customers": taught})
+
+    def _fell(self, window: int) -> bool:
+        """Whether the longest span ending with ``window`` has been improbably low for a day."""
+        span = self.spans[-1]
+        if not self.detector.ready or len(self.recent) < span:
+            self.low_run = 0
+            return False
+        last = self._before(window + self.window_seconds, span)  # the span ending with ``window``
+        phi = self.dispersion[-1]
+        low = last.customers < last.expected - 2.0 * math.sqrt(phi * last.expected) and (
+            _below(last.customers, last.expected, phi) < self.protect_p
+        )
+        self.low_run = self.low_run + 1 if low else 0
+        if self.low_run * self.window_seconds >= 86400:
+            self.low_run = 0
+            return True
+        return False
 
     def _learn_dispersion(self, window: int, customers: int, expected: float, cap: float) -> bool:
         """Learn each scale's dispersion from the spans ending with ``window``; whether one is unusual.
@@ -363,6 +391,9 @@ class VolumeWatch:
                 if poisson_sf(seen / phi, normal / phi) < self.protect_p:
                     return True
         for i, (seen, normal) in enumerate(sums):
+            phi = self.dispersion[i]
+            if seen < normal - math.sqrt(phi * normal) and _below(seen, normal, phi) < self.protect_p:
+                continue  # improbably low (a surge's level not yet let go): not this scale's noise
             resid = min((seen - normal) ** 2 / max(normal, 1e-3), 25.0)  # one odd span moves it a little
             self.dispersion[i] = max(1.0, self.dispersion[i] + rate * (resid - self.dispersion[i]))
         return False
