@@ -102,11 +102,16 @@ class SeasonalRate(Detector):
         return (self._hour_sum[hour] + prior) / (self._hour_windows[hour] + prior / overall)
 
     def _weekday_factor(self, weekday: int, overall: float) -> float:
-        # the weekday's customers over what the hours' rates expected of its visits (a
-        # Tuesday seen from midnight to 8 a.m. has seen little of a Tuesday)
+        # the weekday's customers over what its hours' means (not shrunk: the shrinkage
+        # lifts quiet hours, which would make every weekday seen mostly at night look
+        # quiet) expected of its visits (a Tuesday seen from midnight to 8 a.m. has seen
+        # little of a Tuesday)
         prior = self.prior_customers
         visits = self._weekday_windows[weekday]
-        expected = sum(n * self._hour_rate(h, overall) for h, n in enumerate(visits) if n)
+        hour_sum, hour_windows = self._hour_sum, self._hour_windows
+        expected = sum(
+            n * (hour_sum[h] / hour_windows[h] if hour_windows[h] else overall) for h, n in enumerate(visits) if n
+        )
         return (sum(self._weekday_sum[weekday]) + prior) / (expected + prior)
 
     def expected(self, t: float) -> float:
