@@ -14,7 +14,8 @@ of the 28 days before (weak labels). For each standout topic-day:
 - it is **alerted within X h** when an alerted episode of that topic was open at some
   moment between the start of the day and ``start + X h``, detected by then (an episode
   still open from the day before counts, with delay 0); the **delay** is
-  ``detected_at - start``, at least 0.
+  ``detected_at - start``, at least 0; a day not alerted within 24 h whose topic had an
+  alerted episode in the three days before is counted apart (a surge that began earlier).
 
 **Episodes elsewhere**: alerted episodes of a topic that are open on none of the days from
 the day before to the day after one of its standout days, per month of the period. Those
@@ -101,7 +102,10 @@ def surge_start(questions_of_day: list[float], median: float) -> float:
 
 
 def evaluate(
-    questions: list[dict[str, Any]], episodes: list[dict[str, Any]], topic_days: list[dict[str, Any]], all_days: set[int]
+    questions: list[dict[str, Any]],
+    episodes: list[dict[str, Any]],
+    topic_days: list[dict[str, Any]],
+    all_days: set[int],
 ) -> dict[str, dict[str, Any]]:
     by_area_day: dict[tuple[str, int], list[float]] = defaultdict(list)
     for q in questions:
@@ -123,7 +127,9 @@ def evaluate(
                 if e["detected"] <= start + 24 * 3600 and e["until"] >= d["day"]:
                     delay = max(0.0, e["detected"] - start)
                     best = delay if best is None else min(best, delay)
-            rows.append({**d, "start": start, "delay": best})
+            # an episode of the same topic in the three days before: a surge that began earlier
+            earlier = any(d["day"] - 3 * DAY <= e["detected"] < d["day"] for e in by_area[d["area"]])
+            rows.append({**d, "start": start, "delay": best, "alerted_earlier": earlier})
             if best is not None:
                 delays.append(best)
         elsewhere = on_all_days = 0
@@ -142,6 +148,7 @@ def evaluate(
             "standout_topic_days": len(days),
             "within_6h": sum(r["delay"] is not None and r["delay"] <= 6 * 3600 for r in rows),
             "within_24h": sum(r["delay"] is not None for r in rows),
+            "missed_but_alerted_in_3_days_before": sum(r["delay"] is None and r["alerted_earlier"] for r in rows),
             "median_delay_hours": round(statistics.median(delays) / 3600, 1) if delays else None,
             "episodes_elsewhere": elsewhere,
             "of_which_on_all_topics_standout_days": on_all_days,
@@ -160,9 +167,12 @@ def print_misses(questions: list[dict[str, Any]], results: dict[str, dict[str, A
                 continue
             day = datetime.fromtimestamp(r["day"], UTC).date()
             late = "missed" if r["delay"] is None else f"late ({r['delay'] / 3600:.1f} h)"
+            late += " (alerted in the 3 days before)" if r["alerted_earlier"] and r["delay"] is None else ""
             print(f"\n{name}: {day} {r['area']} {r['questions']} (median {r['median']}): {late}")
             subjects = [
-                q["subject"] for q in questions if q["product_area"] == r["area"] and int(q["at"]) // DAY * DAY == r["day"]
+                q["subject"]
+                for q in questions
+                if q["product_area"] == r["area"] and int(q["at"]) // DAY * DAY == r["day"]
             ]
             for s in subjects[:8]:
                 print(f"    {s[:100]}")
@@ -184,13 +194,15 @@ def main() -> None:
     options = dict(args.option)
     episodes, cpu = run(questions, options)
     results = evaluate(questions, episodes, topic_days, all_days)
-    print(f"options: {options or 'defaults'}; {len(questions)} questions; CPU {cpu * 1e6:.1f} us a question (loaded machine)")
+    cost = f"CPU {cpu * 1e6:.1f} us a question (loaded machine)"
+    print(f"options: {options or 'defaults'}; {len(questions)} questions; {cost}")
     for name, r in results.items():
         n = r["standout_topic_days"]
         print(
             f"{name}: {n} standout topic-days: within 6 h {r['within_6h']} ({100 * r['within_6h'] / max(n, 1):.0f} %), "
             f"within 24 h {r['within_24h']} ({100 * r['within_24h'] / max(n, 1):.0f} %), "
-            f"median delay {r['median_delay_hours']} h; episodes elsewhere {r['episodes_elsewhere']} "
+            f"median delay {r['median_delay_hours']} h; not within 24 h but alerted in the 3 days before "
+            f"{r['missed_but_alerted_in_3_days_before']}; episodes elsewhere {r['episodes_elsewhere']} "
             f"in {r['months']} months = {r['episodes_elsewhere_per_month']}/month "
             f"({r['of_which_on_all_topics_standout_days']} on all-topics standout days); "
             f"alerted episodes {r['alerted_episodes']}"

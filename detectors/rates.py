@@ -12,31 +12,27 @@ __all__ = ["SeasonalRate"]
 
 
 class SeasonalRate(Detector):
-    """Customers per window as ``level x hour[h] x weekday[d]``, where the volume supports it.
+    """Customers per window by hour of day and weekday, where the volume supports them.
 
-    The hour-of-day and weekday factors are the rates seen in each slot, each shrunk
-    towards 1 by ``prior_customers`` pseudo-customers at the overall rate: an area with
-    thousands of customers a month gets its own daily and weekly shape; an area with a
-    few a day gets factors near 1 (a flat day, or only a weekly shape once weekdays hold
-    enough customers), since two customers at 3 a.m. say nothing about 3 a.m.
+    Each hour of day has its own rate: the customers of its last visits (about
+    ``hour_visits`` days, older ones fading) over those visits, shrunk towards the
+    overall rate by ``prior_customers`` pseudo-customers. A weekday factor, shrunk
+    towards 1 the same way, scales it. An area with thousands of customers a month gets
+    its own daily and weekly shape; an area with a few a day gets nearly flat ones (two
+    customers at 3 a.m. say little about 3 a.m.). Memory is about four weeks, as a
+    28-day median's; a level that changes for good is taken at once by :meth:`relevel`
+    (:class:`detectors.VolumeWatch` calls it when a change has lasted days).
 
-    The level is an exponential moving average of the deseasonalised counts over about
-    ``level_windows`` windows (the first ones averaged evenly). What the watch teaches it
-    is its business (:class:`detectors.VolumeWatch` caps spikes and skips episodes).
-
-    ``score_one`` is a plain Poisson tail against the expected count; the watch scores
-    several time scales itself (:class:`detectors.VolumeWatch`).
+    What the watch teaches it is the watch's business (it caps spikes, skips episodes).
 
     Parameters
     ----------
     min_windows
         Windows to learn before :attr:`ready` (a new key warms up without alerting).
-    level_windows
-        Windows the level averages over (168: a week of hours).
     hour_visits, weekday_visits
-        Visits of a slot its factor averages over (28 days; 8 weeks of hourly windows).
+        Visits of an hour of day (days), and of an hour of a weekday (weeks), a rate averages over.
     prior_customers
-        Pseudo-customers that pull each slot's factor towards 1.
+        Pseudo-customers that pull each rate towards the overall one.
 
     Examples
     --------
@@ -44,39 +40,35 @@ class SeasonalRate(Detector):
     >>> for h in range(24 * 28):  # four weeks: 10 an hour by day (8-20 h), 1 by night
     ...     rate.learn_one({"t": h * 3600, "y": 10 if 8 <= h % 24 < 20 else 1})
     >>> round(rate.expected(28 * 86400 + 12 * 3600), 1), round(rate.expected(28 * 86400 + 3 * 3600), 1)
-    (10.0, 1.2)
+    (9.8, 1.2)
     >>> quiet = SeasonalRate()  # one customer at 3 a.m., 11 a.m. and 7 p.m. each day, none else
     >>> for h in range(24 * 28):
     ...     quiet.learn_one({"t": h * 3600, "y": 1 if h % 8 == 3 else 0})
     >>> round(quiet.expected(28 * 86400 + 3 * 3600), 2), round(quiet.expected(28 * 86400 + 4 * 3600), 2)
-    (0.39, 0.09)
+    (0.4, 0.09)
 
     Three customers a day are too few to trust a 3 a.m. peak at its face value (1.0):
-    the factors say "more then", not "exactly then".
+    the rates say "more then", not "exactly then".
     """
 
     def __init__(
         self,
         min_windows: int = 24,
-        level_windows: int = 168,
         hour_visits: int = 28,
-        weekday_visits: int = 192,
+        weekday_visits: int = 8,
         prior_customers: float = 5.0,
     ) -> None:
         self.min_windows = min_windows
-        self.level_windows = level_windows
         self.hour_visits = hour_visits
         self.weekday_visits = weekday_visits
         self.prior_customers = prior_customers
-        self._level: float | None = None
-        self._mean_count = 0.0
-        self._mean_season = 0.0
         self._n = 0
-        #: decayed customers and windows seen per hour of day and per weekday
+        #: decayed customers and visits per hour of day
         self._hour_sum = [0.0] * 24
         self._hour_windows = [0.0] * 24
-        self._weekday_sum = [0.0] * 7
-        self._weekday_windows = [0.0] * 7
+        #: decayed customers and visits per weekday and hour
+        self._weekday_sum = [[0.0] * 24 for _ in range(7)]
+        self._weekday_windows = [[0.0] * 24 for _ in range(7)]
 
     @staticmethod
     def _slots(t: float) -> tuple[int, int]:
@@ -99,28 +91,36 @@ class SeasonalRate(Detector):
         """Windows learned so far."""
         return self._n
 
-    def _factor(self, sums: list[float], windows: list[float], slot: int) -> float:
-        total_windows = sum(windows)
-        if total_windows <= 0:
-            return 1.0
-        rate = sum(sums) / total_windows
-        if rate <= 0:
-            return 1.0
-        prior = self.prior_customers
-        return (sums[slot] + prior) / (windows[slot] * rate + prior)
+    def _overall(self) -> float:
+        windows = sum(self._hour_windows)
+        return sum(self._hour_sum) / windows if windows > 0 else 0.0
 
-    def season(self, t: float) -> float:
-        """The hour-of-day and weekday factor of the window starting at ``t``."""
-        hour, weekday = self._slots(t)
-        return self._factor(self._hour_sum, self._hour_windows, hour) * self._factor(
-            self._weekday_sum, self._weekday_windows, weekday
+    def _hour_rate(self, hour: int, overall: float) -> float:
+        if overall <= 0:
+            return 0.0
+        prior = self.prior_customers
+        return (self._hour_sum[hour] + prior) / (self._hour_windows[hour] + prior / overall)
+
+    def _weekday_factor(self, weekday: int, overall: float) -> float:
+        # the weekday's customers over what its hours' means (not shrunk: the shrinkage
+        # lifts quiet hours, which would make every weekday seen mostly at night look
+        # quiet) expected of its visits (a Tuesday seen from midnight to 8 a.m. has seen
+        # little of a Tuesday)
+        prior = self.prior_customers
+        visits = self._weekday_windows[weekday]
+        hour_sum, hour_windows = self._hour_sum, self._hour_windows
+        expected = sum(
+            n * (hour_sum[h] / hour_windows[h] if hour_windows[h] else overall) for h, n in enumerate(visits) if n
         )
+        return (sum(self._weekday_sum[weekday]) + prior) / (expected + prior)
 
     def expected(self, t: float) -> float:
         """Normal count of customers in the window starting at ``t`` (0.0 before any learning)."""
-        if self._level is None:
+        if self._n == 0:
             return 0.0
-        return max(self._level * self.season(t), 1e-3)
+        hour, weekday = self._slots(t)
+        overall = self._overall()
+        return max(self._hour_rate(hour, overall) * self._weekday_factor(weekday, overall), 1e-3)
 
     def score_one(self, x: dict[str, Any]) -> float:
         if not self.ready:
@@ -130,30 +130,30 @@ class SeasonalRate(Detector):
 
     def learn_one(self, x: dict[str, Any]) -> None:
         y = self._count(x)
-        t = float(x["t"])
-        hour, weekday = self._slots(t)
+        hour, weekday = self._slots(float(x["t"]))
         keep_hour, keep_weekday = 1.0 - 1.0 / self.hour_visits, 1.0 - 1.0 / self.weekday_visits
         self._hour_sum[hour] = keep_hour * self._hour_sum[hour] + y
         self._hour_windows[hour] = keep_hour * self._hour_windows[hour] + 1.0
-        self._weekday_sum[weekday] = keep_weekday * self._weekday_sum[weekday] + y
-        self._weekday_windows[weekday] = keep_weekday * self._weekday_windows[weekday] + 1.0
+        sums, visits = self._weekday_sum[weekday], self._weekday_windows[weekday]
+        sums[hour] = keep_weekday * sums[hour] + y
+        visits[hour] = keep_weekday * visits[hour] + 1.0
         self._n += 1
-        # the level is the mean count over the mean seasonal factor of the same windows:
-        # the expected counts of the windows seen add up to the counts seen
-        rate = max(1.0 / self._n, 1.0 / self.level_windows)
-        self._mean_count += rate * (y - self._mean_count)
-        self._mean_season += rate * (self.season(t) - self._mean_season)
-        self._level = max(self._mean_count / max(self._mean_season, 1e-6), 1e-3)
 
     def relevel(self, windows: list[tuple[int, float]]) -> None:
-        """Take the mean deseasonalised count of ``windows`` (``(start, customers)``) as the level."""
-        if windows:
-            self._mean_count = sum(y for _, y in windows) / len(windows)
-            self._mean_season = sum(self.season(t) for t, _ in windows) / len(windows)
-            self._level = max(self._mean_count / max(self._mean_season, 1e-6), 1e-3)
+        """Take the level of ``windows`` (``(start, customers)``) as normal: every rate scaled to it."""
+        expected = sum(self.expected(t) for t, _ in windows)
+        seen = sum(y for _, y in windows)
+        if not windows or expected <= 0:
+            return
+        ratio = max(seen, 1e-3 * len(windows)) / expected
+        self._hour_sum = [s * ratio for s in self._hour_sum]
+        self._weekday_sum = [[s * ratio for s in day] for day in self._weekday_sum]
 
     def relevel_to(self, level: float, learned: int) -> None:
-        """Start from ``level`` customers a window (flat), as if ``learned`` windows had been seen."""
-        self._level = self._mean_count = max(level, 1e-3)
-        self._mean_season = 1.0
+        """Start from ``level`` customers a window at every hour, as if ``learned`` windows had been seen."""
+        visits = float(min(self.hour_visits, max(learned // 24, 1)))
+        self._hour_sum = [max(level, 1e-3) * visits] * 24
+        self._hour_windows = [visits] * 24
+        self._weekday_sum = [[0.0] * 24 for _ in range(7)]
+        self._weekday_windows = [[0.0] * 24 for _ in range(7)]
         self._n = learned

@@ -58,6 +58,11 @@ class SpikeEvent:
 DEFAULT_SCALES = (3600, 6 * 3600, 86400)
 
 
+def _below(seen: float, normal: float, phi: float) -> float:
+    """``P(X <= seen)`` under the quasi-Poisson law of mean ``normal`` and dispersion ``phi``."""
+    return 1.0 - poisson_sf((seen + 1.0) / phi, normal / phi)
+
+
 class _Sums(NamedTuple):
     """Customers, customers up to each window's cap, tickets and expected customers of some windows."""
 
@@ -148,7 +153,7 @@ class VolumeWatch:
         scales: tuple[int, ...] = DEFAULT_SCALES,
         min_ratio: float = 2.0,
         max_log10: float = 10.0,
-        adapt_after_seconds: int = 3 * 86400,
+        adapt_after_seconds: int = 4 * 86400,
         update_step: float = 0.1,
         protect_p: float = 0.01,
         dormant_after_seconds: int = 28 * 86400,
@@ -156,8 +161,9 @@ class VolumeWatch:
         self.key = key
         self.window_seconds = window_seconds
         if not isinstance(detector, SeasonalRate):
-            # a SpikeDetector (the single-scale watch's model) gives its warm-up only
-            detector = SeasonalRate(min_windows=detector.min_windows if detector is not None else 24)
+            # a SpikeDetector (the single-scale watch's model) gives its warm-up only; alone,
+            # three days: a new area's first days show its daily peaks for the first time
+            detector = SeasonalRate(min_windows=detector.min_windows if detector is not None else 72)
         self.detector: SeasonalRate = detector
         self.alert_score = alert_score
         self.critical_score = critical_score
@@ -174,6 +180,8 @@ class VolumeWatch:
         self.dormant_after_seconds = dormant_after_seconds
         #: the last closed window with a customer
         self.last_busy: int | None = None
+        #: closed windows in a row whose longest span was improbably low
+        self.low_run = 0
         #: windows per scale, shortest first
         self.spans: list[int] = sorted({max(1, s // window_seconds) for s in scales})
         #: each scale's dispersion (variance over mean of its sums), learned outside episodes
@@ -323,7 +331,7 @@ class VolumeWatch:
             if self.last_busy is not None and window - self.last_busy > self.dormant_after_seconds:
                 # back after a long silence (a topic renamed away, then reused): a new key,
                 # that warms up again rather than alerting on its first questions
-                self.detector = self.detector.clone()
+                self.detector = cast(SeasonalRate, self.detector.clone())
                 self.dispersion = [1.0] * len(self.spans)
                 self.protected_run = 0
             self.last_busy = window
@@ -336,9 +344,30 @@ class VolumeWatch:
             # unusual for days without alerting (a rise smaller than min_ratio): the new normal
             self._relevel(window)
             self.protected_run = 0
+        elif self._fell(window):
+            # far below normal for a day (a surge's level taken as normal, and over): the
+            # last day is normal again, rather than weeks of numbness while the rates fade
+            self._relevel(window)
         elif not protected:
             taught = min(customers, cap) if self.detector.ready else customers
             self.detector.learn_one({"t": window, "y": taught, "customers": taught})
+
+    def _fell(self, window: int) -> bool:
+        """Whether the longest span ending with ``window`` has been improbably low for a day."""
+        span = self.spans[-1]
+        if not self.detector.ready or len(self.recent) < span:
+            self.low_run = 0
+            return False
+        last = self._before(window + self.window_seconds, span)  # the span ending with ``window``
+        phi = self.dispersion[-1]
+        low = last.customers < last.expected - 2.0 * math.sqrt(phi * last.expected) and (
+            _below(last.customers, last.expected, phi) < self.protect_p
+        )
+        self.low_run = self.low_run + 1 if low else 0
+        if self.low_run * self.window_seconds >= 86400:
+            self.low_run = 0
+            return True
+        return False
 
     def _learn_dispersion(self, window: int, customers: int, expected: float, cap: float) -> bool:
         """Learn each scale's dispersion from the spans ending with ``window``; whether one is unusual.
@@ -362,6 +391,9 @@ class VolumeWatch:
                 if poisson_sf(seen / phi, normal / phi) < self.protect_p:
                     return True
         for i, (seen, normal) in enumerate(sums):
+            phi = self.dispersion[i]
+            if seen < normal - math.sqrt(phi * normal) and _below(seen, normal, phi) < self.protect_p:
+                continue  # improbably low (a surge's level not yet let go): not this scale's noise
             resid = min((seen - normal) ** 2 / max(normal, 1e-3), 25.0)  # one odd span moves it a little
             self.dispersion[i] = max(1.0, self.dispersion[i] + rate * (resid - self.dispersion[i]))
         return False
@@ -403,8 +435,8 @@ class VolumeWatch:
             raw = customers + before.customers
             seen = (customers if span == 1 else min(customers, cap)) + before.capped
             normal = expected + before.expected
-            if raw < self.min_customers or seen < self.min_ratio * normal:
-                continue
+            if raw < self.min_customers or raw < self.min_ratio * normal:
+                continue  # too few customers, or too small a rise, to matter (however unlikely)
             phi = self.dispersion[i]
             p = min(1.0, poisson_sf(seen / phi, normal / phi) * len(self.spans))
             score = 1.0 if p <= 0 else min(1.0, max(0.0, -math.log10(p) / self.max_log10))
@@ -447,12 +479,15 @@ class VolumeWatch:
         windows = [(w, float(c)) for w, c, _ in list(self.recent)[-(day - 1) :]]
         windows.append((window, float(self.totals.get(window, (0, 0))[1])))
         self.detector.relevel(windows)
-        return [self._resolve(window)]
+        event = self._resolve(window)
+        self.recent.clear()  # their expected counts were of the old level: spans start afresh
+        return [event]
 
     def _relevel(self, window: int) -> None:
         # the last day's windows (closed, ``window`` the newest) as the level
         day = max(1, 86400 // self.window_seconds)
         self.detector.relevel([(w, float(c)) for w, c, _ in list(self.recent)[-day:]])
+        self.recent.clear()  # their expected counts were of the old level: spans start afresh
 
     def _resolve(self, window: int) -> SpikeEvent:
         before = self._before(window, self.episode_scale - 1)

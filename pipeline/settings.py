@@ -145,14 +145,18 @@ class Settings(BaseSettings):
         description="TICKETPULSE_SPIKE_ALERT_SCORE: detector score that raises an alert (0.4 is p < 1e-4).",
     )
     spike_min_customers: int = Field(
-        5, ge=1, description="TICKETPULSE_SPIKE_MIN_CUSTOMERS: distinct customers a window needs to alert."
+        5,
+        ge=1,
+        description="TICKETPULSE_SPIKE_MIN_CUSTOMERS: distinct customers an area's span needs to alert, at "
+        "any of the watch's scales (an hour, six hours, a day; each hour's distinct customers added), besides "
+        "twice what the span expects.",
     )
     case_type_spike_min_customers: int = Field(
         10,
         ge=1,
-        description="TICKETPULSE_CASE_TYPE_SPIKE_MIN_CUSTOMERS: distinct customers a window of one case type "
-        "in an area needs to alert. Higher than an area's: an area has six case types, each a smaller "
-        "series, so six times the chances of a chance fluctuation.",
+        description="TICKETPULSE_CASE_TYPE_SPIKE_MIN_CUSTOMERS: distinct customers a span (an hour, six hours, "
+        "a day) of one case type in an area needs to alert. Higher than an area's: an area has six case "
+        "types, each a smaller series, so six times the chances of a chance fluctuation.",
     )
 
     # --- patterns ---------------------------------------------------------------------
@@ -171,9 +175,9 @@ class Settings(BaseSettings):
     pattern_spike_min_customers: int = Field(
         10,
         ge=1,
-        description="TICKETPULSE_PATTERN_SPIKE_MIN_CUSTOMERS: distinct customers a pattern's window needs to "
-        "alert (the essays: ten similar tickets are a pattern). Higher than an area's: a pattern is new "
-        "more often than an area, and a new one is judged against no history.",
+        description="TICKETPULSE_PATTERN_SPIKE_MIN_CUSTOMERS: distinct customers a pattern's span (an hour, six "
+        "hours, a day) needs to alert (the essays: ten similar tickets are a pattern). Higher than an area's: "
+        "a pattern is new more often than an area, and a new one is judged against no history.",
     )
     pattern_checkpoint_seconds: float = Field(
         30.0,

@@ -14,15 +14,13 @@ from __future__ import annotations
 import pickle
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 from tqdm import tqdm
 
-from detectors import VolumeWatch
-from pipeline.counting.volume import window_start
+from detectors.backtest import ALL_CASE_TYPES, SpikeBacktest
 from pipeline.ingest.schema import UNASSIGNED, TicketError, parse_ticket
 from pipeline.patterns.grouper import PatternGrouper
 from pipeline.patterns.nearchurn import near_churn
@@ -31,28 +29,30 @@ from pipeline.tagging.tagger import FEATURE_BUCKETS, FIELDS, TicketTagger
 __all__ = ["replay"]
 
 
-def backtest_spikes(volumes: dict[tuple[int, str], dict[str, Any]], window_seconds: int) -> list[dict[str, Any]]:
-    """The spike episodes the worker would have raised on this history (same detector code)."""
-    episodes: list[dict[str, Any]] = []
-    areas = sorted({area for _, area in volumes})
-    for area in areas:
-        windows = sorted(w for w, a in volumes if a == area)
-        watch = VolumeWatch(area, window_seconds, keep_baselines=False)  # episodes only
-        for w in range(windows[0], windows[-1] + window_seconds, window_seconds):
-            cell = volumes.get((w, area))
-            events = watch.update(w, len(cell["ids"]), len(cell["customers"])) if cell is not None else []
-            for event in events + watch.advance(w):
-                if event.event == "opened":
-                    episodes.append(
-                        {
-                            "area": area,
-                            "episode_id": event.episode_id,
-                            "window_start": datetime.fromtimestamp(event.window_start, UTC).isoformat(),
-                            "customers": event.customers,
-                            "expected": event.expected,
-                            "score": event.score,
-                        }
-                    )
+def backtest_spikes(tickets: list[tuple[float, str, str, str, str]], window_seconds: int) -> list[dict[str, Any]]:
+    """The spike alerts the worker would have sent on this history (same watch code, every scale).
+
+    ``tickets``: ``(created_ts, area, case_type, id, customer_id)``, in any order (taken in
+    time order, ties in file order). One dict per alerted episode (an incident seen by an
+    area and its case types is one alert, as :class:`detectors.AlertGate` decides):
+    ``area``, ``case_type`` (None for the whole area), ``episode_id``, ``scale`` (seconds),
+    ``window_start`` (the start of the span at that scale), ``detected_at`` (event time of
+    the ticket that tipped it), ``customers`` and ``expected`` (over the span), ``score``,
+    ``peak_score`` and ``resolved_at`` (None while open at the end of the history).
+    """
+    backtest = SpikeBacktest(window_seconds)
+    ordered = sorted(tickets, key=lambda t: t[0])
+    for created, area, case_type, ticket_id, customer in ordered:
+        backtest.add(created, area, case_type, ticket_id, customer)
+    if ordered:
+        backtest.finish(ordered[-1][0] + window_seconds)
+    episodes = []
+    for episode in backtest.episodes:
+        if not episode.pop("alerted"):
+            continue
+        if episode["case_type"] == ALL_CASE_TYPES:
+            episode["case_type"] = None
+        episodes.append(episode)
     return episodes
 
 
@@ -69,12 +69,13 @@ def replay(
     ``feature_buckets``: the tagger's (``TICKETPULSE_TAGGER_FEATURE_BUCKETS``), which a
     worker warm-started from ``save_model`` must share.
 
-    The summary also backtests spike detection on the history: the alert episodes the
-    worker would have opened, per product area (the helpdesk's own, or ``unassigned``).
+    The summary also backtests spike detection on the history (``spike_episodes``, see
+    :func:`backtest_spikes`): the alerts the worker would have sent, per product area
+    (the helpdesk's own, or ``unassigned``) and per case type in it (the ticket's own).
     """
     tagger = TicketTagger(feature_buckets=feature_buckets)
     grouper = PatternGrouper()
-    volumes: dict[tuple[int, str], dict[str, Any]] = {}
+    counted: list[tuple[float, str, str, str, str]] = []
     tickets = rejected = 0
     started = time.perf_counter()
     with source.open("rb") as fh, output.open("wb") as out:
@@ -96,12 +97,15 @@ def replay(
                 {**doc, "customer_id": ticket.customer_id, "created_at": ticket.created_at.isoformat()}, churn
             )
             tickets += 1
-            cell = volumes.setdefault(
-                (window_start(ticket.created_ts, window_seconds), ticket.product_area or UNASSIGNED),
-                {"ids": set(), "customers": set()},
+            counted.append(
+                (
+                    ticket.created_ts,
+                    ticket.product_area or UNASSIGNED,
+                    ticket.case_type or UNASSIGNED,
+                    str(ticket.id),
+                    str(ticket.customer_id),
+                )
             )
-            cell["ids"].add(ticket.id)
-            cell["customers"].add(ticket.customer_id)
             line = {
                 "id": ticket.id,
                 "predicted": predicted,
@@ -119,7 +123,7 @@ def replay(
         "tickets_per_second": round(tickets / seconds, 1) if seconds > 0 else None,
         "prequential": {f: tagger.quality[f].summary() for f in FIELDS},
         "model_version": tagger.version,
-        "spike_episodes": backtest_spikes(volumes, window_seconds) if volumes else [],
+        "spike_episodes": backtest_spikes(counted, window_seconds),
         "patterns": len(grouper.patterns),
         "near_churn": sum(p.near_churn for p in grouper.patterns.values()),
     }
