@@ -19,7 +19,7 @@ from .rates import SeasonalRate
 from .series import SeriesError, parse_timestamp, read_series, score_series
 from .spike import SpikeDetector
 from .surprise import DETECTION_SCORE, SurpriseDetector
-from .watch import AlertGate, SpikeEvent, VolumeWatch
+from .watch import AlertGate, SpikeEvent, VolumeWatch, key_watch
 from .zscore import RollingZScore
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "SpikeEvent",
     "SurpriseDetector",
     "VolumeWatch",
+    "key_watch",
     "parse_timestamp",
     "read_series",
     "score_series",

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .watch import AlertGate, SpikeEvent, VolumeWatch
+from .watch import AlertGate, SpikeEvent, VolumeWatch, key_watch
 
 __all__ = ["ALL_CASE_TYPES", "SpikeBacktest"]
 
@@ -73,11 +73,13 @@ class SpikeBacktest:
     def _watch(self, area: str, case_type: str) -> VolumeWatch:
         watch = self.watches.get((area, case_type))
         if watch is None:
-            whole = case_type == ALL_CASE_TYPES
-            watch = self.watches[(area, case_type)] = VolumeWatch(
-                area if whole else f"{area}/{case_type}",
+            watch = self.watches[(area, case_type)] = key_watch(
+                area,
+                case_type,
                 self.window_seconds,
-                min_customers=self.min_customers if whole else self.case_type_min_customers,
+                self.min_customers,
+                self.case_type_min_customers,
+                ALL_CASE_TYPES,
                 keep_baselines=False,
                 **self.watch_options,
             )

@@ -12,7 +12,7 @@ from .poisson import poisson_sf
 from .rates import SeasonalRate
 from .spike import SpikeDetector
 
-__all__ = ["DEFAULT_SCALES", "AlertGate", "SpikeEvent", "VolumeWatch"]
+__all__ = ["DEFAULT_SCALES", "AlertGate", "SpikeEvent", "VolumeWatch", "key_watch"]
 
 
 @dataclass(frozen=True)
@@ -588,3 +588,29 @@ class AlertGate:
             for _, key in resolved[: -self.keep_resolved]:
                 del episodes[key]
         return bool(known[2])
+
+
+def key_watch(
+    area: str,
+    case_type: str,
+    window_seconds: int,
+    min_customers: int,
+    case_type_min_customers: int,
+    whole: str = "all",
+    **options: Any,
+) -> VolumeWatch:
+    """The watch of an area (``case_type`` ``whole``) or of one case type in it, as the worker's
+    spike watch and the offline backtest both make it.
+
+    An area is judged at every scale (a burst, a surge); a case type within it at the
+    window's scale only: a case type's slow surge is its area's surge too, and on generated
+    streams the case types' longer spans mostly added false alarms (a busy weekday hour of
+    bugs, a day that held a burst).
+
+    >>> key_watch("reports", "all", 3600, 5, 10).scales, key_watch("reports", "bug", 3600, 5, 10).scales
+    ((3600, 21600, 86400), (3600,))
+    """
+    if case_type == whole:
+        return VolumeWatch(area, window_seconds, min_customers=min_customers, **options)
+    options.setdefault("scales", (window_seconds,))
+    return VolumeWatch(f"{area}/{case_type}", window_seconds, min_customers=case_type_min_customers, **options)

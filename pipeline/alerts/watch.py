@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from detectors import AlertGate, SpikeEvent, VolumeWatch
+from detectors import key_watch as new_key_watch
 from pipeline.alerts.payloads import alert_payload
 from pipeline.counting.count import WATERMARKS
 from pipeline.counting.volume import ALL
@@ -88,13 +89,14 @@ class Watch:
         key_watch = touched.get(table_key) or self.stored(table_key)
         if key_watch is None:
             settings = self.settings
-            key_watch = VolumeWatch(
-                area if case_type == ALL else f"{area}/{case_type}",
+            key_watch = new_key_watch(
+                area,
+                case_type,
                 settings.window_seconds,
+                settings.spike_min_customers,
+                settings.case_type_spike_min_customers,
+                ALL,
                 alert_score=settings.spike_alert_score,
-                min_customers=settings.spike_min_customers
-                if case_type == ALL
-                else settings.case_type_spike_min_customers,
             )
         touched[table_key] = key_watch
         return key_watch

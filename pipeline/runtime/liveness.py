@@ -146,7 +146,8 @@ class StopDeadline(threading.Thread):
 
 
 class RepeatFilter(logging.Filter):
-    """Lets each message (by logger and format) through once every ``seconds``; says how many it held back.
+    """Lets each message of the Kafka clients (by logger and format) through once every ``seconds``;
+    says how many it held back.
 
     The Kafka client logs a failed connection many times a second while the broker is
     away: 9 MB of log in under five minutes.
@@ -155,18 +156,31 @@ class RepeatFilter(logging.Filter):
     >>> record = logging.LogRecord("aiokafka", logging.ERROR, "", 0, "Unable connect to %s", ("b",), None)
     >>> f.filter(record), f.filter(record), f.filter(record)
     (True, False, False)
+    >>> ours = logging.LogRecord("pipeline.worker", logging.INFO, "", 0, "agent=merge counted=%d", (1,), None)
+    >>> f.filter(ours), f.filter(ours)
+    (True, True)
     >>> f.clock = lambda: 10.0
     >>> f.filter(record), record.getMessage()
     (True, 'Unable connect to b (2 more like it in the last 10 s not logged)')
     """
 
-    def __init__(self, seconds: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        seconds: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        loggers: tuple[str, ...] = ("aiokafka", "kafka"),
+    ) -> None:
         super().__init__()
         self.seconds = seconds
         self.clock = clock
+        #: the loggers held back (and their children): the Kafka clients'; the worker's own
+        #: lines (counters, retries, a ticket too late) are each worth reading
+        self.loggers = loggers
         self._last: dict[tuple[str, Any], tuple[float, int]] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self.loggers):
+            return True
         key = (record.name, record.msg)
         now = self.clock()
         seen = self._last.get(key)
