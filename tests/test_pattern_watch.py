@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import copy
+import logging
 import pickle
 import random
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
+import numpy as np
+import pytest
+
+from pipeline.patterns.grouper import PatternGrouper
+from pipeline.patterns.semantic import SemanticGrouper
+from pipeline.patterns.stage import GroupPatterns
 from pipeline.patterns.watch import PatternWatch
+from pipeline.runtime.checkpoints import write_checkpoint
+from pipeline.runtime.stats import PipelineStats
+from pipeline.settings import Settings
+from pipeline.text.embedding import TicketEncoder, shared_encoder
 
 H = 3600
 DAY = 86400
@@ -19,7 +34,7 @@ PROBLEMS = {
 }
 
 
-def record(n: int, window: int, problem: str, customer: str, churn: bool = False) -> list[object]:
+def record(n: int, window: int, problem: str, customer: str, churn: bool = False, area: str = "") -> list[object]:
     subject, body = PROBLEMS[problem]
     if churn:
         body += ". I was about to cancel my subscription over this."
@@ -27,7 +42,7 @@ def record(n: int, window: int, problem: str, customer: str, churn: bool = False
     return [
         f"{problem}-{n}",
         window,
-        problem if problem != "invoice" else "billing",
+        area or (problem if problem != "invoice" else "billing"),
         "bug",
         customer,
         created,
@@ -36,41 +51,47 @@ def record(n: int, window: int, problem: str, customer: str, churn: bool = False
     ]
 
 
-def stream(seed: int = 1) -> list[list[object]]:
+def stream(seed: int = 1, area: str = "") -> list[list[object]]:
     rnd = random.Random(seed)
     out = []
     for n in range(300):
         problem = rnd.choice(sorted(PROBLEMS))
         window = START + rnd.randrange(48) * H
-        out.append(record(n, window, problem, f"c{rnd.randrange(60)}", churn=n % 25 == 0))
+        out.append(record(n, window, problem, f"c{rnd.randrange(60)}", churn=n % 25 == 0, area=area))
     return sorted(out, key=lambda r: (r[1], r[0]))
 
 
 def test_counts_are_exact_per_window_and_pattern_once_windows_close_and_a_resent_ticket_counts_once() -> None:
+    # The three problems in one area, as an area's problems are: a pattern is a problem
+    # set apart from the area's others (in an area of one problem worded alike every
+    # time, what sets a ticket apart is its extra words, here the near-churn sentence)
     pw = PatternWatch(H, 7 * DAY, sources=1)
-    records = stream()
+    records = stream(area="app")
     touched = pw.add(records[:200])
     touched |= pw.add(records[150:])  # 50 sent again (a replay after a crash)
     assert touched == set() and pw.counts == {}  # every window still open: nothing grouped yet
     touched = pw.hear({"0": START + 48 * H})
     points = pw.points(touched, "1h")
     # each problem is one pattern, its counts those of the input
-    by_area: dict[str, set[str]] = {}
-    for p in points:
-        by_area.setdefault(p.tags["area"], set()).add(p.tags["pattern"])
-    assert {area: len(ids) for area, ids in by_area.items()} == {"export": 1, "login": 1, "billing": 1}
+    problem_of = {ticket_id: ticket_id.split("-")[0] for ticket_id, _ in pw.assigned}
+    problems_of: dict[str, set[str]] = {}
+    for ticket_id, pid in pw.drain_assigned():
+        problems_of.setdefault(pid, set()).add(problem_of[ticket_id])
+    assert sorted(map(sorted, problems_of.values())) == [["export"], ["invoice"], ["login"]]
+    problem = {pid: next(iter(problems)) for pid, problems in problems_of.items()}
     got = {
-        (p.time, p.tags["area"]): (p.fields["tickets"], p.fields["customers"], p.fields["near_churn"]) for p in points
+        (p.time, problem[p.tags["pattern"]]): (p.fields["tickets"], p.fields["customers"], p.fields["near_churn"])
+        for p in points
     }
     expected: dict[tuple[int, str], tuple[int, set[object], int]] = {}
     for r in records:
-        key = (int(r[1]), str(r[2]))  # type: ignore[call-overload]
+        key = (int(r[1]), str(r[0]).split("-")[0])  # type: ignore[call-overload]
         tickets, customers, churn = expected.get(key, (0, set(), 0))
         customers.add(r[4])
         expected[key] = (tickets + 1, customers, churn + int("about to cancel" in str(r[7])))
     assert got == {k: (t, len(c), n) for k, (t, c, n) in expected.items()}
     assert sum(p.fields["near_churn"] for p in points) == 12  # n % 25 == 0 in 300
-    assert all("export" in str(p.fields["name"]).split() for p in points if p.tags["area"] == "export")
+    assert all("export" in str(p.fields["name"]).split() for p in points if problem[p.tags["pattern"]] == "export")
 
 
 def test_arrival_order_within_open_windows_changes_nothing_and_a_pickled_copy_carries_on() -> None:
@@ -217,7 +238,7 @@ def test_a_small_pattern_quiet_for_the_retirement_horizon_is_forgotten_and_a_lar
     assert pw.forgotten == 1
     assert sorted(pw.area_of.values()) == ["export", "login"]
     assert pw.groupers["billing"].patterns == {}
-    assert all(pid in pw.area_of for g in pw.groupers.values() for ids in g._index.values() for pid in ids)
+    assert all(pid in pw.area_of for g in pw.groupers.values() for pid in g.patterns)
     # the problem comes back: a new pattern; the export problem rejoins its old one
     export_id = next(pid for pid, area in pw.area_of.items() if area == "export")
     back = [record(n, START + 41 * DAY, "invoice", "c7"), record(n + 1, START + 41 * DAY, "export", "c7")]
@@ -244,3 +265,149 @@ def test_a_restored_watch_lets_old_ids_and_counts_go_as_the_original_does() -> N
     for pw in (original, restored):
         assert set(pw.seen) == {f"export-{n}" for n in (20, 21, 22, 99)}
         assert {w for w, _ in pw.counts} == {START + 2 * DAY}
+
+
+# -- patterns on meaning (issue #26) -----------------------------------------------------------
+
+BROWSER = [  # an area's everyday questions, each about something else
+    ("How do I import my bookmarks from Chrome?", "I switched from Chrome and want my bookmarks."),
+    ("YouTube videos have no sound", "The picture plays but there is no audio."),
+    ("Change the default search engine", "I want to search with DuckDuckGo by default."),
+    ("Saved passwords are gone", "After the update my logins are no longer saved."),
+    ("Sync keeps disconnecting", "My Firefox account signs out of sync every day."),
+    ("Too many tabs use all my memory", "Firefox uses 8 GB of RAM with a few tabs open."),
+    ("Printing cuts off the page", "When I print, the right side of the page is missing."),
+    ("Dark mode for websites", "Can Firefox show every website in dark colours?"),
+]
+NOTHING_LOADS = [  # one problem in four wordings
+    ("Firefox won't load any page", "Since this morning nothing loads, every tab spins."),
+    ("No website opens in Firefox since this morning", "Every site I try just keeps loading forever."),
+    ("Pages never load in Firefox", "Web pages stay blank and never finish loading."),
+    ("Websites stopped loading in Firefox", "No page loads at all, whatever site I type."),
+]
+
+
+def test_paraphrases_join_one_pattern_and_unrelated_tickets_do_not() -> None:
+    # 0.4, not the default 0.5 (measured on SUMO's questions, most of them longer and in
+    # an area of thousands): in an area of twelve tickets the area's mean is still rough,
+    # and at 0.5 "No website opens in Firefox since this morning" starts its own pattern
+    pw = PatternWatch(H, DAY, sources=1, threshold=0.4)
+    texts = BROWSER + NOTHING_LOADS
+    created = [datetime.fromtimestamp(START + 60 + i, UTC).isoformat() for i in range(len(texts))]
+    pw.add([[f"t{i}", START, "browser", "bug", f"c{i}", created[i], s, b] for i, (s, b) in enumerate(texts)])
+    points = pw.points(pw.hear({"0": START + H}), "1h")
+    assigned = dict(pw.drain_assigned())
+    loads = {assigned[f"t{i}"] for i in range(len(BROWSER), len(texts))}
+    assert len(loads) == 1  # "won't load any page" and "no website opens" share no word but meet
+    others = [assigned[f"t{i}"] for i in range(len(BROWSER))]
+    assert len(set(others)) == len(BROWSER) and loads.isdisjoint(others)
+    (point,) = [p for p in points if p.tags["pattern"] in loads]
+    assert (point.fields["tickets"], point.fields["customers"]) == (4, 4)
+
+
+class _FixedVectors(TicketEncoder):
+    """The committed model's encoder, but each subject's vector given (to make patterns converge)."""
+
+    def __init__(self, vectors: Mapping[str, np.ndarray]) -> None:
+        self.__dict__.update(copy.copy(shared_encoder()).__dict__)
+        self.fixed = vectors
+
+    def encode_tickets(self, tickets: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        return np.vstack([self.fixed[t["subject"]] for t in tickets])
+
+
+def _unit(*xs: float) -> np.ndarray:
+    v = np.zeros(shared_encoder().dims, dtype=np.float32)
+    v[: len(xs)] = xs
+    return v / np.linalg.norm(v)
+
+
+def test_merged_patterns_keep_their_customers_and_counts_under_the_survivors_id() -> None:
+    encoder = _FixedVectors({"a": _unit(1, 0), "b": _unit(1, 1), "c": _unit(1, 0.5)})
+    pw = PatternWatch(H, 7 * DAY, sources=1, encoder=encoder)
+    # merges checked at every ticket, no centring: two patterns that the third ticket brings together
+    pw.groupers["app"] = SemanticGrouper(encoder, threshold=0.8, merge_threshold=0.8, merge_every=1, center_prior=0)
+
+    def ticket(n: int, window: int, subject: str, customer: str) -> list[object]:
+        created = datetime.fromtimestamp(window + n, UTC).isoformat()
+        return [f"t{n}", window, "app", "bug", customer, created, subject, f"body {n}"]
+
+    pw.add([ticket(1, START, "a", "alice"), ticket(2, START, "b", "bob")])
+    first = pw.points(pw.hear({"0": START + H}), "1h")
+    (a_id, b_id) = (pid for _, pid in pw.drain_assigned())
+    assert a_id != b_id and len(first) == 2  # cosine 0.71: two patterns, both written
+    pw.judge(set(pw.counts))
+    assert pw.watches == {}  # one ticket each: no spike watch yet
+    pw.add([ticket(3, START + H, "c", "carol")])  # joins b's pattern, whose centroid now reaches a's (0.81)
+    touched = pw.hear({"0": START + 2 * H})
+    assert pw.drain_assigned() == [["t3", b_id]] and pw.merges == 1
+    # a's window moved to b: the survivor's counts of both windows, the absorbed id nowhere
+    assert touched == {(START, b_id), (START + H, b_id)}
+    assert {k: (t, sorted(c)) for k, (t, c, _) in pw.counts.items()} == {
+        (START, b_id): (2, ["alice", "bob"]),
+        (START + H, b_id): (1, ["carol"]),
+    }
+    assert a_id not in pw.area_of and a_id not in pw.windows_of and a_id not in pw.last_window_of
+    assert pw.windows_of[b_id] == {START, START + H} and pw.last_window_of[b_id] == START + H
+    assert sorted(e[1] for e in pw.examples[(START, b_id)]) == ["alice", "bob"]
+    # the absorbed id still names the survivor (assignments handed out before the merge keep it)
+    assert pw.resolve(a_id) == b_id and pw.area(a_id) == "app"
+    summary = pw.summary(a_id)
+    assert (summary["id"], summary["tickets"], summary["customers"]) == (b_id, 3, 3)
+    # written: the absorbed id's point again as zeros (a sum over patterns counts each ticket once)
+    written = {
+        (p.time, p.tags["pattern"]): (p.fields["tickets"], p.fields["customers"]) for p in pw.points(touched, "1h")
+    }
+    assert written == {(START, a_id): (0, 0), (START, b_id): (2, 2), (START + H, b_id): (1, 1)}
+    # the survivor's watch hears both patterns' tickets; none is left for the absorbed one
+    pw.judge(touched)
+    assert set(pw.watches) == {b_id} and pw.closing == {}
+    restored = pickle.loads(pickle.dumps(pw))
+    restored.attach(encoder)
+    assert restored.resolve(a_id) == b_id and restored.pattern(a_id).tickets == 3
+
+
+def _stage(tmp_path: Path) -> GroupPatterns:
+    settings = Settings(partitions=1, app_id="tp", tagging_enabled=False, data_dir=str(tmp_path))
+    return GroupPatterns(settings, {}, PipelineStats(), None, owned=lambda: {0})  # type: ignore[arg-type]
+
+
+def _grouped_watch() -> PatternWatch:
+    pw = PatternWatch(H, 7 * DAY, sources=1)
+    pw.add([record(1, START, "export", "c1"), record(2, START, "export", "c2")])
+    pw.hear({"0": START + H})
+    return pw
+
+
+def test_a_pattern_checkpoint_of_another_embedding_model_is_refused_with_both_models_named(tmp_path: Path) -> None:
+    stage = _stage(tmp_path)
+    pw = _grouped_watch()
+    write_checkpoint({"watches": {0: pw}, "positions": {0: 7}}, stage.checkpoint)
+    stage.load()  # the same model: loaded, and grouping goes on
+    assert stage.positions == {0: 7} and stage.watches[0].encoder is stage.encoder
+    pw.groupers["export"].model_id = "all-MiniLM-L6-v2-static@another-build#000000000000"
+    write_checkpoint({"watches": {0: pw}, "positions": {0: 7}}, stage.checkpoint)
+    with pytest.raises(
+        ValueError,
+        match=r"the pattern checkpoint .*patterns-checkpoint\.pickle was learned on the "
+        r"vectors of embedding model all-MiniLM-L6-v2-static@another-build#000000000000, but this "
+        r"worker encodes with all-MiniLM-L6-v2-static@",
+    ):
+        _stage(tmp_path).load()
+
+
+def test_a_pattern_checkpoint_grouped_on_words_is_let_go_with_one_log_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    stage = _stage(tmp_path)
+    pw = _grouped_watch()
+    words = PatternGrouper()
+    words.add({"id": "x", "customer_id": "c", "subject": "CSV export times out", "body": ""})
+    pw.groupers["export"] = words  # type: ignore[assignment]  # as a version before issue #26 pickled it
+    write_checkpoint({"watches": {0: pw}, "positions": {0: 7}}, stage.checkpoint)
+    with caplog.at_level(logging.INFO, logger="pipeline.worker"):
+        stage.load()
+    # started anew, as a worker with no checkpoint: from the beginning of the topic
+    assert stage.watches == {} and stage.positions == {}
+    (line,) = [r.getMessage() for r in caplog.records if "agent=patterns" in r.getMessage()]
+    assert "checkpoint=refused" in line and "grouped on words (areas export)" in line

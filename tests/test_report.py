@@ -129,8 +129,12 @@ def test_the_report_from_a_real_run(stack, tmp_path) -> None:
     )
     assert row is not None, page[page.find("id='effects'") :][:3000]
     cells = re.findall(r"<td>(.*?)</td>", row.group(0))
-    assert cells[4:6] == [str(p_before), str(p_after)] and cells[-1] == "fewer", row.group(0)
-    assert p_after < p_before  # the whole area halved in the second week
+    # The largest pattern of reports is its bug ("reports is broken", "error 500"). In the second
+    # week every reports ticket is the generator's spike ("Since the last release reports fails
+    # with an error", "error 500"): the same problem in other words, which joins it on meaning.
+    # So the area halved, but this pattern grew (grouped on words, it was a pattern apart).
+    assert cells[4:6] == [str(p_before), str(p_after)] and cells[-1] == "more", row.group(0)
+    assert p_after > p_before
     fix_effects = stack.query("SELECT ratio FROM fix_effect GROUP BY pattern, ref")
     assert {(s["tags"]["ref"], s["tags"]["pattern"]) for s in fix_effects} == {("fix-123", ""), ("fix-124", fixed)}
     # spikes, with the product event of the week before

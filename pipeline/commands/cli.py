@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
+# Before numpy is first imported (OpenBLAS reads it once, when it loads): one BLAS thread.
+# Grouping and tagging multiply a batch of vectors by the patterns' centroids or the
+# tagger's weights, products far too small to share out; OpenBLAS's threads spun waiting
+# for work, on the worker's 2 cores: 828 -> 157 us of CPU a CLINC query (tagged and
+# grouped) with one thread (docs/benchmarks.md). The worker's parallelism is its
+# processes (one per partition share), not BLAS threads. A value set by the operator wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import argparse
 import asyncio
 import gc
@@ -209,12 +219,14 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     source = Path(args.input)
     if not source.exists():
         return _fail(f"no such file: {source}")
+    settings = load_settings()
     summary = replay(
         source,
         Path(args.output),
         Path(args.save_model) if args.save_model else None,
         progress=not args.quiet,
-        feature_buckets=load_settings().tagger_feature_buckets,
+        feature_buckets=settings.tagger_feature_buckets,
+        pattern_threshold=settings.pattern_threshold,
     )
     print(orjson.dumps(summary).decode())
     return 0
@@ -256,6 +268,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
             save,
             progress=not args.quiet,
             feature_buckets=load_settings().tagger_feature_buckets,
+            pattern_threshold=load_settings().pattern_threshold,
         )
         Path(fh.name).unlink()
         summary["rejected"] += len(rejected)

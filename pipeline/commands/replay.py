@@ -2,8 +2,12 @@
 
 A contract other tools call: it reads tickets (JSONL in the ticket schema, in file
 order) and, for each, first predicts, then learns from the labels the ticket carries,
-exactly as the worker's tagger does; it also groups it into a pattern
-(:mod:`pipeline.patterns.grouper`) and flags near-churn (:mod:`pipeline.patterns.nearchurn`). One JSON
+exactly as the worker's tagger does; it also groups it into a pattern of its product
+area on its meaning, as the worker does (:mod:`pipeline.patterns.semantic`, one grouper
+per area, ``TICKETPULSE_PATTERN_THRESHOLD``), and flags near-churn
+(:mod:`pipeline.patterns.nearchurn`). A line's pattern is the one the ticket joined
+when it was read; patterns that converge later merge, and the summary's ``patterns``
+counts those that remain. One JSON
 line per input line goes to the output
 (``{"id", "predicted", "pattern": {"id", "name"}, "near_churn"}``);
 a JSON summary goes to the last line of standard output.
@@ -22,9 +26,11 @@ from tqdm import tqdm
 
 from detectors.backtest import ALL_CASE_TYPES, SpikeBacktest
 from pipeline.ingest.schema import UNASSIGNED, TicketError, parse_ticket
-from pipeline.patterns.grouper import PatternGrouper
 from pipeline.patterns.nearchurn import near_churn
+from pipeline.patterns.semantic import SemanticGrouper
+from pipeline.patterns.watch import merge_threshold_for
 from pipeline.tagging.tagger import FEATURE_BUCKETS, FIELDS, TicketTagger
+from pipeline.text.embedding import shared_encoder
 
 __all__ = ["replay"]
 
@@ -63,18 +69,21 @@ def replay(
     progress: bool = True,
     window_seconds: int = 3600,
     feature_buckets: int | None = FEATURE_BUCKETS,
+    pattern_threshold: float = 0.5,
 ) -> dict[str, Any]:
     """Run the tagger over ``source``; write predictions to ``output``; return the summary.
 
     ``feature_buckets``: the tagger's (``TICKETPULSE_TAGGER_FEATURE_BUCKETS``), which a
-    worker warm-started from ``save_model`` must share.
+    worker warm-started from ``save_model`` must share. ``pattern_threshold``: the
+    worker's (``TICKETPULSE_PATTERN_THRESHOLD``).
 
     The summary also backtests spike detection on the history (``spike_episodes``, see
     :func:`backtest_spikes`): the alerts the worker would have sent, per product area
     (the helpdesk's own, or ``unassigned``) and per case type in it (the ticket's own).
     """
     tagger = TicketTagger(feature_buckets=feature_buckets)
-    grouper = PatternGrouper()
+    encoder = shared_encoder()
+    groupers: dict[str, SemanticGrouper] = {}
     counted: list[tuple[float, str, str, str, str]] = []
     tickets = rejected = 0
     started = time.perf_counter()
@@ -93,6 +102,12 @@ def replay(
             doc.update({f: getattr(ticket, f) for f in FIELDS})
             (predicted,) = tagger.process_many([doc])
             churn = near_churn(ticket.subject, ticket.body)
+            area = ticket.product_area or UNASSIGNED
+            grouper = groupers.get(area)
+            if grouper is None:
+                grouper = groupers[area] = SemanticGrouper(
+                    encoder, threshold=pattern_threshold, merge_threshold=merge_threshold_for(pattern_threshold)
+                )
             pattern = grouper.add(
                 {**doc, "customer_id": ticket.customer_id, "created_at": ticket.created_at.isoformat()}, churn
             )
@@ -124,6 +139,6 @@ def replay(
         "prequential": {f: tagger.quality[f].summary() for f in FIELDS},
         "model_version": tagger.version,
         "spike_episodes": backtest_spikes(counted, window_seconds),
-        "patterns": len(grouper.patterns),
-        "near_churn": sum(p.near_churn for p in grouper.patterns.values()),
+        "patterns": sum(len(g.patterns) for g in groupers.values()),
+        "near_churn": sum(p.near_churn for g in groupers.values() for p in g.patterns.values()),
     }

@@ -15,12 +15,13 @@ from pipeline.messages import Codec, PatternTickets, TicketPatterns
 from pipeline.outputs.lineprotocol import Point
 from pipeline.outputs.series import pattern_spike_point
 from pipeline.outputs.sinks import InfluxSink
-from pipeline.patterns.watch import PatternWatch
+from pipeline.patterns.watch import OutdatedPatternState, PatternWatch
 from pipeline.runtime.checkpoints import CheckpointWriter, load_checkpoint, write_checkpoint
 from pipeline.runtime.consumers import read_every_partition
 from pipeline.runtime.outbox import Outbox
 from pipeline.runtime.stats import PipelineStats
 from pipeline.settings import Settings
+from pipeline.text.embedding import TicketEncoder, shared_encoder
 
 __all__ = ["ASSIGNMENTS_PER_MESSAGE", "GroupPatterns"]
 
@@ -66,6 +67,8 @@ class GroupPatterns:
         self.codec = Codec(PatternTickets)
         self.watches: dict[int, PatternWatch] = {}
         self.positions: dict[int, int] = {}
+        #: the process's one encoder, shared by every partition's watch and area's grouper
+        self.encoder: TicketEncoder = shared_encoder()
 
     def new_watch(self) -> PatternWatch:
         """The watch of a partition seen for the first time."""
@@ -77,14 +80,43 @@ class GroupPatterns:
             threshold=settings.pattern_threshold,
             alert_score=settings.spike_alert_score,
             min_customers=settings.pattern_spike_min_customers,
+            encoder=self.encoder,
         )
 
     def load(self) -> None:
-        """The watches and positions of the last checkpoint, if there is one."""
-        if self.checkpoint.exists():
-            state = load_checkpoint(self.checkpoint.read_bytes())
-            self.watches, self.positions = state["watches"], state["positions"]
-            logger.info("agent=patterns loaded=checkpoint path=%s positions=%s", self.checkpoint, self.positions)
+        """The watches and positions of the last checkpoint, if there is one.
+
+        Each watch gets the process's encoder back (:meth:`PatternWatch.attach`). A
+        checkpoint whose patterns were made with another embedding model is refused
+        (``ValueError`` naming both models: the worker stops rather than group new
+        tickets against centroids that mean nothing). One from a version that grouped
+        on words is let go with one log line: the stage starts anew, as a worker with
+        no checkpoint does, from the beginning of the pattern topic, so that every worker
+        (each upgraded from its own checkpoint, at its own offsets) again forms the same
+        patterns from the same tickets.
+
+        Raises
+        ------
+        ValueError
+            If the checkpoint was learned on another embedding model's vectors.
+        """
+        if not self.checkpoint.exists():
+            return
+        state = load_checkpoint(self.checkpoint.read_bytes())
+        watches, positions = state["watches"], state["positions"]
+        try:
+            for watch in watches.values():
+                watch.attach(self.encoder, f"the pattern checkpoint {self.checkpoint}")
+        except OutdatedPatternState as exc:
+            logger.warning(
+                "agent=patterns checkpoint=refused path=%s reason=%s: patterns start anew from the beginning of "
+                "the topic",
+                self.checkpoint,
+                exc,
+            )
+            return
+        self.watches, self.positions = watches, positions
+        logger.info("agent=patterns loaded=checkpoint path=%s positions=%s", self.checkpoint, self.positions)
 
     def group(self, batch: dict[Any, list[Any]]) -> tuple[list[Point], list[tuple[int, SpikeEvent]]]:
         """Group a batch of records (by partition); the ``pattern_volume`` points and spike events it makes."""
@@ -124,13 +156,14 @@ class GroupPatterns:
         if batch:
             self.stats.patterns_too_late = sum(pw.too_late for pw in self.watches.values())
             logger.info(
-                "agent=patterns messages=%d points=%d spike_events=%d too_late=%d patterns=%s forgotten=%d",
+                "agent=patterns messages=%d points=%d spike_events=%d too_late=%d patterns=%s forgotten=%d merged=%d",
                 sum(len(r) for r in batch.values()),
                 len(points),
                 len(events),
                 self.stats.patterns_too_late,
                 ";".join(f"{p}:{len(pw.area_of)}" for p, pw in sorted(self.watches.items())),
                 sum(pw.forgotten for pw in self.watches.values()),
+                sum(pw.merges for pw in self.watches.values()),
             )
 
     async def _alert(self, events: list[tuple[int, SpikeEvent]], out: Outbox) -> list[Point]:
@@ -140,13 +173,12 @@ class GroupPatterns:
         for partition, spike in events:
             pw = self.watches[partition]
             pattern = pw.summary(spike.key)
-            points.append(
-                pattern_spike_point(spike, pw.area_of[spike.key], pattern["name"], self.settings.window_label)
-            )
+            area = pw.area(spike.key)  # the key may be a pattern merged away since its episode opened
+            points.append(pattern_spike_point(spike, area, pattern["name"], self.settings.window_label))
             if partition not in owned:
                 continue
             self.stats.spike_events += 1
-            payload = pattern_alert_payload(spike, pw.area_of[spike.key], pattern)
+            payload = pattern_alert_payload(spike, area, pattern)
             logger.warning(
                 "agent=patterns event=%s episode=%s pattern=%s area=%s customers=%d score=%.3f",
                 spike.event,

@@ -5,8 +5,10 @@ forwards every newly counted ticket, with its words, to ``<app>-pattern-tickets`
 the partition of its product area, together with each counting partition's event-time
 watermark. One :class:`PatternWatch` per partition of that topic
 
-- groups the tickets of each area into patterns (:class:`pipeline.patterns.grouper.PatternGrouper`,
-  one per area: a pattern lives within an area, and an area within one partition);
+- groups the tickets of each area into patterns on their meaning
+  (:class:`pipeline.patterns.semantic.SemanticGrouper`, one per area: a pattern lives
+  within an area, and an area within one partition; one
+  :class:`pipeline.text.embedding.TicketEncoder` per process encodes for all of them);
 - counts, per window and pattern, tickets, distinct customers and near-churn tickets
   (:func:`pipeline.patterns.nearchurn.near_churn`): the ``pattern_volume`` series;
 - runs a :class:`detectors.VolumeWatch` on every pattern that has come back (two tickets
@@ -20,6 +22,17 @@ order their messages interleaved. Every worker runs every partition and they agr
 delay: ``pattern_volume`` and pattern spikes come when the window closes, where area
 counts and area spikes come while it fills. A ticket that arrives after its window
 closed (late) is grouped as it comes.
+
+Patterns that converge merge (:meth:`SemanticGrouper.drain_merged`): what this partition
+keeps under the absorbed id (counts per window, examples, windows, the last window) moves
+to the survivor, whose counts of those windows are written again, and the absorbed id's
+points are written again as zeros, so that a sum over patterns counts each ticket once.
+Assignments already handed out (:meth:`PatternWatch.drain_assigned`) keep the absorbed
+id; :meth:`PatternWatch.resolve` gives the survivor. Spike watches: the survivor keeps its
+own (its windows from the merge on carry both patterns' tickets; windows it has learned
+are not judged again, as an episode never goes back); the absorbed pattern's watch is
+dropped, or, with an episode open, kept apart until that episode resolves (every opened
+episode gets its ``resolved``), its events under the absorbed id.
 """
 
 from __future__ import annotations
@@ -30,16 +43,35 @@ from typing import Any
 from detectors import SpikeDetector, SpikeEvent, VolumeWatch
 from pipeline.outputs.lineprotocol import Point
 from pipeline.outputs.series import pattern_volume_point
-from pipeline.patterns.grouper import Pattern, PatternGrouper
+from pipeline.patterns.grouper import Pattern
 from pipeline.patterns.nearchurn import near_churn
+from pipeline.patterns.semantic import SemanticGrouper
 from pipeline.runtime.watermarks import hear, low_watermark
+from pipeline.text.embedding import TicketEncoder, shared_encoder
 from pipeline.text.privacy import mask_personal
 
-__all__ = ["PatternRecord", "PatternWatch"]
+__all__ = ["OutdatedPatternState", "PatternRecord", "PatternWatch", "merge_threshold_for"]
 
 #: A counted ticket as ``count`` forwards it:
 #: ``[id, window, area, case_type, customer_id, created_at, subject, body]``.
 PatternRecord = Sequence[Any]
+
+
+class OutdatedPatternState(ValueError):
+    """A pickled :class:`PatternWatch` whose patterns were grouped on words (before issue #26)."""
+
+
+def merge_threshold_for(threshold: float) -> float:
+    """The similarity of two centroids at which their patterns merge, for a joining ``threshold``.
+
+    0.6, or the threshold when higher: on CLINC150 (threshold 0.3) any merge threshold from
+    0.45 to 0.7 changed ARI by less than 0.01; on SUMO (threshold 0.5) 0.6 was measured
+    (docs/benchmarks.md). Never below the threshold (:class:`SemanticGrouper` refuses that).
+
+    >>> merge_threshold_for(0.3), merge_threshold_for(0.5), merge_threshold_for(0.8)
+    (0.6, 0.6, 0.8)
+    """
+    return max(threshold, 0.6)
 
 
 class PatternWatch:
@@ -59,12 +91,17 @@ class PatternWatch:
         Counting partitions whose watermarks this partition hears; windows close when
         all have spoken, at the oldest.
     threshold
-        Similarity a ticket needs to join a pattern (:class:`PatternGrouper`).
+        Cosine similarity of meaning a ticket needs to join a pattern
+        (:class:`SemanticGrouper`; patterns merge at :func:`merge_threshold_for` of it).
     alert_score, min_customers
         Of each pattern's spike watch (:class:`detectors.VolumeWatch`).
     watch_after
-        Tickets a pattern needs before it gets a spike watch: most patterns stay one
-        ticket (anecdotes), and a watch each would cost memory for nothing.
+        Tickets a pattern needs before it gets a spike watch: most patterns stay a few
+        tickets (anecdotes), and a watch each would cost memory and an hour's judging for
+        nothing (on meaning many more patterns reach two tickets: 318 watches against 94
+        for the first 5,000 SUMO questions at 2, 29.2 against 22.7 CPU-s). A pattern's
+        spike needs 10 customers (``TICKETPULSE_PATTERN_SPIKE_MIN_CUSTOMERS``), which it
+        cannot have with fewer than five tickets, so five loses no alert.
     warm_windows
         Windows before a pattern's first ticket that its watch learns as
         zeros (a new pattern can spike at once; see :meth:`judge`).
@@ -76,6 +113,11 @@ class PatternWatch:
         come back, and kept for ever they would grow the worker's memory, its
         checkpoints and the candidates every new ticket is compared with, without end.
         A ticket like it later starts a new pattern.
+    encoder
+        Encodes the tickets (default: the process's shared one, :func:`shared_encoder`).
+        Not pickled: a watch loaded from a checkpoint gets it back from :meth:`attach`
+        (or the shared one, at its first grouping), which refuses patterns made with
+        another model.
     keep_customers
         Customers that make a pattern worth keeping however long it is quiet (ten, the
         essays' line between an anecdote and a pattern): a problem that comes back
@@ -100,14 +142,16 @@ class PatternWatch:
         window_seconds: int,
         allowed_lateness_seconds: int,
         sources: int,
-        threshold: float = 0.45,
+        threshold: float = 0.5,
         alert_score: float = 0.4,
         min_customers: int = 5,
-        watch_after: int = 2,
+        watch_after: int = 5,
         retire_after_seconds: int = 28 * 86400,
         warm_windows: int = 168,
         keep_customers: int = 10,
+        encoder: TicketEncoder | None = None,
     ) -> None:
+        self.encoder: TicketEncoder | None = encoder if encoder is not None else shared_encoder()
         self.window_seconds = window_seconds
         self.allowed_lateness_seconds = allowed_lateness_seconds
         self.sources = sources
@@ -118,7 +162,7 @@ class PatternWatch:
         self.retire_after_seconds = retire_after_seconds
         self.warm_windows = warm_windows
         self.keep_customers = keep_customers
-        self.groupers: dict[str, PatternGrouper] = {}
+        self.groupers: dict[str, SemanticGrouper] = {}
         #: pattern id -> its area
         self.area_of: dict[str, str] = {}
         #: (window, pattern id) -> [tickets, distinct customers, near-churn tickets]
@@ -147,6 +191,13 @@ class PatternWatch:
         self.unwritten: set[tuple[int, str]] = set()
         #: patterns forgotten (quiet and small; ``retire_after_seconds``)
         self.forgotten = 0
+        #: patterns merged into another
+        self.merges = 0
+        #: absorbed pattern id -> its spike watch, kept until its open episode resolves
+        self.closing: dict[str, VolumeWatch] = {}
+        #: (window, absorbed pattern id) -> (area, name): its points, written before the
+        #: merge, to write again as zeros (:meth:`points`)
+        self.zeroed: dict[tuple[int, str], tuple[str, str]] = {}
         self._index_windows()
 
     def _index_windows(self) -> None:
@@ -163,7 +214,7 @@ class PatternWatch:
             self._count_windows.setdefault(window, set()).add(pid)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("_seen_windows", "_count_windows")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_seen_windows", "_count_windows", "encoder")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # a checkpoint of an earlier version lacks the counters added since
@@ -172,6 +223,10 @@ class PatternWatch:
         state.setdefault("unwritten", set())
         state.setdefault("keep_customers", 10)
         state.setdefault("forgotten", 0)
+        state.setdefault("merges", 0)
+        state.setdefault("closing", {})
+        state.setdefault("zeroed", {})
+        state["encoder"] = None  # attach() gives it back
         # watches of earlier versions kept every closed window's baseline, never drained
         for watch in state.get("watches", {}).values():
             watch.keep_baselines = False
@@ -179,16 +234,60 @@ class PatternWatch:
         self.__dict__.update(state)
         self._index_windows()
 
+    def attach(self, encoder: TicketEncoder, what: str = "a pattern checkpoint") -> None:
+        """Give a loaded watch (and each area's grouper) its encoder.
+
+        Raises
+        ------
+        OutdatedPatternState
+            If its patterns were grouped on words (a checkpoint of a version before
+            issue #26): they cannot go on with vectors.
+        ValueError
+            If its patterns were made with another embedding model.
+        """
+        words = sorted(area for area, g in self.groupers.items() if not isinstance(g, SemanticGrouper))
+        if words:
+            raise OutdatedPatternState(
+                f"{what} holds patterns grouped on words (areas {', '.join(words)}), from a version "
+                "before patterns were grouped on meaning: they cannot go on with embeddings"
+            )
+        for grouper in self.groupers.values():
+            grouper.attach(encoder, what)
+        self.encoder = encoder
+
+    def _encoder(self) -> TicketEncoder:
+        if self.encoder is None:  # unpickled and not attached: the shared one, checked
+            encoder = shared_encoder()
+            self.attach(encoder)
+            return encoder
+        return self.encoder
+
+    def resolve(self, pattern_id: str) -> str:
+        """The live id a pattern id stands for (itself, or the pattern it was merged into)."""
+        if pattern_id in self.area_of:
+            return pattern_id
+        for grouper in self.groupers.values():  # a handful of areas
+            survivor = grouper.aliases.get(pattern_id)
+            if survivor is not None:
+                return survivor
+        return pattern_id
+
+    def area(self, pattern_id: str) -> str:
+        """The area of a pattern, live or merged into another."""
+        return self.area_of[self.resolve(pattern_id)]
+
     def pattern(self, pattern_id: str) -> Pattern:
-        return self.groupers[self.area_of[pattern_id]].patterns[pattern_id]
+        """A pattern by its id, or by an id merged into it."""
+        pid = self.resolve(pattern_id)
+        return self.groupers[self.area_of[pid]].patterns[pid]
 
     def add(self, records: Iterable[PatternRecord]) -> set[tuple[int, str]]:
         """Take newly counted tickets; the ``(window, pattern id)`` whose counts changed.
 
         A ticket of a window still open waits for the window to close (:meth:`hear`);
-        one whose window has closed already (late) is grouped at once.
+        those whose window has closed already (late) are grouped at once, in arrival order.
         """
-        touched: set[tuple[int, str]] = set()
+        late: list[PatternRecord] = []
         for record in records:
             ticket_id, window = record[0], record[1]
             if ticket_id in self.seen:
@@ -200,30 +299,58 @@ class PatternWatch:
             self.seen[ticket_id] = window
             self._seen_windows.setdefault(window, []).append(ticket_id)
             if self._closed(window):
-                touched.add(self._group(record))
+                late.append(record)
             else:
                 self.pending.setdefault(window, []).append(list(record))
-        return touched
+        return self._group_many(late)
 
     def _closed(self, window: int) -> bool:
         return self.watermark is not None and window + self.window_seconds <= self.watermark
 
-    def _group(self, record: PatternRecord) -> tuple[int, str]:
-        ticket_id, window, area, case_type, customer, created_at, subject, body = record
-        churn = near_churn(subject, body)
-        grouper = self.groupers.get(area)
-        if grouper is None:
-            grouper = self.groupers[area] = PatternGrouper(threshold=self.threshold)
-        ticket = {
-            "id": ticket_id,
-            "customer_id": customer,
-            "subject": subject,
-            "body": body,
-            "case_type": case_type,
-            "product_area": area,
-            "created_at": created_at,
-        }
-        pattern = grouper.add(ticket, near_churn=churn, remember=False)
+    def _group_many(self, records: Sequence[PatternRecord]) -> set[tuple[int, str]]:
+        """Group tickets in order (one encoding, one :meth:`SemanticGrouper.add_many` per area); the keys changed."""
+        if not records:
+            return set()
+        tickets = [
+            {
+                "id": ticket_id,
+                "customer_id": customer,
+                "subject": subject,
+                "body": body,
+                "case_type": case_type,
+                "product_area": area,
+                "created_at": created_at,
+            }
+            for ticket_id, _, area, case_type, customer, created_at, subject, body in records
+        ]
+        encoder = self._encoder()
+        vectors = encoder.encode_tickets(tickets)
+        churn = [near_churn(t["subject"], t["body"]) for t in tickets]
+        rows_of: dict[str, list[int]] = {}
+        for i, ticket in enumerate(tickets):
+            rows_of.setdefault(ticket["product_area"], []).append(i)
+        patterns: dict[int, Pattern] = {}
+        touched: set[tuple[int, str]] = set()
+        for area, rows in sorted(rows_of.items()):
+            grouper = self.groupers.get(area)
+            if grouper is None:
+                grouper = self.groupers[area] = SemanticGrouper(
+                    encoder, threshold=self.threshold, merge_threshold=merge_threshold_for(self.threshold)
+                )
+            grouped = grouper.add_many([tickets[i] for i in rows], vectors[rows], [churn[i] for i in rows], False)
+            for i, pattern in zip(rows, grouped, strict=True):
+                patterns[i] = pattern
+            # before this batch's tickets are counted: the merges move what was kept before it
+            for gone, survivor in grouper.drain_merged():
+                touched |= self._merge(area, gone, survivor)
+        for i, record in enumerate(records):
+            touched.add(self._count(record, patterns[i], churn[i]))
+        # a key moved to a survivor that was itself absorbed later in the batch: its last survivor
+        return {key for key in ((w, self.resolve(pid)) for w, pid in touched) if key in self.counts}
+
+    def _count(self, record: PatternRecord, pattern: Pattern, churn: bool) -> tuple[int, str]:
+        """Count a grouped ticket in its window and pattern; the key changed."""
+        ticket_id, window, area, _, customer, _, subject, body = record
         pid = pattern.id
         self.assigned.append([ticket_id, pid])
         self.area_of[pid] = area
@@ -239,11 +366,44 @@ class PatternWatch:
         examples = self.examples.setdefault((window, pid), [])
         if len(examples) < 3 and all(e[1] != customer for e in examples):
             # masked only when kept: masking every ticket would cost more than grouping it;
-            # and once, when the pattern has just kept it as one of its own examples
-            last = pattern.examples[-1] if pattern.examples else None
-            text = last["text"] if last and last["id"] == ticket_id else mask_personal(f"{subject}: {body}")
-            examples.append([ticket_id, customer, text])
+            # and once, when the pattern kept it as one of its own examples
+            own = next((e["text"] for e in pattern.examples if e["id"] == ticket_id), None)
+            examples.append([ticket_id, customer, own if own is not None else mask_personal(f"{subject}: {body}")])
         return window, pid
+
+    def _merge(self, area: str, gone: str, survivor: str) -> set[tuple[int, str]]:
+        """Move what is kept under an absorbed pattern to its survivor; the survivor's keys changed."""
+        self.merges += 1
+        touched: set[tuple[int, str]] = set()
+        self.area_of.pop(gone, None)  # absent if made in this batch: then nothing is kept under it yet
+        self.area_of[survivor] = area
+        name = self.groupers[area].patterns[self.groupers[area].resolve(survivor)].name
+        for window in sorted(self.windows_of.pop(gone, set())):
+            key, into = (window, gone), (window, survivor)
+            tickets, customers, churned = self.counts.pop(key)
+            more, others, churned_more = self.counts.get(into, (0, set(), 0))
+            self.counts[into] = (tickets + more, customers | others, churned + churned_more)
+            kept = self.examples.setdefault(into, [])
+            for example in self.examples.pop(key, []):
+                if len(kept) < 3 and all(e[1] != example[1] for e in kept):
+                    kept.append(example)
+            pids = self._count_windows[window]
+            pids.discard(gone)
+            pids.add(survivor)
+            self.windows_of.setdefault(survivor, set()).add(window)
+            if key in self.unwritten:
+                self.unwritten.discard(key)
+            else:  # written under the absorbed id: written again as zeros
+                self.zeroed[key] = (area, name)
+            self.unwritten.add(into)
+            touched.add(into)
+        last = self.last_window_of.pop(gone, None)
+        if last is not None:
+            self.last_window_of[survivor] = max(last, self.last_window_of.get(survivor, last))
+        watch = self.watches.pop(gone, None)
+        if watch is not None and watch.episode is not None:
+            self.closing[gone] = watch  # its episode runs to its end, then the watch goes
+        return touched
 
     def drain_assigned(self) -> list[list[str]]:
         """The ``[ticket id, pattern id]`` of the tickets grouped since the last call, in grouping order."""
@@ -278,7 +438,10 @@ class PatternWatch:
     def judge(self, touched: Iterable[tuple[int, str]]) -> list[SpikeEvent]:
         """Give each changed count to its pattern's watch (starting one when a pattern comes back)."""
         events: list[SpikeEvent] = []
-        for window, pid in sorted(touched):
+        # keys given out before a merge stand for the survivor's counts now
+        for window, pid in sorted({(w, self.resolve(p)) for w, p in touched}):
+            if pid not in self.area_of:
+                continue  # forgotten since
             watch = self.watches.get(pid)
             if watch is None:
                 if self.pattern(pid).tickets < self.watch_after:
@@ -328,11 +491,10 @@ class PatternWatch:
             return set()
         self.watermark = low
         self._prune()
-        touched: set[tuple[int, str]] = set()
+        closed: list[PatternRecord] = []
         for window in sorted(w for w in self.pending if self._closed(w)):
-            for record in sorted(self.pending.pop(window), key=lambda r: (r[5], r[0])):
-                touched.add(self._group(record))
-        return touched
+            closed += sorted(self.pending.pop(window), key=lambda r: (r[5], r[0]))
+        return self._group_many(closed)
 
     def close(self) -> list[SpikeEvent]:
         """Close, in every pattern's watch, the windows the watermark has passed (after :meth:`judge`)."""
@@ -347,6 +509,11 @@ class PatternWatch:
             quiet = low - self.last_window_of.get(pid, low) > self.retire_after_seconds
             if quiet and watch.episode is None:
                 del self.watches[pid]
+        for pid in sorted(self.closing):  # merged away with an episode open: until it resolves
+            watch = self.closing[pid]
+            events += watch.advance(low)
+            if watch.episode is None:
+                del self.closing[pid]
         if before is None or low // 86400 > before // 86400:
             self._forget_quiet(low)
         return events
@@ -369,6 +536,10 @@ class PatternWatch:
         Every count changed since the last call is given, ``touched`` or not.
         """
         out = []
+        zeroed, self.zeroed = self.zeroed, {}
+        for (window, pid), (area, name) in sorted(zeroed.items()):
+            # merged into another: its tickets count there now, and once
+            out.append(pattern_volume_point(pid, area, window_tag, window, 0, 0, 0, name))
         keys, self.unwritten = set(touched) | self.unwritten, set()
         for window, pid in sorted(keys):
             if (window, pid) not in self.counts:

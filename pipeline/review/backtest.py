@@ -186,7 +186,9 @@ class Backtest:
         areas = {area: hours.counts() for area, hours in self.areas.items()}
         data.effects = effects_of(events, areas, self.pattern_hours, 7, int(until), self.names)
         in_span = [d for d in self.docs if since <= d["hour"] < until]
-        ticket_sections(data, in_span, self.assigned, self.names)
+        # a ticket of a pattern merged into another since it was grouped: in the survivor
+        assigned = {ticket_id: self.patterns.resolve(pid) for ticket_id, pid in self.assigned.items()}
+        ticket_sections(data, in_span, assigned, self.names)
         data.rejected = rejected
         data.quality = {f: self.tagger.quality[f].summary() for f in FIELDS if self.tagger.quality[f].labelled}
         return data

@@ -26,7 +26,7 @@ import scipy.sparse as sp
 from safetensors.numpy import load_file
 from tokenizers import Tokenizer, normalizers
 
-__all__ = ["BODY_CHARS", "MODEL_DIR", "TicketEncoder", "check_model_id", "ticket_text"]
+__all__ = ["BODY_CHARS", "MODEL_DIR", "TicketEncoder", "check_model_id", "shared_encoder", "ticket_text"]
 
 #: the committed model (``deploy/build-embedding-model.sh`` writes it)
 MODEL_DIR = Path(__file__).resolve().parent / "model"
@@ -159,3 +159,17 @@ def check_model_id(expected: str, found: str | None, what: str) -> None:
             f"{expected}: its patterns and weights mean nothing with these vectors; remove it to learn anew, "
             "or run the version that wrote it"
         )
+
+
+_SHARED: dict[str, TicketEncoder] = {}
+
+
+def shared_encoder() -> TicketEncoder:
+    """The process's one encoder of the committed model (loaded on first use, ~15 MB, then shared).
+
+    Every :class:`pipeline.patterns.watch.PatternWatch` of a worker encodes with it: one
+    copy of the vectors in memory however many partitions and areas there are.
+    """
+    if "default" not in _SHARED:
+        _SHARED["default"] = TicketEncoder()
+    return _SHARED["default"]
