@@ -81,6 +81,7 @@ class GroupPatterns:
             alert_score=settings.spike_alert_score,
             min_customers=settings.pattern_spike_min_customers,
             encoder=self.encoder,
+            watch_after=PATTERN_WATCH_AFTER,
         )
 
     def load(self) -> None:

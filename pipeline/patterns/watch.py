@@ -74,6 +74,15 @@ def merge_threshold_for(threshold: float) -> float:
     return max(threshold, 0.6)
 
 
+#: Tickets a pattern needs before the worker gives it a spike watch. Most patterns stay a
+#: few tickets (anecdotes), and a watch each costs memory and an hour's judging for nothing:
+#: on meaning many more patterns reach two tickets (318 watches against 94 for the first
+#: 5,000 SUMO questions at 2, 29.2 against 22.7 CPU-s). A pattern's spike needs 10 customers
+#: (``TICKETPULSE_PATTERN_SPIKE_MIN_CUSTOMERS``), which it cannot have with fewer than five
+#: tickets, so five loses no alert.
+PATTERN_WATCH_AFTER = 5
+
+
 class PatternWatch:
     """The patterns of one partition of the pattern topic, their window counts and spikes.
 
@@ -96,12 +105,8 @@ class PatternWatch:
     alert_score, min_customers
         Of each pattern's spike watch (:class:`detectors.VolumeWatch`).
     watch_after
-        Tickets a pattern needs before it gets a spike watch: most patterns stay a few
-        tickets (anecdotes), and a watch each would cost memory and an hour's judging for
-        nothing (on meaning many more patterns reach two tickets: 318 watches against 94
-        for the first 5,000 SUMO questions at 2, 29.2 against 22.7 CPU-s). A pattern's
-        spike needs 10 customers (``TICKETPULSE_PATTERN_SPIKE_MIN_CUSTOMERS``), which it
-        cannot have with fewer than five tickets, so five loses no alert.
+        Tickets a pattern needs before it gets a spike watch (the worker and the backtest
+        use :data:`PATTERN_WATCH_AFTER`).
     warm_windows
         Windows before a pattern's first ticket that its watch learns as
         zeros (a new pattern can spike at once; see :meth:`judge`).
@@ -145,7 +150,7 @@ class PatternWatch:
         threshold: float = 0.5,
         alert_score: float = 0.4,
         min_customers: int = 5,
-        watch_after: int = 5,
+        watch_after: int = 2,
         retire_after_seconds: int = 28 * 86400,
         warm_windows: int = 168,
         keep_customers: int = 10,

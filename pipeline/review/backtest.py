@@ -26,7 +26,7 @@ from detectors.backtest import SpikeBacktest
 from pipeline.counting.volume import window_start
 from pipeline.ingest.schema import UNASSIGNED, Ticket, TicketError, parse_ticket
 from pipeline.messages import PatternTicket
-from pipeline.patterns.watch import PatternWatch
+from pipeline.patterns.watch import PATTERN_WATCH_AFTER, PatternWatch
 from pipeline.review.sections import HourCounts, ReportData, effects_of, predicted_or_given, ticket_sections
 from pipeline.settings import Settings
 from pipeline.tagging.tagger import FIELDS, TicketTagger
@@ -98,6 +98,7 @@ class Backtest:
             threshold=settings.pattern_threshold,
             alert_score=settings.spike_alert_score,
             min_customers=settings.pattern_spike_min_customers,
+            watch_after=PATTERN_WATCH_AFTER,
         )
         self.areas: dict[str, _Hours] = {}
         self.mix: dict[str, Counter[str]] = {}
