@@ -15,7 +15,7 @@ from pipeline.messages import Codec, PatternTickets, TicketPatterns
 from pipeline.outputs.lineprotocol import Point
 from pipeline.outputs.series import pattern_spike_point
 from pipeline.outputs.sinks import InfluxSink
-from pipeline.patterns.watch import OutdatedPatternState, PatternWatch
+from pipeline.patterns.watch import PATTERN_WATCH_AFTER, OutdatedPatternState, PatternWatch
 from pipeline.runtime.checkpoints import CheckpointWriter, load_checkpoint, write_checkpoint
 from pipeline.runtime.consumers import read_every_partition
 from pipeline.runtime.outbox import Outbox
