@@ -59,6 +59,7 @@ from pipeline.commands.demo import BROKEN, _count_dead_letters, _Volumes
 from pipeline.counting.volume import PartitionVolume, window_start
 from pipeline.ingest.produce import produce
 from pipeline.ingest.schema import UNASSIGNED, TicketError, parse_ticket
+from pipeline.messages import Fact
 from pipeline.runtime.kafka import ensure_topics
 from pipeline.settings import Settings
 from pipeline.testbed.generator import Spike, TicketGenerator
@@ -72,14 +73,15 @@ def in_process(raws: list[bytes]) -> dict[str, float]:
     tickets = [parse_ticket(r) for r in raws]
     t1 = time.perf_counter()
     facts = [
-        [
+        Fact(
             t.id,
             window_start(t.created_ts, 3600),
             t.product_area or UNASSIGNED,
             t.case_type or UNASSIGNED,
             t.severity or UNASSIGNED,
             t.customer_id,
-        ]
+            int(t.created_ts),
+        )
         for t in tickets
     ]
     t2 = time.perf_counter()
