@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml deploy/install-services.sh
 
 setup: $(STAMP) ## virtual environment in .venv, dependencies, broker binary, influxd and victoria-metrics
 
-demo: $(STAMP) ## the main job: embedded broker and InfluxDB, a worker, three generated days with a spike
+demo: $(STAMP) ## the main job: embedded broker and InfluxDB, a worker, four generated days with a spike
 	$(BIN)/ticketpulse demo
 
 test: lint ## lint, then the whole suite: unit and integration tests on a real broker and InfluxDB it starts itself

@@ -30,11 +30,11 @@ def _children_of(pid: int) -> list[int]:
 
 def test_demo_counts_exactly_and_reports_the_spike(tmp_path: Path) -> None:
     r = subprocess.run(
-        [TICKETPULSE, "demo", "--days", "2", "--scale", "5"], cwd=tmp_path, capture_output=True, text=True, timeout=300
+        [TICKETPULSE, "demo", "--days", "4", "--scale", "3"], cwd=tmp_path, capture_output=True, text=True, timeout=300
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "exact: 5756 distinct tickets counted (expected 5756), 3 dead letters (expected 3)" in r.stdout
-    assert "opened" in r.stdout and "area=reports window=2026-03-03T10:00:00+00:00" in r.stdout, r.stdout[-4000:]
+    assert "exact: 6518 distinct tickets counted (expected 6518), 3 dead letters (expected 3)" in r.stdout
+    assert "opened" in r.stdout and "area=reports window=2026-03-05T10:00:00+00:00" in r.stdout, r.stdout[-4000:]
     assert (tmp_path / "ticketpulse-demo.png").stat().st_size > 10_000
 
 

@@ -413,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--until", help="end of the review (a date); default: the last ticket")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     d = sub.add_parser("demo", help="embedded broker and InfluxDB, a worker, and generated days with a spike")
-    d.add_argument("--days", type=float, default=3.0, help="simulated days (default 3)")
+    d.add_argument("--days", type=float, default=4.0, help="simulated days (default 4)")
     d.add_argument("--scale", type=float, default=20.0, help="volume multiplier (default 20)")
     d.add_argument("--seed", type=int, default=1, help="generator seed")
     d.add_argument("--input", help="play your own export instead of generated days (see --format)")

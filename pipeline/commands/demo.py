@@ -161,7 +161,8 @@ class Playlist:
 
 def generated_playlist(days: float, scale: float, seed: int, window_seconds: int) -> Playlist:
     """Generated days of a helpdesk, with a 4x spike in reports on the second day."""
-    spike = Spike("reports", DEMO_START + timedelta(days=1, hours=10), hours=2, factor=4)
+    # on the fourth day: a new area is not alerted before it has 72 hours of history (detectors.VolumeWatch)
+    spike = Spike("reports", DEMO_START + timedelta(days=3, hours=10), hours=2, factor=4)
     gen = TicketGenerator(
         DEMO_START, days=days, seed=seed, scale=scale, spikes=[spike], customers=20000, near_churn_every=40
     )
@@ -376,7 +377,7 @@ def _print_volumes(playlist: Playlist, volumes: dict[str, dict[int, int]]) -> No
 
 
 def run_demo(
-    days: float = 3.0,
+    days: float = 4.0,
     scale: float = 20.0,
     seed: int = 1,
     output: Path | None = None,

@@ -396,10 +396,11 @@ class PatternWatch:
             pids.discard(gone)
             pids.add(survivor)
             self.windows_of.setdefault(survivor, set()).add(window)
-            if key in self.unwritten:
-                self.unwritten.discard(key)
-            else:  # written under the absorbed id: written again as zeros
-                self.zeroed[key] = (area, name)
+            self.unwritten.discard(key)
+            # the absorbed id's point of the window is written as zeros whether or not it was
+            # written before the merge: which were depends on how batches fell, and one worker
+            # and two must write the same points
+            self.zeroed[key] = (area, name)
             self.unwritten.add(into)
             touched.add(into)
         last = self.last_window_of.pop(gone, None)
