@@ -45,7 +45,10 @@ def test_a_spike_is_one_alert_episode_with_matching_ticket_spike_points_delivere
     # the area's two events need not be among the first few)
     everything = stack.read_topic(stack.settings.topic_alerts, expected=10_000, timeout=30)
     # (another area's borderline hour may alert on its own: the detector's calibration, issue #4)
-    alerts = [a for a in everything if "pattern" not in a and a["area"] == "reports"]
+    # (a case type's borderline hour on another day may alert too: calibration, docs/benchmarks.md)
+    alerts = [
+        a for a in everything if "pattern" not in a and a["area"] == "reports" and a["case_type"] in (None, "bug")
+    ]
     episodes = {a["episode_id"] for a in alerts}
     assert len(episodes) == 1, alerts
     opened = [a for a in alerts if a["event"] == "opened"]

@@ -18,6 +18,7 @@ from detectors import key_watch as new_key_watch
 from pipeline.alerts.payloads import alert_payload
 from pipeline.counting.count import WATERMARKS
 from pipeline.counting.volume import ALL
+from pipeline.ingest.schema import UNASSIGNED
 from pipeline.messages import AreaContext, AreaMessage, AreaProductEvent, Codec
 from pipeline.outputs.lineprotocol import Point
 from pipeline.outputs.series import baseline_point, spike_point
@@ -152,7 +153,8 @@ class Watch:
                 for context in message.context:
                     window, area, case_type, examples, terms = context
                     self.watch_of(touched, partition, area).add_context(window, examples, terms)
-                    self.watch_of(touched, partition, area, case_type).add_context(window, examples, terms)
+                    if case_type != UNASSIGNED:
+                        self.watch_of(touched, partition, area, case_type).add_context(window, examples, terms)
                 continue
             partitions.add(partition)
             marks_key = f"{partition}/{WATERMARKS}"
@@ -160,6 +162,8 @@ class Watch:
             hear(marks, {str(message.source): message.watermark})
             touched[marks_key] = marks
             for row in message.rows:
+                if row.case_type == UNASSIGNED:
+                    continue  # tickets without a case type are no case type: their surge is the area's
                 news = self.watch_of(touched, partition, row.area, row.case_type).update(
                     row.window, row.tickets, row.customers, at=row.newest or None
                 )

@@ -35,7 +35,9 @@ from pipeline.text.embedding import shared_encoder
 __all__ = ["replay"]
 
 
-def backtest_spikes(tickets: list[tuple[float, str, str, str, str]], window_seconds: int) -> list[dict[str, Any]]:
+def backtest_spikes(
+    tickets: list[tuple[float, str, str | None, str, str]], window_seconds: int
+) -> list[dict[str, Any]]:
     """The spike alerts the worker would have sent on this history (same watch code, every scale).
 
     ``tickets``: ``(created_ts, area, case_type, id, customer_id)``, in any order (taken in
@@ -84,7 +86,7 @@ def replay(
     tagger = TicketTagger(feature_buckets=feature_buckets)
     encoder = shared_encoder()
     groupers: dict[str, SemanticGrouper] = {}
-    counted: list[tuple[float, str, str, str, str]] = []
+    counted: list[tuple[float, str, str | None, str, str]] = []
     tickets = rejected = 0
     started = time.perf_counter()
     with source.open("rb") as fh, output.open("wb") as out:
@@ -116,7 +118,7 @@ def replay(
                 (
                     ticket.created_ts,
                     ticket.product_area or UNASSIGNED,
-                    ticket.case_type or UNASSIGNED,
+                    ticket.case_type,  # none: the area's alone (no "unassigned" case type is watched)
                     str(ticket.id),
                     str(ticket.customer_id),
                 )

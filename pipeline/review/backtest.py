@@ -148,7 +148,9 @@ class Backtest:
         hour = window_start(ticket.created_ts, self.window)
         self.areas.setdefault(area, _Hours()).add(hour, ticket.id, ticket.customer_id)
         self.mix.setdefault(area, Counter())[case_type] += 1
-        self.spikes.add(ticket.created_ts, area, case_type, ticket.id, ticket.customer_id)
+        # tickets without a case type are no case type: their surge is the area's (as in the worker)
+        watched_case = None if case_type == UNASSIGNED else case_type
+        self.spikes.add(ticket.created_ts, area, watched_case, ticket.id, ticket.customer_id)
         self._hear_patterns(hour)  # windows before this one have closed: grouped, as in the worker
         record = PatternTicket(
             ticket.id, hour, area, case_type, ticket.customer_id, doc["created_at"], ticket.subject, ticket.body
