@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 
 from .conftest import TICKETPULSE
-from .test_report import CHURN, FIX, START, _history, open_in_chromium
+from .test_report import FIX, START, _history, churn_tickets, open_in_chromium
 
 BROKEN = [b"{not json", b'{"id": "x1", "subject": "no date", "body": "b", "customer_id": "c"}', b"[1, 2]"]
 
@@ -19,18 +19,7 @@ def _export(tmp_path: Path) -> tuple[Path, dict[tuple[int, str], int], int]:
     """The export (file order: as the helpdesk sent them, re-sends included), its truth, its distinct tickets."""
     gen = _history()
     truth = dict(gen.truth(3600))
-    churn = [
-        {
-            "id": f"churn-{i}",
-            "created_at": (START + timedelta(days=12, hours=9, minutes=i)).isoformat(),
-            "customer_id": f"angry-{i}",
-            "subject": "Sales report CSV export never finishes",
-            "body": CHURN + f"Call me at +1 415 555 01{i:02d} or jo{i}@corp.example",
-            "product_area": "reports",
-            "case_type": "bug",
-        }
-        for i in range(12)
-    ]
+    churn = churn_tickets()
     for c in churn:
         hour = int(datetime.fromisoformat(c["created_at"]).timestamp()) // 3600 * 3600
         truth[(hour, "reports")] = truth.get((hour, "reports"), 0) + 1

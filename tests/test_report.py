@@ -39,6 +39,22 @@ def _history() -> TicketGenerator:
     )
 
 
+def churn_tickets() -> list[dict[str, str]]:
+    """Twelve customers about to cancel over one problem, with phone numbers and e-mails to mask."""
+    return [
+        {
+            "id": f"churn-{i}",
+            "created_at": (START + timedelta(days=12, hours=9, minutes=i)).isoformat(),
+            "customer_id": f"angry-{i}",
+            "subject": "Sales report CSV export never finishes",
+            "body": CHURN + f"Call me at +1 415 555 01{i:02d} or jo{i}@corp.example",
+            "product_area": "reports",
+            "case_type": "bug",
+        }
+        for i in range(12)
+    ]
+
+
 def open_in_chromium(page: Path, shot: Path) -> tuple[str, Path]:
     """The page's DOM as headless Chromium builds it, and a screenshot of it at ``shot``."""
     found = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -59,18 +75,7 @@ def open_in_chromium(page: Path, shot: Path) -> tuple[str, Path]:
 def test_the_report_from_a_real_run(stack, tmp_path) -> None:
     gen = _history()
     truth = gen.truth(3600)
-    churn = [
-        {
-            "id": f"churn-{i}",
-            "created_at": (START + timedelta(days=12, hours=9, minutes=i)).isoformat(),
-            "customer_id": f"angry-{i}",
-            "subject": "Sales report CSV export never finishes",
-            "body": CHURN + f"Call me at +1 415 555 01{i:02d} or jo{i}@corp.example",
-            "product_area": "reports",
-            "case_type": "bug",
-        }
-        for i in range(12)
-    ]
+    churn = churn_tickets()
     stack.create_topics()
     stack.send([(b"reports", orjson.dumps(FIX))], topic=stack.settings.topic_product_events)
     stack.start_worker()
