@@ -110,8 +110,10 @@ def test_two_workers_count_exactly_what_one_worker_counts(stack_factory) -> None
     closed = closed_windows(truth)
     assert one.wait_for_counts(closed, patterns=True) == closed, one.worker_logs()
     assert two.wait_for_counts(closed, patterns=True) == closed, two.worker_logs()
-    solo_patterns = one.patterns()
-    assert two.patterns() == solo_patterns
+    # (the points with tickets: a pattern absorbed by a merge has its windows rewritten as zeros,
+    # which land a batch later than the counts these waits saw, so one read may hold more of them)
+    solo_patterns = {key: n for key, n in one.patterns().items() if n[0]}
+    assert {key: n for key, n in two.patterns().items() if n[0]} == solo_patterns
     assert 10 < len({pattern for _, pattern, _ in solo_patterns}) < 200
     # Both workers of the pair really shared the work: each owns counting partitions ...
     owned = [_last_partitions(two.tmp_path / f"worker-{name}.log", "agent=count recovered") for name in "ab"]
