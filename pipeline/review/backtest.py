@@ -117,8 +117,11 @@ class Backtest:
             if self.settings.tagging_enabled:
                 for doc, predicted in zip(docs, self.tagger.process_many(docs), strict=True):
                     doc["predicted"] = predicted
-            for ticket, doc in zip(batch, docs, strict=True):
-                self._count(ticket, doc)
+            records = [self._count(ticket, doc) for ticket, doc in zip(batch, docs, strict=True)]
+            self.patterns.add(records)
+            # the windows before the batch's last have closed: grouped in one encoding, as the
+            # worker groups what a batch of watermarks closed
+            self._hear_patterns(window_start(batch[-1].created_ts, self.window))
             bar.update(len(batch))
         bar.close()
         if tickets:
@@ -142,8 +145,8 @@ class Backtest:
             return predicted_or_given(doc, name)
         return str(doc.get(name) or UNASSIGNED)
 
-    def _count(self, ticket: Ticket, doc: dict[str, Any]) -> None:
-        """One ticket through counting, the spike watches and pattern grouping."""
+    def _count(self, ticket: Ticket, doc: dict[str, Any]) -> PatternTicket:
+        """One ticket through counting and the spike watches; its record for pattern grouping."""
         area, case_type = self._tag(doc, "product_area"), self._tag(doc, "case_type")
         hour = window_start(ticket.created_ts, self.window)
         self.areas.setdefault(area, _Hours()).add(hour, ticket.id, ticket.customer_id)
@@ -151,12 +154,10 @@ class Backtest:
         # tickets without a case type are no case type: their surge is the area's (as in the worker)
         watched_case = None if case_type == UNASSIGNED else case_type
         self.spikes.add(ticket.created_ts, area, watched_case, ticket.id, ticket.customer_id)
-        self._hear_patterns(hour)  # windows before this one have closed: grouped, as in the worker
-        record = PatternTicket(
+        self.docs.append({**doc, "hour": hour})
+        return PatternTicket(
             ticket.id, hour, area, case_type, ticket.customer_id, doc["created_at"], ticket.subject, ticket.body
         )
-        self.patterns.add([record])
-        self.docs.append({**doc, "hour": hour})
 
     def _hear_patterns(self, watermark: int) -> None:
         touched = self.patterns.hear({"0": watermark})
@@ -165,6 +166,8 @@ class Backtest:
             self.assigned[ticket_id] = pattern_id
             if pattern_id not in self.names:
                 self.names[pattern_id] = self.patterns.pattern(pattern_id).name
+        # the counts are handed over as the worker writes them: the watch then lets old windows go
+        self.patterns.points(touched, self.settings.window_label)
         for window, pid in sorted(touched):
             tickets, customers, _ = self.patterns.counts[(window, pid)]
             self.pattern_hours.setdefault(pid, {})[window] = (tickets, len(customers))
