@@ -33,6 +33,19 @@ time it takes to read its label join's kept texts back from ``texts-to-join`` is
 
 The generated bodies are short (about 120 characters); ``--bodies`` takes the bodies
 from a CSV with a ``body`` column instead (in turn), for real tickets' length and mess.
+
+The contract other tools call (issue #27; docs/benchmarks.md)::
+
+    .venv/bin/python benchmarks/bench_pipeline.py --tickets FILE.jsonl[.gz] [--limit N] [--workers N]
+        [--rate R] [--set TICKETPULSE_NAME=VALUE ...] --json
+
+plays a file's tickets in file order, as they are (ids, times, text, labels; invalid rows
+too, which the workers must dead-letter), through the embedded broker, InfluxDB and N
+worker processes, and prints one JSON object as its last line (:func:`run_contract`):
+the time until InfluxDB holds every count, the workers' CPU, the broker's raw consumption
+of the same messages, with ``--rate R`` the latency from produce to ``tickets-classified``,
+and ``exact``: whether the counts read back from InfluxDB equal the valid tickets per area
+and window computed from the file. Without ``--tickets``, the generated tickets are played.
 """
 
 from __future__ import annotations
@@ -40,6 +53,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import gzip
 import itertools
 import os
 import platform
@@ -48,11 +62,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import orjson
 
 from pipeline.commands.demo import BROKEN, _count_dead_letters, _Volumes
@@ -60,10 +78,12 @@ from pipeline.counting.volume import PartitionVolume, window_start
 from pipeline.ingest.produce import produce
 from pipeline.ingest.schema import UNASSIGNED, TicketError, parse_ticket
 from pipeline.messages import Fact
+from pipeline.outputs.series import InfluxReader
 from pipeline.runtime.kafka import ensure_topics
 from pipeline.settings import Settings
 from pipeline.testbed.generator import Spike, TicketGenerator
 from pipeline.testbed.services import EmbeddedBroker, EmbeddedInflux
+from pipeline.topology import topology
 
 START = datetime(2026, 3, 2, tzinfo=UTC)
 
@@ -406,7 +426,434 @@ def end_to_end(raws: list[bytes], unique: int, settings_env: dict[str, str], res
             influx.stop()
 
 
-def main() -> None:
+# --- the contract other tools call (issue #27): a file's tickets, N workers, one JSON line ---
+
+
+def read_ticket_file(path: Path, limit: int | None = None) -> list[bytes]:
+    """The messages of a JSONL file (gzip-compressed when it ends in ``.gz``), in file order.
+
+    Every non-blank line is a message, valid or not: the invalid ones are for the
+    workers to dead-letter, as a helpdesk's would be.
+    """
+    if not path.is_file():
+        raise SystemExit(f"--tickets: {path} is not a file")
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    raws: list[bytes] = []
+    with opener(path, "rb") as fh:
+        for line in fh:
+            if limit is not None and len(raws) >= limit:
+                break
+            if line.strip():
+                raws.append(line.rstrip(b"\r\n"))
+    if not raws:
+        raise SystemExit(f"--tickets: {path} holds no lines")
+    return raws
+
+
+@dataclass
+class Expected:
+    """What an exact pipeline makes of the messages: computed from them, not from the pipeline."""
+
+    #: distinct valid tickets per ``(area, window start)``, each in the window of its first copy
+    counts: Counter[tuple[str, int]]
+    #: the ticket id of each message, ``None`` for an invalid one (in message order)
+    ids: list[str | None]
+    #: messages the workers must reject (dead letters): not a ticket, too large, dated too far ahead
+    rejected: int
+    #: valid tickets that carry no ``product_area`` (counted under a predicted one unless the
+    #: worker's TICKETPULSE_COUNT_PREDICTED_TAGS is false)
+    without_area: int
+    #: how far, at most, a ticket's window is behind the newest window before it in the file:
+    #: the allowed lateness a worker needs to count every ticket whatever order it reads them in
+    lateness_seconds: int = 0
+
+    @property
+    def tickets(self) -> int:
+        return sum(self.counts.values())
+
+
+def expected_counts(raws: Sequence[bytes], settings: Settings, now: float | None = None) -> Expected:
+    """Validate each message as the worker does (:func:`parse_ticket`, its size limit and
+    TICKETPULSE_MAX_FUTURE_HOURS), and count each ticket id once, in its first copy's window.
+
+    >>> good = b'{"id": "a", "created_at": "2026-03-02T10:05:00Z", "customer_id": "c", "subject": "s", "body": "b"}'
+    >>> e = expected_counts([good, good, b"{"], Settings())
+    >>> dict(e.counts), e.ids, e.rejected, e.without_area, e.lateness_seconds
+    ({('unassigned', 1772445600): 1}, ['a', 'a', None], 1, 1, 0)
+    """
+    latest = (time.time() if now is None else now) + settings.max_future_hours * 3600
+    counts: Counter[tuple[str, int]] = Counter()
+    ids: list[str | None] = []
+    seen: set[str] = set()
+    rejected = without_area = lateness = 0
+    newest: int | None = None
+    for raw in raws:
+        try:
+            ticket = parse_ticket(raw, settings.max_ticket_bytes, latest)
+        except TicketError:
+            ids.append(None)
+            rejected += 1
+            continue
+        ids.append(ticket.id)
+        window = window_start(ticket.created_ts, settings.window_seconds)
+        newest = window if newest is None else max(newest, window)
+        lateness = max(lateness, newest - window)
+        if ticket.id in seen:
+            continue
+        seen.add(ticket.id)
+        without_area += ticket.product_area is None
+        counts[(ticket.product_area or UNASSIGNED, window)] += 1
+    return Expected(counts, ids, rejected, without_area, lateness)
+
+
+def _start_workers(n: int, env: dict[str, str], workdir: Path) -> list[subprocess.Popen[bytes]]:
+    """``n`` worker processes of one app, each with its own data dir and log in ``workdir``."""
+    workers = []
+    for i in range(n):
+        data_dir = workdir / f"worker-{i + 1}"
+        data_dir.mkdir()
+        workers.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "pipeline.commands.cli", "worker"],
+                env={**env, "TICKETPULSE_DATA_DIR": str(data_dir)},
+                start_new_session=True,
+                stdout=(workdir / f"worker-{i + 1}.log").open("wb"),
+                stderr=subprocess.STDOUT,
+            )
+        )
+    return workers
+
+
+def _stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
+    for worker in workers:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGTERM)
+    for worker in workers:
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+
+
+def _groups_stable(settings: Settings, members: int) -> bool:
+    """Whether the worker's consumer groups (Faust's, and the ticket reader's ``<app id>-tickets``)
+    are stable with ``members`` members each: every worker has its partitions before the clock starts.
+
+    aiokafka's admin client: kafka-python's cannot read Tansu's DescribeGroups answer (nor can
+    aiokafka's for a group Tansu does not know yet: then not stable).
+    """
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.errors import KafkaError
+
+    async def stable(group: str) -> bool:
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+        await admin.start()
+        try:
+            answers = await admin.describe_consumer_groups([group])
+        except (KafkaError, ValueError):
+            return False
+        finally:
+            await admin.close()
+        described = [g for answer in answers for g in answer.groups if g[1] == group]
+        return bool(described) and described[0][2] == "Stable" and len(described[0][5]) == members
+
+    return all(asyncio.run(stable(group)) for group in (settings.app_id, f"{settings.app_id}-tickets"))
+
+
+def _wait_until_ready(settings: Settings, workers: list[subprocess.Popen[bytes]], workdir: Path) -> None:
+    """The workers are up once they have dead-lettered the broken messages and their groups are stable."""
+    produce(settings, [(0, r) for _, r in BROKEN], validate=False, progress=False)
+    deadline = time.monotonic() + 180
+    while _count_dead_letters(settings) < len(BROKEN) or not _groups_stable(settings, len(workers)):
+        if any(w.poll() is not None for w in workers) or time.monotonic() > deadline:
+            raise SystemExit(f"the workers did not all start reading within 180 s; their logs: {workdir}")
+        time.sleep(0.5)
+
+
+def produce_at_rate(
+    settings: Settings, raws: Sequence[bytes], ids: Sequence[str | None], rate: float
+) -> tuple[int, dict[str, float]]:
+    """Send the messages at ``rate`` a second, keyed by ticket id as ``produce`` does; the
+    messages confirmed and, per ticket id, when its first copy was handed to the producer
+    (``time.time()``)."""
+    from kafka.errors import KafkaError
+
+    from pipeline.runtime import kafka_clients
+
+    client = kafka_clients.producer(settings, topics=[settings.topic_tickets])
+    stamps: dict[str, float] = {}
+    futures = []
+    t0 = time.perf_counter()
+    try:
+        for n, (raw, ticket_id) in enumerate(zip(raws, ids, strict=True)):
+            wait = t0 + n / rate - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            key = ticket_id.encode() if ticket_id is not None else None
+            stamps.setdefault(ticket_id or "", time.time())
+            futures.append(client.send(settings.topic_tickets, raw, key=key))
+        client.flush()
+        sent = 0
+        for future in futures:
+            try:
+                future.get()
+                sent += 1
+            except KafkaError:
+                pass  # refused by the broker: counted below as not sent
+    finally:
+        client.close()
+    stamps.pop("", None)
+    return sent, stamps
+
+
+class ClassifiedWatch(threading.Thread):
+    """Reads ``tickets-classified`` (its name from :mod:`pipeline.topology`) from the start and
+    notes when each ticket id first arrived (``time.time()``)."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(daemon=True)
+        from kafka import TopicPartition
+
+        from pipeline.runtime import kafka_clients
+
+        self.topic = topology(settings)["classified"].name
+        self.client = kafka_clients.consumer(settings, max_poll_records=5000, fetch_max_wait_ms=50)
+        self.client.assign([TopicPartition(self.topic, p) for p in range(settings.partitions)])
+        self.arrived: dict[str, float] = {}
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.done.is_set():
+                batch = self.client.poll(timeout_ms=100)
+                now = time.time()
+                for records in batch.values():
+                    for record in records:
+                        if record.key is not None:
+                            self.arrived.setdefault(record.key.decode(), now)
+        finally:
+            self.client.close()
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join(timeout=30)
+
+
+def latency_ms(stamps: dict[str, float], arrived: dict[str, float]) -> dict[str, float]:
+    """p50 and p99 of the time from a ticket's first produce to its first ``tickets-classified`` record.
+
+    >>> latency_ms({"a": 1.0, "b": 2.0}, {"a": 1.5, "b": 2.1})
+    {'p50_latency_ms': 300.0, 'p99_latency_ms': 496.0, 'latency_tickets': 2}
+    """
+    values = np.array([arrived[i] - t for i, t in stamps.items() if i in arrived]) * 1000
+    if not len(values):
+        raise SystemExit("no ticket arrived on tickets-classified: is tagging off (TICKETPULSE_TAGGING_ENABLED)?")
+    p50, p99 = np.percentile(values, [50, 99])
+    return {
+        "p50_latency_ms": round(float(p50), 1),
+        "p99_latency_ms": round(float(p99), 1),
+        "latency_tickets": len(values),
+    }
+
+
+def _read_counts(reader: InfluxReader) -> Counter[tuple[str, int]]:
+    """Distinct tickets per ``(area, window start)`` as InfluxDB holds them (the areas' roll-ups)."""
+    counts: Counter[tuple[str, int]] = Counter()
+    for series in reader.query("SELECT tickets FROM ticket_volume WHERE case_type = 'all' GROUP BY area"):
+        for ts, tickets in series["values"]:
+            counts[(series["tags"]["area"], int(ts))] = int(tickets)
+    return counts
+
+
+def _read_total(reader: InfluxReader) -> int:
+    series = reader.query("SELECT sum(tickets) FROM ticket_volume WHERE case_type = 'all'")
+    return int(series[0]["values"][0][1]) if series else 0
+
+
+def _wait_for_counts(reader: InfluxReader, tickets: int, workdir: Path) -> int:
+    """Wait until InfluxDB holds ``tickets`` tickets in all (or more: then the counts are not
+    exact, and waiting is no use); a count that stops short for 60 s is a lost ticket."""
+    counted, progress_at = 0, time.monotonic()
+    while counted < tickets:
+        time.sleep(0.2)
+        now_counted = _read_total(reader)
+        if now_counted != counted:
+            counted, progress_at = now_counted, time.monotonic()
+        elif time.monotonic() - progress_at > 60:
+            print(f"\nthe counts stopped at {counted} of {tickets} tickets for 60 s; logs: {workdir}", file=sys.stderr)
+            break
+        print(f"\r  counted {counted}/{tickets}", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    return counted
+
+
+def transport_rate(settings: Settings, messages: int) -> dict[str, float]:
+    """The broker's raw consumption of ``tickets``: the same messages read from the start by the
+    Kafka client the worker's ticket reader uses (aiokafka, its fetch size), nothing done with them."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    async def consume() -> dict[str, float]:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=max(1_048_576, settings.max_ticket_bytes * 2),
+        )
+        await consumer.start()
+        try:
+            consumer.assign([TopicPartition(settings.topic_tickets, p) for p in range(settings.partitions)])
+            read, t0, cpu0 = 0, time.perf_counter(), time.process_time()
+            deadline = time.monotonic() + 300
+            while read < messages and time.monotonic() < deadline:
+                for records in (await consumer.getmany(timeout_ms=1000, max_records=settings.batch_size)).values():
+                    read += len(records)
+            seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        finally:
+            await consumer.stop()
+        if read < messages:
+            raise SystemExit(f"the transport run read {read} of the {messages} messages on {settings.topic_tickets}")
+        return {"transport_messages_per_second": round(read / seconds), "transport_cpu_seconds": round(cpu, 3)}
+
+    return asyncio.run(consume())
+
+
+def _check_counts(expected: Expected, counts: Mapping[tuple[str, int], int], by_window: bool) -> dict[str, object]:
+    """Whether the counts read back equal the expected ones (per area and window, or per window
+    when some tickets are counted under predicted areas); a few differences when not."""
+    want, got = expected.counts, counts
+    if by_window:
+        want, got = Counter(), Counter()
+        for (_, window), n in expected.counts.items():
+            want[("*", window)] += n
+        for (_, window), n in counts.items():
+            got[("*", window)] += n
+    wrong = sorted(k for k in set(want) | set(got) if want.get(k, 0) != got.get(k, 0))
+    out: dict[str, object] = {"counted": sum(counts.values()), "exact_by": "window" if by_window else "area and window"}
+    if wrong:
+        out["differences"] = [
+            {
+                "area": area,
+                "window": datetime.fromtimestamp(window, UTC).isoformat(),
+                "expected": want.get((area, window), 0),
+                "read": got.get((area, window), 0),
+            }
+            for area, window in wrong[:10]
+        ] + ([{"more": len(wrong) - 10}] if len(wrong) > 10 else [])
+    return out
+
+
+def _workers_setup(
+    raws: Sequence[bytes], broker: EmbeddedBroker, influx: EmbeddedInflux, settings_env: dict[str, str]
+) -> tuple[dict[str, str], Settings, Expected]:
+    """The workers' environment and settings (as they read them), and what they should count.
+
+    A file out of time order by more than the workers' allowed lateness gets a lateness
+    that covers it (unless ``settings_env`` sets one): the workers would rightly skip the
+    tickets that come too late, and here every ticket is to be counted.
+    """
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("TICKETPULSE_")},
+        "TICKETPULSE_BROKER_URL": broker.url,
+        "TICKETPULSE_INFLUX_URL": influx.url,
+        "TICKETPULSE_APP_ID": "ticketpulse-bench",
+        "TICKETPULSE_WEB_ENABLED": "false",
+        "TICKETPULSE_LOG_LEVEL": "warning",
+        **settings_env,
+    }
+    settings = Settings.model_validate(
+        {k.removeprefix("TICKETPULSE_").lower(): v for k, v in env.items() if k.startswith("TICKETPULSE_")}
+    )
+    expected = expected_counts(raws, settings)
+    lateness = "TICKETPULSE_ALLOWED_LATENESS_SECONDS"
+    if expected.lateness_seconds > settings.allowed_lateness_seconds and lateness not in settings_env:
+        env[lateness] = str(expected.lateness_seconds + settings.window_seconds)
+        settings = settings.model_copy(update={"allowed_lateness_seconds": int(env[lateness])})
+    return env, settings, expected
+
+
+def run_contract(
+    raws: Sequence[bytes], workers: int = 1, rate: float | None = None, settings_env: dict[str, str] | None = None
+) -> dict[str, object]:
+    """Play ``raws`` in order through the embedded broker, InfluxDB and ``workers`` worker
+    processes; what the ``--json`` line reports (module docstring, docs/benchmarks.md).
+
+    The clock runs from the first message sent until InfluxDB holds every count; the
+    workers' CPU is read from /proc over the same span. ``rate``: messages a second (each
+    stamped as it is handed to the producer), and the latency to ``tickets-classified``.
+    """
+    workdir = Path(tempfile.mkdtemp(prefix="ticketpulse-bench-"))
+    broker, influx = EmbeddedBroker(), EmbeddedInflux()
+    procs: list[subprocess.Popen[bytes]] = []
+    watch: ClassifiedWatch | None = None
+    stamps: dict[str, float] = {}
+    try:
+        broker.start()
+        influx.start()
+        env, settings, expected = _workers_setup(raws, broker, influx, settings_env or {})
+        ensure_topics(settings)
+        procs = _start_workers(workers, env, workdir)
+        _wait_until_ready(settings, procs, workdir)
+        reader = InfluxReader(settings)
+        if rate is not None:
+            watch = ClassifiedWatch(settings)
+            watch.start()
+        cpu0 = sum(_cpu_seconds(p.pid) for p in procs)
+        t0 = time.perf_counter()
+        if rate is None:
+            summary = produce(settings, list(enumerate(raws)), total=len(raws), validate=False)
+            sent = summary.sent
+        else:
+            sent, stamps = produce_at_rate(settings, raws, expected.ids, rate)
+        produce_s = time.perf_counter() - t0
+        _wait_for_counts(reader, expected.tickets, workdir)
+        seconds = time.perf_counter() - t0
+        cpu = sum(_cpu_seconds(p.pid) for p in procs) - cpu0
+        dead_letters = _count_dead_letters(settings) - len(BROKEN)
+        latency: dict[str, float] = {}
+        if watch is not None:
+            wait_until = time.monotonic() + 60
+            while len(watch.arrived) < len(stamps) and time.monotonic() < wait_until:
+                time.sleep(0.2)
+            watch.stop()
+            latency = latency_ms(stamps, watch.arrived)
+        _stop_workers(procs)  # idle by now; stopped so that the transport run has the cores
+        checked = _check_counts(
+            expected, _read_counts(reader), by_window=expected.without_area > 0 and settings.count_predicted_tags
+        )
+        transport = transport_rate(settings, len(BROKEN) + sent)
+    finally:
+        if watch is not None and watch.is_alive():
+            watch.stop()
+        try:
+            _stop_workers(procs)
+        finally:  # the services stop whatever happened to the workers
+            broker.stop()
+            influx.stop()
+    exact = "differences" not in checked and dead_letters + (len(raws) - sent) == expected.rejected
+    return {
+        "tickets": expected.tickets,
+        "messages": len(raws),
+        "rejected": expected.rejected,
+        "dead_letters": dead_letters,
+        "not_sent": len(raws) - sent,
+        "workers": workers,
+        "file_lateness_seconds": expected.lateness_seconds,
+        "allowed_lateness_seconds": settings.allowed_lateness_seconds,
+        "seconds": round(seconds, 2),
+        "produce_seconds": round(produce_s, 2),
+        "tickets_per_second": round(expected.tickets / seconds, 1),
+        "worker_cpu_seconds": round(cpu, 2),
+        "tickets_per_worker_cpu_second": round(expected.tickets / cpu, 1) if cpu > 0 else None,
+        **transport,
+        **({"rate": rate, **latency} if rate is not None else {}),
+        **checked,
+        "exact": exact,
+    }
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=float, default=7)
     parser.add_argument("--repeat", type=int, default=1, help="runs of each configuration, in turn (median)")
@@ -436,7 +883,21 @@ def main() -> None:
         metavar="BYTES",
         help="with --tagging-floor: the producer's batch size (default: the worker's)",
     )
-    args = parser.parse_args()
+    contract = parser.add_argument_group("the contract of issue #27 (docs/benchmarks.md)")
+    contract.add_argument(
+        "--tickets", type=Path, metavar="FILE.jsonl[.gz]", help="play this file's tickets, in file order"
+    )
+    contract.add_argument("--limit", type=int, metavar="N", help="only the first N messages")
+    contract.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes (default 1)")
+    contract.add_argument(
+        "--rate", type=float, metavar="R", help="send R messages a second; report the latency to tickets-classified"
+    )
+    contract.add_argument("--json", action="store_true", help="one JSON object as the last line")
+    return parser
+
+
+def _generated(args: argparse.Namespace) -> tuple[list[bytes], int]:
+    """The generated messages (with ``--bodies``' texts) and their distinct tickets."""
     spike = Spike("reports", START.replace(day=3, hour=10), 2, 4)
     gen = TicketGenerator(START, days=args.days, scale=args.scale, seed=42, spikes=[spike])
     payloads = [t.payload for t in gen.tickets()]
@@ -448,9 +909,41 @@ def main() -> None:
         body_of: dict[object, str] = {}
         payloads = [{**p, "body": body_of.setdefault(p["id"], bodies[len(body_of) % len(bodies)])} for p in payloads]
         mean = sum(len(p["body"]) for p in payloads) / len(payloads)
-        print(f"bodies: {len(bodies)} from {args.bodies}, {mean:.0f} characters on average")
-    raws = [orjson.dumps(p) for p in payloads]
-    unique = sum(gen.truth().values())
+        print(f"bodies: {len(bodies)} from {args.bodies}, {mean:.0f} characters on average", file=sys.stderr)
+    return [orjson.dumps(p) for p in payloads], sum(gen.truth().values())
+
+
+def contract_main(args: argparse.Namespace, settings_env: dict[str, str]) -> None:
+    """``--tickets`` or ``--json``: :func:`run_contract` on the file's messages (or the generated ones)."""
+    if args.workers < 1 or (args.limit is not None and args.limit < 1) or (args.rate is not None and args.rate <= 0):
+        raise SystemExit("--workers and --limit take a positive whole number, --rate a positive number")
+    if args.tickets is not None:
+        raws, source = read_ticket_file(args.tickets, args.limit), str(args.tickets)
+    else:
+        raws = _generated(args)[0][: args.limit]
+        source = f"generated: {args.days:g} days, scale {args.scale:g}" + (
+            f", bodies {args.bodies}" if args.bodies else ""
+        )
+    print(f"{source}: {len(raws)} messages, {args.workers} worker(s)", file=sys.stderr)
+    result = {"source": source, **run_contract(raws, args.workers, args.rate, settings_env)}
+    result["machine"] = f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}"
+    if args.json:
+        print(orjson.dumps(result).decode())
+    else:
+        for name, value in result.items():
+            print(f"{name}: {value}")
+
+
+def main() -> None:
+    parser = _parser()
+    args = parser.parse_args()
+    settings_env = dict(item.split("=", 1) for item in args.set)
+    if any(not name.startswith("TICKETPULSE_") for name in settings_env):
+        parser.error("--set takes TICKETPULSE_NAME=VALUE")
+    if args.tickets is not None or args.json:
+        contract_main(args, settings_env)
+        return
+    raws, unique = _generated(args)
     print(f"machine: {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}")
     print(f"input: {len(raws)} messages, {unique} distinct tickets ({args.days:g} days, scale {args.scale:g})")
     best = max((in_process(raws) for _ in range(3)), key=lambda r: r["all"])
@@ -488,9 +981,6 @@ def main() -> None:
                 f"{learned[name]:,} labels learned"
             )
         return
-    settings_env = dict(item.split("=", 1) for item in args.set)
-    if any(not name.startswith("TICKETPULSE_") for name in settings_env):
-        parser.error("--set takes TICKETPULSE_NAME=VALUE")
     runs = {"": settings_env}
     if args.tagging_share:
         runs = {" (tagging on)": {**settings_env, "TICKETPULSE_TAGGING_ENABLED": "true"}}
