@@ -105,8 +105,8 @@ def test_two_workers_count_exactly_what_one_worker_counts(stack_factory) -> None
     got_two = two.wait_for_counts(dict(truth))
     assert got_one == dict(truth), one.worker_logs()
     assert got_two == got_one, two.worker_logs()
-    # Patterns: every worker of the pair groups every ticket, in the same order per
-    # partition, so the pair writes the very points the solo worker writes.
+    # Patterns: each worker of the pair groups the partitions it owns, in the same order per
+    # partition as the solo worker, so the pair writes the very points the solo worker writes.
     closed = closed_windows(truth)
     assert one.wait_for_counts(closed, patterns=True) == closed, one.worker_logs()
     assert two.wait_for_counts(closed, patterns=True) == closed, two.worker_logs()
@@ -121,6 +121,9 @@ def test_two_workers_count_exactly_what_one_worker_counts(stack_factory) -> None
     # ... and each read its own partitions of the tickets (the reader's consumer group)
     read = [_last_partitions(two.tmp_path / f"worker-{name}.log", "agent=read_tickets assigned") for name in "ab"]
     assert read[0] and read[1] and not read[0] & read[1] and read[0] | read[1] == {0, 1, 2, 3}, read
+    # ... and grouped only the pattern partitions numbered as its counting ones: no grouping twice
+    grouped = [_last_partitions(two.tmp_path / f"worker-{name}.log", "agent=patterns reading") for name in "ab"]
+    assert grouped == owned, (grouped, owned)
 
 
 def _last_partitions(log_path: Path, event: str) -> set[int]:

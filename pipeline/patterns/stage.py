@@ -17,7 +17,7 @@ from pipeline.outputs.series import pattern_spike_point
 from pipeline.outputs.sinks import InfluxSink
 from pipeline.patterns.watch import PATTERN_WATCH_AFTER, OutdatedPatternState, PatternWatch
 from pipeline.runtime.checkpoints import CheckpointWriter, load_checkpoint, write_checkpoint
-from pipeline.runtime.consumers import read_every_partition
+from pipeline.runtime.consumers import groupless_consumer, read_partitions
 from pipeline.runtime.outbox import Outbox
 from pipeline.runtime.stats import PipelineStats
 from pipeline.settings import Settings
@@ -35,16 +35,19 @@ ASSIGNMENTS_PER_MESSAGE = 10_000
 class GroupPatterns:
     """Groups counted tickets into patterns, one :class:`PatternWatch` per partition of ``<app>-pattern-tickets``.
 
-    Every worker reads every partition (a plain consumer, as the tagger's learning). A
-    partition holds whole areas and is read in order, so every worker forms the same
-    patterns with the same ids and counts: the points they write are the same points
-    (idempotent), and a rebalance moves nothing, since no worker owns this state. The
-    price: each worker groups every ticket (benchmarks/bench_pipeline.py measures it).
-    Alerts are sent by the worker that owns the same-numbered partition of the counting
-    topic (``owned``), so one episode is one alert however many workers run. Checkpoints
-    as the tagger's: the watches and the next offset per partition, every
-    ``TICKETPULSE_PATTERN_CHECKPOINT_SECONDS`` and at shutdown; a restarted worker reads
-    on from there.
+    A worker reads the partitions of ``<app>-pattern-tickets`` whose numbers are those of
+    the counting partitions it owns (``owned``), so a second worker takes half of the
+    grouping rather than repeating it. A partition holds whole areas and is read in
+    order, and grouping depends on nothing else: whoever reads a partition from the
+    same position forms the same patterns with the same ids and counts, and writes the
+    same points (idempotent). So ownership can move without handing state over: a
+    worker given a partition reads it on from where its own watch of it stopped (its
+    checkpoint, or the moment it last let the partition go), or from the beginning of
+    the topic when it never read it; the watch it let go is kept, stale, in case the
+    partition comes back. Alerts are those of the partitions it reads, deduplicated by
+    episode downstream (a partition read again after a move repeats its episodes).
+    Checkpoints as the tagger's: the watches and the next offset per partition, every
+    ``TICKETPULSE_PATTERN_CHECKPOINT_SECONDS`` and at shutdown.
 
     ``owned``: the counting partitions this worker owns now, ``None`` before the first
     assignment.
@@ -143,8 +146,8 @@ class GroupPatterns:
         """Group a batch; the points, assignments and alerts delivered before the next checkpoint."""
         points, events = self.group(batch)
         out = Outbox()
-        # Which pattern each ticket joined, from every worker (they agree, and the report
-        # keeps one per ticket): on the broker before the checkpoint says so.
+        # Which pattern each ticket joined (a partition read again after a move says it again,
+        # the same: the report keeps one per ticket), on the broker before the checkpoint says so.
         for partition, pw in sorted(self.watches.items()):
             assigned = pw.drain_assigned()
             for start in range(0, len(assigned), ASSIGNMENTS_PER_MESSAGE):
@@ -201,12 +204,23 @@ class GroupPatterns:
         self.load()
         checkpoints = CheckpointWriter(self.checkpoint, "agent=patterns")
         topic = self.topics["pattern_tickets"].get_topic_name()
-        consumer = await read_every_partition(self.settings, topic, self.positions)
+        consumer = await groupless_consumer(self.settings)
+        reading: set[int] = set()
         try:
-            while self.owned() is None:
-                await asyncio.sleep(0.2)  # whose alerts are whose is known once partitions are assigned
             last_saved = time.monotonic()
             while True:
+                owned = self.owned()  # None until the first assignment, then whatever it is now
+                if owned is not None and owned != reading:
+                    await read_partitions(consumer, topic, owned, self.positions)
+                    logger.info(
+                        "agent=patterns reading partitions=%s positions=%s",
+                        ",".join(map(str, sorted(owned))) or "none",
+                        self.positions,
+                    )
+                    reading = set(owned)
+                if not reading:
+                    await asyncio.sleep(0.2)
+                    continue
                 batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
                 await self.on_batch(batch)
                 checkpoints.busy()  # a checkpoint written meanwhile is reaped (and logged) at once
