@@ -78,6 +78,15 @@ def parse_rows(
     return sorted(tickets.values(), key=lambda t: (t.created_ts, t.id)), rejected, repeated
 
 
+def _confident(predicted: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The confident labels of a prediction, all the review reads of it (kept per ticket: small)."""
+    return {
+        name: {"label": guess["label"]}
+        for name, guess in predicted.items()
+        if guess.get("label") and not guess.get("uncertain")
+    }
+
+
 class Backtest:
     """The worker's stages over tickets in event-time order (:meth:`run`); the review's sections after."""
 
@@ -116,7 +125,7 @@ class Backtest:
             docs = [self._document(t) for t in batch]
             if self.settings.tagging_enabled:
                 for doc, predicted in zip(docs, self.tagger.process_many(docs), strict=True):
-                    doc["predicted"] = predicted
+                    doc["predicted"] = _confident(predicted)
             records = [self._count(ticket, doc) for ticket, doc in zip(batch, docs, strict=True)]
             self.patterns.add(records)
             # the windows before the batch's last have closed: grouped in one encoding, as the
@@ -154,7 +163,8 @@ class Backtest:
         # tickets without a case type are no case type: their surge is the area's (as in the worker)
         watched_case = None if case_type == UNASSIGNED else case_type
         self.spikes.add(ticket.created_ts, area, watched_case, ticket.id, ticket.customer_id)
-        self.docs.append({**doc, "hour": hour})
+        doc["hour"] = hour
+        self.docs.append(doc)
         return PatternTicket(
             ticket.id, hour, area, case_type, ticket.customer_id, doc["created_at"], ticket.subject, ticket.body
         )
