@@ -122,6 +122,11 @@ class VolumeWatch:
     is false: a watch whose baselines nobody drains (a pattern's) would keep one per
     window for as long as it lives.
 
+    The examples and words of open windows (:meth:`add_context`) are kept for at most
+    ``max_context_windows`` windows, those that close first: a backlog read in a few
+    batches holds weeks of windows ahead of the watermark, and the watch's state must
+    stay small enough for one message of the worker's table.
+
     Examples
     --------
     >>> watch = VolumeWatch("reports", 3600, SeasonalRate(min_windows=24), min_customers=5)
@@ -140,6 +145,8 @@ class VolumeWatch:
 
     #: read by instances pickled before it was an argument (they kept baselines)
     keep_baselines: bool = True
+    #: read by instances pickled before it was an argument
+    max_context_windows: int = 48
 
     def __init__(
         self,
@@ -157,6 +164,7 @@ class VolumeWatch:
         update_step: float = 0.1,
         protect_p: float = 0.01,
         dormant_after_seconds: int = 28 * 86400,
+        max_context_windows: int = 48,
     ) -> None:
         self.key = key
         self.window_seconds = window_seconds
@@ -178,6 +186,7 @@ class VolumeWatch:
         #: closed windows in a row whose spans were unusual (less likely than ``protect_p``)
         self.protected_run = 0
         self.dormant_after_seconds = dormant_after_seconds
+        self.max_context_windows = max_context_windows
         #: the last closed window with a customer
         self.last_busy: int | None = None
         #: closed windows in a row whose longest span was improbably low
@@ -249,6 +258,15 @@ class VolumeWatch:
         """Remember a few example tickets (distinct customers) and word counts of an open window."""
         if self.learned_through is not None and window <= self.learned_through:
             return
+        if window not in self.context and len(self.context) >= self.max_context_windows:
+            # A backlog read in a few batches holds weeks of windows ahead of the watermark:
+            # their examples would grow the state past what one changelog message carries
+            # (the worker's producer refused a 2.3 MB watch and stopped). The windows that
+            # close first keep theirs; an alert of one further ahead shows no examples.
+            newest = max(self.context)
+            if window > newest:
+                return
+            del self.context[newest]
         kept, counts = self.context.setdefault(window, ([], Counter()))
         for ticket_id, customer, text in examples:
             if len(kept) < keep and all(k[0] != ticket_id and k[1] != customer for k in kept):

@@ -146,3 +146,25 @@ def test_detect_scores_repeated_missing_and_out_of_order_rows_in_file_order(tmp_
     bad.write_text("timestamp,value\n2014-04-01 00:00:00,1\nyesterday,2\n")
     r = subprocess.run([TICKETPULSE, "detect", str(bad), "--output", str(out)], capture_output=True, text=True)
     assert r.returncode == 2 and f"{bad}, line 3: not a timestamp and a number" in r.stderr
+
+
+def test_a_backlog_of_weeks_ahead_keeps_the_watch_small_and_the_first_windows_examples() -> None:
+    # A backlog read in big batches: five weeks of windows updated before the watermark
+    # moves. Each window's examples (five tickets of 240 characters) and words: the
+    # watch's frozen state stayed under what one message of the worker's table carries.
+    from pipeline.runtime.tables import freeze
+
+    watch = VolumeWatch("sync", H, min_customers=5)
+    text = "x" * 240
+    for i in range(35 * 24):
+        window = START + i * H
+        watch.update(window, 5, 5, at=window)
+        watch.add_context(
+            window, [[f"t{i}-{k}", f"c{k}", text] for k in range(5)], {f"word{i}-{k}": 1 for k in range(150)}
+        )
+    assert sorted(watch.context) == [START + i * H for i in range(48)]
+    assert len(freeze(watch)) < 500_000
+    # once the first windows close, the later ones take their place
+    watch.advance(START + 10 * H)
+    watch.add_context(START + 100 * H, [["late", "c9", text]], {})
+    assert START + 100 * H in watch.context and len(watch.context) <= 48
