@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from river import feature_extraction
 from river.preprocessing import FeatureHasher
+from scipy import sparse
 
 from pipeline.text.cleaning import OPENING_CHARS, clean_text, document_reading, reading_text
 
@@ -81,9 +82,14 @@ class BatchWords:
     """A batch's features as one index: its distinct words, and each row's words as
     positions in them, built once and read by the model of every field.
 
+    ``matrix`` is the same as a sparse (rows x words) matrix of ones (CSR): a model's
+    log-likelihoods of the batch's words are one product with it.
+
     >>> batch = BatchWords([["refund", "charged"], [], ["refund"]])
     >>> batch.words, batch.cols.tolist(), batch.starts.tolist(), batch.filled.tolist()
     (['refund', 'charged'], [0, 1, 0], [0, 2, 2], [True, False, True])
+    >>> batch.matrix.toarray().tolist()
+    [[1.0, 1.0], [0.0, 0.0], [1.0, 0.0]]
     """
 
     def __init__(self, xs: Sequence[Iterable[Any]]) -> None:
@@ -100,6 +106,10 @@ class BatchWords:
         lengths = np.array(per_row, dtype=np.intp)
         self.starts = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.intp) if self.size else lengths
         self.filled = lengths > 0
+        self.matrix = sparse.csr_matrix(
+            (np.ones(len(self.cols)), self.cols, np.concatenate(([0], np.cumsum(lengths))).astype(np.intp)),
+            shape=(self.size, len(self.words)),
+        )
 
 
 def _new_hasher(feature_buckets: int) -> FeatureHasher:
