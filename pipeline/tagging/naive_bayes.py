@@ -380,10 +380,11 @@ class AlignedMultinomialNB(naive_bayes.MultinomialNB):  # type: ignore[misc]
                 n_known[:, None] > 0, words - n_known[:, None] * np.log(totals + self.alpha * n_terms[:, None]), 0.0
             )
         jll[~present] = -np.inf
-        jll[n_classes == 0] = 0.0  # no class yet: read as none (n_classes)
+        jll[n_classes == 0] = 0.0  # no class yet: 0 for every class, below
         jll -= jll.max(axis=1, keepdims=True)
         proba = np.exp(jll)
         proba /= proba.sum(axis=1, keepdims=True)
+        proba[n_classes == 0] = 0.0
         return proba, n_classes
 
 

@@ -501,7 +501,8 @@ class TicketTagger:
             classes, proba, n_classes = model.predict_proba_learning(batch, [p.get(name) for p in planned])
             best = proba.argmax(axis=1) if classes else np.zeros(len(planned), dtype=np.intp)
             confidence = proba[np.arange(len(planned)), best] if classes else np.zeros(len(planned))
-            bins = margin_bins(proba) if classes else best
+            with np.errstate(invalid="ignore"):  # rows of one class or none have no margin (and take none)
+                bins = margin_bins(proba) if classes else best
             fields[name] = (classes, best.tolist(), confidence.tolist(), bins.tolist(), n_classes.tolist())
         run = _RunLearning(self, batch, xs[start:end])
         for offset in range(len(planned)):
