@@ -17,6 +17,9 @@ _COLUMNS = "ticketpulse.columns.v1"
 
 logger = logging.getLogger(__name__)
 
+#: a model's attributes derived from its counts, never pickled
+_DERIVED = frozenset({"_dense", "_batch_rows"})
+
 #: an empty Counter, without running ``Counter.__init__`` (nothing to count yet)
 _new_counter = Counter.__new__
 
@@ -83,15 +86,16 @@ class DenseCounts:
             found = self.col_of[label] = len(self.col_of)
             if found >= self.counts.shape[1]:
                 self._grow(self.counts.shape[0], 2 * self.counts.shape[1])
+            # the rows' logs are kept for the columns in use (:meth:`add`): a known feature's count of 0
+            self.logs[:, found] = np.where(self.known, np.log(self.alpha), 0.0)
         return found
 
     def _grow(self, rows: int, cols: int) -> None:
-        """Room for ``rows`` features and ``cols`` classes; a known feature's new columns are ``log(alpha)``."""
+        """Room for ``rows`` features and ``cols`` classes (new columns' logs are set as they come into use)."""
         old_rows, old_cols = self.counts.shape
         counts, logs, col_sums = np.zeros((rows, cols)), np.zeros((rows, cols)), np.zeros(cols)
         counts[:old_rows, :old_cols] = self.counts
         logs[:old_rows, :old_cols] = self.logs
-        logs[:old_rows, old_cols:] = np.where(self.known, np.log(self.alpha), 0.0)[:, None]
         col_sums[:old_cols] = self.col_sums
         known = np.zeros(rows, dtype=bool)
         known[:old_rows] = self.known
@@ -104,13 +108,14 @@ class DenseCounts:
         needed = len(self.row_of)
         if needed > self.counts.shape[0]:
             self._grow(max(needed, 2 * self.counts.shape[0]), self.counts.shape[1])
-        width = self.counts.shape[1]
-        cells, where = np.unique(rows * width + cols, return_inverse=True)
-        self.counts.reshape(-1)[cells] += np.bincount(where, weights=values)
-        self.col_sums += np.bincount(cols, weights=values, minlength=width)
-        touched = np.unique(rows)
+        np.add.at(self.counts, (rows, cols), values)
+        self.col_sums += np.bincount(cols, weights=values, minlength=self.counts.shape[1])
+        marked = np.zeros(self.counts.shape[0], dtype=bool)
+        marked[rows] = True
+        touched = np.flatnonzero(marked)
         self.known[touched] = True
-        self.logs[touched] = np.log(self.counts[touched] + self.alpha)
+        in_use = len(self.col_of)
+        self.logs[touched, :in_use] = np.log(self.counts[touched, :in_use] + self.alpha)
 
     def apply_pending(self) -> None:
         """Add what was learned since the last time to the array."""
@@ -199,12 +204,14 @@ class AlignedMultinomialNB(naive_bayes.MultinomialNB):  # type: ignore[misc]
 
     #: the counts as a dense array for the batch path (:class:`DenseCounts`): derived, never pickled
     _dense: DenseCounts | None = None
+    #: the last batch predicted, the dense counts it was read from, and its words' rows in them (-1: none yet)
+    _batch_rows: tuple[BatchWords, DenseCounts, np.ndarray] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         # The counts as one column of features and one of counts per class: pickling a
         # Counter per feature took 0.85 s a model of 262,144 buckets (every checkpoint,
         # every 30 s, then with the event loop held), the columns 0.08 s (docs/benchmarks.md).
-        state = {k: v for k, v in self.__dict__.items() if k != "_dense"}
+        state = {k: v for k, v in self.__dict__.items() if k not in _DERIVED}
         columns: dict[Any, tuple[list[Any], list[int]]] = {}
         for feature, counts in self.feature_counts.items():
             for label, n in counts.items():
@@ -224,7 +231,7 @@ class AlignedMultinomialNB(naive_bayes.MultinomialNB):  # type: ignore[misc]
             state = {**state, "feature_counts": feature_counts}
         # else: pickled before the columns, River's own defaultdict of Counters
         # the dense counts are made again from these at the first prediction
-        self.__dict__.update({k: v for k, v in state.items() if k != "_dense"})
+        self.__dict__.update({k: v for k, v in state.items() if k not in _DERIVED})
 
     def joint_log_likelihood(self, x: Mapping[str, float]) -> Any:  # River declares float; it is a dict
         # words the model never saw say nothing about the class: left out (as a fitted
@@ -283,9 +290,15 @@ class AlignedMultinomialNB(naive_bayes.MultinomialNB):  # type: ignore[misc]
         keep = is_learned[nz_row]
         words, at = batch.matrix.indices[keep], nz_row[keep]
         row_of = dense.row_of
+        stash = self._batch_rows
+        if stash is not None and stash[0] is batch and stash[1] is dense:  # the rows the prediction looked up
+            word_rows = stash[2]
+        else:
+            word_rows = np.fromiter((row_of.get(f, -1) for f in batch.words), np.intp, len(batch.words))
         needed = np.unique(words)
-        word_rows = np.full(len(batch.words), -1, dtype=np.intp)
-        word_rows[needed] = [row_of.setdefault(batch.words[w], len(row_of)) for w in needed.tolist()]
+        new = needed[word_rows[needed] < 0]
+        word_rows[new] = [row_of.setdefault(batch.words[w], len(row_of)) for w in new.tolist()]
+        self._batch_rows = (batch, dense, word_rows)
         cols = np.full(batch.size, -1, dtype=np.intp)
         cols[learned] = [dense.col(labels[i]) for i in learned]
         dense.apply_pending()
@@ -349,6 +362,7 @@ class AlignedMultinomialNB(naive_bayes.MultinomialNB):  # type: ignore[misc]
         dense = self.dense_counts()
         cols = np.array([dense.col(c) for c in classes], dtype=np.intp)
         rows = np.fromiter((dense.row_of.get(f, -1) for f in batch.words), np.intp, len(batch.words))
+        self._batch_rows = (batch, dense, rows.copy())
         held = rows >= 0
         known = np.zeros(len(rows), dtype=bool)
         known[held] = dense.known[rows[held]]
@@ -422,26 +436,14 @@ def _learned_before(
     nz_row = np.repeat(np.arange(n), lengths)
     nz_col = batch.matrix.indices
     nz_learned = learned[nz_row]
-    # per word (a column of the batch) and class: how many rows before this one learned it
-    order = np.argsort(nz_col, kind="stable")  # by word, then by row
-    added = np.zeros((len(nz_col), n_classes))
-    mask = nz_learned[order] >= 0
-    added[np.flatnonzero(mask), nz_learned[order][mask]] = 1.0
-    earlier = np.cumsum(added, axis=0) - added
-    by_word = nz_col[order]
-    first_of_word = np.flatnonzero(np.r_[True, by_word[1:] != by_word[:-1]])
-    earlier -= np.repeat(earlier[first_of_word], np.diff(np.r_[first_of_word, len(by_word)]), axis=0)
-    delta = np.empty_like(earlier)
-    delta[order] = earlier
-    # the words a row shares with rows learned before it: their log(count + alpha) anew
-    changed = np.flatnonzero(delta.any(axis=1))
+    changed, delta = _earlier_learned(nz_col, nz_learned, len(held), n_classes)
     if len(changed):
         word = nz_col[changed]
         counts = np.zeros((len(word), n_classes))
         where_held = held[word]
         row_in_held = np.cumsum(held) - 1
         counts[where_held] = held_counts[row_in_held[word[where_held]]]
-        fix = np.log(counts + delta[changed] + alpha)
+        fix = np.log(counts + delta + alpha)
         was_known = known[word]
         fix[was_known] -= np.log(counts[was_known] + alpha)
         at = nz_row[changed]
@@ -454,6 +456,37 @@ def _learned_before(
     new_terms = first_learned[~held]
     new_terms = np.bincount(new_terms[new_terms < n], minlength=n)
     before.n_terms[:] += np.cumsum(new_terms) - new_terms
+
+
+def _earlier_learned(
+    nz_col: np.ndarray, nz_learned: np.ndarray, n_words: int, n_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The entries of a batch (in the order of its rows) whose word rows before them learned, and how
+    many of those rows learned each class (one row per entry).
+
+    ``nz_col``: each entry's word, ``nz_learned``: the class its row learns (-1: none).
+
+    >>> changed, delta = _earlier_learned(np.array([0, 1, 0, 0]), np.array([1, 1, 0, -1]), 2, 2)
+    >>> changed.tolist(), delta.tolist()  # word 0: rows learned classes 1, then 0
+    ([2, 3], [[0, 1], [1, 1]])
+    """
+    # only the words of two entries or more can have been (integers: counts, exactly, and half the bytes)
+    shared = np.flatnonzero(np.bincount(nz_col, minlength=n_words)[nz_col] >= 2)
+    if not len(shared):
+        return shared, np.zeros((0, n_classes), dtype=np.int32)
+    order = np.argsort(nz_col[shared], kind="stable")  # by word, then by row
+    by_word, learned_as = nz_col[shared][order], nz_learned[shared][order]
+    added = np.zeros((len(shared), n_classes), dtype=np.int32)
+    mask = learned_as >= 0
+    added[np.flatnonzero(mask), learned_as[mask]] = 1
+    earlier = np.cumsum(added, axis=0, dtype=np.int32)
+    earlier -= added
+    first_of_word = np.flatnonzero(np.r_[True, by_word[1:] != by_word[:-1]])
+    earlier -= np.repeat(earlier[first_of_word], np.diff(np.r_[first_of_word, len(by_word)]), axis=0)
+    delta = np.empty_like(earlier)
+    delta[order] = earlier
+    touched = delta.any(axis=1)
+    return shared[touched], delta[touched]
 
 
 def _default_model() -> Any:
