@@ -17,6 +17,15 @@ _COLUMNS = "ticketpulse.columns.v1"
 
 logger = logging.getLogger(__name__)
 
+#: Batches of fewer rows are predicted from the dicts, word by word, as before the dense counts,
+#: and learned into the dense counts word by word: the arrays' fixed costs (about 100 us a field
+#: and a call) exceed the loop's for a ticket or two (the replay's, one at a time).
+SMALL_BATCH = 4
+
+#: examples learned and not yet added to the dense counts beyond which they are added (by a
+#: process that predicts one ticket at a time, whose dense counts are not read otherwise)
+_PENDING_LIMIT = 1024
+
 #: a model's attributes derived from its counts, never pickled
 _DERIVED = frozenset({"_dense", "_batch_rows"})
 
@@ -110,9 +119,12 @@ class DenseCounts:
             self._grow(max(needed, 2 * self.counts.shape[0]), self.counts.shape[1])
         np.add.at(self.counts, (rows, cols), values)
         self.col_sums += np.bincount(cols, weights=values, minlength=self.counts.shape[1])
-        marked = np.zeros(self.counts.shape[0], dtype=bool)
-        marked[rows] = True
-        touched = np.flatnonzero(marked)
+        if len(rows) < 1000:  # a ticket or a few: not an array the size of the counts
+            touched = np.fromiter(set(rows.tolist()), np.intp)
+        else:
+            marked = np.zeros(self.counts.shape[0], dtype=bool)
+            marked[rows] = True
+            touched = np.flatnonzero(marked)
         self.known[touched] = True
         in_use = len(self.col_of)
         self.logs[touched, :in_use] = np.log(self.counts[touched, :in_use] + self.alpha)
@@ -254,6 +266,8 @@ class AlignedMultinomialNB(naive_bayes.MultinomialNB):  # type: ignore[misc]
             features = self._count_present(x, y)
             if pending is not None:
                 pending.append((features, y))
+        if pending is not None and len(pending) >= _PENDING_LIMIT and self._dense is not None:
+            self._dense.apply_pending()
 
     def _count_present(self, x: Iterable[Any], y: Any) -> list[Any]:
         """Add one example (its features present) to the dicts; its features."""
@@ -278,10 +292,13 @@ class AlignedMultinomialNB(naive_bayes.MultinomialNB):  # type: ignore[misc]
         The dense counts are added to from the batch's index at once, not word by word.
         """
         learned = [i for i, y in enumerate(labels) if y is not None]
+        if len(learned) < SMALL_BATCH:  # word by word costs less than the arrays' fixed costs
+            self.learn_present([xs[i] for i in learned], [labels[i] for i in learned])
+            return
         for i in learned:
             self._count_present(xs[i], labels[i])
         dense = self._dense
-        if dense is None or not learned:  # the dense counts, when made, will read them from the dicts
+        if dense is None:  # the dense counts, when made, will read them from the dicts
             return
         lengths = np.diff(batch.matrix.indptr)
         is_learned = np.zeros(batch.size, dtype=bool)
@@ -295,8 +312,9 @@ class AlignedMultinomialNB(naive_bayes.MultinomialNB):  # type: ignore[misc]
             word_rows = stash[2]
         else:
             word_rows = np.fromiter((row_of.get(f, -1) for f in batch.words), np.intp, len(batch.words))
-        needed = np.unique(words)
-        new = needed[word_rows[needed] < 0]
+        needed = np.zeros(len(batch.words), dtype=bool)
+        needed[words] = True
+        new = np.flatnonzero(needed & (word_rows < 0))
         word_rows[new] = [row_of.setdefault(batch.words[w], len(row_of)) for w in new.tolist()]
         self._batch_rows = (batch, dense, word_rows)
         cols = np.full(batch.size, -1, dtype=np.intp)
@@ -335,7 +353,38 @@ class AlignedMultinomialNB(naive_bayes.MultinomialNB):  # type: ignore[misc]
 
     def predict_proba_indexed(self, batch: BatchWords) -> tuple[list[Any], np.ndarray]:
         """:meth:`predict_proba_present` of a batch indexed once for every field's model."""
+        if batch.size < SMALL_BATCH:
+            return self._predict_proba_words(batch)
         classes, proba, _ = self.predict_proba_learning(batch, None)
+        return classes, proba
+
+    def _predict_proba_words(self, batch: BatchWords) -> tuple[list[Any], np.ndarray]:
+        """:meth:`predict_proba_indexed` from the dicts, word by word (the loop before the dense counts)."""
+        n = batch.size
+        classes = sorted(c for c in self.class_totals if self.class_counts.get(c, 0) > 0)
+        if not classes:
+            return [], np.zeros((n, 0))
+        # log P(word | class) for the batch's words; 0 for the words never seen, which
+        # thus add nothing to a row's sum (as joint_log_likelihood leaves them out)
+        counts = np.zeros((len(batch.words), len(classes)))
+        known = np.zeros(len(batch.words), dtype=bool)
+        feature_counts = self.feature_counts
+        for j, f in enumerate(batch.words):
+            per_class = feature_counts.get(f)
+            if per_class:
+                counts[j] = [per_class.get(c, 0) for c in classes]
+                known[j] = True
+        totals = np.array([self.class_totals[c] for c in classes], dtype=float)
+        log_word = np.log(counts + self.alpha) - np.log(totals + self.alpha * self.n_terms)
+        log_word[~known] = 0.0
+        priors = np.array([self.class_counts[c] for c in classes], dtype=float)
+        jll = np.tile(np.log(priors / priors.sum()), (n, 1))
+        if batch.filled.any():
+            # each row: the sum over its words (a row without words keeps its prior)
+            jll[batch.filled] += np.add.reduceat(log_word[batch.cols], batch.starts[batch.filled], axis=0)
+        jll -= jll.max(axis=1, keepdims=True)
+        proba = np.exp(jll)
+        proba /= proba.sum(axis=1, keepdims=True)
         return classes, proba
 
     def predict_proba_learning(
@@ -371,12 +420,14 @@ class AlignedMultinomialNB(naive_bayes.MultinomialNB):  # type: ignore[misc]
         logs[held] = dense.logs[np.ix_(rows[held], cols)]
         words = batch.matrix @ logs
         n_known = batch.matrix @ known.astype(float)
-        counts = np.tile([self.class_counts.get(c, 0) for c in classes], (n, 1)).astype(float)
-        totals = np.tile([self.class_totals.get(c, 0) for c in classes], (n, 1)).astype(float)
-        n_terms = np.full(n, float(len(self.feature_counts)))
-        if fresh and labels is not None:
-            column = {c: k for k, c in enumerate(classes)}
-            learned = np.array([-1 if y is None else column[y] for y in labels], dtype=np.intp)
+        # one row for the whole batch, unless rows learn: then each row its own
+        counts = np.array([[self.class_counts.get(c, 0) for c in classes]], dtype=float)
+        totals = np.array([[self.class_totals.get(c, 0) for c in classes]], dtype=float)
+        n_terms = np.array([float(len(self.feature_counts))])
+        column = {c: k for k, c in enumerate(classes)}
+        learned = np.array([-1 if y is None else column[y] for y in labels or ()], dtype=np.intp)
+        if (learned[:-1] >= 0).any():  # the last row's label changes no row's prediction
+            counts, totals, n_terms = np.repeat(counts, n, axis=0), np.repeat(totals, n, axis=0), np.repeat(n_terms, n)
             before = _Before(counts, totals, n_terms, words, n_known)
             _learned_before(batch, learned, self.alpha, dense.counts[np.ix_(rows[held], cols)], held, known, before)
         return classes, *self._probabilities(counts, totals, n_terms, words, n_known)
@@ -384,16 +435,16 @@ class AlignedMultinomialNB(naive_bayes.MultinomialNB):  # type: ignore[misc]
     def _probabilities(
         self, counts: np.ndarray, totals: np.ndarray, n_terms: np.ndarray, words: np.ndarray, n_known: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Each row's class probabilities from its counts, and how many classes it had."""
+        """Each row's class probabilities from its counts, and how many classes it had (``counts``,
+        ``totals`` and ``n_terms``: one row for every row of ``words``, or one for all)."""
         present = counts > 0
-        n_classes = present.sum(axis=1)
+        n_classes = np.broadcast_to(present.sum(axis=1), (len(words),))
         with np.errstate(divide="ignore", invalid="ignore"):
-            jll = np.log(counts / counts.sum(axis=1, keepdims=True))
+            prior = np.log(counts / counts.sum(axis=1, keepdims=True))
             # each known word: log(count + alpha) - log(total + alpha * terms); a row without any keeps its prior
-            jll += np.where(
-                n_known[:, None] > 0, words - n_known[:, None] * np.log(totals + self.alpha * n_terms[:, None]), 0.0
-            )
-        jll[~present] = -np.inf
+            per_word = np.log(totals + self.alpha * n_terms[:, None])
+            jll = prior + np.where(n_known[:, None] > 0, words - n_known[:, None] * per_word, 0.0)
+        jll = np.where(present, jll, -np.inf)
         jll[n_classes == 0] = 0.0  # no class yet: 0 for every class, below
         jll -= jll.max(axis=1, keepdims=True)
         proba = np.exp(jll)

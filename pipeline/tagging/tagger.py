@@ -51,7 +51,7 @@ from pipeline.tagging.features import (  # noqa: F401 - names pickles and caller
     reading_features,
     ticket_features,
 )
-from pipeline.tagging.naive_bayes import AlignedMultinomialNB, _default_model
+from pipeline.tagging.naive_bayes import SMALL_BATCH, AlignedMultinomialNB, _default_model
 from pipeline.tagging.quality import (  # noqa: F401 - names pickles and callers use
     MARGIN_EDGES,
     PRIOR_OUTCOMES,
@@ -429,7 +429,8 @@ class TicketTagger:
         the models in a way the run did not foresee.
         """
         tickets = list(tickets)
-        if not all(isinstance(model, AlignedMultinomialNB) for model in self.models.values()):
+        if len(tickets) < SMALL_BATCH or not all(isinstance(m, AlignedMultinomialNB) for m in self.models.values()):
+            # a ticket or two (the replay's): one at a time costs less than the arrays' fixed costs
             return [self._process_one(ticket, self.features(document_reading(ticket))) for ticket in tickets]
         xs = [self.features(document_reading(ticket)) for ticket in tickets]
         results: list[dict[str, dict[str, Any]]] = []
