@@ -169,14 +169,17 @@ def big_vocabulary(batch: list[dict], terms: int = 200_000) -> None:
         rivers.learn_one(dict.fromkeys(doc, 1), y)
     xs = [ticket_features(str(r["subject"]), str(r["body"])) for r in batch]
     t0 = time.perf_counter()
-    ours.predict_proba_present(xs)
+    ours.predict_proba_present(xs)  # the first: its dense counts made from the dicts
     t1 = time.perf_counter()
-    rivers.predict_proba_many(features_many(batch))
+    ours.predict_proba_present(xs)
     t2 = time.perf_counter()
+    rivers.predict_proba_many(features_many(batch))
+    t3 = time.perf_counter()
     print(
         f"one batch of {len(batch)} with a {len(ours.feature_counts):,}-term vocabulary: "
-        f"predict_proba_present {1e6 * (t1 - t0) / len(batch):.0f} us/ticket, "
-        f"River's predict_proba_many {1e6 * (t2 - t1) / len(batch):,.0f} us/ticket"
+        f"predict_proba_present {1e6 * (t2 - t1) / len(batch):.0f} us/ticket "
+        f"(the first batch, dense counts made: {1e6 * (t1 - t0) / len(batch):.0f}), "
+        f"River's predict_proba_many {1e6 * (t3 - t2) / len(batch):,.0f} us/ticket"
     )
 
 
