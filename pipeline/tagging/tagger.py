@@ -429,7 +429,8 @@ class TicketTagger:
         the models in a way the run did not foresee.
         """
         tickets = list(tickets)
-        if len(tickets) < SMALL_BATCH or not all(isinstance(m, AlignedMultinomialNB) for m in self.models.values()):
+        naive_bayes_only = all(isinstance(model, AlignedMultinomialNB) for model in self.models.values())
+        if len(tickets) < SMALL_BATCH or not naive_bayes_only:
             # a ticket or two (the replay's): one at a time costs less than the arrays' fixed costs
             return [self._process_one(ticket, self.features(document_reading(ticket))) for ticket in tickets]
         xs = [self.features(document_reading(ticket)) for ticket in tickets]
@@ -440,7 +441,7 @@ class TicketTagger:
         return results
 
     def _process_one(self, ticket: Mapping[str, Any], x: Mapping[str, float]) -> dict[str, dict[str, Any]]:
-        """:meth:`process_many` of one ticket, for models other than naive Bayes."""
+        """:meth:`process_many` of one ticket: predicted, scored, learned (a small batch, or models other than ours)."""
         (predicted,), (bins,) = self.predict_binned([{}], [x])
         for name, label in self._score(ticket, predicted, bins).items():
             self._learn(name, [x], [label])
