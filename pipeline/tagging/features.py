@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 from collections import OrderedDict
@@ -12,6 +13,7 @@ import numpy as np
 import pandas as pd
 from river import feature_extraction
 from river.preprocessing import FeatureHasher
+from scipy import sparse
 
 from pipeline.text.cleaning import OPENING_CHARS, clean_text, document_reading, reading_text
 
@@ -81,9 +83,14 @@ class BatchWords:
     """A batch's features as one index: its distinct words, and each row's words as
     positions in them, built once and read by the model of every field.
 
+    ``matrix`` is the same as a sparse (rows x words) matrix of ones (CSR): a model's
+    log-likelihoods of the batch's words are one product with it.
+
     >>> batch = BatchWords([["refund", "charged"], [], ["refund"]])
     >>> batch.words, batch.cols.tolist(), batch.starts.tolist(), batch.filled.tolist()
     (['refund', 'charged'], [0, 1, 0], [0, 2, 2], [True, False, True])
+    >>> batch.matrix.toarray().tolist()
+    [[1.0, 1.0], [0.0, 0.0], [1.0, 0.0]]
     """
 
     def __init__(self, xs: Sequence[Iterable[Any]]) -> None:
@@ -100,6 +107,18 @@ class BatchWords:
         lengths = np.array(per_row, dtype=np.intp)
         self.starts = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.intp) if self.size else lengths
         self.filled = lengths > 0
+        self._lengths = lengths
+
+    @functools.cached_property
+    def matrix(self) -> sparse.csr_array:
+        """The rows' words as a sparse (rows x words) matrix of ones (CSR)."""
+        # 32-bit indices when they fit, as scipy would make them: else it checks and converts (15 us a batch)
+        index = np.int32 if len(self.cols) < 2**31 else np.int64
+        indptr = np.zeros(self.size + 1, dtype=index)
+        np.cumsum(self._lengths, out=indptr[1:])
+        return sparse.csr_array(
+            (np.ones(len(self.cols)), self.cols.astype(index), indptr), shape=(self.size, len(self.words))
+        )
 
 
 def _new_hasher(feature_buckets: int) -> FeatureHasher:

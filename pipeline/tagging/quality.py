@@ -98,6 +98,10 @@ class Calibration:
         right, seen = np.asarray(self.right)[bins], np.asarray(self.seen)[bins]
         return (right + PRIOR_OUTCOMES * probability) / (seen + PRIOR_OUTCOMES)
 
+    def confidence_one(self, margin_bin: int, probability: float) -> float:
+        """:meth:`confidence` of one prediction (the same arithmetic, without arrays)."""
+        return (self.right[margin_bin] + PRIOR_OUTCOMES * probability) / (self.seen[margin_bin] + PRIOR_OUTCOMES)
+
 
 def margin_bins(proba: np.ndarray) -> np.ndarray:
     """The margin bin of each row of class probabilities (nats the first leads the second by).

@@ -51,7 +51,7 @@ from pipeline.tagging.features import (  # noqa: F401 - names pickles and caller
     reading_features,
     ticket_features,
 )
-from pipeline.tagging.naive_bayes import AlignedMultinomialNB, _default_model
+from pipeline.tagging.naive_bayes import SMALL_BATCH, AlignedMultinomialNB, _default_model
 from pipeline.tagging.quality import (  # noqa: F401 - names pickles and callers use
     MARGIN_EDGES,
     PRIOR_OUTCOMES,
@@ -221,6 +221,8 @@ class TicketTagger:
                 merged.setdefault(buckets.bucket(feature), Counter()).update(counts)
             model.feature_counts.clear()
             model.feature_counts.update(merged)
+            if isinstance(model, AlignedMultinomialNB):
+                model.forgot([], classes_removed=True)  # every row moved: its dense counts are read again
         self.feature_buckets, self.buckets = feature_buckets, buckets
         self._memo = FeatureMemo(featurize=self.features)
 
@@ -306,12 +308,15 @@ class TicketTagger:
             if taken:
                 counts[label] -= taken
                 model.class_totals[label] -= taken
-        if model.class_counts[label] <= 0:
+        removed = model.class_counts[label] <= 0
+        if removed:
             # a class with no example left would have probability zero (log of 0)
             del model.class_counts[label]
             del model.class_totals[label]
             for counts in model.feature_counts.values():
                 counts.pop(label, None)
+        if isinstance(model, AlignedMultinomialNB):
+            model.forgot(list(x), classes_removed=removed)
         self.learned[name] -= 1
         self.corrections += 1
 
@@ -417,21 +422,147 @@ class TicketTagger:
         """For each ticket in order: predict, score the prediction against its labels, learn.
 
         This is the worker's and the replay's loop: features are computed once per ticket.
+        Each ticket is predicted by the models as they stand after learning the tickets
+        before it, but the predictions are computed a run of tickets at a time (one
+        sparse product a field, :meth:`AlignedMultinomialNB.predict_proba_learning`): a
+        run ends after a ticket that corrects an earlier label, as forgetting it changes
+        the models in a way the run did not foresee.
         """
-        results = []
-        for ticket in tickets:
-            x = self.features(document_reading(ticket))
-            (predicted,), (bins,) = self.predict_binned([{}], [x])
-            labels = self._new_labels(ticket)
-            for name, label in labels.items():
-                # scored before it is learned: a label never helps predict its own ticket
-                guess = predicted[name]["label"]
-                self.quality[name].add(label, guess)
-                if guess is not None and name in bins:
-                    self.calibration[name].add(bins[name], guess == label)
-                self._learn(name, [x], [label])
-            results.append(predicted)
+        tickets = list(tickets)
+        naive_bayes_only = all(isinstance(model, AlignedMultinomialNB) for model in self.models.values())
+        if len(tickets) < SMALL_BATCH or not naive_bayes_only:
+            # a ticket or two (the replay's): one at a time costs less than the arrays' fixed costs
+            return [self._process_one(ticket, self.features(document_reading(ticket))) for ticket in tickets]
+        xs = [self.features(document_reading(ticket)) for ticket in tickets]
+        results: list[dict[str, dict[str, Any]]] = []
+        start = 0
+        while start < len(tickets):
+            start = self._process_run(tickets, xs, start, results)
         return results
+
+    def _process_one(self, ticket: Mapping[str, Any], x: Mapping[str, float]) -> dict[str, dict[str, Any]]:
+        """:meth:`process_many` of one ticket: predicted, scored, learned (a small batch, or models other than ours)."""
+        (predicted,), (bins,) = self.predict_binned([{}], [x])
+        for name, label in self._score(ticket, predicted, bins).items():
+            self._learn(name, [x], [label])
+        return predicted
+
+    def _score(
+        self, ticket: Mapping[str, Any], predicted: Mapping[str, Any], bins: Mapping[str, int]
+    ) -> dict[str, str]:
+        """Score a ticket's prediction against its new labels (to be learned next); the labels."""
+        labels = self._new_labels(ticket)
+        for name, label in labels.items():
+            # scored before it is learned: a label never helps predict its own ticket
+            guess = predicted[name]["label"]
+            self.quality[name].add(label, guess)
+            if guess is not None and name in bins:
+                self.calibration[name].add(bins[name], guess == label)
+        return labels
+
+    def _planned_labels(self, tickets: Sequence[Mapping[str, Any]], start: int) -> list[dict[str, str]]:
+        """:meth:`_new_labels` of the tickets from ``start`` on, as they will be, without learning
+        anything; up to the first ticket that corrects an earlier label (included)."""
+        planned: list[dict[str, str]] = []
+        overlay: dict[tuple[str, str], str] = {}
+        taught = self._taught
+        for ticket in tickets[start:]:
+            ticket_id = ticket.get("id")
+            fresh: dict[str, str] = {}
+            corrects = False
+            for name in FIELDS:
+                label = ticket.get(name)
+                if not label:
+                    continue
+                if ticket_id is not None:
+                    key = (str(ticket_id), name)
+                    earlier = overlay[key] if key in overlay else taught.get(key)
+                    if earlier == label:
+                        continue
+                    corrects = corrects or earlier is not None
+                    overlay[key] = str(label)
+                fresh[name] = str(label)
+            planned.append(fresh)
+            if corrects:
+                break
+        return planned
+
+    def _process_run(
+        self,
+        tickets: Sequence[Mapping[str, Any]],
+        xs: Sequence[Mapping[str, float]],
+        start: int,
+        results: list[dict[str, dict[str, Any]]],
+    ) -> int:
+        """:meth:`process_many` of the tickets from ``start`` to the end of a run; where the next run starts."""
+        planned = self._planned_labels(tickets, start)
+        end = start + len(planned)
+        batch = BatchWords(xs[start:end])
+        fields = {}
+        for name, model in self.models.items():
+            classes, proba, n_classes = model.predict_proba_learning(batch, [p.get(name) for p in planned])
+            best = proba.argmax(axis=1) if classes else np.zeros(len(planned), dtype=np.intp)
+            confidence = proba[np.arange(len(planned)), best] if classes else np.zeros(len(planned))
+            with np.errstate(invalid="ignore"):  # rows of one class or none have no margin (and take none)
+                bins = margin_bins(proba) if classes else best
+            fields[name] = (classes, best.tolist(), confidence.tolist(), bins.tolist(), n_classes.tolist())
+        run = _RunLearning(self, batch, xs[start:end])
+        for offset in range(len(planned)):
+            i = start + offset
+            predicted: dict[str, dict[str, Any]] = {}
+            bins_of: dict[str, int] = {}
+            for name in self.models:
+                learned = self.learned[name]
+                if not learned:
+                    predicted[name] = {"label": None, "confidence": 0.0, "uncertain": True}
+                    continue
+                classes, best, confidences, bins, n_classes = fields[name]
+                label, confidence = (classes[best[offset]], confidences[offset]) if n_classes[offset] else (None, 0.0)
+                # a model that knows one class has no margin: it says that class, whatever the ticket
+                if n_classes[offset] > 1:
+                    bins_of[name] = bins[offset]
+                    if self.calibrate:
+                        confidence = self.calibration[name].confidence_one(bins[offset], confidence)
+                uncertain = label is None or learned < self.min_labels or confidence < self.min_confidence
+                predicted[name] = {"label": label, "confidence": round(float(confidence), 4), "uncertain": uncertain}
+            if offset == len(planned) - 1:
+                run.learn()  # the last may correct a label the run learned: forgotten from the models
+            labels = self._score(tickets[i], predicted, bins_of)
+            run.add(offset, labels)
+            results.append(predicted)
+            if labels != planned[offset]:  # not as foreseen (an id forgotten meanwhile): the rest predicted anew
+                run.learn()
+                return i + 1
+        run.learn()
+        return end
+
+
+class _RunLearning:
+    """The labels of a run of tickets (:meth:`TicketTagger.process_many`), learned by the models at once.
+
+    Its predictions were all made before (from the labels it would learn): the models
+    need the labels only by the end of the run, or before a ticket forgets one.
+    """
+
+    def __init__(self, tagger: TicketTagger, batch: BatchWords, xs: Sequence[Mapping[str, float]]) -> None:
+        self.tagger, self.batch, self.xs = tagger, batch, xs
+        self.labels: dict[str, list[str | None]] = {name: [None] * batch.size for name in tagger.models}
+
+    def add(self, row: int, labels: Mapping[str, str]) -> None:
+        """The new labels of one row, counted as learned now."""
+        for name, label in labels.items():
+            self.labels[name][row] = label
+            self.tagger.learned[name] += 1
+            self.tagger.version += 1
+
+    def learn(self) -> None:
+        """The models learn the labels added since the last time."""
+        for name, labels in self.labels.items():
+            if any(y is not None for y in labels):
+                model = self.tagger.models[name]
+                assert isinstance(model, AlignedMultinomialNB)  # noqa: S101 - process_many runs only these
+                model.learn_indexed(self.batch, self.xs, labels)
+                self.labels[name] = [None] * self.batch.size
 
 
 logger = logging.getLogger(__name__)
