@@ -467,6 +467,10 @@ class PatternWatch:
                     watch.add_context(w, self.examples.get((w, pid), []), {})
                     events += watch.update(w, tickets, len(customers))
                 continue
+            if watch.asleep and self.closed_through is not None:
+                # left asleep by close(): the quiet windows before this one, in one step (a
+                # late ticket's window was closed already: the windows close() has passed)
+                events += watch.advance(max(window, self.closed_through))
             if (window, pid) in self.counts:
                 tickets, customers, _ = self.counts[(window, pid)]
                 watch.add_context(window, self.examples.get((window, pid), []), {})
@@ -511,7 +515,10 @@ class PatternWatch:
         events: list[SpikeEvent] = []
         for pid in sorted(self.watches):
             watch = self.watches[pid]
-            events += watch.advance(low)
+            # an asleep watch (no episode, nothing to judge, a day without a customer) stays
+            # where it fell asleep: a pattern that will never come back costs nothing an hour
+            # until it retires, and one that does is caught up in judge()
+            events += watch.advance(low, sleep=True)
             quiet = low - self.last_window_of.get(pid, low) > self.retire_after_seconds
             if quiet and watch.episode is None:
                 del self.watches[pid]
