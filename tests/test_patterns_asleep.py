@@ -66,7 +66,7 @@ def test_a_quiet_pattern_sleeps_and_wakes_to_the_same_episodes_however_the_windo
     monkeypatch.setattr(VolumeWatch, "_skip_quiet", spy)
     hourly, hourly_scores, pw = _run(1)
     runs, skipped[:] = list(skipped), []
-    assert len(runs) == 4 and sum(runs) > 400
+    assert len(runs) >= 3 and sum(runs) > 400
     export = next(pid for pid, area in pw.area_of.items() if area == "export")
     # the two bursts, each one episode of the export pattern
     opened = [(e[1], e[2], e[4]) for e in hourly if e[0] == "opened"]
