@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from typing import Any
 
 from .base import Detector
@@ -138,6 +139,83 @@ class SeasonalRate(Detector):
         sums[hour] = keep_weekday * sums[hour] + y
         visits[hour] = keep_weekday * visits[hour] + 1.0
         self._n += 1
+
+    def learn_quiet(self, start: int, windows: int, step: int) -> None:
+        """Learn ``windows`` windows of no customer, ``step`` seconds apart from ``start``, at once.
+
+        The same as ``learn_one({"t": t, "y": 0})`` for each of them, in closed form: a slot
+        (an hour of day, or an hour of a weekday) visited ``v`` times keeps ``keep ** v`` of
+        its customers, and its visits become ``keep ** v * visits + (1 - keep ** v) / (1 - keep)``.
+        Zeros teach each slot the same whatever their order, so only the visits count.
+
+        Examples
+        --------
+        >>> stepped, at_once = SeasonalRate(), SeasonalRate()
+        >>> for rate in (stepped, at_once):
+        ...     for h in range(24 * 14):
+        ...         rate.learn_one({"t": h * 3600, "y": 3 if 9 <= h % 24 < 17 else 0})
+        >>> for h in range(24 * 14, 24 * 60):
+        ...     stepped.learn_one({"t": h * 3600, "y": 0})
+        >>> at_once.learn_quiet(24 * 14 * 3600, 24 * 46, 3600)
+        >>> stepped.learned == at_once.learned
+        True
+        >>> abs(stepped.expected(10 * 3600) / at_once.expected(10 * 3600) - 1) < 1e-12
+        True
+        """
+        if windows <= 0:
+            return
+        visits: Counter[tuple[int, int]] = Counter()
+        week = 7 * 86400
+        if week % step == 0 and windows >= week // step:
+            # every week of windows visits the same slots: count one, and the rest
+            period = week // step
+            full, windows_left = divmod(windows, period)
+            for i in range(period):
+                visits[self._slots(start + i * step)] += full
+            start += full * period * step
+        else:
+            windows_left = windows
+        for i in range(windows_left):
+            visits[self._slots(start + i * step)] += 1
+        hour_visits = [0] * 24
+        for (hour, weekday), v in visits.items():
+            hour_visits[hour] += v
+            keep = (1.0 - 1.0 / self.weekday_visits) ** v
+            self._weekday_sum[weekday][hour] *= keep
+            self._weekday_windows[weekday][hour] = (
+                keep * self._weekday_windows[weekday][hour] + (1.0 - keep) * self.weekday_visits
+            )
+        for hour, v in enumerate(hour_visits):
+            if v:
+                keep = (1.0 - 1.0 / self.hour_visits) ** v
+                self._hour_sum[hour] *= keep
+                self._hour_windows[hour] = keep * self._hour_windows[hour] + (1.0 - keep) * self.hour_visits
+        self._n += sum(visits.values())
+
+    def quiet_ceiling(self) -> list[float]:
+        """A bound on :meth:`expected` at each hour of day, however many windows of no customer it learns next.
+
+        Zeros only lower each hour's customers and raise its visits (never past
+        ``hour_visits``), so the overall rate and every hour's rate can only fall. A weekday
+        factor can rise (its hours' means fall), but never past ``(customers + prior) / prior``.
+        ``inf`` everywhere when an hour has no visit yet (its mean is the overall one, which
+        this does not bound).
+
+        >>> rate = SeasonalRate()
+        >>> for h in range(24 * 7):
+        ...     rate.learn_one({"t": h * 3600, "y": 1 if h % 24 == 12 else 0})
+        >>> ceiling = rate.quiet_ceiling()
+        >>> all(rate.expected(h * 3600) <= ceiling[h % 24] for h in range(24 * 7))
+        True
+        """
+        if self._n == 0:
+            return [0.0] * 24
+        if min(self._hour_windows) <= 0:
+            return [math.inf] * 24
+        overall = self._overall()
+        prior = self.prior_customers
+        factor = max((sum(day) + prior) / prior for day in self._weekday_sum)
+        return [max(self._hour_rate(h, overall) * factor, 1e-3) for h in range(24)]
 
     def relevel(self, windows: list[tuple[int, float]]) -> None:
         """Take the level of ``windows`` (``(start, customers)``) as normal: every rate scaled to it."""

@@ -287,8 +287,17 @@ class VolumeWatch:
         since, until = window - days * 86400, window + self.window_seconds
         return tuple(e for e in self.product_events if since <= e["at"] < until)
 
-    def advance(self, watermark: int) -> list[SpikeEvent]:
-        """Close, judge and learn every window that ended at or before ``watermark``."""
+    def advance(self, watermark: int, sleep: bool = False) -> list[SpikeEvent]:
+        """Close, judge and learn every window that ended at or before ``watermark``.
+
+        A run of windows that cannot change anything (the watch :attr:`asleep` at its
+        start, and no total in it) is learned in one step (:meth:`_learn_quiet_run`).
+        With ``sleep``, an asleep watch with no total to come stops where it fell asleep
+        instead: its owner (:class:`pipeline.patterns.watch.PatternWatch`) catches it up
+        when its key is busy again. Either way the runs start where the watch fell asleep
+        and end before its next total, so the result does not depend on how many windows
+        one call covers.
+        """
         last = watermark - self.window_seconds  # the start of the last window that ended
         if self.learned_through is not None:
             first = self.learned_through + self.window_seconds
@@ -297,10 +306,56 @@ class VolumeWatch:
         else:
             return []
         events: list[SpikeEvent] = []
-        for w in range(first, last + 1, self.window_seconds):
+        w = first
+        while w <= last:
+            if w not in self.totals and self._quiet_day():
+                ahead = [t for t in self.totals if t <= last]
+                if sleep and not ahead:
+                    break
+                end = min(ahead) - self.window_seconds if ahead else last
+                self._learn_quiet_run(w, end)
+                w = end + self.window_seconds
+                continue
             events += self._judge(w, closed=True)
             self._learn(w)
+            w += self.window_seconds
         return events
+
+    @property
+    def asleep(self) -> bool:
+        """Whether closing windows can only teach it quiet ones until a total comes.
+
+        No open episode, no total of a window not yet learned, and no customer in the
+        last ``spans[-1]`` closed windows (a day, by default): every window it closes next
+        is judged as nothing (see :meth:`_judge`) and learned as a zero.
+
+        Examples
+        --------
+        >>> watch = VolumeWatch("reports/odd", 3600, SeasonalRate(min_windows=24), keep_baselines=False)
+        >>> _ = watch.update(0, 1, 1)
+        >>> watch.advance(48 * 3600, sleep=True), watch.asleep, watch.learned_through // 3600
+        ([], True, 24)
+        >>> stepped = VolumeWatch("reports/odd", 3600, SeasonalRate(min_windows=24), keep_baselines=False)
+        >>> _ = stepped.update(0, 1, 1)
+        >>> for h in range(24 * 30):
+        ...     _ = stepped.advance((h + 1) * 3600)
+        >>> _ = watch.advance(24 * 30 * 3600)  # caught up: 695 quiet windows, most at once
+        >>> watch.detector.learned == stepped.detector.learned == 24 * 30
+        True
+        >>> abs(watch.detector.expected(24 * 30 * 3600) / stepped.detector.expected(24 * 30 * 3600) - 1) < 1e-9
+        True
+        """
+        return not self.totals and self._quiet_day()
+
+    def _quiet_day(self) -> bool:
+        """No open episode, and no customer in the last ``spans[-1]`` closed windows."""
+        span = self.spans[-1]
+        if self.episode is not None or self.learned_through is None or len(self.recent) < span:
+            return False
+        # the deque keeps one window more than the longest span: with ``span`` kept, none
+        # has been let go since the sums began at zero
+        before = self.recent[-1 - span][2].customers if len(self.recent) > span else 0
+        return self.recent[-1][2].customers == before
 
     def drain_baselines(self) -> list[tuple[int, int, float, float]]:
         """The closed windows' baselines gathered so far, handed over once."""
@@ -369,6 +424,98 @@ class VolumeWatch:
         elif not protected:
             taught = min(customers, cap) if self.detector.ready else customers
             self.detector.learn_one({"t": window, "y": taught, "customers": taught})
+
+    def _learn_quiet_run(self, first: int, last: int) -> None:
+        """Learn the windows ``first`` to ``last`` (starts), none with a customer, as closing them one by one would.
+
+        Called while :meth:`_quiet_day` holds and no window of the run has a total:
+        judging them says nothing, and each teaches the model a zero. When the run is
+        long and nothing in it can relevel the model (:meth:`_can_skip`), all but the last
+        ``recent.maxlen`` windows are learned in closed form:
+
+        - the rates exactly (:meth:`SeasonalRate.learn_quiet`);
+        - each scale's dispersion approximately: stepping moves it towards the span's
+          expected customers (its residual when none came) by ``rate`` a window, never
+          below 1; here that target is taken to fall geometrically from what the span
+          expected as the run began to what it expects at its end, which has a closed
+          form (the weekdays' ups and downs between are not followed: within a few
+          percent of stepping in tests/test_detectors_quiet.py);
+        - ``low_run`` and ``protected_run`` stay 0 (no span is improbably low or high).
+
+        The last windows are then learned one by one (:meth:`_learn`), so that
+        :attr:`recent` holds them with their expected customers, as stepping leaves it
+        (their running sums go on from the windows before the run: only differences of
+        two kept entries are ever read). Otherwise, and for short runs, it steps a day at
+        a time and looks again.
+        """
+        day = max(1, 86400 // self.window_seconds)
+        tail = cast(int, self.recent.maxlen)
+        w = first
+        while w <= last:
+            windows = (last - w) // self.window_seconds + 1
+            if windows > tail + 12 and self._can_skip():  # shorter: stepping costs less
+                self._skip_quiet(w, windows - tail)
+                w += (windows - tail) * self.window_seconds
+                windows = tail
+            for _ in range(min(windows, day)):
+                self._learn(w)
+                w += self.window_seconds
+
+    def _skip_quiet(self, first: int, skipped: int) -> None:
+        """Learn ``skipped`` quiet windows from ``first`` in closed form (see :meth:`_learn_quiet_run`)."""
+        ws = self.window_seconds
+        rate = 1.0 / (14 * 86400 / ws)  # as in _learn_dispersion
+        newest = self.recent[-1][2].expected
+        start = [newest - self.recent[-1 - span][2].expected for span in self.spans]
+        self.detector.learn_quiet(first, skipped, ws)
+        self.learned_through = first + (skipped - 1) * ws
+        # the last windows skipped, kept with what the model now expects of them (a little
+        # less than it did as it learned them): the spans of the windows learned next read them
+        last = self.spans[-1]
+        expected = [self.detector.expected(self.learned_through - i * ws) for i in reversed(range(last))]
+        total = self.recent[-1][2]
+        for i, e in enumerate(expected):
+            total = total._replace(expected=total.expected + e)
+            self.recent.append((self.learned_through - (last - 1 - i) * ws, 0, total))
+        keep = 1.0 - rate
+        for i, span in enumerate(self.spans):
+            # the span's residual (its expected customers) falls geometrically from what it was
+            # to what it is: phi' = keep * phi + rate * target, in closed form, never below 1
+            # (exact while the target falls: once at 1 it stays)
+            t0, t1 = (min(n * n / max(n, 1e-3), 25.0) for n in (start[i], sum(expected[last - span :])))
+            fall = (t1 / t0) ** (1.0 / skipped) if t0 > 0 and t1 > 0 else 0.0
+            if abs(keep - fall) > 1e-12:
+                pulled = rate * t0 * (keep**skipped - fall**skipped) / (keep - fall)
+            else:
+                pulled = rate * t0 * skipped * keep ** (skipped - 1)
+            self.dispersion[i] = max(1.0, keep**skipped * self.dispersion[i] + pulled)
+        self.low_run = self.protected_run = 0
+        for window in [c for c in self.context if c <= self.learned_through]:
+            del self.context[window]
+
+    def _can_skip(self) -> bool:
+        """Whether the next quiet windows can be learned in closed form (:meth:`_learn_quiet_run`).
+
+        The model is warm, no baseline is kept (each needs its window's expected), the
+        recent windows are all kept (a day with no customer), and no span can be
+        improbably low however long the quiet lasts: :meth:`_fell` needs a day's span to
+        expect more than ``4 * phi >= 4`` customers; the windows already kept and those
+        to come (each at most :meth:`SeasonalRate.quiet_ceiling`) expect less.
+        """
+        span = self.spans[-1]
+        if self.keep_baselines or not self.detector.ready or self.low_run or not self._quiet_day():
+            return False
+        if len(self.recent) != self.recent.maxlen:
+            return False
+        ceiling = sorted(self.detector.quiet_ceiling(), reverse=True)
+        # at most what the ``j`` windows of the run in a span can expect: a day of hours
+        # visits each hour of day once, so the ``j`` highest hours; else ``j`` times the highest
+        hourly = self.window_seconds == 3600 and span <= 24
+        coming = [sum(ceiling[:j]) if hourly else j * ceiling[0] for j in range(span + 1)]
+        # a span that ends in the run: the newest ``n`` kept windows, then ``span - n`` of the run
+        newest = self.recent[-1][2].expected
+        kept = [newest - self.recent[-1 - n][2].expected for n in range(span + 1)]
+        return max(kept[n] + coming[span - n] for n in range(span + 1)) <= 4.0
 
     def _fell(self, window: int) -> bool:
         """Whether the longest span ending with ``window`` has been improbably low for a day."""

@@ -12,7 +12,11 @@ watermark. One :class:`PatternWatch` per partition of that topic
 - counts, per window and pattern, tickets, distinct customers and near-churn tickets
   (:func:`pipeline.patterns.nearchurn.near_churn`): the ``pattern_volume`` series;
 - runs a :class:`detectors.VolumeWatch` on every pattern that has come back (two tickets
-  or more), so that patterns spike like areas (``pattern_spike``, ``ticket-alerts``).
+  or more), so that patterns spike like areas (``pattern_spike``, ``ticket-alerts``). A
+  watch quiet for a day, with no episode open, sleeps (:attr:`detectors.VolumeWatch.asleep`):
+  closing windows leaves it where it is, and its pattern's next ticket catches it up, its
+  quiet windows learned in one step; most patterns never come back, and their watches
+  then retire without having learned their empty hours one by one.
 
 A window's tickets are grouped when the window closes (every counting partition has
 passed it), in order of creation time and id: the patterns, their ids, counts and
@@ -467,6 +471,10 @@ class PatternWatch:
                     watch.add_context(w, self.examples.get((w, pid), []), {})
                     events += watch.update(w, tickets, len(customers))
                 continue
+            if watch.asleep and self.closed_through is not None:
+                # left asleep by close(): the quiet windows before this one, in one step (a
+                # late ticket's window was closed already: the windows close() has passed)
+                events += watch.advance(max(window, self.closed_through))
             if (window, pid) in self.counts:
                 tickets, customers, _ = self.counts[(window, pid)]
                 watch.add_context(window, self.examples.get((window, pid), []), {})
@@ -503,7 +511,13 @@ class PatternWatch:
         return self._group_many(closed)
 
     def close(self) -> list[SpikeEvent]:
-        """Close, in every pattern's watch, the windows the watermark has passed (after :meth:`judge`)."""
+        """Close, in every pattern's watch, the windows the watermark has passed (after :meth:`judge`).
+
+        A watch that falls asleep stops there (:meth:`detectors.VolumeWatch.advance` with
+        ``sleep``); :meth:`judge` catches it up when its pattern has a ticket again. Where
+        it falls asleep and where it wakes depend on the tickets only, so closing hour by
+        hour or days at once gives the same episodes.
+        """
         if self.watermark is None or self.watermark == self.closed_through:
             return []
         before, low = self.closed_through, self.watermark
@@ -511,7 +525,10 @@ class PatternWatch:
         events: list[SpikeEvent] = []
         for pid in sorted(self.watches):
             watch = self.watches[pid]
-            events += watch.advance(low)
+            # an asleep watch (no episode, nothing to judge, a day without a customer) stays
+            # where it fell asleep: a pattern that will never come back costs nothing an hour
+            # until it retires, and one that does is caught up in judge()
+            events += watch.advance(low, sleep=True)
             quiet = low - self.last_window_of.get(pid, low) > self.retire_after_seconds
             if quiet and watch.episode is None:
                 del self.watches[pid]
