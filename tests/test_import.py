@@ -112,3 +112,21 @@ def test_freshdesk_and_zendesk_exports_replay_into_the_tagger(tmp_path) -> None:
     rows = [orjson.loads(x) for x in out.read_bytes().splitlines()]
     assert [x["id"] for x in rows] == ["zendesk-1", "zendesk-2"]
     assert rows[1]["predicted"]["product_area"]["label"] == "login"
+
+
+def test_a_gzipped_export_reads_as_the_plain_one(tmp_path) -> None:
+    import gzip
+
+    from pipeline.ingest.importer import read_export
+
+    lines = b'{"id": "a", "subject": "x"}\n{"id": "b", "subject": "y"}\nnot json\n'
+    (tmp_path / "t.jsonl").write_bytes(lines)
+    (tmp_path / "t.jsonl.gz").write_bytes(gzip.compress(lines))
+    (tmp_path / "t.csv").write_text(CSV)
+    (tmp_path / "t.csv.gz").write_bytes(gzip.compress(CSV.encode()))
+    plain = list(read_export(tmp_path / "t.jsonl", "jsonl"))
+    assert len(plain) == 3 and plain[2][0] == 3 and isinstance(plain[2][1], str)
+    assert list(read_export(tmp_path / "t.jsonl.gz", "jsonl")) == plain
+    mapping = dict(m.split("=") for m in MAP)
+    rows = list(read_export(tmp_path / "t.csv", "csv", mapping))
+    assert len(rows) == 5 and list(read_export(tmp_path / "t.csv.gz", "csv", mapping)) == rows

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 
@@ -36,15 +37,33 @@ class ImportError_(ValueError):
     """The file cannot be read as the format asked for."""
 
 
+#: the first bytes of a gzip file: an export compressed as it was saved (``.jsonl.gz``) is read as is
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _gzipped(path: Path) -> bool:
+    with path.open("rb") as fh:
+        return fh.read(2) == GZIP_MAGIC
+
+
+def _text(path: Path) -> IO[str]:
+    """The export as text (decompressed when it is gzip, by its first bytes whatever its name)."""
+    if _gzipped(path):
+        return gzip.open(path, "rt", newline="", encoding="utf-8-sig")
+    return path.open(newline="", encoding="utf-8-sig")
+
+
 def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
     csv.field_size_limit(sys.maxsize)
-    with path.open(newline="", encoding="utf-8-sig") as fh:
+    with _text(path) as fh:
         for line, row in enumerate(csv.DictReader(fh), start=2):
             yield line, {k.strip(): v for k, v in row.items() if k}
 
 
 def _json_records(path: Path) -> Iterator[tuple[int, Any]]:
     text = path.read_bytes()
+    if text.startswith(GZIP_MAGIC):
+        text = gzip.decompress(text)
     stripped = text.lstrip()
     if stripped.startswith((b"[", b"{")) and not text.strip().count(b"\n{"):
         try:
@@ -66,7 +85,8 @@ def _json_records(path: Path) -> Iterator[tuple[int, Any]]:
 def read_export(path: Path, fmt: str, mapping: Mapping[str, str] | None = None) -> Iterator[tuple[int, bytes | str]]:
     """``(line, ticket JSON)`` for each record, or ``(line, reason)`` for one that is not a ticket.
 
-    ``mapping`` renames CSV columns to ticket fields (``--map column=field``).
+    ``mapping`` renames CSV columns to ticket fields (``--map column=field``). A gzip
+    file (``export.jsonl.gz``, ``export.csv.gz``) is read decompressed.
     """
     if fmt not in FORMATS:
         raise ImportError_(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
