@@ -7,7 +7,7 @@ import gzip
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import orjson
 
@@ -60,26 +60,47 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
             yield line, {k.strip(): v for k, v in row.items() if k}
 
 
+def _binary(path: Path) -> IO[bytes]:
+    """The export's bytes, read as they are needed (decompressed when it is gzip)."""
+    return cast(IO[bytes], gzip.open(path, "rb")) if _gzipped(path) else path.open("rb")
+
+
 def _json_records(path: Path) -> Iterator[tuple[int, Any]]:
-    text = path.read_bytes()
-    if text.startswith(GZIP_MAGIC):
-        text = gzip.decompress(text)
-    stripped = text.lstrip()
-    if stripped.startswith((b"[", b"{")) and not text.strip().count(b"\n{"):
-        try:
-            doc = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            doc = None  # not one document: read line by line, each bad line named
-        if doc is not None:
-            items = doc.get("tickets", [doc]) if isinstance(doc, dict) else doc
-            yield from enumerate(items, start=1)
+    """Each ticket of a JSON document (a list, or ``{"tickets": [...]}``) or of JSON lines, with its line.
+
+    JSON lines are read one at a time (an export of millions of tickets is never whole in
+    memory); a document is, as it must be parsed whole. A first line that is not JSON
+    alone but opens a ``[`` or ``{`` begins a document spread over lines (pretty-printed);
+    when the whole is not one document either, it is read line by line, each bad line named.
+    """
+    with _binary(path) as fh:
+        lines: Iterator[tuple[int, bytes]] = enumerate(fh, start=1)
+        first_line, raw = next(((n, r) for n, r in lines if r.strip()), (0, b""))
+        if not raw:
             return
-    for line, raw in enumerate(text.splitlines(), start=1):
-        if raw.strip():
-            try:
-                yield line, orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                yield line, AdapterError(f"not valid JSON: {exc}")
+        try:
+            first: Any = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            first = AdapterError(f"not valid JSON: {exc}")
+            if raw.lstrip().startswith((b"[", b"{")):
+                whole = raw + fh.read()
+                try:
+                    first = orjson.loads(whole)
+                except orjson.JSONDecodeError:
+                    lines = enumerate(whole.splitlines()[1:], start=first_line + 1)
+        if isinstance(first, list):
+            yield from enumerate(first, start=1)
+            return
+        if isinstance(first, dict) and isinstance(first.get("tickets"), list):
+            yield from enumerate(first["tickets"], start=1)
+            return
+        yield first_line, first
+        for line, text in lines:
+            if text.strip():
+                try:
+                    yield line, orjson.loads(text)
+                except orjson.JSONDecodeError as exc:
+                    yield line, AdapterError(f"not valid JSON: {exc}")
 
 
 def read_export(path: Path, fmt: str, mapping: Mapping[str, str] | None = None) -> Iterator[tuple[int, bytes | str]]:
