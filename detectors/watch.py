@@ -442,21 +442,19 @@ class VolumeWatch:
           percent of stepping in tests/test_detectors_quiet.py);
         - ``low_run`` and ``protected_run`` stay 0 (no span is improbably low or high).
 
-        The last windows are then learned one by one (:meth:`_learn`), so that
-        :attr:`recent` holds them with their expected customers, as stepping leaves it
-        (their running sums go on from the windows before the run: only differences of
-        two kept entries are ever read). Otherwise, and for short runs, it steps a day at
-        a time and looks again.
+        The last windows ``recent`` keeps are taught to the rates one by one, so that
+        :attr:`recent` holds them with the expected customers stepping gives them (their
+        running sums go on from the windows before the run: only differences of two kept
+        entries are ever read). Otherwise, and for short runs, it steps a day at a time
+        and looks again.
         """
         day = max(1, 86400 // self.window_seconds)
-        tail = cast(int, self.recent.maxlen)
         w = first
         while w <= last:
             windows = (last - w) // self.window_seconds + 1
-            if windows > tail + 12 and self._can_skip():  # shorter: stepping costs less
-                self._skip_quiet(w, windows - tail)
-                w += (windows - tail) * self.window_seconds
-                windows = tail
+            if windows > 12 and self._can_skip():  # shorter: stepping costs less
+                self._skip_quiet(w, windows)
+                return
             for _ in range(min(windows, day)):
                 self._learn(w)
                 w += self.window_seconds
@@ -467,22 +465,25 @@ class VolumeWatch:
         rate = 1.0 / (14 * 86400 / ws)  # as in _learn_dispersion
         newest = self.recent[-1][2].expected
         start = [newest - self.recent[-1 - span][2].expected for span in self.spans]
-        self.detector.learn_quiet(first, skipped, ws)
-        self.learned_through = first + (skipped - 1) * ws
-        # the last windows skipped, kept with what the model now expects of them (a little
-        # less than it did as it learned them): the spans of the windows learned next read them
-        last = self.spans[-1]
-        expected = [self.detector.expected(self.learned_through - i * ws) for i in reversed(range(last))]
+        # all but the last windows at once; those one by one into ``recent``, with what the
+        # model expected of each as it learned it (the spans of the windows learned next read them)
+        kept = min(skipped, cast(int, self.recent.maxlen))
+        self.detector.learn_quiet(first, skipped - kept, ws)
         total = self.recent[-1][2]
-        for i, e in enumerate(expected):
-            total = total._replace(expected=total.expected + e)
-            self.recent.append((self.learned_through - (last - 1 - i) * ws, 0, total))
+        for window in range(first + (skipped - kept) * ws, first + skipped * ws, ws):
+            expected = self.detector.expected(window)
+            self.detector.learn_one({"t": window, "y": 0, "customers": 0})
+            total = total._replace(expected=total.expected + expected)
+            self.recent.append((window, 0, total))
+        self.learned_through = first + (skipped - 1) * ws
+        newest = self.recent[-1][2].expected
         keep = 1.0 - rate
         for i, span in enumerate(self.spans):
             # the span's residual (its expected customers) falls geometrically from what it was
             # to what it is: phi' = keep * phi + rate * target, in closed form, never below 1
             # (exact while the target falls: once at 1 it stays)
-            t0, t1 = (min(n * n / max(n, 1e-3), 25.0) for n in (start[i], sum(expected[last - span :])))
+            end = newest - self.recent[-1 - span][2].expected
+            t0, t1 = (min(n * n / max(n, 1e-3), 25.0) for n in (start[i], end))
             fall = (t1 / t0) ** (1.0 / skipped) if t0 > 0 and t1 > 0 else 0.0
             if abs(keep - fall) > 1e-12:
                 pulled = rate * t0 * (keep**skipped - fall**skipped) / (keep - fall)
