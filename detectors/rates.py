@@ -52,6 +52,12 @@ class SeasonalRate(Detector):
     the rates say "more then", not "exactly then".
     """
 
+    #: sums derived from the rates, kept in step by :meth:`learn_one` (``None``: to be made
+    #: again, after any other change; and by instances pickled before they existed)
+    _derived: list[Any] | None = None
+    #: learns in step since the sums were last made whole (their rounding drifts a little a learn)
+    _since_derived = 0
+
     def __init__(
         self,
         min_windows: int = 24,
@@ -92,9 +98,29 @@ class SeasonalRate(Detector):
         """Windows learned so far."""
         return self._n
 
+    def _derive(self) -> list[Any]:
+        """``[customers, visits, each weekday's customers, each weekday's visits times its hours' means]``.
+
+        Every :meth:`expected` read these sums over 24 hours (the window's weekday's visits
+        times each hour's mean, its customers): the most frequent call of a spike watch.
+        :meth:`learn_one` changes one hour of one weekday, so it moves them in a few steps.
+        """
+        hour_sum, hour_windows = self._hour_sum, self._hour_windows
+        means = [hour_sum[h] / hour_windows[h] if hour_windows[h] else 0.0 for h in range(24)]
+        # (an hour never visited is in no weekday's visits either: its mean counts nothing)
+        weekday_expected = [sum(n * m for n, m in zip(day, means, strict=True)) for day in self._weekday_windows]
+        self._derived = [
+            sum(hour_sum),
+            sum(hour_windows),
+            [sum(day) for day in self._weekday_sum],
+            weekday_expected,
+        ]
+        self._since_derived = 0
+        return self._derived
+
     def _overall(self) -> float:
-        windows = sum(self._hour_windows)
-        return sum(self._hour_sum) / windows if windows > 0 else 0.0
+        derived = self._derived or self._derive()
+        return derived[0] / derived[1] if derived[1] > 0 else 0.0
 
     def _hour_rate(self, hour: int, overall: float) -> float:
         if overall <= 0:
@@ -108,12 +134,8 @@ class SeasonalRate(Detector):
         # quiet) expected of its visits (a Tuesday seen from midnight to 8 a.m. has seen
         # little of a Tuesday)
         prior = self.prior_customers
-        visits = self._weekday_windows[weekday]
-        hour_sum, hour_windows = self._hour_sum, self._hour_windows
-        expected = sum(
-            n * (hour_sum[h] / hour_windows[h] if hour_windows[h] else overall) for h, n in enumerate(visits) if n
-        )
-        return (sum(self._weekday_sum[weekday]) + prior) / (expected + prior)
+        derived = self._derived or self._derive()
+        return (derived[2][weekday] + prior) / (derived[3][weekday] + prior)
 
     def expected(self, t: float) -> float:
         """Normal count of customers in the window starting at ``t`` (0.0 before any learning)."""
@@ -133,12 +155,32 @@ class SeasonalRate(Detector):
         y = self._count(x)
         hour, weekday = self._slots(float(x["t"]))
         keep_hour, keep_weekday = 1.0 - 1.0 / self.hour_visits, 1.0 - 1.0 / self.weekday_visits
-        self._hour_sum[hour] = keep_hour * self._hour_sum[hour] + y
-        self._hour_windows[hour] = keep_hour * self._hour_windows[hour] + 1.0
+        old_sum, old_windows = self._hour_sum[hour], self._hour_windows[hour]
+        new_sum, new_windows = keep_hour * old_sum + y, keep_hour * old_windows + 1.0
+        self._hour_sum[hour], self._hour_windows[hour] = new_sum, new_windows
         sums, visits = self._weekday_sum[weekday], self._weekday_windows[weekday]
-        sums[hour] = keep_weekday * sums[hour] + y
-        visits[hour] = keep_weekday * visits[hour] + 1.0
+        old_day_sum, old_visits = sums[hour], visits[hour]
+        sums[hour] = keep_weekday * old_day_sum + y
+        visits[hour] = keep_weekday * old_visits + 1.0
         self._n += 1
+        derived = self._derived
+        if derived is None:
+            return
+        self._since_derived += 1
+        if self._since_derived >= 4096:
+            self._derived = None  # made whole again at the next read: the rounding stays small
+            return
+        # the sums, moved by what changed: this hour's mean in every weekday, this weekday's visits
+        old_mean = old_sum / old_windows if old_windows else 0.0
+        new_mean = new_sum / new_windows
+        derived[0] += new_sum - old_sum
+        derived[1] += new_windows - old_windows
+        derived[2][weekday] += sums[hour] - old_day_sum
+        weekday_expected = derived[3]
+        for day, day_visits in enumerate(self._weekday_windows):
+            weekday_expected[day] += day_visits[hour] * new_mean - (
+                (old_visits if day == weekday else day_visits[hour]) * old_mean
+            )
 
     def learn_quiet(self, start: int, windows: int, step: int) -> None:
         """Learn ``windows`` windows of no customer, ``step`` seconds apart from ``start``, at once.
@@ -191,6 +233,7 @@ class SeasonalRate(Detector):
                 self._hour_sum[hour] *= keep
                 self._hour_windows[hour] = keep * self._hour_windows[hour] + (1.0 - keep) * self.hour_visits
         self._n += sum(visits.values())
+        self._derived = None
 
     def quiet_ceiling(self) -> list[float]:
         """A bound on :meth:`expected` at each hour of day, however many windows of no customer it learns next.
@@ -226,6 +269,7 @@ class SeasonalRate(Detector):
         ratio = max(seen, 1e-3 * len(windows)) / expected
         self._hour_sum = [s * ratio for s in self._hour_sum]
         self._weekday_sum = [[s * ratio for s in day] for day in self._weekday_sum]
+        self._derived = None
 
     def relevel_to(self, level: float, learned: int) -> None:
         """Start from ``level`` customers a window at every hour, as if ``learned`` windows had been seen."""
@@ -235,3 +279,4 @@ class SeasonalRate(Detector):
         self._weekday_sum = [[0.0] * 24 for _ in range(7)]
         self._weekday_windows = [[0.0] * 24 for _ in range(7)]
         self._n = learned
+        self._derived = None
