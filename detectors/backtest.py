@@ -90,7 +90,9 @@ class SpikeBacktest:
         now = int(at)
         day = now // 86400
         if self._day is not None and day > self._day:
-            self._advance_all(day * 86400)  # quiet watches close their windows too (episodes end)
+            # quiet watches close their windows too (episodes end); one asleep (nothing open,
+            # a day without a customer) waits for its next ticket, then learns the quiet at once
+            self._advance_all(day * 86400, sleep=True)
         self._day = day
         window = now - now % self.window_seconds
         keys = [ALL_CASE_TYPES] + ([case_type] if case_type and case_type != ALL_CASE_TYPES else [])
@@ -108,9 +110,9 @@ class SpikeBacktest:
         """Close every window that ended by ``watermark`` (the end of the history)."""
         self._advance_all(int(watermark))
 
-    def _advance_all(self, watermark: int) -> None:
+    def _advance_all(self, watermark: int, sleep: bool = False) -> None:
         for (area, kind), watch in self.watches.items():
-            self._hear(area, kind, watch.advance(watermark))
+            self._hear(area, kind, watch.advance(watermark, sleep=sleep))
 
     def _hear(self, area: str, case_type: str, events: list[SpikeEvent]) -> None:
         gate = self.gates.setdefault(area, AlertGate())

@@ -120,12 +120,14 @@ class VolumeWatch:
     Each closed window's baseline (customers, expected, upper) is kept for
     :meth:`drain_baselines` (the dashboards' "normal" band), unless ``keep_baselines``
     is false: a watch whose baselines nobody drains (a pattern's) would keep one per
-    window for as long as it lives.
+    window for as long as it lives. A quiet run learned in one step (:meth:`advance`)
+    has baselines for its last day only.
 
-    The examples and words of open windows (:meth:`add_context`) are kept for at most
-    ``max_context_windows`` windows, those that close first: a backlog read in a few
-    batches holds weeks of windows ahead of the watermark, and the watch's state must
-    stay small enough for one message of the worker's table.
+    The examples and words of open windows (:meth:`add_context`) are kept whole for the
+    ``max_context_windows`` windows that close first, one example and ten words for ten times as many,
+    none beyond: a backlog read in a few batches holds weeks of windows ahead of the
+    watermark, and the watch's state must stay small enough for one message of the
+    worker's table.
 
     Examples
     --------
@@ -258,15 +260,6 @@ class VolumeWatch:
         """Remember a few example tickets (distinct customers) and word counts of an open window."""
         if self.learned_through is not None and window <= self.learned_through:
             return
-        if window not in self.context and len(self.context) >= self.max_context_windows:
-            # A backlog read in a few batches holds weeks of windows ahead of the watermark:
-            # their examples would grow the state past what one changelog message carries
-            # (the worker's producer refused a 2.3 MB watch and stopped). The windows that
-            # close first keep theirs; an alert of one further ahead shows no examples.
-            newest = max(self.context)
-            if window > newest:
-                return
-            del self.context[newest]
         kept, counts = self.context.setdefault(window, ([], Counter()))
         for ticket_id, customer, text in examples:
             if len(kept) < keep and all(k[0] != ticket_id and k[1] != customer for k in kept):
@@ -274,6 +267,25 @@ class VolumeWatch:
         counts.update(terms)
         if len(counts) > 200:  # bounded: keep the most frequent
             self.context[window] = (kept, Counter(dict(counts.most_common(100))))
+        if len(self.context) > self.max_context_windows:
+            self._thin_context()
+
+    def _thin_context(self) -> None:
+        """Keep the context of the windows that close first; thin, then drop, that of the others.
+
+        A backlog read in a few batches holds weeks of windows ahead of the watermark:
+        their examples would grow the state past what one changelog message carries (the
+        worker's producer refused a 2.3 MB watch and stopped). Past the first
+        ``max_context_windows`` a window keeps one example and its ten most frequent words; past ten times
+        as many, nothing (its alert, if any, shows no example).
+        """
+        windows = sorted(self.context)
+        for window in windows[self.max_context_windows :]:
+            kept, counts = self.context[window]
+            if len(kept) > 1 or len(counts) > 10:
+                self.context[window] = (kept[:1], Counter(dict(counts.most_common(10))))
+        for window in windows[10 * self.max_context_windows :]:
+            del self.context[window]
 
     def add_product_event(self, event: dict[str, Any], keep: int = 50) -> None:
         """Remember a product event (``{"kind", "at", "ref", "note"}``), once."""
@@ -472,6 +484,9 @@ class VolumeWatch:
         total = self.recent[-1][2]
         for window in range(first + (skipped - kept) * ws, first + skipped * ws, ws):
             expected = self.detector.expected(window)
+            if self.keep_baselines:  # the normal band of the last windows (the dashboards draw a gap before)
+                upper = expected + 3.0 * math.sqrt(self.dispersion[0] * expected)
+                self.baselines.append((window, 0, round(expected, 3), round(upper, 3)))
             self.detector.learn_one({"t": window, "y": 0, "customers": 0})
             total = total._replace(expected=total.expected + expected)
             self.recent.append((window, 0, total))
@@ -497,14 +512,14 @@ class VolumeWatch:
     def _can_skip(self) -> bool:
         """Whether the next quiet windows can be learned in closed form (:meth:`_learn_quiet_run`).
 
-        The model is warm, no baseline is kept (each needs its window's expected), the
+        The model is warm, the
         recent windows are all kept (a day with no customer), and no span can be
         improbably low however long the quiet lasts: :meth:`_fell` needs a day's span to
         expect more than ``4 * phi >= 4`` customers; the windows already kept and those
         to come (each at most :meth:`SeasonalRate.quiet_ceiling`) expect less.
         """
         span = self.spans[-1]
-        if self.keep_baselines or not self.detector.ready or self.low_run or not self._quiet_day():
+        if not self.detector.ready or self.low_run or not self._quiet_day():
             return False
         if len(self.recent) != self.recent.maxlen:
             return False

@@ -148,7 +148,7 @@ def test_detect_scores_repeated_missing_and_out_of_order_rows_in_file_order(tmp_
     assert r.returncode == 2 and f"{bad}, line 3: not a timestamp and a number" in r.stderr
 
 
-def test_a_backlog_of_weeks_ahead_keeps_the_watch_small_and_the_first_windows_examples() -> None:
+def test_a_backlog_of_weeks_ahead_keeps_the_watch_small_and_an_example_of_each_window() -> None:
     # A backlog read in big batches: five weeks of windows updated before the watermark
     # moves. Each window's examples (five tickets of 240 characters) and words: the
     # watch's frozen state stayed under what one message of the worker's table carries.
@@ -162,9 +162,13 @@ def test_a_backlog_of_weeks_ahead_keeps_the_watch_small_and_the_first_windows_ex
         watch.add_context(
             window, [[f"t{i}-{k}", f"c{k}", text] for k in range(5)], {f"word{i}-{k}": 1 for k in range(150)}
         )
-    assert sorted(watch.context) == [START + i * H for i in range(48)]
-    assert len(freeze(watch)) < 500_000
-    # once the first windows close, the later ones take their place
+    assert len(freeze(watch)) < 600_000
+    # the windows that close first whole, the next 432 with one example and ten words each, the last none
+    kept = sorted(watch.context)
+    assert kept == [START + i * H for i in range(480)]
+    assert all(len(watch.context[w][0]) == 5 and watch.context[w][1] for w in kept[:48])
+    assert all(len(watch.context[w][0]) == 1 and len(watch.context[w][1]) == 10 for w in kept[48:])
+    # once the first windows close, a later window is kept whole in their place
     watch.advance(START + 10 * H)
-    watch.add_context(START + 100 * H, [["late", "c9", text]], {})
-    assert START + 100 * H in watch.context and len(watch.context) <= 48
+    watch.add_context(START + 55 * H, [["more", "c9", text]], {"sync": 1})
+    assert len(watch.context[START + 55 * H][0]) == 2 and watch.context[START + 55 * H][1]

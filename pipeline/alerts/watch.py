@@ -161,12 +161,18 @@ class Watch:
             marks = touched.get(marks_key) or dict(thaw(self.watches.get(marks_key)) or {})
             hear(marks, {str(message.source): message.watermark})
             touched[marks_key] = marks
+            watermark = low_watermark(marks, self.settings.partitions)
             for row in message.rows:
                 if row.case_type == UNASSIGNED:
                     continue  # tickets without a case type are no case type: their surge is the area's
-                news = self.watch_of(touched, partition, row.area, row.case_type).update(
-                    row.window, row.tickets, row.customers, at=row.newest or None
-                )
+                key_watch = self.watch_of(touched, partition, row.area, row.case_type)
+                if key_watch.asleep and watermark is not None:
+                    # back from a quiet spell it did not close window by window (see _advance):
+                    # its quiet up to this row's window learned at once (never the window itself,
+                    # whose total comes now), so that the window is judged as it fills
+                    closed = key_watch.advance(min(watermark, row.window))
+                    spikes += [(partition, row.area, row.case_type, s) for s in closed]
+                news = key_watch.update(row.window, row.tickets, row.customers, at=row.newest or None)
                 spikes += [(partition, row.area, row.case_type, spike) for spike in news]
         return spikes, partitions
 
@@ -181,7 +187,9 @@ class Watch:
             for table_key in sorted(k for k in {*self.watches.keys(), *touched} if k.startswith(prefix)):
                 key_watch = touched.get(table_key) or self.stored(table_key)
                 learned_through = key_watch.learned_through
-                closed = key_watch.advance(watermark)
+                # an asleep watch (nothing open, a day without a customer) stays where it fell
+                # asleep until its key has a ticket again: not advanced and written again each batch
+                closed = key_watch.advance(watermark, sleep=True)
                 # written when it learned a window, even one without events, so that
                 # the table and the object reused from ``thawed`` stay the same state
                 if closed or table_key in touched or key_watch.learned_through != learned_through:
