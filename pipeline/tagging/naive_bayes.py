@@ -32,6 +32,9 @@ _DERIVED = frozenset({"_dense", "_batch_rows"})
 #: an empty Counter, without running ``Counter.__init__`` (nothing to count yet)
 _new_counter = Counter.__new__
 
+#: the counts of a feature the model does not hold
+_NO_COUNTS: Mapping[Any, float] = {}
+
 
 class DenseCounts:
     """A model's ``log(count + alpha)`` as a dense (features x classes) array, for the batch path.
@@ -175,10 +178,10 @@ class DenseCounts:
         if len(new):  # known from now on: its other classes' count is 0, not nothing
             self.known[new] = True
             self.logs[new, : len(self.col_of)] = np.log(self.alpha)
-        features, labels, empty = self.features, self.labels, _new_counter(Counter)
+        features, labels = self.features, self.labels
         counts = np.fromiter(
             (
-                feature_counts.get(features[r], empty).get(labels[c], 0)
+                feature_counts.get(features[r], _NO_COUNTS).get(labels[c], 0)
                 for r, c in zip(pair_rows.tolist(), pair_cols.tolist(), strict=True)
             ),
             float,
@@ -517,11 +520,11 @@ class AlignedMultinomialNB(naive_bayes.MultinomialNB):  # type: ignore[misc]
 
     def _counts_of(self, batch: BatchWords, classes: Sequence[Any]) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
         """The counts of the batch's words (by index) in classes (by index), read from the dicts."""
-        feature_counts, words, empty = self.feature_counts, batch.words, _new_counter(Counter)
+        feature_counts, words = self.feature_counts, batch.words
 
         def counts_of(word: np.ndarray, cls: np.ndarray) -> np.ndarray:
             pairs = zip(word.tolist(), cls.tolist(), strict=True)
-            found = (feature_counts.get(words[w], empty).get(classes[k], 0) for w, k in pairs)
+            found = (feature_counts.get(words[w], _NO_COUNTS).get(classes[k], 0) for w, k in pairs)
             return np.fromiter(found, float, len(word))
 
         return counts_of
