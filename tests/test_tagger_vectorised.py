@@ -263,3 +263,35 @@ def test_the_tagger_bounds_its_models_dense_rows_by_its_buckets_also_when_loaded
     assert {m.max_features for m in words.models.values()} == {None}
     words.hash_features(2**12)
     assert {m.max_features for m in words.models.values()} == {2**12}
+
+
+def test_counts_not_whole_are_read_from_the_dicts_and_predict_as_the_loop() -> None:
+    """River's ``learn_one`` takes counts, not presence: a half count cannot be read back from its log."""
+    tagger = TicketTagger()
+    tickets = _tickets(200, seed=9)
+    xs = [tagger.features(document_reading(t)) for t in tickets]
+    labels = [t.get("product_area") for t in tickets]
+    ours, reference = AlignedMultinomialNB(), AlignedMultinomialNB()
+    for model in (ours, reference):
+        model.learn_present(xs[:20], ["reports"] * 20)
+    ours.predict_proba_present(xs[:10])  # the dense counts made, whole numbers so far
+    assert ours.dense_counts().integral
+    half = dict.fromkeys(list(xs[0])[:3], 0.5)
+    for model in (ours, reference):
+        model.learn_one(half, "reports")
+    for start in range(20, len(xs), 60):
+        rows, ys = xs[start : start + 60], labels[start : start + 60]
+        classes, proba, _ = ours.predict_proba_learning(BatchWords(rows), ys)
+        for k, (x, y) in enumerate(zip(rows, ys, strict=True)):
+            want_classes, want = _reference_proba(reference, x)
+            got = dict(zip(classes, proba[k].tolist(), strict=True))
+            for c, p in zip(want_classes, want.tolist(), strict=True):
+                assert got.pop(c) == pytest.approx(p, abs=1e-9, rel=0)
+            if y is not None:
+                reference.learn_present([x], [y])
+        ours.learn_indexed(BatchWords(rows), rows, ys)
+    assert not ours.dense_counts().integral
+    assert ours.feature_counts == reference.feature_counts
+    fresh = copy.deepcopy(ours)
+    fresh._dense = None
+    assert _same(_probabilities(ours, xs[:50]), _probabilities(fresh, xs[:50]))

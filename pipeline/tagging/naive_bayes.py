@@ -76,6 +76,21 @@ class DenseCounts:
         self.col_sums = np.zeros(cols)
         #: (features, class) learned by the model since the array was last brought up to date
         self.pending: list[tuple[Sequence[Any], Any]] = []
+        #: every count is a whole number, so :meth:`counts_from_logs` reads them back exactly
+        #: (the tagger's always are: words present, each counts 1); else they are read from the dicts
+        self.integral = True
+
+    def counts_from_logs(self, logs: np.ndarray) -> np.ndarray:
+        """The counts whose ``log(count + alpha)`` these are (of known features), when :attr:`integral`.
+
+        Exact: ``exp`` gives ``count + alpha`` back within a few units in the last place,
+        far less than the 0.5 that rounding to the whole count forgives (below 2**40).
+
+        >>> dense = DenseCounts(alpha=1.0)
+        >>> dense.counts_from_logs(np.log(np.array([0.0, 1.0, 7.0, 123456789.0]) + 1.0)).tolist()
+        [0.0, 1.0, 7.0, 123456789.0]
+        """
+        return np.rint(np.exp(logs) - self.alpha)
 
     @classmethod
     def of(cls, model: naive_bayes.MultinomialNB) -> DenseCounts:
@@ -102,8 +117,10 @@ class DenseCounts:
         in_use = len(dense.col_of)
         dense.logs[:n_rows, :in_use] = np.where(known[:, None], np.log(dense.alpha), 0.0)
         at = (np.array(rows, dtype=np.intp), np.array(cols, dtype=np.intp))
-        dense.logs[at] = np.log(np.array(values, dtype=float) + dense.alpha)  # each (row, col) once: a dict's
-        dense.col_sums += np.bincount(at[1], weights=values, minlength=len(dense.col_sums))
+        counts = np.array(values, dtype=float)
+        dense.logs[at] = np.log(counts + dense.alpha)  # each (row, col) once: a dict's
+        dense.col_sums += np.bincount(at[1], weights=counts, minlength=len(dense.col_sums))
+        dense.integral = bool(np.array_equal(counts, np.rint(counts)))
         return dense
 
     def row(self, feature: Any) -> int:
@@ -165,28 +182,36 @@ class DenseCounts:
     def add(
         self, rows: np.ndarray, cols: np.ndarray, values: np.ndarray, feature_counts: Mapping[Any, Mapping[Any, float]]
     ) -> None:
-        """``values`` were added to these (row, col) counts in ``feature_counts``: their logs read again from it."""
+        """``values`` were added to these (row, col) counts in ``feature_counts``: their logs follow.
+
+        The new counts are those the logs held plus ``values`` (whole numbers: :attr:`integral`),
+        else read from ``feature_counts`` (a Python look-up a (row, col): 2 s more over
+        60,000 forum questions, about 12 % of their tagging).
+        """
         if not len(rows):
             return
         self._room(len(self.row_of))
         n_cols = self.logs.shape[1]
         self.col_sums += np.bincount(cols, weights=values, minlength=n_cols)
-        pairs = np.unique(rows * n_cols + cols)  # a (row, col) learned twice in a batch: read once
+        # a (row, col) learned twice in a batch: once, with all it was added
+        pairs, back = np.unique(rows * n_cols + cols, return_inverse=True)
         pair_rows, pair_cols = np.divmod(pairs, n_cols)
+        self.integral = self.integral and bool(np.array_equal(values, np.rint(values)))
+        if self.integral:
+            held = np.where(self.known[pair_rows], self.counts_from_logs(self.logs[pair_rows, pair_cols]), 0.0)
+            counts = held + np.bincount(back.ravel(), weights=values, minlength=len(pairs))
+        else:
+            features, labels = self.features, self.labels
+            found = (
+                feature_counts.get(features[r], _NO_COUNTS).get(labels[c], 0)
+                for r, c in zip(pair_rows.tolist(), pair_cols.tolist(), strict=True)
+            )
+            counts = np.fromiter(found, float, len(pairs))
         touched = pair_rows[np.r_[True, pair_rows[1:] != pair_rows[:-1]]]
         new = touched[~self.known[touched]]
         if len(new):  # known from now on: its other classes' count is 0, not nothing
             self.known[new] = True
             self.logs[new, : len(self.col_of)] = np.log(self.alpha)
-        features, labels = self.features, self.labels
-        counts = np.fromiter(
-            (
-                feature_counts.get(features[r], _NO_COUNTS).get(labels[c], 0)
-                for r, c in zip(pair_rows.tolist(), pair_cols.tolist(), strict=True)
-            ),
-            float,
-            len(pairs),
-        )
         self.logs[pair_rows, pair_cols] = np.log(counts + self.alpha)
 
     def apply_pending(self, feature_counts: Mapping[Any, Mapping[Any, float]]) -> None:
@@ -224,6 +249,7 @@ class DenseCounts:
             cols = [self.col(label) for label in per_class]
             fresh = np.zeros(self.logs.shape[1])
             fresh[cols] = list(per_class.values())
+            self.integral = self.integral and bool(np.array_equal(fresh, np.rint(fresh)))
             self.known[row] = bool(per_class)
             self.logs[row] = np.log(fresh + self.alpha) if per_class else 0.0
         for label, (before, after) in totals.items():
@@ -515,17 +541,27 @@ class AlignedMultinomialNB(naive_bayes.MultinomialNB):  # type: ignore[misc]
         if (learned[:-1] >= 0).any():  # the last row's label changes no row's prediction
             counts, totals, n_terms = np.repeat(counts, n, axis=0), np.repeat(totals, n, axis=0), np.repeat(n_terms, n)
             before = _Before(counts, totals, n_terms, words, n_known)
-            _learned_before(batch, learned, self.alpha, self._counts_of(batch, classes), held, known, before)
+            counts_of = self._counts_of(batch, classes, dense, logs)
+            _learned_before(batch, learned, self.alpha, counts_of, held, known, before)
         return classes, *self._probabilities(counts, totals, n_terms, words, n_known)
 
-    def _counts_of(self, batch: BatchWords, classes: Sequence[Any]) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-        """The counts of the batch's words (by index) in classes (by index), read from the dicts."""
+    def _counts_of(
+        self, batch: BatchWords, classes: Sequence[Any], dense: DenseCounts, logs: np.ndarray
+    ) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+        """The counts of the batch's known words (by index) in classes (by index): read back from
+        their ``logs`` (words x classes, of ``dense``) when whole numbers (:attr:`DenseCounts.integral`),
+        else from the dicts."""
+        if dense.integral:
+            return lambda word, cls: dense.counts_from_logs(logs[word, cls])
         feature_counts, words = self.feature_counts, batch.words
 
         def counts_of(word: np.ndarray, cls: np.ndarray) -> np.ndarray:
-            pairs = zip(word.tolist(), cls.tolist(), strict=True)
-            found = (feature_counts.get(words[w], _NO_COUNTS).get(classes[k], 0) for w, k in pairs)
-            return np.fromiter(found, float, len(word))
+            # a word's class learned by many rows before: looked up once
+            pairs, back = np.unique(word * len(classes) + cls, return_inverse=True)
+            pair_words, pair_classes = np.divmod(pairs, len(classes))
+            at = zip(pair_words.tolist(), pair_classes.tolist(), strict=True)
+            found = (feature_counts.get(words[w], _NO_COUNTS).get(classes[k], 0) for w, k in at)
+            return np.fromiter(found, float, len(pairs))[back.ravel()]
 
         return counts_of
 
@@ -594,8 +630,7 @@ def _learned_before(
         counts = np.zeros((len(word), n_classes))
         entry, cls = np.nonzero((delta > 0) & was_known[:, None])
         if len(entry):
-            pairs, back = np.unique(word[entry] * n_classes + cls, return_inverse=True)  # each read once
-            counts[entry, cls] = counts_of(*np.divmod(pairs, n_classes))[back.ravel()]
+            counts[entry, cls] = counts_of(word[entry], cls)
         fix = np.log(counts + delta + alpha)
         fix[was_known] -= np.log(counts[was_known] + alpha)
         at = nz_row[changed]
