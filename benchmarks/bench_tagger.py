@@ -13,7 +13,8 @@ versions, error codes), words as features against the tagger's buckets.
 ``--questions PATH``: instead, the backtest's tagging alone (``ticketpulse backtest``): the
 first ``--limit`` tickets of a JSON-lines file (gzipped or not, the ticket schema) through
 ``TicketTagger.process_many`` in batches of the backtest's size, each ticket predicted, scored
-and learned from the labels it carries; CPU time (``time.process_time``) per ticket.
+and learned from the labels it carries; CPU time (``time.process_time``) per ticket, the
+process's peak RSS, and the bytes of each field's batch arrays (:class:`DenseCounts`) at the end.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ from __future__ import annotations
 import argparse
 import gzip
 import platform
+import resource
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import orjson
 
 from pipeline.tagging.tagger import TicketTagger, reading_text, ticket_features
@@ -98,6 +101,7 @@ def backtest_tagging(path: Path, limit: int) -> None:
             docs.append(doc)
             if len(docs) == limit:
                 break
+    rss_read = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     tagger = TicketTagger()
     t0 = time.process_time()
     for start in range(0, len(docs), BATCH):
@@ -109,6 +113,19 @@ def backtest_tagging(path: Path, limit: int) -> None:
         f"{1e6 * cpu / len(docs):.0f} us CPU/ticket ({cpu:.2f} s); labels learned {labelled}; "
         f"machine: {platform.machine()}, Python {platform.python_version()}"
     )
+    # ru_maxrss: kilobytes on Linux; the whole process's peak (the tickets read included)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS {peak:,.0f} MB (the {len(docs):,} tickets read included: {rss_read:,.0f} MB before tagging)")
+    for name, model in tagger.models.items():
+        dense = getattr(model, "_dense", None)
+        if dense is None:
+            continue
+        arrays = {k: v for k, v in vars(dense).items() if isinstance(v, np.ndarray)}
+        shapes = ", ".join(f"{k} {v.shape} {v.dtype}" for k, v in arrays.items())
+        print(
+            f"  {name}: {len(model.feature_counts):,} features, {len(model.class_totals)} classes; "
+            f"batch arrays {sum(v.nbytes for v in arrays.values()) / 1e6:,.1f} MB ({shapes})"
+        )
 
 
 def growth(rows: list[dict], n: int, every: int = 500) -> None:

@@ -217,7 +217,9 @@ def test_dense_counts_follow_what_the_dicts_learn_forget_and_load() -> None:
     reference._dense = None
     assert _same(_probabilities(behind, xs), _probabilities(reference, xs))
     dense = behind.dense_counts()
-    assert dense.counts[dense.row_of[word], dense.col_of["bug"]] == behind.feature_counts[word]["bug"]
+    # the array holds the logs alone (the counts stay in the dicts): the log of the count read back
+    count = behind.feature_counts[word]["bug"]
+    assert dense.logs[dense.row_of[word], dense.col_of["bug"]] == np.log(count + behind.alpha)
     assert behind.feature_counts[word]["bug"] == model.feature_counts[word]["bug"] + 5
 
     # a correction forgets an example's counts: the rows it touched are read again
@@ -228,3 +230,68 @@ def test_dense_counts_follow_what_the_dicts_learn_forget_and_load() -> None:
         fresh = copy.deepcopy(model)
         fresh._dense = None
         assert _same(_probabilities(model, xs), _probabilities(fresh, xs))
+
+
+def test_dense_rows_grow_by_doubling_but_never_past_the_features_a_model_can_hold() -> None:
+    buckets = 3000
+    rng = random.Random(3)
+    xs = [[rng.randrange(buckets) for _ in range(20)] for _ in range(1200)]
+    ys = [rng.choice(["bug", "billing", "ux_confusion"]) for _ in xs]
+    model = AlignedMultinomialNB()
+    model.max_features = buckets
+    model.learn_present(xs[:100], ys[:100])
+    rows = []
+    for start in range(100, len(xs), 100):
+        batch = BatchWords(xs[start : start + 100])
+        model.predict_proba_learning(batch, ys[start : start + 100])  # the first: the array read from the dicts
+        model.learn_indexed(batch, xs[start : start + 100], ys[start : start + 100])
+        rows.append(model.dense_counts().logs.shape[0])
+    assert len(model.feature_counts) > 2900
+    # read whole at the features of 100 tickets (1,455 rows), doubled (2,910), then to the buckets (not 5,820)
+    assert rows[0] < buckets and rows[-1] == buckets == max(rows)
+    fresh = copy.deepcopy(model)
+    fresh._dense = None
+    assert _same(_probabilities(model, xs[:50]), _probabilities(fresh, xs[:50]))
+
+
+def test_the_tagger_bounds_its_models_dense_rows_by_its_buckets_also_when_loaded() -> None:
+    tagger = TicketTagger(feature_buckets=1500)
+    assert {m.max_features for m in tagger.models.values()} == {1500}
+    loaded = pickle.loads(pickle.dumps(tagger))  # the bytes just made
+    assert {m.max_features for m in loaded.models.values()} == {1500}
+    words = TicketTagger(feature_buckets=None)
+    assert {m.max_features for m in words.models.values()} == {None}
+    words.hash_features(2**12)
+    assert {m.max_features for m in words.models.values()} == {2**12}
+
+
+def test_counts_not_whole_are_read_from_the_dicts_and_predict_as_the_loop() -> None:
+    """River's ``learn_one`` takes counts, not presence: a half count cannot be read back from its log."""
+    tagger = TicketTagger()
+    tickets = _tickets(200, seed=9)
+    xs = [tagger.features(document_reading(t)) for t in tickets]
+    labels = [t.get("product_area") for t in tickets]
+    ours, reference = AlignedMultinomialNB(), AlignedMultinomialNB()
+    for model in (ours, reference):
+        model.learn_present(xs[:20], ["reports"] * 20)
+    ours.predict_proba_present(xs[:10])  # the dense counts made, whole numbers so far
+    assert ours.dense_counts().integral
+    half = dict.fromkeys(list(xs[0])[:3], 0.5)
+    for model in (ours, reference):
+        model.learn_one(half, "reports")
+    for start in range(20, len(xs), 60):
+        rows, ys = xs[start : start + 60], labels[start : start + 60]
+        classes, proba, _ = ours.predict_proba_learning(BatchWords(rows), ys)
+        for k, (x, y) in enumerate(zip(rows, ys, strict=True)):
+            want_classes, want = _reference_proba(reference, x)
+            got = dict(zip(classes, proba[k].tolist(), strict=True))
+            for c, p in zip(want_classes, want.tolist(), strict=True):
+                assert got.pop(c) == pytest.approx(p, abs=1e-9, rel=0)
+            if y is not None:
+                reference.learn_present([x], [y])
+        ours.learn_indexed(BatchWords(rows), rows, ys)
+    assert not ours.dense_counts().integral
+    assert ours.feature_counts == reference.feature_counts
+    fresh = copy.deepcopy(ours)
+    fresh._dense = None
+    assert _same(_probabilities(ours, xs[:50]), _probabilities(fresh, xs[:50]))

@@ -160,6 +160,7 @@ class TicketTagger:
         self.calibrate = calibrate
         self.buckets = _feature_buckets(feature_buckets)
         self.models = {f: model_factory() for f in FIELDS}
+        self._bound_models()
         self.learned = dict.fromkeys(FIELDS, 0)
         self.quality = {f: Prequential() for f in FIELDS}
         self.calibration = {f: Calibration() for f in FIELDS}
@@ -187,6 +188,13 @@ class TicketTagger:
         self.__dict__.update(state)
         self.buckets = _feature_buckets(self.feature_buckets)
         self._memo = FeatureMemo(featurize=self.features)
+        self._bound_models()
+
+    def _bound_models(self) -> None:
+        """Tell each naive Bayes model how many features it can hold (its dense array's rows, at most)."""
+        for model in self.models.values():
+            if isinstance(model, AlignedMultinomialNB):
+                model.max_features = self.feature_buckets
 
     def features(self, text: str) -> dict[Any, float]:
         """The features of a :func:`reading_text`: its words and pairs, in their buckets.
@@ -225,6 +233,7 @@ class TicketTagger:
                 model.forgot([], classes_removed=True)  # every row moved: its dense counts are read again
         self.feature_buckets, self.buckets = feature_buckets, buckets
         self._memo = FeatureMemo(featurize=self.features)
+        self._bound_models()
 
     def _predict(self, features: Mapping[str, float]) -> dict[str, dict[str, Any]]:
         return self.predict_many([{}], [features])[0]
@@ -300,6 +309,7 @@ class TicketTagger:
             self.corrections_not_forgotten += 1
             return
         x = self._memo.features([ticket])[0]
+        total = model.class_totals[label]
         model.class_counts[label] -= 1
         for f, frequency in x.items():
             counts = model.feature_counts.get(f)
@@ -316,7 +326,7 @@ class TicketTagger:
             for counts in model.feature_counts.values():
                 counts.pop(label, None)
         if isinstance(model, AlignedMultinomialNB):
-            model.forgot(list(x), classes_removed=removed)
+            model.forgot(list(x), classes_removed=removed, totals={label: (total, model.class_totals.get(label, 0))})
         self.learned[name] -= 1
         self.corrections += 1
 
