@@ -172,15 +172,12 @@ class SeasonalRate(Detector):
             return
         # the sums, moved by what changed: this hour's mean in every weekday, this weekday's visits
         old_mean = old_sum / old_windows if old_windows else 0.0
-        new_mean = new_sum / new_windows
+        moved = new_sum / new_windows - old_mean
         derived[0] += new_sum - old_sum
         derived[1] += new_windows - old_windows
         derived[2][weekday] += sums[hour] - old_day_sum
-        weekday_expected = derived[3]
-        for day, day_visits in enumerate(self._weekday_windows):
-            weekday_expected[day] += day_visits[hour] * new_mean - (
-                (old_visits if day == weekday else day_visits[hour]) * old_mean
-            )
+        derived[3] = [e + day[hour] * moved for e, day in zip(derived[3], self._weekday_windows, strict=True)]
+        derived[3][weekday] += (visits[hour] - old_visits) * old_mean  # its visits at the old mean
 
     def learn_quiet(self, start: int, windows: int, step: int) -> None:
         """Learn ``windows`` windows of no customer, ``step`` seconds apart from ``start``, at once.

@@ -72,6 +72,10 @@ class _Sums(NamedTuple):
     expected: float
 
 
+#: the sums of no window
+_NONE = _Sums(0, 0.0, 0, 0.0)
+
+
 @dataclass(frozen=True)
 class _Evidence:
     """What one scale says of the span that ends with the window judged."""
@@ -583,6 +587,21 @@ class VolumeWatch:
 
     def _before(self, window: int, count: int) -> _Sums:
         """The sums of the ``count`` windows before ``window`` (closed, or still open)."""
+        recent = self.recent
+        if self.learned_through is not None and window - self.window_seconds <= self.learned_through:
+            # every window before it closed (the call of each window learned, several a window):
+            # two entries of the running sums
+            n = min(count, len(recent))
+            if n <= 0:
+                return _NONE
+            last = recent[-1][2]
+            first = recent[-1 - n][2] if n < len(recent) else _NONE
+            return _Sums(
+                last.customers - first.customers,
+                last.capped - first.capped,
+                last.tickets - first.tickets,
+                last.expected - first.expected,
+            )
         customers, capped, tickets, expected = 0, 0.0, 0, 0.0
         w = window - self.window_seconds
         closed = self.learned_through if self.learned_through is not None else w - count * self.window_seconds
@@ -598,7 +617,7 @@ class VolumeWatch:
             last = self.recent[-1][2]
             # the deque keeps one window more than the longest span: when the span takes
             # every window kept, none has been let go yet, and the totals began at zero
-            first = self.recent[-1 - n][2] if n < len(self.recent) else _Sums(0, 0.0, 0, 0.0)
+            first = self.recent[-1 - n][2] if n < len(self.recent) else _NONE
             customers += last.customers - first.customers
             capped += last.capped - first.capped
             tickets += last.tickets - first.tickets
