@@ -88,11 +88,10 @@ def test_counts_are_exact_and_bad_input_is_dead_lettered(stack) -> None:
     assert "value_base64" in by_key["bad-utf8"]
 
 
-def test_two_workers_count_exactly_what_one_worker_counts(stack_factory) -> None:
-    messages, truth = _generated(days=2, seed=5, scale=3.0)
+def _solo_and_pair(stack_factory, messages: list[tuple[bytes, bytes]]):  # type: ignore[no-untyped-def]
+    """One worker and a pair (two apps on the same input topic), the messages sent to both."""
     one = stack_factory()
     two = stack_factory()
-    # Same input topic, two apps (consumer groups): one worker against two.
     two.env_overrides["TICKETPULSE_TOPIC_TICKETS"] = one.env_overrides["TICKETPULSE_TOPIC_TICKETS"]
     one.create_topics()
     two.create_topics()
@@ -101,20 +100,33 @@ def test_two_workers_count_exactly_what_one_worker_counts(stack_factory) -> None
     two.start_worker("b", TICKETPULSE_LOG_LEVEL="info")
     time.sleep(8)  # let the pair rebalance so both own partitions while the stream flows
     one.send(messages)
-    got_one = one.wait_for_counts(dict(truth))
-    got_two = two.wait_for_counts(dict(truth))
-    assert got_one == dict(truth), one.worker_logs()
-    assert got_two == got_one, two.worker_logs()
-    # Patterns: each worker of the pair groups the partitions it owns, in the same order per
-    # partition as the solo worker, so the pair writes the very points the solo worker writes.
+    return one, two
+
+
+def _pattern_points(one, two, truth):  # type: ignore[no-untyped-def]
+    """The solo worker's and the pair's ``pattern_volume`` points with tickets, once every closed window is in."""
     closed = closed_windows(truth)
     assert one.wait_for_counts(closed, patterns=True) == closed, one.worker_logs()
     assert two.wait_for_counts(closed, patterns=True) == closed, two.worker_logs()
     # (the points with tickets: a pattern absorbed by a merge has its windows rewritten as zeros,
     # which land a batch later than the counts these waits saw, so one read may hold more of them)
-    solo_patterns = {key: n for key, n in one.patterns().items() if n[0]}
-    assert {key: n for key, n in two.patterns().items() if n[0]} == solo_patterns
-    assert 10 < len({pattern for _, pattern, _ in solo_patterns}) < 200
+    return (
+        {key: n for key, n in one.patterns().items() if n[0]},
+        {key: n for key, n in two.patterns().items() if n[0]},
+    )
+
+
+def test_two_workers_count_exactly_what_one_worker_counts(stack_factory) -> None:
+    messages, truth = _generated(days=2, seed=5, scale=3.0)  # with late tickets and re-sends
+    one, two = _solo_and_pair(stack_factory, messages)
+    got_one = one.wait_for_counts(dict(truth))
+    got_two = two.wait_for_counts(dict(truth))
+    assert got_one == dict(truth), one.worker_logs()
+    assert got_two == got_one, two.worker_logs()
+    # Patterns: every ticket grouped once, in its window and area, by the pair as by the solo
+    # worker. (Which pattern a late ticket joins depends on when it arrives: the next test.)
+    solo_patterns, pair_patterns = _pattern_points(one, two, truth)
+    assert _per_area(pair_patterns) == _per_area(solo_patterns) == closed_windows(truth)
     # Both workers of the pair really shared the work: each owns counting partitions ...
     owned = [_last_partitions(two.tmp_path / f"worker-{name}.log", "agent=count recovered") for name in "ab"]
     assert owned[0] and owned[1] and not owned[0] & owned[1], owned
@@ -124,6 +136,28 @@ def test_two_workers_count_exactly_what_one_worker_counts(stack_factory) -> None
     # ... and grouped only the pattern partitions numbered as its counting ones: no grouping twice
     grouped = [_last_partitions(two.tmp_path / f"worker-{name}.log", "agent=patterns reading") for name in "ab"]
     assert grouped == owned, (grouped, owned)
+
+
+def test_two_workers_group_tickets_on_time_into_the_very_patterns_of_one_worker(stack_factory) -> None:
+    # A closed window's tickets are grouped in one order (creation time, id), whoever counted
+    # them: the pair writes the very pattern points the solo worker writes. A ticket that
+    # comes after its window was grouped joins the patterns as they are when it arrives, and
+    # late tickets of several counting partitions arrive in another order with one worker than
+    # with two: with 2 % late tickets, 4-48 of 1,260 points differed (a known limit,
+    # docs/architecture.md). So this stream has none.
+    messages, truth = _generated(days=2, seed=5, scale=3.0, late_rate=0.0)
+    one, two = _solo_and_pair(stack_factory, messages)
+    solo_patterns, pair_patterns = _pattern_points(one, two, truth)
+    assert pair_patterns == solo_patterns
+    assert 10 < len({pattern for _, pattern, _ in solo_patterns}) < 200
+
+
+def _per_area(points: dict[tuple[int, str, str], tuple[int, ...]]) -> dict[tuple[int, str], int]:
+    """Tickets per window and area over every pattern's points."""
+    out: dict[tuple[int, str], int] = {}
+    for (window, _, area), n in points.items():
+        out[(window, area)] = out.get((window, area), 0) + n[0]
+    return out
 
 
 def _last_partitions(log_path: Path, event: str) -> set[int]:

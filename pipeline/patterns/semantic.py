@@ -200,9 +200,10 @@ class SemanticGrouper:
             )
         churn = near_churn if near_churn is not None else [False] * len(tickets)
         vectors = self._centred(np.asarray(vectors, dtype=np.float32))
-        # every live pattern against every ticket of the batch, in one product; the patterns
-        # that change within the batch are compared again per ticket (``touched``)
-        similarities = vectors @ self._centroids.T
+        # Each ticket against every live pattern as they are when it comes, one product a
+        # ticket: the product of a whole batch came out of BLAS a rounding apart depending
+        # on the batch's size, and a ticket on a pattern's threshold then joined it with one
+        # worker and not with two, whose batches differ (tests/test_volume_integration.py).
         touched: dict[int, None] = {}  # slots changed in this batch, in order
         out: list[Pattern] = []
         for i, ticket in enumerate(tickets):
@@ -212,7 +213,7 @@ class SemanticGrouper:
                 out.append(known)
                 continue
             x = vectors[i]
-            slot, best = self._nearest(similarities[i], x, touched)
+            slot, best = self._nearest(self._centroids @ x, x, {})
             if slot < 0 or best < self.threshold:
                 slot = self._new_slot(ticket_id, str(ticket.get("created_at", "")))
             pattern = self.patterns[self._ids[slot]]  # type: ignore[index]
@@ -233,9 +234,12 @@ class SemanticGrouper:
         """Each vector less the mean of the area's vectors before it (as if added one by one), normalised."""
         if not self.center_prior:
             return vectors
-        before = np.cumsum(vectors, axis=0, dtype=np.float64) - vectors + self._mean_sum
+        # the running sum ticket by ticket from the sum before the batch (one addition a
+        # ticket, in order), so that the same tickets in other batches give the same bits
+        running = np.cumsum(np.vstack([self._mean_sum[None, :], vectors.astype(np.float64)]), axis=0)
+        before = running[:-1]
         counts = self._mean_count + np.arange(len(vectors), dtype=np.float64) + self.center_prior
-        self._mean_sum += vectors.sum(axis=0, dtype=np.float64)
+        self._mean_sum = running[-1].copy()
         self._mean_count += len(vectors)
         centred = (vectors - before / counts[:, None]).astype(np.float32)
         norms = np.linalg.norm(centred, axis=1, keepdims=True)
