@@ -141,9 +141,17 @@ class SeasonalRate(Detector):
         """Normal count of customers in the window starting at ``t`` (0.0 before any learning)."""
         if self._n == 0:
             return 0.0
-        hour, weekday = self._slots(t)
-        overall = self._overall()
-        return max(self._hour_rate(hour, overall) * self._weekday_factor(weekday, overall), 1e-3)
+        # :meth:`_overall`, :meth:`_hour_rate` and :meth:`_weekday_factor` in one call, the same
+        # sums in the same order: a watch reads it for every window it closes
+        days, seconds = divmod(int(t // 1), 86400)
+        hour, weekday = seconds // 3600, (days + 3) % 7
+        derived = self._derived or self._derive()
+        overall = derived[0] / derived[1] if derived[1] > 0 else 0.0
+        if overall <= 0:
+            return 1e-3
+        prior = self.prior_customers
+        rate = (self._hour_sum[hour] + prior) / (self._hour_windows[hour] + prior / overall)
+        return max(rate * ((derived[2][weekday] + prior) / (derived[3][weekday] + prior)), 1e-3)
 
     def score_one(self, x: dict[str, Any]) -> float:
         if not self.ready:
@@ -152,8 +160,12 @@ class SeasonalRate(Detector):
         return 1.0 if p <= 0 else min(1.0, max(0.0, -0.1 * math.log10(p)))
 
     def learn_one(self, x: dict[str, Any]) -> None:
-        y = self._count(x)
-        hour, weekday = self._slots(float(x["t"]))
+        self.learn_count(float(x["t"]), self._count(x))
+
+    def learn_count(self, t: float, y: float) -> None:
+        """``learn_one({"t": t, "y": y})`` without the dict: the watches' call, once a window."""
+        days, seconds = divmod(int(t // 1), 86400)
+        hour, weekday = seconds // 3600, (days + 3) % 7
         keep_hour, keep_weekday = 1.0 - 1.0 / self.hour_visits, 1.0 - 1.0 / self.weekday_visits
         old_sum, old_windows = self._hour_sum[hour], self._hour_windows[hour]
         new_sum, new_windows = keep_hour * old_sum + y, keep_hour * old_windows + 1.0

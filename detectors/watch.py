@@ -392,18 +392,20 @@ class VolumeWatch:
 
     def _learn(self, window: int) -> None:
         tickets, customers = self.totals.pop(window, (0, 0))
-        self.context.pop(window, None)
-        expected = self.detector.expected(window)
-        cap = self._cap(expected)
+        if self.context:
+            self.context.pop(window, None)
+        detector, recent = self.detector, self.recent
+        expected = detector.expected(window)
+        cap = expected + 2.0 * math.sqrt(self.dispersion[0] * expected) + 1.0  # _cap, inlined
         protected = False
-        if self.detector.ready:
+        if detector.ready:
             if self.keep_baselines:
                 upper = expected + 3.0 * math.sqrt(self.dispersion[0] * expected)
                 self.baselines.append((window, customers, round(expected, 3), round(upper, 3)))
             if self.episode is None:
                 protected = self._learn_dispersion(window, customers, expected, cap)
-        total = self.recent[-1][2] if self.recent else _Sums(0, 0.0, 0, 0.0)
-        self.recent.append(
+        total = recent[-1][2] if recent else _NONE
+        recent.append(
             (
                 window,
                 customers,
@@ -439,7 +441,7 @@ class VolumeWatch:
             self._relevel(window)
         elif not protected:
             taught = min(customers, cap) if self.detector.ready else customers
-            self.detector.learn_one({"t": window, "y": taught, "customers": taught})
+            self.detector.learn_count(window, taught)
 
     def _learn_quiet_run(self, first: int, last: int) -> None:
         """Learn the windows ``first`` to ``last`` (starts), none with a customer, as closing them one by one would.
@@ -491,7 +493,7 @@ class VolumeWatch:
             if self.keep_baselines:  # the normal band of the last windows (the dashboards draw a gap before)
                 upper = expected + 3.0 * math.sqrt(self.dispersion[0] * expected)
                 self.baselines.append((window, 0, round(expected, 3), round(upper, 3)))
-            self.detector.learn_one({"t": window, "y": 0, "customers": 0})
+            self.detector.learn_count(window, 0)
             total = total._replace(expected=total.expected + expected)
             self.recent.append((window, 0, total))
         self.learned_through = first + (skipped - 1) * ws
@@ -539,14 +541,18 @@ class VolumeWatch:
 
     def _fell(self, window: int) -> bool:
         """Whether the longest span ending with ``window`` has been improbably low for a day."""
-        span = self.spans[-1]
-        if not self.detector.ready or len(self.recent) < span:
+        span, recent = self.spans[-1], self.recent
+        if not self.detector.ready or len(recent) < span:
             self.low_run = 0
             return False
-        last = self._before(window + self.window_seconds, span)  # the span ending with ``window``
+        # the span ending with ``window``, the newest closed: two entries of the running sums
+        # (as :meth:`_before` reads them; inlined: called for every window closed)
+        last = recent[-1][2]
+        first = recent[-1 - span][2] if span < len(recent) else _NONE
+        customers, expected = last.customers - first.customers, last.expected - first.expected
         phi = self.dispersion[-1]
-        low = last.customers < last.expected - 2.0 * math.sqrt(phi * last.expected) and (
-            _below(last.customers, last.expected, phi) < self.protect_p
+        low = customers < expected - 2.0 * math.sqrt(phi * expected) and (
+            _below(customers, expected, phi) < self.protect_p
         )
         self.low_run = self.low_run + 1 if low else 0
         if self.low_run * self.window_seconds >= 86400:
@@ -561,26 +567,42 @@ class VolumeWatch:
         that builds over days without alerting yet must not become normal on the way.
         """
         rate = 1.0 / (14 * 86400 / self.window_seconds)  # about two weeks of windows
+        recent, dispersion = self.recent, self.dispersion
+        kept = len(recent)
+        # every window before ``window`` closed (windows close in order): each span's sums are
+        # two entries of the running sums, as :meth:`_before` reads them (inlined: called for
+        # every window closed, at every scale)
+        in_order = self.learned_through is not None and window - self.window_seconds <= self.learned_through
         sums = []
-        for span in self.spans:
-            if len(self.recent) < span - 1:
+        for i, span in enumerate(self.spans):
+            if kept < span - 1:
                 break
-            before = self._before(window, span - 1)
-            seen, normal = min(customers, cap) + before.capped, expected + before.expected
+            n = min(span - 1, kept)
+            if not in_order:
+                before = self._before(window, span - 1)
+                b_customers, b_capped, b_expected = before.customers, before.capped, before.expected
+            elif n <= 0:
+                b_customers, b_capped, b_expected = 0, 0.0, 0.0
+            else:
+                last = recent[-1][2]
+                first = recent[-1 - n][2] if n < kept else _NONE
+                b_customers = last.customers - first.customers
+                b_capped, b_expected = last.capped - first.capped, last.expected - first.expected
+            seen, normal = min(customers, cap) + b_capped, expected + b_expected
             sums.append((seen, normal))
             # only a span with as many customers as could alert: a level learned too low
             # (a topic that was nearly silent) must still learn from its next few customers
-            enough = customers + before.customers >= self.min_customers
-            if enough and seen > normal + math.sqrt(self.dispersion[len(sums) - 1] * normal):
-                phi = self.dispersion[len(sums) - 1]
+            enough = customers + b_customers >= self.min_customers
+            if enough and seen > normal + math.sqrt(dispersion[i] * normal):
+                phi = dispersion[i]
                 if poisson_sf(seen / phi, normal / phi) < self.protect_p:
                     return True
         for i, (seen, normal) in enumerate(sums):
-            phi = self.dispersion[i]
+            phi = dispersion[i]
             if seen < normal - math.sqrt(phi * normal) and _below(seen, normal, phi) < self.protect_p:
                 continue  # improbably low (a surge's level not yet let go): not this scale's noise
             resid = min((seen - normal) ** 2 / max(normal, 1e-3), 25.0)  # one odd span moves it a little
-            self.dispersion[i] = max(1.0, self.dispersion[i] + rate * (resid - self.dispersion[i]))
+            dispersion[i] = max(1.0, phi + rate * (resid - phi))
         return False
 
     # --- judging -----------------------------------------------------------------------
