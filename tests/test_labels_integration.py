@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -49,7 +50,14 @@ def _quality(stack) -> dict[tuple[str, str], dict[str, float]]:
     }
 
 
-def _wait(condition, timeout: float = 60.0, what: str = "") -> Any:
+def _log_tails(stack, lines: int = 15) -> dict[str, list[str]]:
+    """The last lines of each worker's log: what a timed-out wait shows."""
+    logs = sorted(stack.tmp_path.glob("worker-*.log"))
+    return {log.name: log.read_text(errors="replace").splitlines()[-lines:] for log in logs}
+
+
+def _wait(condition, timeout: float = 60.0, what: str = "", show: Callable[[], Any] | None = None) -> Any:
+    """``condition()`` once it is true; else an error with ``show()``: what was there instead."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -57,7 +65,7 @@ def _wait(condition, timeout: float = 60.0, what: str = "") -> Any:
         if last:
             return last
         time.sleep(1)
-    raise AssertionError(f"timed out waiting for {what}: last={last!r}")
+    raise AssertionError(f"timed out waiting for {what}: last={last!r}, instead {show() if show else None!r}")
 
 
 def test_late_tags_and_corrections_reach_every_worker(stack) -> None:
@@ -151,7 +159,7 @@ def test_a_worker_that_takes_partitions_over_reads_their_kept_texts_again(stack)
         q = {w: v for (w, t), v in _quality(stack).items() if t == "case_type"}
         return q if len(q) == 2 and all(v == {"labelled": 40, "learned": 40} for v in q.values()) else None
 
-    _wait(learned, 90, "both workers to learn the 40 labels")
+    _wait(learned, 90, "both workers to learn the 40 labels", show=lambda: (_quality(stack), _log_tails(stack)))
     dead = stack.read_topic(stack.settings.topic_dead_letter, expected=0, timeout=2)
     assert dead == []
     # the table's changelog names offsets and waiting labels, not the tickets' words
