@@ -524,9 +524,10 @@ def test_features_fall_in_the_same_buckets_in_every_process() -> None:
     assert seen == {str(sorted(TicketTagger().features(text)))}
 
 
-def test_remembered_buckets_are_the_hashers_own_also_after_forgetting() -> None:
-    # every feature through River's hasher, one ticket at a time, against the remembered
-    # buckets of a memory far smaller than the stream's features (so it is emptied often)
+def test_buckets_are_the_hashers_own_also_after_forgetting() -> None:
+    # every reading's features through River's hasher, one ticket at a time, against the
+    # buckets found in one call; one feature's bucket from a memory far smaller than the
+    # stream's features (so it is emptied often)
     buckets = FeatureBuckets(FEATURE_BUCKETS, remembered=500)
     rows = [(s, b) for s, b, *_ in TRAIN] * 20 + [(t["subject"], t["body"]) for t in _new_words_tickets(400, seed=9)]
     rng = random.Random(4)
@@ -534,8 +535,10 @@ def test_remembered_buckets_are_the_hashers_own_also_after_forgetting() -> None:
     held = []
     for subject, body in rows:
         text = reading_text(subject, body)
-        expected = dict.fromkeys(buckets.hasher.transform_one(reading_features(text)), 1)
+        features = reading_features(text)
+        expected = dict.fromkeys(buckets.hasher.transform_one(features), 1)
         assert buckets.features(text) == expected, text
+        assert {buckets.bucket(f) for f in features} == set(expected), text
         held.append(len(buckets._bucket_of))
     assert max(held) <= 500
     assert held.index(max(held)) < len(held) - 1 and min(held[100:]) < 100  # it was emptied, and filled again

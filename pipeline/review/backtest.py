@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 import time
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -112,6 +113,8 @@ class Backtest:
         self.areas: dict[str, _Hours] = {}
         self.mix: dict[str, Counter[str]] = {}
         self.docs: list[dict[str, Any]] = []
+        #: each doc's window start, in the docs' order (event time: sorted), to find a span's docs
+        self.doc_hours: list[int] = []
         self.assigned: dict[str, str] = {}
         self.names: dict[str, str] = {}
         self.pattern_hours: dict[str, HourCounts] = {}
@@ -165,6 +168,7 @@ class Backtest:
         self.spikes.add(ticket.created_ts, area, watched_case, ticket.id, ticket.customer_id)
         doc["hour"] = hour
         self.docs.append(doc)
+        self.doc_hours.append(hour)
         return PatternTicket(
             ticket.id, hour, area, case_type, ticket.customer_id, doc["created_at"], ticket.subject, ticket.body
         )
@@ -234,8 +238,9 @@ class Backtest:
     def examples(self, area: str, start: int, end: int, keep: int = 3) -> list[str]:
         """A few tickets of an area in ``[start, end)``, from different customers, personal data masked."""
         out, customers = [], set()
-        for doc in self.docs:
-            if start <= doc["hour"] < end and self._tag(doc, "product_area") == area:
+        first, last = bisect_left(self.doc_hours, start), bisect_left(self.doc_hours, end)
+        for doc in self.docs[first:last]:
+            if self._tag(doc, "product_area") == area:
                 if doc["customer_id"] not in customers:
                     customers.add(doc["customer_id"])
                     out.append(mask_personal(f"{doc['subject']}: {doc['body']}", limit=300))

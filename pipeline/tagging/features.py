@@ -127,15 +127,15 @@ def _new_hasher(feature_buckets: int) -> FeatureHasher:
 
 
 class FeatureBuckets:
-    """The bucket of each word and word pair of a reading: River's ``FeatureHasher``, remembered.
+    """The bucket of each word and word pair of a reading: River's ``FeatureHasher``, seeded.
 
-    A helpdesk's tickets repeat their words: hashing the same word and pair again for
-    every ticket (River's hasher turns each pair into its text first) cost as much as
-    finding them (7.0 us a generated ticket of 27 features, 7.5 for both with the buckets
-    remembered; docs/benchmarks.md). Each feature is hashed once, by the same hasher, so
-    the buckets are those of ``hasher.transform_one`` whatever was remembered; up to
-    ``remembered`` features are kept, then all are forgotten and found again (no order to
-    keep, nothing that depends on which tickets came first).
+    :meth:`features` hashes a reading's words and pairs in one call of River's hasher
+    (Rust): a word's bucket is the same whichever call hashes it, and a reading needs
+    only which buckets are present, not which feature filled each. Remembering each
+    feature's bucket in Python instead cost more than hashing it (SUMO questions 70 us
+    against 52 a reading, generated tickets 34 against 14; docs/benchmarks.md).
+    :meth:`bucket` (one feature, remembered up to ``remembered``, then all forgotten)
+    serves the conversion of old checkpoints (:meth:`TicketTagger.hash_features`).
 
     >>> buckets = FeatureBuckets(2**18)
     >>> buckets.features("export fails export")  # export, fails, (export, fails), (fails, export)
@@ -163,12 +163,8 @@ class FeatureBuckets:
     def features(self, text: str) -> dict[Any, float]:
         """:func:`reading_features` of ``text``, in buckets: each bucket present counts 1."""
         words: list[Any] = _TOKEN.findall(text)
-        bucket_of, bucket = self._bucket_of.get, self.bucket
-        out: dict[Any, float] = {}
-        for feature in itertools.chain(words, itertools.pairwise(words)):
-            found = bucket_of(feature)
-            out[bucket(feature) if found is None else found] = 1
-        return out
+        present = dict.fromkeys(itertools.chain(words, itertools.pairwise(words)), 1)
+        return dict.fromkeys(self.hasher.transform_one(present), 1)
 
 
 def _feature_buckets(feature_buckets: int | None) -> FeatureBuckets | None:
