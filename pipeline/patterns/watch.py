@@ -159,6 +159,7 @@ class PatternWatch:
         warm_windows: int = 168,
         keep_customers: int = 10,
         encoder: TicketEncoder | None = None,
+        keep_near_churn: bool = False,
     ) -> None:
         self.encoder: TicketEncoder | None = encoder if encoder is not None else shared_encoder()
         self.window_seconds = window_seconds
@@ -171,6 +172,9 @@ class PatternWatch:
         self.retire_after_seconds = retire_after_seconds
         self.warm_windows = warm_windows
         self.keep_customers = keep_customers
+        #: with ``keep_near_churn``, the ids of the near-churn tickets grouped (the backtest's
+        #: review lists them without reading every ticket's text again); else ``None``
+        self.near_churn_ids: set[str] | None = set() if keep_near_churn else None
         self.groupers: dict[str, SemanticGrouper] = {}
         #: pattern id -> its area
         self.area_of: dict[str, str] = {}
@@ -221,6 +225,9 @@ class PatternWatch:
         self._count_windows: dict[int, set[str]] = {}
         for window, pid in self.counts:
             self._count_windows.setdefault(window, set()).add(pid)
+
+    #: read by watches pickled before it was an argument
+    near_churn_ids: set[str] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k not in ("_seen_windows", "_count_windows", "encoder")}
@@ -362,6 +369,8 @@ class PatternWatch:
         ticket_id, window, area, _, customer, _, subject, body = record
         pid = pattern.id
         self.assigned.append([ticket_id, pid])
+        if churn and self.near_churn_ids is not None:
+            self.near_churn_ids.add(ticket_id)
         self.area_of[pid] = area
         if self.first_window is None or window < self.first_window:
             self.first_window = window

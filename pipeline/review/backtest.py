@@ -109,6 +109,7 @@ class Backtest:
             alert_score=settings.spike_alert_score,
             min_customers=settings.pattern_spike_min_customers,
             watch_after=PATTERN_WATCH_AFTER,
+            keep_near_churn=True,
         )
         self.areas: dict[str, _Hours] = {}
         self.mix: dict[str, Counter[str]] = {}
@@ -208,7 +209,7 @@ class Backtest:
         in_span = [d for d in self.docs if since <= d["hour"] < until]
         # a ticket of a pattern merged into another since it was grouped: in the survivor
         assigned = {ticket_id: self.patterns.resolve(pid) for ticket_id, pid in self.assigned.items()}
-        ticket_sections(data, in_span, assigned, self.names)
+        ticket_sections(data, in_span, assigned, self.names, near_churn_ids=self.patterns.near_churn_ids)
         data.rejected = rejected
         data.quality = {f: self.tagger.quality[f].summary() for f in FIELDS if self.tagger.quality[f].labelled}
         return data

@@ -10,7 +10,7 @@ near-churn tickets from the tickets' words, and fix effects from hourly counts.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -71,21 +71,28 @@ def ticket_sections(
     names: Mapping[str, str],
     pattern_customers: int = 10,
     roadmap_customers: int = 50,
+    near_churn_ids: Collection[str] | None = None,
 ) -> None:
     """Patterns by tier (counted over ``docs``, the period's tickets) and near-churn tickets, into ``data``.
 
     ``assigned``: ticket id -> the pattern the worker put it in; ``names``: pattern id -> name.
+    ``near_churn_ids``: the grouped tickets found near-churn when grouped (the backtest's
+    :class:`PatternWatch` keeps them): only those, and tickets not grouped, are read again.
     """
     patterns: dict[str, Pattern] = {}
     for doc in docs:
         data.tickets_read += 1
-        reason = near_churn_reason(f"{doc.get('subject', '')}. {doc.get('body', '')}")
+        ticket_id = str(doc["id"])
+        if near_churn_ids is None or ticket_id not in assigned or ticket_id in near_churn_ids:
+            reason = near_churn_reason(f"{doc.get('subject', '')}. {doc.get('body', '')}")
+        else:
+            reason = None  # read when grouped: not near-churn
         tagged = {
             **doc,
             "case_type": predicted_or_given(doc, "case_type"),
             "product_area": predicted_or_given(doc, "product_area"),
         }
-        pattern_id = assigned.get(str(doc["id"]))
+        pattern_id = assigned.get(ticket_id)
         pattern = None
         if pattern_id is not None:
             pattern = patterns.get(pattern_id)
