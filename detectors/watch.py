@@ -332,8 +332,11 @@ class VolumeWatch:
                 self._learn_quiet_run(w, end)
                 w = end + self.window_seconds
                 continue
-            events += self._judge(w, closed=True)
-            self._learn(w)
+            if self.episode is None and w not in self.totals and self.detector.ready:
+                self._learn_empty(w)  # judging it says nothing (see _judge)
+            else:
+                events += self._judge(w, closed=True)
+                self._learn(w)
             w += self.window_seconds
         return events
 
@@ -443,6 +446,33 @@ class VolumeWatch:
             taught = min(customers, cap) if self.detector.ready else customers
             self.detector.learn_count(window, taught)
 
+    def _learn_empty(self, window: int) -> None:
+        """:meth:`_learn` of a window with no customer, no episode open and the model warm.
+
+        Most windows a watch closes (87 % of them over SUMO's topics: the day after each
+        question): the same steps, the same arithmetic in the same order, without what
+        only a busy window or an open episode needs.
+        """
+        self.context.pop(window, None)
+        detector, recent = self.detector, self.recent
+        expected = detector.expected(window)
+        cap = expected + 2.0 * math.sqrt(self.dispersion[0] * expected) + 1.0
+        if self.keep_baselines:
+            upper = expected + 3.0 * math.sqrt(self.dispersion[0] * expected)
+            self.baselines.append((window, 0, round(expected, 3), round(upper, 3)))
+        protected = self._learn_dispersion(window, 0, expected, cap)
+        total = recent[-1][2] if recent else _NONE
+        recent.append((window, 0, _Sums(total.customers, total.capped, total.tickets, total.expected + expected)))
+        self.learned_through = window
+        self.protected_run = self.protected_run + 1 if protected else 0
+        if self.protected_run * self.window_seconds >= self.adapt_after_seconds:
+            self._relevel(window)
+            self.protected_run = 0
+        elif self._fell(window):
+            self._relevel(window)
+        elif not protected:
+            detector.learn_count(window, 0)
+
     def _learn_quiet_run(self, first: int, last: int) -> None:
         """Learn the windows ``first`` to ``last`` (starts), none with a customer, as closing them one by one would.
 
@@ -474,7 +504,10 @@ class VolumeWatch:
                 self._skip_quiet(w, windows)
                 return
             for _ in range(min(windows, day)):
-                self._learn(w)
+                if self.detector.ready:
+                    self._learn_empty(w)
+                else:
+                    self._learn(w)
                 w += self.window_seconds
 
     def _skip_quiet(self, first: int, skipped: int) -> None:
