@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections import Counter
 from typing import Any
+
+import numpy as np
 
 from .base import Detector
 from .poisson import poisson_sf
@@ -215,33 +216,29 @@ class SeasonalRate(Detector):
         """
         if windows <= 0:
             return
-        visits: Counter[tuple[int, int]] = Counter()
+        # the visits of each slot (weekday x 24 + hour), counted with numpy: a watch that wakes
+        # learns its quiet days here, thousands of times over a long history
         week = 7 * 86400
-        if week % step == 0 and windows >= week // step:
-            # every week of windows visits the same slots: count one, and the rest
-            period = week // step
-            full, windows_left = divmod(windows, period)
-            for i in range(period):
-                visits[self._slots(start + i * step)] += full
-            start += full * period * step
-        else:
-            windows_left = windows
-        for i in range(windows_left):
-            visits[self._slots(start + i * step)] += 1
-        hour_visits = [0] * 24
-        for (hour, weekday), v in visits.items():
-            hour_visits[hour] += v
-            keep = (1.0 - 1.0 / self.weekday_visits) ** v
-            self._weekday_sum[weekday][hour] *= keep
-            self._weekday_windows[weekday][hour] = (
-                keep * self._weekday_windows[weekday][hour] + (1.0 - keep) * self.weekday_visits
-            )
-        for hour, v in enumerate(hour_visits):
-            if v:
-                keep = (1.0 - 1.0 / self.hour_visits) ** v
-                self._hour_sum[hour] *= keep
-                self._hour_windows[hour] = keep * self._hour_windows[hour] + (1.0 - keep) * self.hour_visits
-        self._n += sum(visits.values())
+        full, windows_left = divmod(windows, week // step) if week % step == 0 else (0, windows)
+        counted = min(windows, week // step) if full else windows_left
+        times = start + step * np.arange(counted, dtype=np.int64)
+        slot_of = ((times // 86400 + 3) % 7) * 24 + (times % 86400) // 3600
+        visits = np.bincount(slot_of, minlength=168) * full if full else np.zeros(168, dtype=np.int64)
+        if full and windows_left:
+            # every week of windows visits the same slots: one counted, then the windows left
+            rest = start + full * week + step * np.arange(windows_left, dtype=np.int64)
+            visits += np.bincount(((rest // 86400 + 3) % 7) * 24 + (rest % 86400) // 3600, minlength=168)
+        elif not full:
+            visits = np.bincount(slot_of, minlength=168)
+        by_slot = visits.reshape(7, 24).astype(np.float64)
+        # a slot not visited keeps 1.0 of its customers and visits, exactly (x * 1.0 + 0.0)
+        keep = (1.0 - 1.0 / self.weekday_visits) ** by_slot
+        self._weekday_sum = (np.array(self._weekday_sum) * keep).tolist()
+        self._weekday_windows = (keep * np.array(self._weekday_windows) + (1.0 - keep) * self.weekday_visits).tolist()
+        hour_keep = (1.0 - 1.0 / self.hour_visits) ** visits.reshape(7, 24).sum(axis=0).astype(np.float64)
+        self._hour_sum = (np.array(self._hour_sum) * hour_keep).tolist()
+        self._hour_windows = (hour_keep * np.array(self._hour_windows) + (1.0 - hour_keep) * self.hour_visits).tolist()
+        self._n += int(visits.sum())
         self._derived = None
 
     def quiet_ceiling(self) -> list[float]:
