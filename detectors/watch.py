@@ -429,11 +429,15 @@ class VolumeWatch:
                 self.dispersion = [1.0] * len(self.spans)
                 self.protected_run = 0
             self.last_busy = window
-        # an episode's windows, as unusual ones, are not normal; a run of them that lasts
-        # (short episodes and unusual windows between) is a new level
-        self.protected_run = self.protected_run + 1 if protected or self.episode is not None else 0
         if self.episode is not None:
+            self.protected_run += 1  # an episode's windows, as unusual ones, are not normal
             return
+        self._teach(window, protected, min(customers, cap) if self.detector.ready else customers)
+
+    def _teach(self, window: int, protected: bool, taught: float) -> None:
+        """After a window closed outside an episode: a new level, a fall, or ``taught`` learned."""
+        # a run of unusual windows that lasts (short episodes and unusual windows between) is a new level
+        self.protected_run = self.protected_run + 1 if protected else 0
         if self.protected_run * self.window_seconds >= self.adapt_after_seconds:
             # unusual for days without alerting (a rise smaller than min_ratio): the new normal
             self._relevel(window)
@@ -443,7 +447,6 @@ class VolumeWatch:
             # last day is normal again, rather than weeks of numbness while the rates fade
             self._relevel(window)
         elif not protected:
-            taught = min(customers, cap) if self.detector.ready else customers
             self.detector.learn_count(window, taught)
 
     def _learn_empty(self, window: int) -> None:
@@ -464,14 +467,7 @@ class VolumeWatch:
         total = recent[-1][2] if recent else _NONE
         recent.append((window, 0, _Sums(total.customers, total.capped, total.tickets, total.expected + expected)))
         self.learned_through = window
-        self.protected_run = self.protected_run + 1 if protected else 0
-        if self.protected_run * self.window_seconds >= self.adapt_after_seconds:
-            self._relevel(window)
-            self.protected_run = 0
-        elif self._fell(window):
-            self._relevel(window)
-        elif not protected:
-            detector.learn_count(window, 0)
+        self._teach(window, protected, 0)
 
     def _learn_quiet_run(self, first: int, last: int) -> None:
         """Learn the windows ``first`` to ``last`` (starts), none with a customer, as closing them one by one would.
