@@ -1,4 +1,4 @@
-"""Learning: every worker's models learn every label from ``<app>-tagger-training``, checkpointed."""
+"""Learning: every worker's models learn every label from the training topic, checkpointed."""
 
 from __future__ import annotations
 
@@ -6,35 +6,37 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from pipeline.messages import Codec, TrainingBatch
 from pipeline.outputs.series import quality_point
 from pipeline.outputs.sinks import InfluxSink
 from pipeline.runtime.checkpoints import CheckpointWriter
-from pipeline.runtime.consumers import read_every_partition
+from pipeline.runtime.consumers import groupless_consumer, read_partitions
 from pipeline.runtime.stats import worker_tag
 from pipeline.settings import Settings
-from pipeline.tagging.tagger import FIELDS, TicketTagger, load_tagger, save_tagger
+from pipeline.tagging.choice import Tagger, load_any_tagger, save_any_tagger, tagger_checkpoint, tagger_state
+from pipeline.tagging.tagger import FIELDS
+from pipeline.topology import training_topic
 
 __all__ = ["LearnLabels", "tagger_checkpoint"]
 
 logger = logging.getLogger("pipeline.worker")
 
 
-def tagger_checkpoint(settings: Settings) -> Path:
-    """Where the worker saves its models, with the training positions they include."""
-    return Path(settings.data_dir) / "tagger-checkpoint.pickle"
-
-
 class LearnLabels:
     """Every worker reads every label from the training topic, resuming from its checkpoint.
 
-    Broadcast, not a consumer group: each worker's models learn all labels, and naive
-    Bayes counts do not depend on the order, so workers that have read the same labels
-    predict the same; a ticket's labels and corrections share a partition, so they are
-    read in the order they were sent, and a correction replaces the earlier tag. The
+    Broadcast, not a consumer group: each worker's models learn all labels. The linear
+    tagger's weights depend on the order of the labels: its training topic has one
+    partition (``<app>-tagger-training-ordered``), so every worker reads them in one
+    order, and it learns in steps of a fixed number of labels (held labels are in the
+    checkpoint), so how the consumer batches them does not matter: workers that have read
+    the same labels, a restarted one included, hold the same weights. Naive Bayes' counts
+    (``TICKETPULSE_TAGGER=words``) do not depend on the order: its topic has
+    ``TICKETPULSE_PARTITIONS`` partitions. Either way a ticket's labels and corrections
+    share a partition, so they are read in the order they were sent (the label join of a
+    ticket is on one worker), and a correction replaces the earlier tag. The
     models are saved every ``TICKETPULSE_TAGGER_CHECKPOINT_SECONDS`` with the offset of
     every training partition they include: a restarted worker loads them and reads on
     from there, so it neither starts from zero nor learns a label twice. Without a
@@ -51,7 +53,7 @@ class LearnLabels:
         self,
         settings: Settings,
         topic: str,
-        tagger: TicketTagger,
+        tagger: Tagger,
         sink: InfluxSink,
         ready: asyncio.Event,
         preloaded: dict[int, int] | None = None,
@@ -73,7 +75,7 @@ class LearnLabels:
         if self.preloaded is not None:
             positions, self.preloaded = self.preloaded, None  # a restarted task loads the checkpoint
             return dict(positions)
-        return load_tagger(self.tagger, self.checkpoint, self.settings.tagger_model)
+        return load_any_tagger(self.tagger, self.checkpoint, self.settings.tagger_model)
 
     def on_batch(self, batch: dict[Any, list[Any]], positions: dict[int, int]) -> int:
         """Learn a batch of training records (by partition); advance ``positions``; how many examples."""
@@ -99,7 +101,8 @@ class LearnLabels:
         """Learn until the worker stops; the last checkpoint written in place at the stop."""
         positions = self.load()
         self.ready.set()
-        consumer = await read_every_partition(self.settings, self.topic, positions)
+        consumer = await groupless_consumer(self.settings)
+        await read_partitions(consumer, self.topic, set(range(training_topic(self.settings)[1])), positions)
         checkpoints = CheckpointWriter(self.checkpoint, "tagger")
         try:
             last_written = last_saved = time.monotonic()
@@ -112,7 +115,7 @@ class LearnLabels:
                     time.monotonic() - last_saved >= self.settings.tagger_checkpoint_seconds
                     and (self.tagger.version != saved_version or learned)
                     and checkpoints.save(
-                        {"tagger": self.tagger, "positions": dict(positions)},
+                        tagger_state(self.tagger, positions),
                         version=self.tagger.version,
                         positions=dict(positions),
                     )
@@ -123,5 +126,5 @@ class LearnLabels:
                     await self.sink.write(self.quality_points())
         finally:
             checkpoints.wait()  # then the last one, in place: no child writes after it
-            save_tagger(self.tagger, positions, self.checkpoint)
+            save_any_tagger(self.tagger, positions, self.checkpoint)
             await consumer.stop()
