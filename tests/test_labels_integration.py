@@ -274,7 +274,7 @@ def test_a_killed_worker_resumes_its_models_from_the_checkpoint(stack) -> None:
     time.sleep(3)  # a checkpoint after the last label
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
-    assert (stack.tmp_path / "worker-w" / "tagger-checkpoint.pickle").exists()
+    assert (stack.tmp_path / "worker-w" / "linear-tagger-checkpoint.pickle").exists()  # TICKETPULSE_TAGGER=linear
     second = stack.start_worker("w", TICKETPULSE_LOG_LEVEL="info")
     more = [_ticket(f"b-{i}", BILLING, i, case_type="billing") for i in range(15, 20)]
     _send(stack, more)
