@@ -320,7 +320,11 @@ def test_untagged_tickets_are_counted_under_their_predicted_area(stack) -> None:
     hour = int(START.timestamp())
     expected = {(hour, "billing"): 25, (hour, "app"): 25, (hour + 3600, "billing"): 7, (hour + 3600, "app"): 4}
     assert stack.wait_for_counts(expected) == expected  # no 'unassigned': the models were sure
-    uncertain = stack.query("SELECT last(tagged), last(uncertain_product_area) FROM pipeline_stats")
-    tagged, unsure = uncertain[0]["values"][0][1:]
+
+    def stats() -> list[int] | None:  # the counts can be written before the next stats point
+        values = stack.query("SELECT last(tagged), last(uncertain_product_area) FROM pipeline_stats")[0]["values"][0]
+        return values[1:] if values[1] == 61 else None
+
+    tagged, unsure = _wait(stats, 10, "the stats of the 61 tagged tickets")
     # uncertain until 20 labels were learned (some of the 50 teaching tickets), then sure (the 11)
     assert tagged == 61 and 1 <= unsure <= 50
