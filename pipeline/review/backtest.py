@@ -285,6 +285,8 @@ def backtest(
             }
             for s in data.spikes
         ],
+        # per field, the tags' prequential accuracy and macro-F1 over the last 1,000 labels
+        "tags": {"tagger": settings.tagger, **data.quality},
         "pattern_episodes": run.pattern_episodes,
         "patterns": len(data.patterns),
         "near_churn": len(data.near_churn),
