@@ -132,7 +132,7 @@ class Settings(BaseSettings):
     tagger_feature_buckets: int = Field(
         2**18,
         ge=1024,
-        description="TICKETPULSE_TAGGER_FEATURE_BUCKETS: the hashing trick's buckets the tagger's words and word "
+        description="TICKETPULSE_TAGGER_FEATURE_BUCKETS: the hashing trick's buckets the words tagger's words and word "
         "pairs go into, the most features a model holds however long it learns (2**18: the three models pickled "
         "about 31 MB after 200,000 labelled tickets in ever new words, docs/benchmarks.md). "
         "Every worker, and `ticketpulse replay` for a warm start, must use the same number; a checkpoint made with "

@@ -211,3 +211,39 @@ def test_a_warm_start_or_checkpoint_of_another_kind_or_embedding_model_is_refuse
 class _Sink:
     async def write(self, points: list[Any]) -> None:
         pass
+
+
+class _Admin:
+    """The admin calls topic creation makes, over topics held in a dict (name -> partitions)."""
+
+    def __init__(self, topics: dict[str, int]) -> None:
+        self.topics = dict(topics)
+
+    def list_topics(self) -> list[str]:
+        return list(self.topics)
+
+    def create_topics(self, new: dict[str, dict[str, Any]], timeout_ms: int) -> None:
+        self.topics.update({name: spec["num_partitions"] for name, spec in new.items()})
+
+    def describe_configs(self, resources: list[Any], config_filter: str) -> dict[str, Any]:
+        return {"topic": {}}
+
+    def describe_topics(self, names: list[str]) -> list[dict[str, Any]]:
+        return [{"name": n, "partitions": list(range(self.topics[n]))} for n in names]
+
+
+def test_the_ordered_training_topic_is_created_with_one_partition_and_another_is_refused() -> None:
+    from pipeline.runtime.kafka import BrokerError, _ensure_topics, all_topics
+
+    settings = Settings(app_id="tp", partitions=4)
+    admin = _Admin({})
+    _ensure_topics(admin, settings, 1.0)  # type: ignore[arg-type]
+    assert admin.topics["tp-tagger-training-ordered"] == 1 and admin.topics["tp-texts-to-join"] == 4
+    assert "tp-tagger-training" not in admin.topics and set(admin.topics) == set(all_topics(settings))
+    words = Settings(app_id="tp", partitions=4, tagger="words")
+    _ensure_topics(admin, words, 1.0)  # type: ignore[arg-type]
+    assert admin.topics["tp-tagger-training"] == 4
+    # made with four partitions (by hand, or a tool that creates topics by writing to them)
+    admin.topics["tp-tagger-training-ordered"] = 4
+    with pytest.raises(BrokerError, match=r"'tp-tagger-training-ordered' has 4 partitions, but the linear tagger"):
+        _ensure_topics(admin, settings, 1.0)  # type: ignore[arg-type]
