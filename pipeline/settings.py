@@ -118,6 +118,14 @@ class Settings(BaseSettings):
         "Each has its own training topic and checkpoint; every worker of an app "
         "must run the same one, and a warm-start model (TICKETPULSE_TAGGER_MODEL) must be of this kind.",
     )
+    tagger_step_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="TICKETPULSE_TAGGER_STEP_SECONDS: the longest the linear tagger holds a label waiting for its "
+        "step of 16 (a field labelled rarely): a worker that has read every label and has held some this long "
+        "sends a step marker to the training topic, and every worker learns its held labels there, at one point "
+        "of the labels' order.",
+    )
     tagger_model: str | None = Field(
         None,
         description="TICKETPULSE_TAGGER_MODEL: a model saved by `ticketpulse replay --save-model`, loaded at start "

@@ -148,8 +148,12 @@ def build_pipeline(
     app.closers += [sink.close, deliverer.close]
 
     join = stages["join_labels"] = JoinLabels(settings, topics, stats, table("label-texts"))
+
+    async def send_step(marker: bytes) -> None:  # the linear tagger's step marker, to its one partition
+        await topics["training"].send(partition=0, value=marker, value_serializer="raw")
+
     learn = stages["learn_labels"] = LearnLabels(
-        settings, topics["training"].get_topic_name(), tagger, sink, tagger_ready, preloaded
+        settings, topics["training"].get_topic_name(), tagger, sink, tagger_ready, preloaded, send_step=send_step
     )
     if settings.tagging_enabled:
         labels_in = app.topic(

@@ -247,3 +247,56 @@ def test_the_ordered_training_topic_is_created_with_one_partition_and_another_is
     admin.topics["tp-tagger-training-ordered"] = 4
     with pytest.raises(BrokerError, match=r"'tp-tagger-training-ordered' has 4 partitions, but the linear tagger"):
         _ensure_topics(admin, settings, 1.0)  # type: ignore[arg-type]
+
+
+def test_a_step_marker_makes_every_worker_learn_its_held_labels_at_one_point(
+    encoder: TicketEncoder, tmp_path: Path
+) -> None:
+    """A field labelled rarely: its labels would wait for 16. A worker that has read every label
+    and held some for TICKETPULSE_TAGGER_STEP_SECONDS sends a step marker; every worker, in
+    whatever batches it reads the topic, learns the held labels where the marker is."""
+    settings = Settings(app_id="tp", data_dir=str(tmp_path), tagger_step_seconds=60)
+    examples = _with_predictions(LinearTagger(encoder), _labels()[:20])
+    values = [
+        encode(TrainingBatch(examples[:12])),
+        encode(TrainingBatch([], step=True)),
+        encode(TrainingBatch(examples[12:])),
+    ]
+    records = [SimpleNamespace(value=v, offset=k) for k, v in enumerate(values)]
+    tp = TopicPartition("tp-tagger-training-ordered", 0)
+
+    def worker(*batches: list[SimpleNamespace]) -> tuple[LearnLabels, dict[int, int]]:
+        learn = LearnLabels(settings, tp.topic, LinearTagger(encoder), _Sink(), asyncio.Event(), preloaded={})
+        positions: dict[int, int] = {}
+        for batch in batches:
+            learn.on_batch({tp: batch}, positions)
+        return learn, positions
+
+    one, positions = worker(records)
+    other, _ = worker(records[:1], records[1:2], records[2:])
+    assert positions == {0: 3}
+    assert isinstance(one.tagger, LinearTagger) and isinstance(other.tagger, LinearTagger)
+    _same_model(one.tagger, other.tagger)
+    by_hand = LinearTagger(encoder)
+    by_hand.learn_batch(examples[:12])
+    by_hand.flush()  # the 12 held: learned at the marker
+    by_hand.learn_batch(examples[12:])
+    _same_model(one.tagger, by_hand)
+    assert one.tagger.held("case_type") == 8  # after the marker: 8 held, under a step
+
+    # the marker is due once this worker has read every label and held some for 60 s
+    assert not one.step_due(caught_up=True, now=1000.0)  # holding from now on
+    assert not one.step_due(caught_up=True, now=1059.0)
+    assert not one.step_due(caught_up=False, now=1061.0)  # still reading: its steps would come early
+    assert one.step_due(caught_up=True, now=1061.0)
+    sent: list[bytes] = []
+
+    async def send(marker: bytes) -> None:
+        sent.append(marker)
+
+    one.send_step, one.holding_since = send, -1e9
+    asyncio.run(one.maybe_send_step(caught_up=True))
+    asyncio.run(one.maybe_send_step(caught_up=True))  # not again within 60 s
+    assert [orjson.loads(m) for m in sent] == [{"examples": [], "step": True}]
+    words = LearnLabels(settings, tp.topic, TicketTagger(), _Sink(), asyncio.Event(), preloaded={})
+    assert not words.step_due(caught_up=True, now=1e9)  # naive Bayes holds nothing

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from pipeline.messages import Codec, TrainingBatch
+from pipeline.messages import Codec, TrainingBatch, encode
 from pipeline.outputs.series import quality_point
 from pipeline.outputs.sinks import InfluxSink
 from pipeline.runtime.checkpoints import CheckpointWriter
@@ -16,6 +16,7 @@ from pipeline.runtime.consumers import groupless_consumer, read_partitions
 from pipeline.runtime.stats import worker_tag
 from pipeline.settings import Settings
 from pipeline.tagging.choice import Tagger, load_any_tagger, save_any_tagger, tagger_checkpoint, tagger_state
+from pipeline.tagging.linear import LinearTagger
 from pipeline.tagging.tagger import FIELDS
 from pipeline.topology import training_topic
 
@@ -58,6 +59,7 @@ class LearnLabels:
         ready: asyncio.Event,
         preloaded: dict[int, int] | None = None,
         clock: Callable[[], float] = time.time,
+        send_step: Callable[[bytes], Awaitable[Any]] | None = None,
     ) -> None:
         self.settings = settings
         self.topic = topic
@@ -69,6 +71,10 @@ class LearnLabels:
         self.checkpoint = tagger_checkpoint(settings)
         self.codec = Codec(TrainingBatch)
         self.worker = worker_tag()
+        self.send_step = send_step
+        #: since when (monotonic seconds) the linear tagger holds labels; when this worker last sent a step marker
+        self.holding_since: float | None = None
+        self.step_sent = -float("inf")
 
     def load(self) -> dict[int, int]:
         """The training positions the models include (loading them unless ``ticketpulse worker`` did)."""
@@ -78,14 +84,52 @@ class LearnLabels:
         return load_any_tagger(self.tagger, self.checkpoint, self.settings.tagger_model)
 
     def on_batch(self, batch: dict[Any, list[Any]], positions: dict[int, int]) -> int:
-        """Learn a batch of training records (by partition); advance ``positions``; how many examples."""
-        examples = [e for records in batch.values() for r in records for e in self.codec.decode(r.value).examples]
+        """Learn a batch of training records (by partition); advance ``positions``; how many examples.
+
+        A step marker (:class:`~pipeline.messages.TrainingBatch` ``step``) makes the linear
+        tagger learn the labels it holds, after the examples before it (naive Bayes holds none).
+        """
+        examples: list[dict[str, Any]] = []
+        learned = 0
+        for records in batch.values():
+            for record in records:
+                message = self.codec.decode(record.value)
+                examples += message.examples
+                if message.step and isinstance(self.tagger, LinearTagger):
+                    learned += len(examples)
+                    self.tagger.learn_batch(examples)
+                    self.tagger.step_held()
+                    examples = []
         if examples:
+            learned += len(examples)
             self.tagger.learn_batch(examples)
         for tp, records in batch.items():
             if records:
                 positions[tp.partition] = records[-1].offset + 1
-        return len(examples)
+        return learned
+
+    def step_due(self, caught_up: bool, now: float) -> bool:
+        """Whether to send a step marker now: the linear tagger has held labels for
+        ``TICKETPULSE_TAGGER_STEP_SECONDS`` and this worker has read every label (``caught_up``;
+        one catching up would step early), and sent no marker for as long."""
+        tagger = self.tagger
+        holding = isinstance(tagger, LinearTagger) and any(tagger.held(name) for name in tagger.fields)
+        if not holding:
+            self.holding_since = None
+            return False
+        if self.holding_since is None:
+            self.holding_since = now
+        wait = self.settings.tagger_step_seconds
+        return caught_up and now - self.holding_since >= wait and now - self.step_sent >= wait
+
+    async def maybe_send_step(self, caught_up: bool) -> None:
+        """Send a step marker to the training topic when :meth:`step_due` (every worker may: a
+        second marker finds nothing held, or a step's first labels, the same on every worker)."""
+        now = time.monotonic()
+        if self.send_step is not None and self.step_due(caught_up, now):
+            self.step_sent = now
+            await self.send_step(encode(TrainingBatch([], step=True)))
+            logger.info("tagger step_marker=sent held_since=%.0fs", now - (self.holding_since or now))
 
     def quality_points(self) -> list[Any]:
         """``classifier_quality`` of each field with labels."""
@@ -111,6 +155,7 @@ class LearnLabels:
                 checkpoints.busy()  # a checkpoint written meanwhile is reaped (and logged) at once
                 batch = await consumer.getmany(timeout_ms=1000, max_records=2000)
                 learned = self.on_batch(batch, positions)
+                await self.maybe_send_step(caught_up=not any(batch.values()))
                 if (
                     time.monotonic() - last_saved >= self.settings.tagger_checkpoint_seconds
                     and (self.tagger.version != saved_version or learned)

@@ -25,8 +25,9 @@ Unlike naive Bayes' counts, gradient steps do not commute: two workers that lear
 labels in different orders end with slightly different weights. So the weights are a
 function of the order of the labels alone: a step takes ``batch`` labels (or ends at a
 correction), whatever calls they came in, and the labels of a step not yet full are held
-(and checkpointed). The worker gives every worker one order: its training topic has one
-partition (:mod:`pipeline.tagging.learn`).
+(and checkpointed), until a step marker of the training topic (:meth:`LinearTagger.step_held`).
+The worker gives every worker one order: its training topic has one partition
+(:mod:`pipeline.tagging.learn`).
 """
 
 from __future__ import annotations
@@ -467,8 +468,9 @@ class LinearTagger:
             model.learn(dense[wrong], sparse[wrong], [labels[j] for j in wrong])
 
     def flush(self) -> None:
-        """Learn the held labels now (the end of an offline evaluation). A worker does not:
-        the step it would take depends on when it is called, which differs between workers."""
+        """Learn the held labels now (the end of an offline evaluation). A worker does so only at
+        a step marker of its training topic (:meth:`step_held`): at a moment of its own, the step
+        would depend on when it is called, which differs between workers."""
         for name, (dense, sparse, labels) in list(self._held.items()):
             if labels:
                 self.models[name].learn(dense, sparse, labels)
@@ -477,6 +479,11 @@ class LinearTagger:
     def held(self, name: str) -> int:
         """How many labels of field ``name`` wait for their step."""
         return len(self._held.get(name, (None, None, []))[2])
+
+    def step_held(self) -> None:
+        """A step marker of the training topic: the held labels of every field are learned now,
+        a step each (every worker meets the marker at the same point of the labels' order)."""
+        self.flush()
 
     # -- the replay's and the backtest's loop --------------------------------------------------
 
