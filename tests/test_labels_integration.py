@@ -328,3 +328,28 @@ def test_untagged_tickets_are_counted_under_their_predicted_area(stack) -> None:
     tagged, unsure = _wait(stats, 10, "the stats of the 61 tagged tickets")
     # uncertain until 20 labels were learned (some of the 50 teaching tickets), then sure (the 11)
     assert tagged == 61 and 1 <= unsure <= 50
+
+
+def test_a_few_labels_are_learned_by_every_worker_at_a_step_marker(stack) -> None:
+    """Six labels, fewer than the linear tagger's step of 16: a worker holding them for
+    TICKETPULSE_TAGGER_STEP_SECONDS sends a step marker, and both workers learn them there."""
+    stack.env_overrides.update({"TICKETPULSE_STATS_SECONDS": "1", "TICKETPULSE_TAGGER_STEP_SECONDS": "2"})
+    stack.create_topics()
+    stack.start_worker("a")
+    stack.start_worker("b")
+    time.sleep(8)  # both in the group before the stream flows
+    teach = [_ticket(f"b-{i}", BILLING, i, case_type="billing") for i in range(3)]
+    teach += [_ticket(f"c-{i}", CRASH, i, case_type="bug") for i in range(3)]
+    _send(stack, teach)
+    _wait(
+        lambda: [v for (_, t), v in _quality(stack).items() if t == "case_type"] == [{"labelled": 6, "learned": 6}] * 2,
+        60,
+        "both workers to read the six labels",
+    )
+    time.sleep(6)  # held 2 s, a marker sent, read back by both
+    probes = [_ticket(f"probe-{i}", CRASH, 30) for i in range(12)]  # ids on every partition: both workers answer
+    _send(stack, probes)
+    answers = [c for c in stack.read_topic(stack.settings.topic_classified, expected=18) if c["id"].startswith("probe")]
+    assert len(answers) == 12
+    assert len({orjson.dumps(a["predicted"]) for a in answers}) == 1  # two workers, one model
+    assert answers[0]["predicted"]["case_type"]["label"] == "bug"  # learned, not held (a held label predicts None)
