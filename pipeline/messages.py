@@ -163,9 +163,16 @@ AreaMessage = AreaVolumes | AreaContext | AreaProductEvent
 
 
 class TrainingBatch(msgspec.Struct, frozen=True):
-    """``<app>-tagger-training``: labelled readings every worker's models learn."""
+    """The training topic: labelled readings every worker's models learn.
+
+    ``step``: a step marker (no examples), sent by a worker whose linear tagger held labels
+    too long (``TICKETPULSE_TAGGER_STEP_SECONDS``): every worker learns the labels it holds
+    at this point of the order (:meth:`pipeline.tagging.linear.LinearTagger.step_held`).
+    Workers of earlier versions ignore the field, and the empty batch.
+    """
 
     examples: list[dict[str, Any]]
+    step: bool = False
 
 
 class TicketPatterns(msgspec.Struct, frozen=True):

@@ -111,6 +111,21 @@ class Settings(BaseSettings):
         description="TICKETPULSE_LABEL_HORIZON_HOURS: how long a ticket's text is kept for a tag or correction "
         "that names it later on ticket-labels; a label for a ticket not seen within it goes to the dead-letter topic.",
     )
+    tagger: Literal["linear", "words"] = Field(
+        "linear",
+        description="TICKETPULSE_TAGGER: 'linear' (a softmax over the ticket's embedding and word pairs: CLINC150 "
+        "accuracy 0.927, SUMO topic 0.422, docs/benchmarks.md), or 'words' (naive Bayes over words: 0.860, 0.354). "
+        "Each has its own training topic and checkpoint; every worker of an app "
+        "must run the same one, and a warm-start model (TICKETPULSE_TAGGER_MODEL) must be of this kind.",
+    )
+    tagger_step_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="TICKETPULSE_TAGGER_STEP_SECONDS: the longest the linear tagger holds a label waiting for its "
+        "step of 16 (a field labelled rarely): a worker that has read every label and has held some this long "
+        "sends a step marker to the training topic, and every worker learns its held labels there, at one point "
+        "of the labels' order.",
+    )
     tagger_model: str | None = Field(
         None,
         description="TICKETPULSE_TAGGER_MODEL: a model saved by `ticketpulse replay --save-model`, loaded at start "
@@ -125,7 +140,7 @@ class Settings(BaseSettings):
     tagger_feature_buckets: int = Field(
         2**18,
         ge=1024,
-        description="TICKETPULSE_TAGGER_FEATURE_BUCKETS: the hashing trick's buckets the tagger's words and word "
+        description="TICKETPULSE_TAGGER_FEATURE_BUCKETS: the hashing trick's buckets the words tagger's words and word "
         "pairs go into, the most features a model holds however long it learns (2**18: the three models pickled "
         "about 31 MB after 200,000 labelled tickets in ever new words, docs/benchmarks.md). "
         "Every worker, and `ticketpulse replay` for a warm start, must use the same number; a checkpoint made with "

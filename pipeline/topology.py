@@ -14,7 +14,7 @@ from typing import Any
 from pipeline import messages
 from pipeline.settings import Settings
 
-__all__ = ["INTERNAL_SUFFIXES", "TopicSpec", "internal_topic_name", "topology"]
+__all__ = ["INTERNAL_SUFFIXES", "TopicSpec", "internal_topic_name", "topology", "training_partition", "training_topic"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,8 @@ class TopicSpec:
     internal: bool = False
     #: extra topic configs it is created with (beyond the broker's defaults)
     configs: tuple[tuple[str, str], ...] = ()
+    #: its partitions, when not ``TICKETPULSE_PARTITIONS``
+    partitions: int | None = None
 
 
 #: Apache Kafka's default retention (``log.retention.hours=168``), in milliseconds.
@@ -44,6 +46,7 @@ INTERNAL_SUFFIXES = {
     "partials": "volume-partials",
     "area_volumes": "area-volumes",
     "training": "tagger-training",
+    "training_ordered": "tagger-training-ordered",
     "pattern_tickets": "pattern-tickets",
     "ticket_patterns": "ticket-patterns",
     "texts_to_join": "texts-to-join",
@@ -57,6 +60,30 @@ def internal_topic_name(settings: Settings, role: str) -> str:
     'tp-texts-to-join'
     """
     return f"{settings.app_id}-{INTERNAL_SUFFIXES[role]}"
+
+
+def training_topic(settings: Settings) -> tuple[str, int]:
+    """The training topic of the tagger ``settings`` runs, and its partitions.
+
+    The linear tagger's weights depend on the order of the labels, so its topic has one
+    partition: one order that every worker reads (each worker's label join appends to it).
+    Naive Bayes' counts do not: its topic has ``TICKETPULSE_PARTITIONS``, as before.
+
+    >>> training_topic(Settings(app_id="tp")), training_topic(Settings(app_id="tp", tagger="words"))
+    (('tp-tagger-training-ordered', 1), ('tp-tagger-training', 4))
+    """
+    if settings.tagger == "linear":
+        return internal_topic_name(settings, "training_ordered"), 1
+    return internal_topic_name(settings, "training"), settings.partitions
+
+
+def training_partition(settings: Settings, partition: int) -> int:
+    """The training partition of a ticket whose id's partition (of ``TICKETPULSE_PARTITIONS``) is ``partition``.
+
+    >>> training_partition(Settings(), 3), training_partition(Settings(tagger="words"), 3)
+    (0, 3)
+    """
+    return partition % training_topic(settings)[1]
 
 
 def _texts_retention(settings: Settings) -> tuple[tuple[str, str], ...]:
@@ -101,7 +128,14 @@ def topology(settings: Settings) -> dict[str, TopicSpec]:
             configs=_texts_retention(settings),
         ),
         "labels": TopicSpec(settings.topic_labels, "ticket id", "a human tag or correction (JSON)", "ticket id"),
-        "training": own("training", None, messages.TrainingBatch, "Kafka's partitioner of the ticket id"),
+        "training": TopicSpec(
+            training_topic(settings)[0],
+            None,
+            messages.TrainingBatch,
+            "one partition (linear tagger), else Kafka's partitioner of the ticket id",
+            internal=True,
+            partitions=training_topic(settings)[1],
+        ),
         "pattern_tickets": own("pattern_tickets", None, messages.PatternTickets, by_area),
         "ticket_patterns": own("ticket_patterns", None, messages.TicketPatterns, "that of the pattern's area"),
     }

@@ -11,7 +11,8 @@ Where a ticket goes (each stage is a class in the folder of its step; docs/archi
        ``ticket_spike``, ``ticket_baseline`` -> ``deliver`` (Slack, signed webhook)
 ``Validate`` also tags (:mod:`pipeline.tagging.tag`): ``tickets-classified``, the reading to
 ``<app>-texts-to-join`` -> :class:`~pipeline.tagging.join.JoinLabels` (with ``ticket-labels``)
--> ``<app>-tagger-training`` -> :class:`~pipeline.tagging.learn.LearnLabels` (every worker).
+-> ``<app>-tagger-training-ordered`` (one partition; ``<app>-tagger-training`` with
+``TICKETPULSE_TAGGER=words``) -> :class:`~pipeline.tagging.learn.LearnLabels` (every worker).
 ``Count`` sends newly counted tickets to ``<app>-pattern-tickets`` ->
 :class:`~pipeline.patterns.stage.GroupPatterns` -> ``pattern_volume``, ``pattern_spike``, alerts.
 ``product-events`` -> :class:`~pipeline.alerts.product_events.ProductEvents` -> ``product_event``.
@@ -46,9 +47,9 @@ from pipeline.runtime.liveness import BrokerWatchdog, RepeatFilter
 from pipeline.runtime.stats import PipelineStats, StatsWriter
 from pipeline.runtime.tables import PartitionedTable
 from pipeline.settings import Settings
+from pipeline.tagging.choice import Tagger, new_tagger, tagger_checkpoint
 from pipeline.tagging.join import JoinLabels
-from pipeline.tagging.learn import LearnLabels, tagger_checkpoint
-from pipeline.tagging.tagger import TicketTagger
+from pipeline.tagging.learn import LearnLabels
 from pipeline.topology import topology
 
 __all__ = ["Pipeline", "build_pipeline", "tagger_checkpoint"]
@@ -82,22 +83,20 @@ def faust_topics(app: faust.App, settings: Settings) -> dict[str, Any]:
             spec.name,
             key_serializer="raw",
             value_serializer="json" if role in json_values else "raw",
-            partitions=settings.partitions,
+            partitions=spec.partitions or settings.partitions,
             internal=spec.internal,
         )
     return topics
 
 
-def _tagger(
-    settings: Settings, loaded: tuple[TicketTagger, dict[int, int]] | None
-) -> tuple[TicketTagger, dict[int, int] | None]:
+def _tagger(settings: Settings, loaded: tuple[Tagger, dict[int, int]] | None) -> tuple[Tagger, dict[int, int] | None]:
     if loaded is not None:
         return loaded[0], dict(loaded[1])
-    return TicketTagger(feature_buckets=settings.tagger_feature_buckets), None
+    return new_tagger(settings), None  # TICKETPULSE_TAGGER
 
 
 def build_pipeline(
-    settings: Settings, sink: InfluxSink | None = None, loaded_tagger: tuple[TicketTagger, dict[int, int]] | None = None
+    settings: Settings, sink: InfluxSink | None = None, loaded_tagger: tuple[Tagger, dict[int, int]] | None = None
 ) -> Pipeline:
     """Create the Faust app with its topics, tables and agents for ``settings``.
 
@@ -149,8 +148,12 @@ def build_pipeline(
     app.closers += [sink.close, deliverer.close]
 
     join = stages["join_labels"] = JoinLabels(settings, topics, stats, table("label-texts"))
+
+    async def send_step(marker: bytes) -> None:  # the linear tagger's step marker, to its one partition
+        await topics["training"].send(partition=0, value=marker, value_serializer="raw")
+
     learn = stages["learn_labels"] = LearnLabels(
-        settings, topics["training"].get_topic_name(), tagger, sink, tagger_ready, preloaded
+        settings, topics["training"].get_topic_name(), tagger, sink, tagger_ready, preloaded, send_step=send_step
     )
     if settings.tagging_enabled:
         labels_in = app.topic(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import orjson
@@ -102,11 +103,13 @@ def test_freshdesk_and_zendesk_exports_replay_into_the_tagger(tmp_path) -> None:
             }
         )
     )
+    # naive Bayes learns from the first label; the linear tagger (the default) waits for a step of 16
     r = subprocess.run(
         [TICKETPULSE, "import", str(zd), "--format", "zendesk", "--replay", "--output", str(out), "--quiet"],
         capture_output=True,
         text=True,
         timeout=60,
+        env={**os.environ, "TICKETPULSE_TAGGER": "words"},
     )
     assert r.returncode == 0, r.stderr
     rows = [orjson.loads(x) for x in out.read_bytes().splitlines()]

@@ -587,7 +587,12 @@ def test_models_over_other_buckets_are_refused_with_both_numbers(tmp_path: Path)
 def test_the_worker_refuses_at_start_a_checkpoint_over_other_buckets(tmp_path: Path) -> None:
     small = TicketTagger(feature_buckets=4096)
     save_tagger(small, {}, tmp_path / "tagger-checkpoint.pickle")
-    env = {**os.environ, "TICKETPULSE_DATA_DIR": str(tmp_path), "TICKETPULSE_TAGGER_FEATURE_BUCKETS": "262144"}
+    env = {
+        **os.environ,
+        "TICKETPULSE_DATA_DIR": str(tmp_path),
+        "TICKETPULSE_TAGGER": "words",
+        "TICKETPULSE_TAGGER_FEATURE_BUCKETS": "262144",
+    }
     # no broker is needed to find this out: the worker stops before it looks for one
     done = subprocess.run([TICKETPULSE, "worker"], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0

@@ -27,7 +27,7 @@ import orjson
 from pipeline.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
-    from pipeline.tagging.tagger import TicketTagger
+    from pipeline.tagging.choice import Tagger
 
 __all__ = ["main"]
 
@@ -96,20 +96,19 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_tagger_files(settings: Settings) -> tuple[TicketTagger, dict[int, int]] | None:
+def _load_tagger_files(settings: Settings) -> tuple[Tagger, dict[int, int]] | None:
     """The tagger's checkpoint (or warm-start model) and its training positions, loaded before the worker starts.
 
     A file the worker could not use (other feature buckets, not a model) is refused here,
     with the reason, rather than once the agents run, where it would leave the worker
     running without models. The worker goes on from what is loaded here.
     """
-    from pipeline.tagging.tagger import TicketTagger, load_tagger
-    from pipeline.worker import tagger_checkpoint
+    from pipeline.tagging.choice import load_any_tagger, new_tagger, tagger_checkpoint
 
     if not settings.tagging_enabled:
         return None
-    tagger = TicketTagger(feature_buckets=settings.tagger_feature_buckets)
-    positions = load_tagger(tagger, tagger_checkpoint(settings), settings.tagger_model)
+    tagger = new_tagger(settings)
+    positions = load_any_tagger(tagger, tagger_checkpoint(settings), settings.tagger_model)
     return tagger, positions
 
 
@@ -227,6 +226,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         feature_buckets=settings.tagger_feature_buckets,
         pattern_threshold=settings.pattern_threshold,
+        tagger_kind=settings.tagger,
     )
     print(orjson.dumps(summary).decode())
     return 0
@@ -269,6 +269,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             feature_buckets=load_settings().tagger_feature_buckets,
             pattern_threshold=load_settings().pattern_threshold,
+            tagger_kind=load_settings().tagger,
         )
         Path(fh.name).unlink()
         summary["rejected"] += len(rejected)

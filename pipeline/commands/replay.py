@@ -25,11 +25,12 @@ import orjson
 from tqdm import tqdm
 
 from detectors.backtest import ALL_CASE_TYPES, SpikeBacktest
-from pipeline.ingest.schema import UNASSIGNED, TicketError, parse_ticket
+from pipeline.ingest.schema import UNASSIGNED, Ticket, TicketError, parse_ticket
 from pipeline.patterns.nearchurn import near_churn
 from pipeline.patterns.semantic import SemanticGrouper
 from pipeline.patterns.watch import merge_threshold_for
-from pipeline.tagging.tagger import FEATURE_BUCKETS, FIELDS, TicketTagger
+from pipeline.tagging.choice import make_tagger
+from pipeline.tagging.tagger import FEATURE_BUCKETS, FIELDS
 from pipeline.text.embedding import shared_encoder
 
 __all__ = ["replay"]
@@ -64,6 +65,10 @@ def backtest_spikes(
     return episodes
 
 
+#: Tickets tagged in one :meth:`process_many` (the same predictions as one at a time, in one encoding).
+REPLAY_CHUNK = 256
+
+
 def replay(
     source: Path,
     output: Path,
@@ -72,37 +77,40 @@ def replay(
     window_seconds: int = 3600,
     feature_buckets: int | None = FEATURE_BUCKETS,
     pattern_threshold: float = 0.5,
+    tagger_kind: str = "linear",
 ) -> dict[str, Any]:
     """Run the tagger over ``source``; write predictions to ``output``; return the summary.
 
-    ``feature_buckets``: the tagger's (``TICKETPULSE_TAGGER_FEATURE_BUCKETS``), which a
-    worker warm-started from ``save_model`` must share. ``pattern_threshold``: the
-    worker's (``TICKETPULSE_PATTERN_THRESHOLD``).
+    ``tagger_kind``: the worker's ``TICKETPULSE_TAGGER`` (a warm-start model must be of
+    the worker's kind); ``feature_buckets``: the words tagger's
+    (``TICKETPULSE_TAGGER_FEATURE_BUCKETS``), which a worker warm-started from
+    ``save_model`` must share. ``pattern_threshold``: the worker's
+    (``TICKETPULSE_PATTERN_THRESHOLD``).
 
     The summary also backtests spike detection on the history (``spike_episodes``, see
     :func:`backtest_spikes`): the alerts the worker would have sent, per product area
     (the helpdesk's own, or ``unassigned``) and per case type in it (the ticket's own).
     """
-    tagger = TicketTagger(feature_buckets=feature_buckets)
+    tagger = make_tagger(tagger_kind, feature_buckets)
     encoder = shared_encoder()
     groupers: dict[str, SemanticGrouper] = {}
     counted: list[tuple[float, str, str | None, str, str]] = []
     tickets = rejected = 0
     started = time.perf_counter()
-    with source.open("rb") as fh, output.open("wb") as out:
-        lines = tqdm(fh, unit="ticket", disable=not progress, file=sys.stderr, mininterval=0.5)
-        for number, raw in enumerate(lines, start=1):
-            if not raw.strip():
+    # in file order: a rejected line (its number, the error) or a ticket and what the tagger reads of it
+    pending: list[tuple[int, str] | tuple[Ticket, dict[str, Any]]] = []
+
+    def write_pending(out: Any) -> None:
+        nonlocal tickets
+        docs = [entry[1] for entry in pending if isinstance(entry[0], Ticket)]
+        predictions = iter(tagger.process_many(docs))  # each predicted before its labels are learned
+        for first, second in pending:
+            if not isinstance(first, Ticket):
+                out.write(orjson.dumps({"id": None, "line": first, "error": second}) + b"\n")
                 continue
-            try:
-                ticket = parse_ticket(raw.rstrip(b"\r\n"))
-            except TicketError as exc:
-                rejected += 1
-                out.write(orjson.dumps({"id": None, "line": number, "error": str(exc)}) + b"\n")
-                continue
-            doc: dict[str, Any] = {"id": ticket.id, "subject": ticket.subject, "body": ticket.body}
-            doc.update({f: getattr(ticket, f) for f in FIELDS})
-            (predicted,) = tagger.process_many([doc])
+            ticket, doc = first, second
+            assert isinstance(doc, dict)  # noqa: S101 - a ticket's entry holds its document
+            predicted = next(predictions)
             churn = near_churn(ticket.subject, ticket.body)
             area = ticket.product_area or UNASSIGNED
             grouper = groupers.get(area)
@@ -130,6 +138,25 @@ def replay(
                 "near_churn": churn,
             }
             out.write(orjson.dumps(line) + b"\n")
+        pending.clear()
+
+    with source.open("rb") as fh, output.open("wb") as out:
+        lines = tqdm(fh, unit="ticket", disable=not progress, file=sys.stderr, mininterval=0.5)
+        for number, raw in enumerate(lines, start=1):
+            if not raw.strip():
+                continue
+            try:
+                ticket = parse_ticket(raw.rstrip(b"\r\n"))
+            except TicketError as exc:
+                rejected += 1
+                pending.append((number, str(exc)))
+                continue
+            doc: dict[str, Any] = {"id": ticket.id, "subject": ticket.subject, "body": ticket.body}
+            doc.update({f: getattr(ticket, f) for f in FIELDS})
+            pending.append((ticket, doc))
+            if len(pending) >= REPLAY_CHUNK:
+                write_pending(out)
+        write_pending(out)
     seconds = time.perf_counter() - started
     if save_model is not None:
         save_model.write_bytes(pickle.dumps(tagger))

@@ -20,10 +20,11 @@ from pipeline.runtime.outbox import Outbox
 from pipeline.runtime.partitioning import KeyPartitioner
 from pipeline.runtime.stats import PipelineStats
 from pipeline.settings import Settings
+from pipeline.tagging.choice import Tagger
 from pipeline.tagging.tag import TaggedBatch, tag_tickets
-from pipeline.tagging.tagger import TicketTagger
 from pipeline.text.privacy import mask_personal
 from pipeline.text.terms import subject_terms
+from pipeline.topology import training_topic
 
 __all__ = ["PATTERN_BODY_CHARS", "Validate"]
 
@@ -67,7 +68,7 @@ class Validate:
         settings: Settings,
         topics: dict[str, Any],
         stats: PipelineStats,
-        tagger: TicketTagger,
+        tagger: Tagger,
         producer: Callable[[], Awaitable[Any]],
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -136,7 +137,7 @@ class Validate:
         # counted under its predicted tags when the models are sure of them.
         if not self.settings.tagging_enabled:
             return TaggedBatch([], {}, {}, {})
-        tagged = tag_tickets(self.tagger, tickets, self.settings.partitions)
+        tagged = tag_tickets(self.tagger, tickets, self.settings.partitions, training_topic(self.settings)[1])
         self.stats.count_uncertain(tagged.predictions)
         return tagged
 

@@ -2,7 +2,7 @@
 
 The worker's own stage code over the export, in event-time order, with no broker and no
 InfluxDB: validation (:func:`pipeline.ingest.schema.parse_ticket`, each refused row named
-by its line), tags (:class:`pipeline.tagging.tagger.TicketTagger`, learning from the labels
+by its line), tags (``TICKETPULSE_TAGGER``: :class:`pipeline.tagging.linear.LinearTagger`, learning from the labels
 the tickets carry, prequentially), counts (a re-sent ticket once), spikes at every scale
 (:class:`detectors.backtest.SpikeBacktest`: the worker's watches and alert gate, fed as
 the worker feeds them), patterns (:class:`pipeline.patterns.watch.PatternWatch`), near-churn
@@ -30,7 +30,8 @@ from pipeline.messages import PatternTicket
 from pipeline.patterns.watch import PATTERN_WATCH_AFTER, PatternWatch
 from pipeline.review.sections import HourCounts, ReportData, effects_of, predicted_or_given, ticket_sections
 from pipeline.settings import Settings
-from pipeline.tagging.tagger import FIELDS, TicketTagger
+from pipeline.tagging.choice import new_tagger
+from pipeline.tagging.tagger import FIELDS
 from pipeline.text.privacy import mask_personal
 
 __all__ = ["Backtest", "backtest"]
@@ -94,7 +95,7 @@ class Backtest:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.window = settings.window_seconds
-        self.tagger = TicketTagger(feature_buckets=settings.tagger_feature_buckets)
+        self.tagger = new_tagger(settings)
         self.spikes = SpikeBacktest(
             self.window,
             min_customers=settings.spike_min_customers,
@@ -290,6 +291,8 @@ def backtest(
             }
             for s in data.spikes
         ],
+        # per field, the tags' prequential accuracy and macro-F1 over the last 1,000 labels
+        "tags": {"tagger": settings.tagger, **data.quality},
         "pattern_episodes": run.pattern_episodes,
         "patterns": len(data.patterns),
         "near_churn": len(data.near_churn),

@@ -26,6 +26,7 @@ from kafka.partitioner.default import murmur2
 from pipeline.runtime import kafka_clients
 from pipeline.runtime.kafka_clients import BrokerError
 from pipeline.settings import Settings
+from pipeline.topology import training_topic
 
 __all__ = [
     "BrokerError",
@@ -56,11 +57,17 @@ def all_topics(settings: Settings) -> list[str]:
         f"{settings.app_id}-tickets-by-customer",
         f"{settings.app_id}-volume-partials",
         f"{settings.app_id}-area-volumes",
-        f"{settings.app_id}-tagger-training",
+        training_topic(settings)[0],
         f"{settings.app_id}-pattern-tickets",
         f"{settings.app_id}-ticket-patterns",
         f"{settings.app_id}-texts-to-join",
     ]
+
+
+def _partitions_of(settings: Settings, topic: str) -> int:
+    """The partitions ``topic`` is created with: ``TICKETPULSE_PARTITIONS``, but the training topic's own."""
+    training, partitions = training_topic(settings)
+    return partitions if topic == training else settings.partitions
 
 
 def topic_configs(settings: Settings, topic: str) -> dict[str, str]:
@@ -97,7 +104,7 @@ def _ensure_topics(client: KafkaAdminClient, settings: Settings, timeout: float)
     if wanted:
         new = {
             name: {
-                "num_partitions": settings.partitions,
+                "num_partitions": _partitions_of(settings, name),
                 "replication_factor": 1,
                 "configs": topic_configs(settings, name),
             }
@@ -108,9 +115,16 @@ def _ensure_topics(client: KafkaAdminClient, settings: Settings, timeout: float)
         except TopicAlreadyExistsError:  # another worker was quicker
             pass
     _keep_long_enough(client, settings, [t for t in all_topics(settings) if t in existing])
+    training, training_partitions = training_topic(settings)
     for topic in client.describe_topics(all_topics(settings)):
         count = len(topic.get("partitions") or [])
-        if count and count != settings.partitions:
+        if count and topic["name"] == training and count != training_partitions:
+            raise BrokerError(
+                f"topic {training!r} has {count} partitions, but the linear tagger (TICKETPULSE_TAGGER=linear) "
+                f"learns its labels in one order, from one partition: delete the topic for the worker to create "
+                "it again (the tagger then learns anew, or from TICKETPULSE_TAGGER_MODEL)"
+            )
+        if count and topic["name"] != training and count != settings.partitions:
             raise BrokerError(
                 f"topic {topic['name']!r} has {count} partitions but TICKETPULSE_PARTITIONS is "
                 f"{settings.partitions}: set it to {count}, or recreate the topic"

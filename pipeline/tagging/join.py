@@ -27,6 +27,7 @@ from pipeline.runtime.stats import PipelineStats
 from pipeline.runtime.tables import PartitionedTable
 from pipeline.settings import Settings
 from pipeline.tagging.labels import ChunkedStore, LabelJoin, entry_chars, texts_of_message
+from pipeline.topology import training_partition
 
 __all__ = ["READ_AGAIN_QUIET_SECONDS", "JoinLabels"]
 
@@ -77,7 +78,9 @@ class JoinLabels:
         for event in events:
             examples = await self._one(event, out)
             for example in examples:
-                joined.setdefault(self.partition_of(example["id"].encode()), []).append(example)
+                # the training partition of its id (the linear tagger's one): a correction after its tag
+                partition = training_partition(self.settings, self.partition_of(example["id"].encode()))
+                joined.setdefault(partition, []).append(example)
         for partition, examples in joined.items():
             self.stats.labels_joined += len(examples)
             await out.send_parts(self.topics["training"], partition, TrainingBatch(examples), ["examples"])

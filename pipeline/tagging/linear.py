@@ -17,18 +17,22 @@ The same contract as :class:`pipeline.tagging.tagger.TicketTagger` (``predict_bi
   is binned by :data:`MARGIN_EDGES` and read through :class:`Calibration` as today: a
   prediction's confidence is how often earlier ones with that margin were right. A ticket
   like none learned (CLINC's out-of-scope queries) has a small margin and is ``uncertain``.
-- **Corrections**: a label that replaces an earlier one for the same ticket is learned with
-  steps repeated until the model gives it (at most ``correction_steps``), and the earlier
-  outcome leaves the calibration.
+- **Corrections**: a label that replaces an earlier one for the same ticket ends the step it
+  is in, and is learned with steps repeated until the model gives it (at most
+  ``correction_steps``); the earlier outcome leaves the calibration.
 
 Unlike naive Bayes' counts, gradient steps do not commute: two workers that learn the same
-labels in different orders end with slightly different weights (see the report in
-docs/benchmarks.md).
+labels in different orders end with slightly different weights. So the weights are a
+function of the order of the labels alone: a step takes ``batch`` labels (or ends at a
+correction), whatever calls they came in, and the labels of a step not yet full are held
+(and checkpointed), until a step marker of the training topic (:meth:`LinearTagger.step_held`).
+The worker gives every worker one order: its training topic has one partition
+(:mod:`pipeline.tagging.learn`).
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -306,16 +310,9 @@ class LinearTagger:
     def _field(
         self, name: str, model: SoftmaxModel, dense: np.ndarray, sparse: sp.csr_matrix
     ) -> tuple[list[str], list[float], list[int | None]]:
-        scores = model.scores(dense, sparse)
-        best = scores.argmax(axis=1)
-        labels = [model.classes[k] for k in best.tolist()]
-        top = scores[np.arange(len(best)), best]
-        shifted = np.exp(scores - top[:, None])
-        probability = 1.0 / shifted.sum(axis=1)
-        if len(model.classes) < 2:  # one class known: no margin, it says that class
+        labels, probability, bins = _raw_field(model, dense, sparse)
+        if bins is None:  # one class known: no margin, it says that class
             return labels, probability.tolist(), [None] * len(labels)
-        second = -np.partition(-scores, 1, axis=1)[:, 1]
-        bins = np.searchsorted(MARGIN_EDGES, top - second, side="right")
         confidence = self.calibration[name].confidence(bins, probability) if self.calibrate else probability
         return labels, confidence.tolist(), bins.tolist()
 
@@ -362,6 +359,8 @@ class LinearTagger:
         """Score, then learn, the new labels of a batch (prequential, calibrated); how many were learned.
 
         ``features``: the batch's :meth:`features` when at hand (made for its prediction).
+        Each label is scored against the ticket's ``predicted`` (the prediction made when the
+        worker first saw it), or against one made now, before the batch is learned.
         """
         fresh = [(i, *self._new_labels(t)) for i, t in enumerate(tickets)]
         fresh = [f for f in fresh if f[1]]
@@ -379,49 +378,83 @@ class LinearTagger:
             predicted = [
                 predicted_labels(p, b) for p, b in zip(*self.predict_binned(batch, (dense, sparse)), strict=True)
             ]
+        for (_, labels, earlier_of), guesses in zip(fresh, predicted, strict=True):
+            self._score(labels, earlier_of, guesses)
+        return self._learn_rows([(labels, earlier_of) for _, labels, earlier_of in fresh], dense, sparse)
+
+    def _score(self, labels: Mapping[str, str], earlier_of: Mapping[str, str], guesses: Mapping[str, Any]) -> None:
+        """Score one ticket's new labels against the prediction made before they were learned.
+
+        As :class:`~pipeline.tagging.tagger.TicketTagger` counts them: every label is scored
+        (``quality``'s ``labelled``); a correction replaces the earlier label (``learned``
+        stays, ``corrections`` counts it) and the earlier outcome leaves the calibration.
+        """
+        for name, label in labels.items():
+            guess = guesses.get(name)
+            margin_bin, said = _bin_of(guess), _label_of(guess)
+            earlier = earlier_of.get(name)
+            if earlier is not None:
+                if margin_bin is not None and said is not None:
+                    self.calibration[name].remove(margin_bin, said == earlier)
+                self.corrections += 1
+            else:
+                self.learned[name] += 1
+            self.quality[name].add(label, said)
+            if margin_bin is not None and said is not None:
+                self.calibration[name].add(margin_bin, said == label)
+
+    def _learn_rows(
+        self, fresh: Sequence[tuple[Mapping[str, str], Mapping[str, str]]], dense: np.ndarray, sparse: sp.csr_matrix
+    ) -> int:
+        """The models learn the scored labels of these rows (``fresh``: each row's labels and the
+        labels they correct), in the rows' order; how many labels."""
         learned = 0
         for name in self.fields:
-            at = [j for j, (_, labels, _) in enumerate(fresh) if name in labels]
+            at = [j for j, (labels, _) in enumerate(fresh) if name in labels]
             if not at:
                 continue
-            for j in at:
-                label, guess = fresh[j][1][name], predicted[j].get(name)
-                earlier = fresh[j][2].get(name)
-                margin_bin, said = _bin_of(guess), _label_of(guess)
-                if earlier is not None:  # a correction: the earlier outcome goes
-                    if margin_bin is not None and said is not None:
-                        self.calibration[name].remove(margin_bin, said == earlier)
-                    self.corrections += 1
-                else:
-                    self.quality[name].add(label, said)
-                    self.learned[name] += 1
-                if margin_bin is not None and said is not None:
-                    self.calibration[name].add(margin_bin, said == label)
-            self._learn(name, dense[at], sparse[at], [fresh[j][1][name] for j in at])
-            corrected = [j for j in at if name in fresh[j][2]]
-            if corrected:
-                self._correct(name, dense[corrected], sparse[corrected], [fresh[j][1][name] for j in corrected])
+            corrects = [name in fresh[j][1] for j in at]
+            self._learn(name, dense[at], sparse[at], [fresh[j][0][name] for j in at], corrects)
             learned += len(at)
             self.version += len(at)
         return learned
 
-    def _learn(self, name: str, dense: np.ndarray, sparse: sp.csr_matrix, labels: list[str]) -> None:
-        """Learn in steps of exactly ``batch`` labels; the rest waits for the next call.
+    def _learn(
+        self,
+        name: str,
+        dense: np.ndarray,
+        sparse: sp.csr_matrix,
+        labels: list[str],
+        corrects: Sequence[bool] | None = None,
+    ) -> None:
+        """Learn the labels in their order: a step each ``batch`` labels, and after a correction.
 
-        So the steps depend on the order of the labels alone, not on how they were split
-        into calls: workers that read the same labels in the same order (one training
-        partition) hold the same weights. A label waits at most ``batch - 1`` others.
+        A correction ends a step (with the labels held before it), then is learned again
+        until the model gives it (:meth:`_correct`); other labels wait until ``batch`` are
+        held. So the steps depend on the order of the labels alone, not on how they were
+        split into calls: workers that read the same labels in the same order (one training
+        partition) hold the same weights, as does a worker restarted from a checkpoint (the
+        held labels are in it). A label waits at most ``batch - 1`` others.
         """
+        corrects = list(corrects) if corrects is not None else [False] * len(labels)
         held_dense, held_sparse, held_labels = self._held.get(name, (None, None, []))
-        if held_labels:
+        if held_labels:  # never a correction: a correction ends its step at once
             dense = np.vstack([held_dense, dense])
             sparse = sp.vstack([held_sparse, sparse], format="csr")
+            corrects = [False] * len(held_labels) + corrects
             labels = [*held_labels, *labels]
         model = self.models[name]
-        whole = len(labels) - len(labels) % self.batch
-        for start in range(0, whole, self.batch):
-            end = start + self.batch
-            model.learn(dense[start:end], sparse[start:end], labels[start:end])
+        start = 0
+        for end in [k + 1 for k, corrected in enumerate(corrects) if corrected]:
+            for step in range(start, end, self.batch):
+                stop = min(step + self.batch, end)
+                model.learn(dense[step:stop], sparse[step:stop], labels[step:stop])
+            self._correct(name, dense[end - 1 : end], sparse[end - 1 : end], labels[end - 1 : end])
+            start = end
+        whole = start + (len(labels) - start) // self.batch * self.batch
+        for step in range(start, whole, self.batch):
+            end = step + self.batch
+            model.learn(dense[step:end], sparse[step:end], labels[step:end])
         self._held[name] = (dense[whole:], sparse[whole:], labels[whole:])
 
     def _correct(self, name: str, dense: np.ndarray, sparse: sp.csr_matrix, labels: list[str]) -> None:
@@ -435,20 +468,132 @@ class LinearTagger:
             model.learn(dense[wrong], sparse[wrong], [labels[j] for j in wrong])
 
     def flush(self) -> None:
-        """Learn the held labels now (the end of a replay or an offline evaluation). A worker
-        does not: the step it would take depends on when it is called, which differs between
-        workers."""
+        """Learn the held labels now (the end of an offline evaluation). A worker does so only at
+        a step marker of its training topic (:meth:`step_held`): at a moment of its own, the step
+        would depend on when it is called, which differs between workers."""
         for name, (dense, sparse, labels) in list(self._held.items()):
             if labels:
                 self.models[name].learn(dense, sparse, labels)
             self._held.pop(name)
 
+    def held(self, name: str) -> int:
+        """How many labels of field ``name`` wait for their step."""
+        return len(self._held.get(name, (None, None, []))[2])
+
+    def step_held(self) -> None:
+        """A step marker of the training topic: the held labels of every field are learned now,
+        a step each (every worker meets the marker at the same point of the labels' order)."""
+        self.flush()
+
+    # -- the replay's and the backtest's loop --------------------------------------------------
+
     def process_many(self, tickets: Iterable[Mapping[str, Any]]) -> list[dict[str, dict[str, Any]]]:
-        """For each ticket in order: predict, then score and learn its labels (the replay's loop)."""
-        results = []
-        for ticket in tickets:
-            features = self.features([ticket])
-            (predicted,), (bins,) = self.predict_binned([ticket], features)
-            self.learn_batch([{**ticket, "predicted": predicted_labels(predicted, bins)}], features)
-            results.append(predicted)
+        """For each ticket in order: predict, score the prediction against its labels, learn.
+
+        Each ticket is predicted by the models as they stand after learning the tickets
+        before it (and its confidence by the calibration after scoring them), as one at a
+        time would; but the features are made for the whole batch in one pass, and the
+        predictions a run of tickets at a time: the models change only when a field's step
+        of ``batch`` labels fills or a label corrects an earlier one, so a run ends with the
+        ticket whose labels do that (:meth:`_run_end`). A ticket that carries its labels
+        is predicted first, then learned from.
+        """
+        tickets = list(tickets)
+        if not tickets:
+            return []
+        dense, sparse = self.features(tickets)
+        results: list[dict[str, dict[str, Any]]] = []
+        start = 0
+        while start < len(tickets):
+            end = self._run_end(tickets, start)
+            results += self._process_run(tickets[start:end], dense[start:end], sparse[start:end])
+            start += len(results) - start
         return results
+
+    def _run_end(self, tickets: Sequence[Mapping[str, Any]], start: int) -> int:
+        """Where the run of tickets from ``start`` ends: after the first ticket whose new labels
+        fill a field's step or correct a label (without learning anything), or at the end."""
+        room = {name: self.batch - self.held(name) for name in self.fields}
+        overlay: dict[tuple[str, str], str] = {}
+        for i in range(start, len(tickets)):
+            ticket = tickets[i]
+            ticket_id = ticket.get("id")
+            ends = False
+            for name in self.fields:
+                label = ticket.get(name)
+                if not label:
+                    continue
+                if ticket_id is not None:
+                    key = (str(ticket_id), name)
+                    earlier = overlay[key] if key in overlay else self._taught.get(key)
+                    if earlier == label:
+                        continue
+                    overlay[key] = str(label)
+                    ends = ends or earlier is not None
+                room[name] -= 1
+                ends = ends or room[name] == 0
+            if ends:
+                return i + 1
+        return len(tickets)
+
+    def _process_run(
+        self, tickets: Sequence[Mapping[str, Any]], dense: np.ndarray, sparse: sp.csr_matrix
+    ) -> list[dict[str, dict[str, Any]]]:
+        """:meth:`process_many` of a run, over which the models do not change until its last ticket is learned.
+
+        Its predictions, one per ticket processed: all, unless a ticket's labels change a
+        model before the run's end after all (a learned id forgotten meanwhile, of the
+        million remembered), where the run stops, learned.
+        """
+        raw = {
+            name: _raw_field(model, dense, sparse)
+            for name, model in self.models.items()
+            if self.learned[name] and model.classes
+        }
+        results: list[dict[str, dict[str, Any]]] = []
+        fresh: list[tuple[dict[str, str], dict[str, str]]] = []
+        rows: list[int] = []
+        pending: Counter[str] = Counter()  # per field, the labels of this run
+        for row, ticket in enumerate(tickets):
+            predicted: dict[str, dict[str, Any]] = {}
+            bins_of: dict[str, int] = {}
+            for name in self.fields:
+                if name not in raw:
+                    predicted[name] = {"label": None, "confidence": 0.0, "uncertain": True}
+                    continue
+                labels, probability, bins = raw[name]
+                confidence = float(probability[row])
+                if bins is not None:
+                    bins_of[name] = int(bins[row])
+                    if self.calibrate:
+                        confidence = self.calibration[name].confidence_one(bins_of[name], confidence)
+                uncertain = self.learned[name] < self.min_labels or confidence < self.min_confidence
+                predicted[name] = {"label": labels[row], "confidence": round(confidence, 4), "uncertain": uncertain}
+            results.append(predicted)
+            new, earlier_of = self._new_labels(ticket)
+            if new:
+                self._score(new, earlier_of, predicted_labels(predicted, bins_of))
+                fresh.append((new, earlier_of))
+                rows.append(row)
+                pending.update(new.keys())
+                if earlier_of or any(self.held(name) + pending[name] >= self.batch for name in new):
+                    break  # the models change here: the rest is predicted by the next run
+        if fresh:
+            self._learn_rows(fresh, dense[rows], sparse[rows])
+        return results
+
+
+def _raw_field(
+    model: SoftmaxModel, dense: np.ndarray, sparse: sp.csr_matrix
+) -> tuple[list[str], np.ndarray, np.ndarray | None]:
+    """Each row's most likely class, its probability, and its margin bin (``None`` with one class known)."""
+    scores = model.scores(dense, sparse)
+    best = scores.argmax(axis=1)
+    labels = [model.classes[k] for k in best.tolist()]
+    top = scores[np.arange(len(best)), best]
+    shifted = np.exp(scores - top[:, None])
+    probability = 1.0 / shifted.sum(axis=1)
+    if len(model.classes) < 2:
+        return labels, probability, None
+    second = -np.partition(-scores, 1, axis=1)[:, 1]
+    return labels, probability, np.searchsorted(MARGIN_EDGES, top - second, side="right")

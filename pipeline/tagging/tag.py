@@ -10,7 +10,8 @@ import orjson
 
 from pipeline.ingest.schema import Ticket
 from pipeline.runtime.kafka import kafka_partitions
-from pipeline.tagging.tagger import FIELDS, TicketTagger, predicted_labels, reading_text
+from pipeline.tagging.choice import Tagger
+from pipeline.tagging.tagger import FIELDS, predicted_labels, reading_text
 
 __all__ = ["TaggedBatch", "tag_tickets", "tagger_document", "ticket_document"]
 
@@ -57,11 +58,17 @@ class TaggedBatch:
     labelled: dict[int, list[dict[str, Any]]]
 
 
-def tag_tickets(tagger: TicketTagger, tickets: Sequence[Ticket], partitions: int) -> TaggedBatch:
+def tag_tickets(
+    tagger: Tagger, tickets: Sequence[Ticket], partitions: int, training_partitions: int | None = None
+) -> TaggedBatch:
     """Predict a batch's tags in one go, and make what goes from it to Kafka.
 
     Each ticket's reading is made once: predicted from, kept for the label join, and
     learned from when the ticket carries labels (the fields a helpdesk filled in).
+
+    ``training_partitions``: the training topic's (:func:`pipeline.topology.training_topic`;
+    one for the linear tagger), when not ``partitions``: a labelled ticket goes to the
+    partition of its id among them.
     """
     docs = [ticket_document(ticket) for ticket in tickets]
     # what the tagger reads of each: predicted from, kept for late labels, learned from
@@ -89,5 +96,6 @@ def tag_tickets(tagger: TicketTagger, tickets: Sequence[Ticket], partitions: int
         # every worker has them: a re-sent ticket's labels are not broadcast again.
         if not _TAGGED_FIELDS.isdisjoint(reading) and not tagger.knows(reading):
             # in the partition of its id, so that a later correction comes after it
-            tagged.labelled.setdefault(id_partition, []).append({**reading, "predicted": first})
+            training = id_partition % training_partitions if training_partitions else id_partition
+            tagged.labelled.setdefault(training, []).append({**reading, "predicted": first})
     return tagged
