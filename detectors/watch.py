@@ -153,6 +153,9 @@ class VolumeWatch:
     keep_baselines: bool = True
     #: read by instances pickled before it was an argument
     max_context_windows: int = 48
+    #: the last window whose level the watch took from an unusual run (:meth:`_adapt`, or
+    #: days unusual without alerting); read as ``None`` by instances pickled before it existed
+    raised_at: int | None = None
 
     def __init__(
         self,
@@ -428,6 +431,7 @@ class VolumeWatch:
                 self.detector = cast(SeasonalRate, self.detector.clone())
                 self.dispersion = [1.0] * len(self.spans)
                 self.protected_run = 0
+                self.raised_at = None
             self.last_busy = window
         if self.episode is not None:
             self.protected_run += 1  # an episode's windows, as unusual ones, are not normal
@@ -443,9 +447,10 @@ class VolumeWatch:
             self._relevel(window)
             self.protected_run = 0
         elif self._fell(window):
-            # far below normal for a day (a surge's level taken as normal, and over): the
-            # last day is normal again, rather than weeks of numbness while the rates fade
-            self._relevel(window)
+            # far below normal for a day: a surge's level taken as normal, and over (the day
+            # is the level again), or a learned level that fell (down only as far as the day
+            # demands), rather than weeks of numbness while the rates fade
+            self._relevel(window, down=True)
         elif not protected:
             self.detector.learn_count(window, taught)
 
@@ -730,14 +735,35 @@ class VolumeWatch:
         windows = [(w, float(c)) for w, c, _ in list(self.recent)[-(day - 1) :]]
         windows.append((window, float(self.totals.get(window, (0, 0))[1])))
         self.detector.relevel(windows)
+        self.raised_at = window
         event = self._resolve(window)
         self.recent.clear()  # their expected counts were of the old level: spans start afresh
         return [event]
 
-    def _relevel(self, window: int) -> None:
-        # the last day's windows (closed, ``window`` the newest) as the level
+    def _relevel(self, window: int, down: bool = False) -> None:
+        """Take the last day's windows (closed, ``window`` the newest) as the level.
+
+        With ``down`` (the day was improbably low, :meth:`_fell`): when the level is one the
+        watch raised itself from an unusual run (:meth:`_adapt`, or days unusual without
+        alerting) within the rates' memory (``hour_visits`` days), the surge is over and the
+        day's count is the level again. Otherwise the level was learned over weeks, and one
+        low day says it fell, not that it fell to that day's count: the level becomes the
+        highest at which the count is not low, the top of the normal band
+        (``level - 2 sqrt(phi level)``, the day scale's dispersion ``phi``) at the count. A
+        day with no question (a collection gap, a catch-all topic emptied for a day) taken
+        as the level made every next ordinary day of the topic a spike (SUMO, 2025: a topic
+        of 10 questions a day relevelled to 0.02, then alerted on 5 to 15 for ten days).
+        """
         day = max(1, 86400 // self.window_seconds)
-        self.detector.relevel([(w, float(c)) for w, c, _ in list(self.recent)[-day:]])
+        windows = [(w, float(c)) for w, c, _ in list(self.recent)[-day:]]
+        at_least = 0.0
+        memory = self.detector.hour_visits * 86400
+        if down and (self.raised_at is None or window - self.raised_at > memory):
+            seen, phi = sum(c for _, c in windows), self.dispersion[-1]
+            at_least = (math.sqrt(phi) + math.sqrt(phi + seen)) ** 2
+        elif not down:
+            self.raised_at = window
+        self.detector.relevel(windows, at_least=at_least)
         self.recent.clear()  # their expected counts were of the old level: spans start afresh
 
     def _resolve(self, window: int) -> SpikeEvent:
