@@ -97,6 +97,19 @@ def test_a_day_without_questions_lowers_the_level_only_as_far_as_it_must() -> No
     assert _opened(events) == [], [(e.window_start, e.scale, e.customers, e.expected) for e in events]
 
 
+def test_a_key_that_falls_silent_loses_its_level_day_by_day() -> None:
+    # ten customers a day, then none: the first empty day keeps about four a day (it cannot
+    # rule them out), each further one lowers the bound (n days of none: about 4 / n a day)
+    rng = np.random.default_rng(19)
+    watch = VolumeWatch("renamed-away", H)
+    busy = list(rng.poisson(10 / 24, 28 * 24))
+    _feed(watch, busy + [0] * 2 * 24)
+    after_two = _day_level(watch, START + 30 * DAY)
+    _feed(watch, [0] * 8 * 24, start=START + 30 * DAY)
+    after_ten = _day_level(watch, START + 38 * DAY)
+    assert 1.5 < after_two < 8 and after_ten < 1.5, (after_two, after_ten)
+
+
 def test_a_surge_level_taken_as_normal_is_let_go_when_it_ends_and_a_relapse_alerts() -> None:
     # three customers a day, a surge of forty a day that lasts (a new level after four days),
     # back to three: the watch drops the level it raised at once, and a relapse alerts
