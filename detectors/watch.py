@@ -559,9 +559,9 @@ class VolumeWatch:
     def _can_skip(self) -> bool:
         """Whether the next quiet windows can be learned in closed form (:meth:`_learn_quiet_run`).
 
-        The model is warm, the
-        recent windows are all kept (a day with no customer), and no span can be
-        improbably low however long the quiet lasts: :meth:`_fell` needs a day's span to
+        The model is warm, no fall is going on (:meth:`_fall_on` may lower the level at
+        the end of each quiet day), the recent windows are all kept (a day with no
+        customer), and no span can be improbably low however long the quiet lasts: :meth:`_fell` needs a day's span to
         expect more than ``4 * phi >= 4`` customers; the windows already kept and those
         to come (each at most :meth:`SeasonalRate.quiet_ceiling`) expect less.
         """
