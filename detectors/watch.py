@@ -435,7 +435,7 @@ class VolumeWatch:
                 # that warms up again rather than alerting on its first questions
                 self.detector = cast(SeasonalRate, self.detector.clone())
                 self.dispersion = [1.0] * len(self.spans)
-                self.protected_run = 0
+                self.protected_run = self.fall_days = 0
                 self.raised_at = None
             self.last_busy = window
         if self.episode is not None:
@@ -742,7 +742,7 @@ class VolumeWatch:
         windows = [(w, float(c)) for w, c, _ in list(self.recent)[-(day - 1) :]]
         windows.append((window, float(self.totals.get(window, (0, 0))[1])))
         self.detector.relevel(windows)
-        self.raised_at = window
+        self.raised_at, self.fall_days = window, 0  # a fall before it says nothing of this level
         event = self._resolve(window)
         self.recent.clear()  # their expected counts were of the old level: spans start afresh
         return [event]
