@@ -23,7 +23,9 @@ that fall on a day when all topics together stood out are counted apart.
 
 Periods: 2022-2024 (tuned on) and 2025-2026 (confirmation), printed separately.
 ``--option`` sets a :class:`detectors.VolumeWatch` argument (``--option min_ratio=3.0``).
-``--misses`` prints the missed days and the subjects of their first questions.
+``--misses`` prints the missed days and the subjects of their first questions;
+``--elsewhere`` prints each episode elsewhere (its scale, customers against expected, and
+the askers, posts and last subjects of its span up to its detection), to read what it was.
 """
 
 from __future__ import annotations
@@ -143,6 +145,7 @@ def evaluate(
             if not near:
                 elsewhere += 1
                 on_all_days += int(e["detected"]) // DAY * DAY in all_days
+                e["elsewhere"] = True
         months = (hi - lo) / (DAY * 365.25 / 12)
         results[name] = {
             "standout_topic_days": len(days),
@@ -178,6 +181,26 @@ def print_misses(questions: list[dict[str, Any]], results: dict[str, dict[str, A
                 print(f"    {s[:100]}")
 
 
+def print_elsewhere(questions: list[dict[str, Any]], episodes: list[dict[str, Any]]) -> None:
+    """Each episode elsewhere, with the questions of its span up to its detection."""
+    by_area: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for q in questions:
+        by_area[q["product_area"] or "unassigned"].append(q)
+    for e in episodes:
+        if not e.get("elsewhere"):
+            continue
+        start = datetime.fromisoformat(e["window_start"]).timestamp()
+        span = [q for q in by_area[e["area"]] if start <= q["at"] <= e["detected"]]
+        askers = len({q["customer_id"] for q in span})
+        detected = datetime.fromtimestamp(e["detected"], UTC).strftime("%Y-%m-%d %H:%M")
+        print(
+            f"\n{detected} {e['area']}: scale {e['scale'] // 3600} h, {e['customers']} customers "
+            f"(expected {e['expected']:.2f}), {askers} askers, {len(span)} posts"
+        )
+        for q in span[-8:]:
+            print(f"    {q['subject'][:100]}")
+
+
 def parse_option(text: str) -> tuple[str, Any]:
     name, _, value = text.partition("=")
     return name, ast.literal_eval(value)
@@ -188,6 +211,7 @@ def main() -> None:
     parser.add_argument("data", type=Path, help="the sumo folder")
     parser.add_argument("--option", action="append", type=parse_option, default=[], help="VolumeWatch NAME=VALUE")
     parser.add_argument("--misses", action="store_true", help="print the days alerted late or not at all")
+    parser.add_argument("--elsewhere", action="store_true", help="print the episodes elsewhere and their questions")
     args = parser.parse_args()
     questions = load_questions(args.data)
     topic_days, all_days = load_standout(args.data)
@@ -209,6 +233,8 @@ def main() -> None:
         )
     if args.misses:
         print_misses(questions, results)
+    if args.elsewhere:
+        print_elsewhere(questions, episodes)
 
 
 if __name__ == "__main__":

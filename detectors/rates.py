@@ -266,13 +266,17 @@ class SeasonalRate(Detector):
         factor = max((sum(day) + prior) / prior for day in self._weekday_sum)
         return [max(self._hour_rate(h, overall) * factor, 1e-3) for h in range(24)]
 
-    def relevel(self, windows: list[tuple[int, float]]) -> None:
-        """Take the level of ``windows`` (``(start, customers)``) as normal: every rate scaled to it."""
+    def relevel(self, windows: list[tuple[int, float]], at_least: float = 0.0) -> None:
+        """Take the level of ``windows`` (``(start, customers)``) as normal: every rate scaled to it.
+
+        ``at_least``: the customers the windows are taken to total, at least (a level
+        lowered from one quiet day keeps what that day cannot rule out).
+        """
         expected = sum(self.expected(t) for t, _ in windows)
         seen = sum(y for _, y in windows)
         if not windows or expected <= 0:
             return
-        ratio = max(seen, 1e-3 * len(windows)) / expected
+        ratio = max(seen, at_least, 1e-3 * len(windows)) / expected
         self._hour_sum = [s * ratio for s in self._hour_sum]
         self._weekday_sum = [[s * ratio for s in day] for day in self._weekday_sum]
         self._derived = None

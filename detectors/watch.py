@@ -153,6 +153,14 @@ class VolumeWatch:
     keep_baselines: bool = True
     #: read by instances pickled before it was an argument
     max_context_windows: int = 48
+    #: the last window whose level the watch took from an unusual run (:meth:`_adapt`, or
+    #: days unusual without alerting); read as ``None`` by instances pickled before it existed
+    raised_at: int | None = None
+    #: a learned level falling (:meth:`_fall_on`): days of the fall so far (0: none), their
+    #: customers, and windows closed since its level was last lowered
+    fall_days: int = 0
+    fall_customers: float = 0.0
+    fall_windows: int = 0
 
     def __init__(
         self,
@@ -427,7 +435,8 @@ class VolumeWatch:
                 # that warms up again rather than alerting on its first questions
                 self.detector = cast(SeasonalRate, self.detector.clone())
                 self.dispersion = [1.0] * len(self.spans)
-                self.protected_run = 0
+                self.protected_run = self.fall_days = 0
+                self.raised_at = None
             self.last_busy = window
         if self.episode is not None:
             self.protected_run += 1  # an episode's windows, as unusual ones, are not normal
@@ -443,9 +452,12 @@ class VolumeWatch:
             self._relevel(window)
             self.protected_run = 0
         elif self._fell(window):
-            # far below normal for a day (a surge's level taken as normal, and over): the
-            # last day is normal again, rather than weeks of numbness while the rates fade
-            self._relevel(window)
+            # far below normal for a day: a surge's level taken as normal, and over (the day
+            # is the level again), or a learned level that fell (down only as far as the day
+            # demands), rather than weeks of numbness while the rates fade
+            self._relevel(window, down=True)
+        elif self.fall_days and self._fall_on(window):
+            pass  # the fall went on for another day: lowered again
         elif not protected:
             self.detector.learn_count(window, taught)
 
@@ -547,14 +559,14 @@ class VolumeWatch:
     def _can_skip(self) -> bool:
         """Whether the next quiet windows can be learned in closed form (:meth:`_learn_quiet_run`).
 
-        The model is warm, the
-        recent windows are all kept (a day with no customer), and no span can be
-        improbably low however long the quiet lasts: :meth:`_fell` needs a day's span to
+        The model is warm, no fall is going on (:meth:`_fall_on` may lower the level at
+        the end of each quiet day), the recent windows are all kept (a day with no
+        customer), and no span can be improbably low however long the quiet lasts: :meth:`_fell` needs a day's span to
         expect more than ``4 * phi >= 4`` customers; the windows already kept and those
         to come (each at most :meth:`SeasonalRate.quiet_ceiling`) expect less.
         """
         span = self.spans[-1]
-        if not self.detector.ready or self.low_run or not self._quiet_day():
+        if not self.detector.ready or self.low_run or self.fall_days or not self._quiet_day():
             return False
         if len(self.recent) != self.recent.maxlen:
             return False
@@ -730,15 +742,80 @@ class VolumeWatch:
         windows = [(w, float(c)) for w, c, _ in list(self.recent)[-(day - 1) :]]
         windows.append((window, float(self.totals.get(window, (0, 0))[1])))
         self.detector.relevel(windows)
+        self.raised_at, self.fall_days = window, 0  # a fall before it says nothing of this level
         event = self._resolve(window)
         self.recent.clear()  # their expected counts were of the old level: spans start afresh
         return [event]
 
-    def _relevel(self, window: int) -> None:
-        # the last day's windows (closed, ``window`` the newest) as the level
+    def _relevel(self, window: int, down: bool = False) -> None:
+        """Take the last day's windows (closed, ``window`` the newest) as the level.
+
+        With ``down`` (the day was improbably low, :meth:`_fell`): when the level is one the
+        watch raised itself from an unusual run (:meth:`_adapt`, or days unusual without
+        alerting) within the rates' memory (``hour_visits`` days), the surge is over and the
+        day's count is the level again. Otherwise the level was learned over weeks, and one
+        low day says it fell, not that it fell to that day's count: the level becomes the
+        highest the count allows (:meth:`_fall_level`), and each next day below it lowers
+        it again (:meth:`_fall_on`). A day with no question (a collection gap, a catch-all
+        topic emptied for a day) taken as the level made every next ordinary day of the
+        topic a spike (SUMO, 2025: a topic of 10 questions a day relevelled to 0.02, then
+        alerted on 5 to 15 for ten days).
+        """
         day = max(1, 86400 // self.window_seconds)
-        self.detector.relevel([(w, float(c)) for w, c, _ in list(self.recent)[-day:]])
+        windows = [(w, float(c)) for w, c, _ in list(self.recent)[-day:]]
+        at_least = 0.0
+        memory = self.detector.hour_visits * 86400
+        self.fall_days = 0
+        if down and (self.raised_at is None or window - self.raised_at > memory):
+            self.fall_days, self.fall_customers, self.fall_windows = 1, sum(c for _, c in windows), 0
+            at_least = self._fall_level()
+        elif not down:
+            self.raised_at = window
+        self.detector.relevel(windows, at_least=at_least)
         self.recent.clear()  # their expected counts were of the old level: spans start afresh
+
+    def _fall_level(self) -> float:
+        """The highest level a day that the fall's days' customers allow (see :meth:`_relevel`).
+
+        ``n`` days with ``S`` customers in all: the level ``L`` a day at which ``S`` is at the
+        bottom of the normal band of ``n`` days, ``n L - 2 sqrt(phi n L) = S`` (``phi``: the day
+        scale's dispersion): ``(sqrt(phi) + sqrt(phi + S))^2 / n``. No customer in a day keeps
+        about four a day, in ten days about 0.4; eight in a day keep about sixteen.
+        """
+        phi = self.dispersion[-1]
+        return (math.sqrt(phi) + math.sqrt(phi + self.fall_customers)) ** 2 / self.fall_days
+
+    def _fall_on(self, window: int) -> bool:
+        """Once a day of a fall: lower the level again when the day was below it; whether it did.
+
+        The fall ends at the first day at or above its level (the level holds), or once its
+        level is under ``phi`` a day (the day scale's dispersion): a day with no customer is
+        then the likeliest day, and the rates learning it say the rest (a key that fell
+        silent can then learn its quiet at once, :meth:`_can_skip`). A day below whose bound
+        would not lower the level yet adds its evidence all the same.
+        """
+        self.fall_windows += 1
+        day = max(1, 86400 // self.window_seconds)
+        if self.fall_windows < day or len(self.recent) < day:
+            return False
+        self.fall_windows = 0
+        windows = [(w, float(c)) for w, c, _ in list(self.recent)[-day:]]
+        seen = sum(c for _, c in windows)
+        expected = sum(self.detector.expected(w) for w, _ in windows)
+        self.fall_days += 1
+        self.fall_customers += seen
+        if seen >= expected:
+            self.fall_days = 0
+            return False
+        level = self._fall_level()
+        if level < self.dispersion[-1]:
+            self.fall_days = 0
+        if level >= expected:
+            return False
+        # the spans' expected counts stay as they were (a little high, for a day): a key that
+        # fell silent keeps the whole of :attr:`recent`, and so can learn its quiet at once
+        self.detector.relevel(windows, at_least=level)
+        return True
 
     def _resolve(self, window: int) -> SpikeEvent:
         before = self._before(window, self.episode_scale - 1)

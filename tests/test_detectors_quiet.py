@@ -75,8 +75,9 @@ def test_a_quiet_run_learned_at_once_leaves_the_watch_as_stepping_does(make, qui
     assert at_once.advance(end + quiet_days * 24 * H) == []
     if make is _silent_watch:  # all but (part of) its first quiet day and the last windows, learned one by one
         assert sum(runs) >= quiet_days * 24 - 24 - 25
-    elif quiet_days == 40:  # once no span could be improbably low, however long the quiet lasts
-        assert sum(runs) >= 20 * 24
+    elif quiet_days == 40:  # once no span could be improbably low, however long the quiet lasts (the
+        # level falls over the first days of silence, each day's bound lower: VolumeWatch._fall_on)
+        assert sum(runs) >= 15 * 24
 
     week = [stepped.learned_through + H + h * H for h in range(24 * 7)]
     for t in week:  # the model of normal: the same rates
@@ -96,8 +97,8 @@ def test_a_quiet_run_learned_at_once_leaves_the_watch_as_stepping_does(make, qui
         )
     # the dispersions, approximately: each relaxes towards what its span expects, taken to
     # fall steadily from the run's first windows to its last (the weekdays' ups and downs
-    # are not followed); here within 6 %
-    assert at_once.dispersion == pytest.approx(stepped.dispersion, rel=0.06)
+    # are not followed); here within 8 % (6 % while a silent busy key's level fell in one day)
+    assert at_once.dispersion == pytest.approx(stepped.dispersion, rel=0.08)
 
 
 @pytest.mark.parametrize("make", [_busy_watch, _silent_watch], ids=["busy", "nearly-silent"])
@@ -119,8 +120,8 @@ def test_after_a_quiet_run_the_same_surge_gives_the_same_events(make) -> None:
         outcomes.append(events)
     plain, fast = outcomes
     # a slow surge, seen at six hours, its score neither at the line nor saturated
-    kinds = ["opened", "updated", "updated", "resolved"]
-    assert [(e.event, e.scale) for e in plain] == [(kind, 6 * H) for kind in kinds]
+    assert [e.scale for e in plain] == [6 * H] * len(plain)
+    assert plain[0].event == "opened" and plain[-1].event == "resolved" and plain[1].event == "updated"
     assert 0.4 <= plain[0].score < plain[-2].score < 0.9
     assert [(e.event, e.episode_id, e.window_start, e.scale, e.customers, e.tickets, e.detected_at) for e in fast] == [
         (e.event, e.episode_id, e.window_start, e.scale, e.customers, e.tickets, e.detected_at) for e in plain

@@ -78,6 +78,53 @@ def test_a_lasting_new_level_is_alerted_once_then_is_normal() -> None:
     assert 25 < watch.detector.expected(START + 28 * DAY) < 35
 
 
+def _day_level(watch: VolumeWatch, day_start: int) -> float:
+    return sum(watch.detector.expected(day_start + h * H) for h in range(24))
+
+
+def test_a_day_without_questions_lowers_the_level_only_as_far_as_it_must() -> None:
+    # ten customers a day for four weeks, a day with none (a collection gap, a holiday), then
+    # ten ordinary days: no alert; the level after the empty day is the top of the band that
+    # no customer at all is consistent with (about four a day), not zero
+    rng = np.random.default_rng(13)
+    before = list(rng.poisson(10 / 24, 28 * 24))
+    after = list(rng.poisson(10 / 24, 10 * 24))
+    watch = VolumeWatch("installation", H)
+    events = _feed(watch, before + [0] * 30)
+    assert _opened(events) == []
+    assert 3.5 < _day_level(watch, START + 29 * DAY) < 10
+    events = _feed(watch, after, start=START + len(before + [0] * 30) * H)
+    assert _opened(events) == [], [(e.window_start, e.scale, e.customers, e.expected) for e in events]
+
+
+def test_a_key_that_falls_silent_loses_its_level_day_by_day() -> None:
+    # ten customers a day, then none: the first empty day keeps about four a day (it cannot
+    # rule them out), each further one lowers the bound (n days of none: about 4 / n a day)
+    rng = np.random.default_rng(19)
+    watch = VolumeWatch("renamed-away", H)
+    busy = list(rng.poisson(10 / 24, 28 * 24))
+    _feed(watch, busy + [0] * 2 * 24)
+    after_two = _day_level(watch, START + 30 * DAY)
+    _feed(watch, [0] * 8 * 24, start=START + 30 * DAY)
+    after_ten = _day_level(watch, START + 38 * DAY)
+    assert 1.5 < after_two < 8 and after_ten < 1.5, (after_two, after_ten)
+
+
+def test_a_surge_level_taken_as_normal_is_let_go_when_it_ends_and_a_relapse_alerts() -> None:
+    # three customers a day, a surge of forty a day that lasts (a new level after four days),
+    # back to three: the watch drops the level it raised at once, and a relapse alerts
+    rng = np.random.default_rng(17)
+    counts = list(rng.poisson(3 / 24, 21 * 24)) + list(rng.poisson(40 / 24, 6 * 24))
+    counts += list(rng.poisson(3 / 24, 4 * 24))
+    watch = VolumeWatch("vpn", H)
+    events = _feed(watch, counts)
+    assert [e.event for e in events if e.event != "updated"] == ["opened", "resolved"]
+    assert _day_level(watch, START + len(counts) * H) < 6
+    relapse = list(rng.poisson(30 / 24, 24))
+    events = _feed(watch, relapse, start=START + len(counts) * H)
+    assert len(_opened(events)) == 1
+
+
 def test_daily_and_weekly_peaks_are_normal() -> None:
     rng = np.random.default_rng(11)
     hours = np.arange(8 * 7 * 24)
