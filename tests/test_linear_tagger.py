@@ -300,3 +300,60 @@ def test_a_step_marker_makes_every_worker_learn_its_held_labels_at_one_point(
     assert [orjson.loads(m) for m in sent] == [{"examples": [], "step": True}]
     words = LearnLabels(settings, tp.topic, TicketTagger(), _Sink(), asyncio.Event(), preloaded={})
     assert not words.step_due(caught_up=True, now=1e9)  # naive Bayes holds nothing
+
+
+def test_a_reading_kept_from_tagging_gives_the_features_encoding_it_again_gives(encoder) -> None:
+    """A labelled ticket is encoded when tagged and found again when its label is learned:
+    the kept rows are the rows a fresh encoding gives, in any batch."""
+    tickets = [
+        {"id": f"k{i}", "reading": f"{s} (order {i})" + " and more words" * (i % 4)}
+        for i, (s, _, _) in enumerate(SUBJECTS * 3)
+    ]
+    tagging, fresh = LinearTagger(encoder), LinearTagger(encoder)
+    tagging.features(tickets[:17])  # as the tag stage would, in one batch
+    dense, sparse = tagging.features(tickets[5:25])  # learned later, in another batch
+    assert tagging._readings.hits == 12  # k5 to k16 were kept
+    fresh_dense, fresh_sparse = fresh.features(tickets[5:25])
+    assert np.array_equal(dense, fresh_dense)
+    assert (sparse != fresh_sparse).nnz == 0
+    # a text that changed under the same id is encoded anew
+    changed = [{**tickets[5], "reading": "something else entirely"}]
+    assert not np.array_equal(tagging.features(changed)[0], dense[:1])
+    # nothing of it is pickled
+    assert "_readings" not in pickle.loads(pickle.dumps(tagging)).__dict__
+
+
+def test_a_training_example_carries_its_tokens_and_every_worker_embeds_them_alike(encoder) -> None:
+    """The tag stage puts the reading's token ids on a labelled ticket's training example:
+    a worker that never saw the ticket embeds them, to the features tokenizing gives; ids
+    of another model, or outside the vocabulary, are not trusted (the reading is tokenized)."""
+    settings = Settings(app_id="tp")
+    tickets = [
+        parse_ticket(
+            orjson.dumps(
+                {
+                    "id": f"c{i}",
+                    "created_at": "2026-03-02T10:00:00+00:00",
+                    "customer_id": f"u{i}",
+                    "subject": s,
+                    "body": "since this morning",
+                    "case_type": c,
+                }
+            )
+        )
+        for i, (s, c, _) in enumerate(SUBJECTS)
+    ]
+    tagged = tag_tickets(LinearTagger(encoder), tickets, settings.partitions, 1)
+    (examples,) = tagged.labelled.values()
+    assert len(examples) == len(SUBJECTS)
+    assert all(e["tokens"] and e["tokens_of"] == encoder.model_id for e in examples)
+    other_worker, reference = LinearTagger(encoder), LinearTagger(encoder)
+    dense, sparse = other_worker.features(examples)
+    plain = [{k: v for k, v in e.items() if k not in ("tokens", "tokens_of")} for e in examples]
+    ref_dense, ref_sparse = reference.features(plain)
+    assert np.array_equal(dense, ref_dense) and (sparse != ref_sparse).nnz == 0
+    # untrusted ids: tokenized here, the same features
+    for bad in ({"tokens_of": "another-model@1"}, {"tokens": [10**9]}, {"tokens": "not ids"}):
+        odd = [{**e, **bad, "id": f"{e['id']}-odd"} for e in examples[:2]]
+        got = LinearTagger(encoder).features(odd)[0]
+        assert np.array_equal(got, ref_dense[:2]), bad

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -51,7 +51,7 @@ from pipeline.tagging.tagger import (
 )
 from pipeline.text.embedding import TicketEncoder, check_model_id
 
-__all__ = ["MARGIN_EDGES", "LinearTagger", "SoftmaxModel", "token_features"]
+__all__ = ["MARGIN_EDGES", "EncodedReadings", "LinearTagger", "SoftmaxModel", "token_features"]
 
 #: Margin bins for a softmax model (nats between the first class's log-probability and the
 #: second's). A softmax is less extreme than naive Bayes: its margins run 0-10 nats, not 0-100.
@@ -133,19 +133,18 @@ class SoftmaxModel:
 
     def scores(self, dense: np.ndarray, sparse: sp.csr_matrix) -> np.ndarray:
         """Each row's score per known class (log-probabilities up to a constant)."""
+        return self._scores(dense, _present(sparse))
+
+    def _scores(self, dense: np.ndarray, present: tuple[np.ndarray, sp.csr_matrix] | None) -> np.ndarray:
         k = len(self.classes)
         s = dense @ self._dense[:k].T + self._bias[:k]
-        if sparse.nnz:
-            cols = np.unique(sparse.indices)  # the buckets present: a few hundred of ``buckets``
-            s += sparse[:, cols] @ self._sparse[cols, :k]
+        if present is not None:
+            cols, compact = present
+            s += compact @ self._sparse[cols, :k]
         return np.asarray(s, dtype=np.float32)
 
     def proba(self, dense: np.ndarray, sparse: sp.csr_matrix) -> np.ndarray:
-        s = self.scores(dense, sparse)
-        s -= s.max(axis=1, keepdims=True)
-        np.exp(s, out=s)
-        s /= s.sum(axis=1, keepdims=True)
-        return s
+        return _softmax(self.scores(dense, sparse))
 
     def learn(self, dense: np.ndarray, sparse: sp.csr_matrix, labels: Sequence[str]) -> None:
         """One gradient step on a mini-batch (the summed cross-entropy of its rows), AdaGrad's step sizes."""
@@ -154,24 +153,134 @@ class SoftmaxModel:
                 self._add_class(label)
         k = len(self.classes)
         y = np.fromiter((self.index[label] for label in labels), dtype=np.intp, count=len(labels))
-        grad = self.proba(dense, sparse)
+        present = _present(sparse)
+        grad = _softmax(self._scores(dense, present))
         grad[np.arange(len(y)), y] -= 1.0
         _adagrad(self._dense[:k], self._g_dense[:k], grad.T @ dense, self.step)
         bias_grad = grad.sum(axis=0)
         self._g_bias[:k] += bias_grad * bias_grad
         self._bias[:k] -= self.step * bias_grad / (np.sqrt(self._g_bias[:k]) + 1e-6)
-        if sparse.nnz:
-            cols = np.unique(sparse.indices)
-            g = np.asarray(sparse[:, cols].T @ grad, dtype=np.float32)
+        if present is not None:
+            cols, compact = present
+            g = np.asarray(compact.T @ grad, dtype=np.float32)
             w, acc = self._sparse[cols, :k], self._g_sparse[cols, :k]
             _adagrad(w, acc, g, self.step)
             self._sparse[cols, :k], self._g_sparse[cols, :k] = w, acc
+
+
+def _softmax(s: np.ndarray) -> np.ndarray:
+    """Each row's scores as probabilities, in place."""
+    s -= s.max(axis=1, keepdims=True)
+    np.exp(s, out=s)
+    s /= s.sum(axis=1, keepdims=True)
+    return s
+
+
+def _present(sparse: sp.csr_matrix) -> tuple[np.ndarray, sp.csr_matrix] | None:
+    """The buckets present in ``sparse`` (a few hundred of ``buckets``), and ``sparse`` on them alone.
+
+    Its entries renumbered in place of scipy's column slicing (``sparse[:, cols]``), which
+    checked and sorted them: a third of a learning step's cost on short tickets.
+    """
+    if not sparse.nnz:
+        return None
+    cols, at = np.unique(sparse.indices, return_inverse=True)
+    compact = sp.csr_matrix(
+        (sparse.data, at.astype(sparse.indices.dtype), sparse.indptr), shape=(sparse.shape[0], len(cols))
+    )
+    return cols, compact
 
 
 def _adagrad(weights: np.ndarray, accumulated: np.ndarray, grad: np.ndarray, step: float) -> None:
     """AdaGrad's update, in place (``weights`` and ``accumulated`` may be views)."""
     accumulated += grad * grad
     weights -= step * grad / (np.sqrt(accumulated) + 1e-6)
+
+
+def _carried_tokens(ticket: Mapping[str, Any], encoder: TicketEncoder) -> np.ndarray | None:
+    """The token ids a training example carries, if made by this embedding model and in its vocabulary."""
+    tokens = ticket.get("tokens")
+    if tokens is None or ticket.get("tokens_of") != encoder.model_id:
+        return None  # none, or tokenized by another model (a rolling upgrade): tokenized here
+    try:
+        ids = np.asarray(tokens, dtype=np.int32)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if ids.ndim != 1 or (ids.size and (ids.min() < 0 or ids.max() >= len(encoder.vectors))):
+        return None
+    return ids
+
+
+class EncodedReadings:
+    """The embedding and token ids of the readings encoded lately, by ticket id and reading.
+
+    A labelled ticket is encoded as it is tagged, and again moments later when its labels
+    come back on the training topic (every worker learns every label): tokenizing is most
+    of the encoder's cost (docs/benchmarks.md). Kept by the ticket's id and the hash of its
+    reading (a text that changed is encoded anew), the oldest let go beyond ``size``
+    (1.3 KB a reading at 256 dimensions). The encoder gives each text the same row in
+    any batch, so a kept row is the row encoding it again would give.
+
+    >>> from pipeline.text.embedding import shared_encoder
+    >>> readings, encoder = EncodedReadings(size=2), shared_encoder()
+    >>> first = readings.encode(encoder, [{"id": "1", "subject": "Export fails", "body": "since the update"}])
+    >>> again = readings.encode(encoder, [{"id": "1", "subject": "Export fails", "body": "since the update"}])
+    >>> bool((first[0] == again[0]).all()), readings.hits
+    (True, 1)
+    """
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self.hits = 0
+        self._kept: OrderedDict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
+
+    def encode(
+        self, encoder: TicketEncoder, tickets: Sequence[Mapping[str, Any]]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """As :meth:`TicketEncoder.encode_with_tokens` of each ticket's reading."""
+        texts = [document_reading(t) for t in tickets]
+        keys = [(str(t.get("id")), hash(text)) for t, text in zip(tickets, texts, strict=True)]
+        found = [self._kept.get(key) for key in keys]
+        missing = [i for i, row in enumerate(found) if row is None]
+        self.hits += len(keys) - len(missing)
+        # a training example carries the ids its reading was tokenized into (:meth:`tokens_of`,
+        # where it was tagged): every worker learning it embeds them, none tokenizes it again
+        carried_ids = {i: _carried_tokens(tickets[i], encoder) for i in missing}
+        carried = [i for i in missing if carried_ids[i] is not None]
+        fresh = [i for i in missing if carried_ids[i] is None]
+        if carried:
+            token_rows = [cast(np.ndarray, carried_ids[i]) for i in carried]
+            lengths = np.fromiter(map(len, token_rows), dtype=np.int64, count=len(token_rows))
+            self._keep(keys, found, carried, encoder.embed_tokens(np.concatenate(token_rows), lengths), token_rows)
+        if fresh:
+            encoded, ids, lengths = encoder.encode_with_tokens([texts[i] for i in fresh])
+            ends = np.cumsum(lengths)
+            self._keep(keys, found, fresh, encoded, [ids[e - n : e] for e, n in zip(ends, lengths, strict=True)])
+        rows = [row for row in found if row is not None]
+        if not rows:
+            return encoder.encode_with_tokens([])
+        dense = np.stack([row[0] for row in rows])
+        token_ids = np.concatenate([row[1] for row in rows]).astype(np.int32, copy=False)
+        return dense, token_ids, np.fromiter((len(row[1]) for row in rows), dtype=np.int64, count=len(rows))
+
+    def _keep(
+        self,
+        keys: list[tuple[str, int]],
+        found: list[tuple[np.ndarray, np.ndarray] | None],
+        rows: list[int],
+        encoded: np.ndarray,
+        ids: list[np.ndarray],
+    ) -> None:
+        for j, i in enumerate(rows):
+            found[i] = row = (encoded[j].copy(), ids[j].copy())
+            self._kept[keys[i]] = row
+        while len(self._kept) > self.size:
+            self._kept.popitem(last=False)
+
+    def tokens_of(self, ticket: Mapping[str, Any]) -> list[int] | None:
+        """The token ids of a ticket's reading, when it was encoded lately (else ``None``)."""
+        row = self._kept.get((str(ticket.get("id")), hash(document_reading(ticket))))
+        return None if row is None else row[1].tolist()
 
 
 class LinearTagger:
@@ -244,7 +353,7 @@ class LinearTagger:
         self._held: dict[str, tuple[Any, Any, list[str]]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "encoder"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("encoder", "_readings")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -259,7 +368,7 @@ class LinearTagger:
         """Become ``other`` (a checkpoint), in place, keeping this tagger's encoder; refused if
         ``other`` learned on another embedding model's vectors."""
         check_model_id(self.model_id, other.__dict__.get("model_id"), what)
-        self.__dict__.update({k: v for k, v in other.__dict__.items() if k != "encoder"})
+        self.__dict__.update({k: v for k, v in other.__dict__.items() if k not in ("encoder", "_readings")})
 
     # -- features --------------------------------------------------------------------------
 
@@ -267,10 +376,18 @@ class LinearTagger:
         self, tickets: Sequence[Mapping[str, Any]], vectors: np.ndarray | None = None
     ) -> tuple[np.ndarray, sp.csr_matrix]:
         """The embedding (scaled) and the hashed n-grams of each ticket's reading, as two matrices."""
-        texts = [document_reading(t) for t in tickets]
-        encoded, ids, lengths = self.encoder.encode_with_tokens(texts)
+        readings = self.__dict__.get("_readings")
+        if readings is None:  # not pickled: a loaded tagger starts with none
+            readings = self._readings = EncodedReadings()
+        encoded, ids, lengths = readings.encode(self.encoder, tickets)
         dense = encoded if vectors is None else np.asarray(vectors, dtype=np.float32)
         return dense * np.float32(self.dense_weight), token_features(ids, lengths, self.buckets)
+
+    def tokens_of(self, ticket: Mapping[str, Any]) -> list[int] | None:
+        """The token ids of a ticket's reading, if this tagger encoded it lately: what its
+        training example carries, so that the workers learning it do not tokenize it again."""
+        readings = self.__dict__.get("_readings")
+        return None if readings is None else readings.tokens_of(ticket)
 
     # -- predicting ------------------------------------------------------------------------
 

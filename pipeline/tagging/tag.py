@@ -75,6 +75,7 @@ def tag_tickets(
     readings = [tagger_document(doc) for doc in docs]
     predictions, margin_bins = tagger.predict_binned(readings)
     tagged = TaggedBatch(predictions, {}, {}, {})
+    tokens_of = getattr(tagger, "tokens_of", None)
     ids = [doc["id"].encode() for doc in docs]
     id_partitions = kafka_partitions(ids, partitions)
     for doc, key, id_partition, reading, predicted, bins in zip(
@@ -97,5 +98,9 @@ def tag_tickets(
         if not _TAGGED_FIELDS.isdisjoint(reading) and not tagger.knows(reading):
             # in the partition of its id, so that a later correction comes after it
             training = id_partition % training_partitions if training_partitions else id_partition
-            tagged.labelled.setdefault(training, []).append({**reading, "predicted": first})
+            example = {**reading, "predicted": first}
+            tokens = tokens_of(reading) if tokens_of is not None else None
+            if tokens is not None:  # the linear tagger's: no worker learning it tokenizes it again
+                example["tokens"], example["tokens_of"] = tokens, tagger.model_id  # type: ignore[union-attr]
+            tagged.labelled.setdefault(training, []).append(example)
     return tagged

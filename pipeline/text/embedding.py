@@ -125,17 +125,27 @@ class TicketEncoder:
         ids_of = [e.ids for e in self.tokenizer.encode_batch_fast(batch, add_special_tokens=False)]
         lengths = np.fromiter(map(len, ids_of), dtype=np.int64, count=len(ids_of))
         ids = np.fromiter(itertools.chain.from_iterable(ids_of), dtype=np.int32, count=int(lengths.sum()))
+        return self.embed_tokens(ids, lengths), ids, lengths
+
+    def embed_tokens(self, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """The unit vectors of texts already tokenized (``ids`` one text after the other, ``lengths`` each).
+
+        :meth:`encode_with_tokens` without the tokenizer, which is most of its cost: the
+        same rows, bit for bit, for a text's ids carried from where it was tokenized.
+        """
+        if not len(lengths):
+            return np.zeros((0, self.dims), dtype=np.float32)
         # a sparse matrix of token counts times the vectors: sums the rows in C without
         # gathering a (tokens x dims) copy (117 against 159 us a 300-character text with
         # gather and np.add.reduceat; tokenizing alone 94: docs/benchmarks.md)
         indptr = np.concatenate(([0], np.cumsum(lengths)))
         counts = sp.csr_matrix(
-            (np.ones(ids.size, dtype=np.float32), ids, indptr), shape=(len(texts), len(self.vectors))
+            (np.ones(ids.size, dtype=np.float32), ids, indptr), shape=(len(lengths), len(self.vectors))
         )
         out = np.asarray(counts @ self.vectors, dtype=np.float32)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         np.divide(out, norms, out=out, where=norms > 0)
-        return out, ids, lengths
+        return out
 
     def encode_tickets(self, tickets: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """:meth:`encode` of each ticket's :func:`ticket_text`."""
