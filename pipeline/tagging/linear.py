@@ -33,7 +33,7 @@ The worker gives every worker one order: its training topic has one partition
 from __future__ import annotations
 
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -444,26 +444,39 @@ class LinearTagger:
             not ticket.get(name) or self._taught.get((str(ticket_id), name)) == ticket.get(name) for name in self.fields
         )
 
-    def _new_labels(self, ticket: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
-        """The labels not learned before for the ticket's id, and of those, the corrected ones' earlier labels."""
+    def _changes(
+        self, ticket: Mapping[str, Any], earlier_of: Callable[[tuple[str, str]], str | None]
+    ) -> Iterator[tuple[str, str, tuple[str, str] | None, str | None]]:
+        """The ticket's labels not learned before: ``(field, label, key, earlier label)``.
+
+        ``earlier_of``: what was learned for a ``(ticket id, field)`` key (a ticket without an id
+        has no key, and every label of it is new).
+        """
         ticket_id = ticket.get("id")
-        fresh, earlier_of = {}, {}
         for name in self.fields:
             label = ticket.get(name)
             if not label:
                 continue
-            if ticket_id is not None:
-                key = (str(ticket_id), name)
-                earlier = self._taught.get(key)
-                if earlier == label:
-                    continue
+            if ticket_id is None:
+                yield name, str(label), None, None
+                continue
+            key = (str(ticket_id), name)
+            earlier = earlier_of(key)
+            if earlier != label:
+                yield name, str(label), key, earlier
+
+    def _new_labels(self, ticket: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+        """The labels not learned before for the ticket's id, and of those, the corrected ones' earlier labels."""
+        fresh, earlier_of = {}, {}
+        for name, label, key, earlier in self._changes(ticket, self._taught.get):
+            if key is not None:
                 if earlier is not None:
                     earlier_of[name] = earlier
-                self._taught[key] = str(label)
+                self._taught[key] = label
                 self._taught.move_to_end(key)
                 if len(self._taught) > self.max_remembered:
                     self._taught.popitem(last=False)
-            fresh[name] = str(label)
+            fresh[name] = label
         return fresh, earlier_of
 
     def learn_one(self, ticket: Mapping[str, Any]) -> None:
@@ -631,21 +644,16 @@ class LinearTagger:
         """Where the run of tickets from ``start`` ends: after the first ticket whose new labels
         fill a field's step or correct a label (without learning anything), or at the end."""
         room = {name: self.batch - self.held(name) for name in self.fields}
-        overlay: dict[tuple[str, str], str] = {}
+        overlay: dict[tuple[str, str], str] = {}  # what _new_labels would have recorded so far
+
+        def earlier_of(key: tuple[str, str]) -> str | None:
+            return overlay[key] if key in overlay else self._taught.get(key)
+
         for i in range(start, len(tickets)):
-            ticket = tickets[i]
-            ticket_id = ticket.get("id")
             ends = False
-            for name in self.fields:
-                label = ticket.get(name)
-                if not label:
-                    continue
-                if ticket_id is not None:
-                    key = (str(ticket_id), name)
-                    earlier = overlay[key] if key in overlay else self._taught.get(key)
-                    if earlier == label:
-                        continue
-                    overlay[key] = str(label)
+            for name, label, key, earlier in self._changes(tickets[i], earlier_of):
+                if key is not None:
+                    overlay[key] = label
                     ends = ends or earlier is not None
                 room[name] -= 1
                 ends = ends or room[name] == 0
