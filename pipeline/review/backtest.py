@@ -127,21 +127,26 @@ class Backtest:
         bar = tqdm(total=len(tickets), unit="ticket", disable=not progress, file=sys.stderr, mininterval=0.5)
         for start in range(0, len(tickets), BATCH):
             batch = tickets[start : start + BATCH]
-            docs = [self._document(t) for t in batch]
-            if self.settings.tagging_enabled:
-                for doc, predicted in zip(docs, self.tagger.process_many(docs), strict=True):
-                    doc["predicted"] = _confident(predicted)
-            records = [self._count(ticket, doc) for ticket, doc in zip(batch, docs, strict=True)]
-            self.patterns.add(records)
-            # the windows before the batch's last have closed: grouped in one encoding, as the
-            # worker groups what a batch of watermarks closed
-            self._hear_patterns(window_start(batch[-1].created_ts, self.window))
+            self.run_batch(batch)
             bar.update(len(batch))
         bar.close()
         if tickets:
             end = window_start(tickets[-1].created_ts, self.window) + self.window
             self.spikes.finish(end)
             self._hear_patterns(end + self.window)
+
+    def run_batch(self, batch: Sequence[Ticket]) -> None:
+        """One batch of :meth:`run` (event-time order, after the batches before): tagged, counted,
+        watched, grouped; the windows before its last ticket's closed."""
+        docs = [self._document(t) for t in batch]
+        if self.settings.tagging_enabled:
+            for doc, predicted in zip(docs, self.tagger.process_many(docs), strict=True):
+                doc["predicted"] = _confident(predicted)
+        records = [self._count(ticket, doc) for ticket, doc in zip(batch, docs, strict=True)]
+        self.patterns.add(records)
+        # the windows before the batch's last have closed: grouped in one encoding, as the
+        # worker groups what a batch of watermarks closed
+        self._hear_patterns(window_start(batch[-1].created_ts, self.window))
 
     def _document(self, ticket: Ticket) -> dict[str, Any]:
         doc: dict[str, Any] = {
