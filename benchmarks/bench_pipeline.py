@@ -688,6 +688,24 @@ def _wait_for_counts(reader: InfluxReader, tickets: int, workdir: Path) -> int:
     return counted
 
 
+def _wait_until_idle(procs: Sequence[subprocess.Popen[bytes]], timeout: float = 180.0) -> float:
+    """Wait until the workers' CPU over two seconds is under 5 % of a core; the seconds waited.
+
+    The counts reach InfluxDB before the stages behind them are done (the spike watches
+    judge the windows the watermark closed, every worker learns the last labels): their
+    CPU belongs to these tickets too, so the CPU is read once the workers are idle.
+    """
+    t0 = time.monotonic()
+    before = sum(_cpu_seconds(p.pid) for p in procs)
+    while time.monotonic() - t0 < timeout:
+        time.sleep(2.0)
+        now = sum(_cpu_seconds(p.pid) for p in procs)
+        if now - before < 0.1:
+            break
+        before = now
+    return time.monotonic() - t0
+
+
 def transport_rate(settings: Settings, messages: int) -> dict[str, float]:
     """The broker's raw consumption of ``tickets``: the same messages read from the start by the
     Kafka client the worker's ticket reader uses (aiokafka, its fetch size), nothing done with them."""
@@ -809,6 +827,9 @@ def run_contract(
         produce_s = time.perf_counter() - t0
         _wait_for_counts(reader, expected.tickets, workdir)
         seconds = time.perf_counter() - t0
+        counted_cpu = sum(_cpu_seconds(p.pid) for p in procs) - cpu0
+        _wait_until_idle(procs)
+        settled = time.perf_counter() - t0
         cpu = sum(_cpu_seconds(p.pid) for p in procs) - cpu0
         dead_letters = _count_dead_letters(settings) - len(BROKEN)
         latency: dict[str, float] = {}
@@ -844,6 +865,8 @@ def run_contract(
         "seconds": round(seconds, 2),
         "produce_seconds": round(produce_s, 2),
         "tickets_per_second": round(expected.tickets / seconds, 1),
+        "settled_seconds": round(settled, 2),
+        "worker_cpu_seconds_at_counts": round(counted_cpu, 2),
         "worker_cpu_seconds": round(cpu, 2),
         "tickets_per_worker_cpu_second": round(expected.tickets / cpu, 1) if cpu > 0 else None,
         **transport,

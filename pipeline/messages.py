@@ -61,18 +61,23 @@ class TicketWords(NamedTuple):
     created_at: str
     subject: str
     body: str
+    #: the token ids of its reading, packed where it was tagged (``TicketEncoder.pack_tokens``):
+    #: the grouper embeds them instead of tokenizing the ticket again (``None``: it tokenizes)
+    tokens: bytes | None = None
 
 
 class CountingBatch(msgspec.Struct, frozen=True, omit_defaults=True):
     """``<app>-tickets-by-customer``: a batch's facts of one counting partition.
 
     ``watermarks``: the newest window of each ``tickets`` partition the batch read;
-    ``texts``: aligned with ``facts`` when patterns are on.
+    ``texts``: aligned with ``facts`` when patterns are on; ``tokens_of``: the embedding
+    model (``TicketEncoder.model_id``) whose token ids the texts carry.
     """
 
     facts: list[Fact]
     watermarks: dict[str, int]
     texts: list[TicketWords] | None = None
+    tokens_of: str | None = None
 
 
 class PartialRow(NamedTuple):
@@ -107,13 +112,20 @@ class PatternTicket(NamedTuple):
     created_at: str
     subject: str
     body: str
+    #: as :attr:`TicketWords.tokens`
+    tokens: bytes | None = None
 
 
-class PatternTickets(msgspec.Struct, frozen=True):
-    """``<app>-pattern-tickets``: newly counted tickets of the areas of one partition, and the watermark."""
+class PatternTickets(msgspec.Struct, frozen=True, omit_defaults=True):
+    """``<app>-pattern-tickets``: newly counted tickets of the areas of one partition, and the watermark.
+
+    ``tokens_of``: the embedding model whose token ids the tickets carry (the grouper of
+    another model tokenizes them again).
+    """
 
     tickets: list[PatternTicket]
     watermarks: dict[str, int | None]
+    tokens_of: str | None = None
 
 
 class AreaRow(NamedTuple):

@@ -17,7 +17,8 @@ import pytest
 from pipeline.patterns.semantic import SemanticGrouper
 from pipeline.tagging.linear import LinearTagger
 from pipeline.tagging.tagger import predicted_labels
-from pipeline.text.embedding import MODEL_DIR, TicketEncoder, ticket_text
+from pipeline.text.cleaning import reading_text
+from pipeline.text.embedding import MODEL_DIR, TicketEncoder
 
 FIXTURE = Path(__file__).parent / "fixtures" / "embedding_vectors.json"
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,9 +61,38 @@ def test_a_folder_without_the_model_is_refused_by_name(tmp_path: Path) -> None:
         TicketEncoder(tmp_path)
 
 
-def test_ticket_text_keeps_the_subject_and_whole_words_of_the_body() -> None:
-    assert ticket_text("Sync broken", "It stopped syncing yesterday evening", 20) == "Sync broken. It stopped syncing"
-    assert ticket_text("", "body only", 20) == "body only"
+def test_a_ticket_is_embedded_from_the_tagger_reading() -> None:
+    enc = TicketEncoder()
+    ticket = {"subject": "Sync broken", "body": "It stopped syncing yesterday.\n> quoted reply\nThanks,\nAna"}
+    expected = enc.encode([reading_text(ticket["subject"], ticket["body"])])
+    assert np.array_equal(enc.encode_tickets([ticket]), expected)
+
+
+def test_carried_token_ids_give_the_rows_of_tokenizing_again() -> None:
+    enc = TicketEncoder()
+    tickets = [
+        {"subject": "Firefox won't load any page", "body": "since this morning nothing opens"},
+        {"subject": "Refund", "body": "charged twice for my plan"},
+        {"subject": "", "body": ""},
+    ]
+    readings = [reading_text(t["subject"], t["body"]) for t in tickets]
+    vectors, ids, lengths = enc.encode_with_tokens(readings)
+    ends = np.cumsum(lengths)
+    packed = [enc.pack_tokens(ids[e - n : e]) for e, n in zip(ends, lengths, strict=True)]
+    # the middle one without ids: tokenized here; the others embedded from theirs
+    carried = enc.encode_tickets(tickets, [packed[0], None, packed[2]])
+    assert np.array_equal(carried, vectors)
+    assert packed[0] is not None and len(packed[0]) == 2 * lengths[0]
+
+
+def test_packed_ids_that_cannot_be_the_model_s_are_tokenized_again() -> None:
+    enc = TicketEncoder()
+    ticket = {"subject": "Sync broken", "body": "it stopped"}
+    expected = enc.encode_tickets([ticket])
+    outside = np.array([len(enc.vectors) + 5], dtype="<u2").tobytes() if len(enc.vectors) < 65530 else b"\x00"
+    assert enc.unpack_tokens(b"\x01\x02\x03") is None  # not whole ids
+    assert enc.unpack_tokens(outside) is None
+    assert np.array_equal(enc.encode_tickets([ticket], [outside]), expected)
 
 
 def _distill_python() -> str | None:

@@ -312,7 +312,9 @@ class _FixedVectors(TicketEncoder):
         self.__dict__.update(copy.copy(shared_encoder()).__dict__)
         self.fixed = vectors
 
-    def encode_tickets(self, tickets: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    def encode_tickets(
+        self, tickets: Sequence[Mapping[str, Any]], tokens: Sequence[bytes | None] | None = None
+    ) -> np.ndarray:
         return np.vstack([self.fixed[t["subject"]] for t in tickets])
 
 

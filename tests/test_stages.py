@@ -294,6 +294,68 @@ def test_patterns_group_a_closed_hours_tickets_and_count_them_exactly() -> None:
     assert len(assigned) == 6 and len({pid for _, pid in assigned}) == 1
 
 
+def _grouped(settings: Settings, messages: list[Any], stage: GroupPatterns) -> list[list[str]]:
+    events = [SimpleNamespace(value=encode(m), offset=n) for n, m in enumerate(messages)]
+    asyncio.run(stage.on_batch({TopicPartition("tp", 0): events}))
+    return sorted(a for m in stage.topics["ticket_patterns"].sent for a in orjson.loads(m.value)["tickets"])
+
+
+def test_a_ticket_is_tokenized_once_its_ids_travel_from_tagging_to_the_grouper(monkeypatch: Any) -> None:
+    from pipeline.tagging.choice import make_tagger
+    from pipeline.text.embedding import shared_encoder
+
+    settings = _settings(tagger="linear", tagging_enabled=True)
+    texts = [
+        ("Export fails", "The CSV export times out"),
+        ("CSV export hangs", "Export to CSV hangs at 99 percent"),
+        ("Refund please", "I want my money back for last month's invoice"),
+    ]
+    raws = [
+        orjson.dumps(
+            {
+                "id": f"t{n}",
+                "created_at": f"2026-03-02T09:{n:02d}:00+00:00",
+                "customer_id": f"c{n}",
+                "subject": texts[n % 3][0],
+                "body": texts[n % 3][1],
+                "product_area": "reports",
+            }
+        )
+        for n in range(9)
+    ]
+    topics = _topics(settings)
+    tagger = make_tagger("linear")
+    validate = Validate(settings, topics, PipelineStats(), tagger, producer=None, clock=lambda: MONDAY + 40 * H)  # type: ignore[arg-type]
+    validate._send_tags = lambda out, tagged: asyncio.sleep(0)  # type: ignore[method-assign]  # not what is tested
+    asyncio.run(validate.on_batch(_records(raws)))
+    model = shared_encoder().model_id
+    assert {m.tokens_of for m in topics["by_customer"].decoded(CountingBatch) if m.texts} == {model}
+    asyncio.run(Count(settings, topics, PipelineStats(), Table()).on_batch(topics["by_customer"].as_events()))
+    carried = [m for m in topics["pattern_tickets"].decoded(PatternTickets) if m.tickets]
+    assert {m.tokens_of for m in carried} == {model}
+    assert all(t.tokens for m in carried for t in m.tickets)
+    closing = PatternTickets([], {"0": MONDAY + 11 * H})
+    # the grouper embeds the ids it is given and tokenizes nothing ...
+    calls: list[int] = []
+    tokenize = shared_encoder().tokenizer.encode_batch_fast
+    monkeypatch.setattr(
+        shared_encoder().tokenizer,
+        "encode_batch_fast",
+        lambda texts, **kw: calls.append(len(texts)) or tokenize(texts, **kw),
+    )
+    with_ids = _grouped(
+        settings, [*carried, closing], GroupPatterns(settings, _topics(settings), PipelineStats(), Sink(), lambda: {0})
+    )
+    assert calls == []
+    # ... and forms the patterns it forms from the text (ids of another model are not trusted)
+    other = [PatternTickets(m.tickets, m.watermarks, "another-model@1#0") for m in carried]
+    from_text = _grouped(
+        settings, [*other, closing], GroupPatterns(settings, _topics(settings), PipelineStats(), Sink(), lambda: {0})
+    )
+    assert calls and with_ids == from_text and len(with_ids) == 9
+    assert len({pid for _, pid in with_ids}) == 2  # the two export tickets' wordings together, refunds apart
+
+
 def test_the_watch_state_of_the_longest_tickets_allowed_stays_far_under_the_producers_limit() -> None:
     from pipeline.ingest.schema import MAX_SUBJECT_CHARS
     from pipeline.runtime.tables import freeze

@@ -79,18 +79,32 @@ class Count:
         chunks: dict[int, tuple[str, list[Fact]]] = {}
         touched: dict[int, set[tuple[int, tuple[str, str, str]]]] = {}
         heard: set[int] = set()
+        events_read = await self.with_skipped(events)
         # counting partition -> pattern partition -> newly counted tickets with their words
         for_patterns: dict[int, dict[int, list[PatternTicket]]] = {}
-        for partition, offset, message in await self.with_skipped(events):
+        # the embedding model whose token ids go on with the tickets: the first message's
+        # (a rolling upgrade can mix two; the others' tickets go on without ids)
+        tokens_of = next((m.tokens_of for _, _, m in events_read if m.texts and m.tokens_of), None)
+        for partition, offset, message in events_read:
             vol = self.volume(partition)
             texts = message.texts
+            keep_tokens = message.tokens_of == tokens_of
             for n, fact in enumerate(message.facts):
                 outcome = vol.add(fact)
                 if outcome == COUNTED:
                     if texts:
                         by_target = for_patterns.setdefault(partition, {})
+                        created_at, subject, body, tokens = texts[n]
                         ticket = PatternTicket(
-                            fact.ticket_id, fact.window, fact.area, fact.case_type, fact.customer_id, *texts[n]
+                            fact.ticket_id,
+                            fact.window,
+                            fact.area,
+                            fact.case_type,
+                            fact.customer_id,
+                            created_at,
+                            subject,
+                            body,
+                            tokens if keep_tokens else None,
                         )
                         by_target.setdefault(self.partition_of(fact.area.encode()), []).append(ticket)
                     # keyed by the first event with a new fact: a replay after a crash never
@@ -116,7 +130,7 @@ class Count:
         for partition in heard | set(touched):
             await self.send_partials(partition, touched.get(partition, ()), out)
             if self.settings.patterns_enabled:
-                await self.send_pattern_tickets(partition, for_patterns.get(partition, {}), out)
+                await self.send_pattern_tickets(partition, for_patterns.get(partition, {}), out, tokens_of)
         await out.delivered()
         self._record(heard, chunks)
         await self.first_seen.delivered()  # before the batch is acknowledged (DurableTable)
@@ -160,12 +174,13 @@ class Count:
             await out.send_parts(self.topics["partials"], target, message, ["rows"])
 
     async def send_pattern_tickets(
-        self, partition: int, by_target: dict[int, list[PatternTicket]], out: Outbox
+        self, partition: int, by_target: dict[int, list[PatternTicket]], out: Outbox, tokens_of: str | None = None
     ) -> None:
         """Newly counted tickets to their pattern partitions; every one hears the watermark."""
         low = self.volume(partition).sources_watermark
         for target in range(self.settings.partitions):
-            message = PatternTickets(by_target.get(target, []), {str(partition): low})
+            tickets = by_target.get(target, [])
+            message = PatternTickets(tickets, {str(partition): low}, tokens_of if tickets else None)
             await out.send_parts(self.topics["pattern_tickets"], target, message, ["tickets"])
 
     async def rebuild(self) -> None:

@@ -103,7 +103,10 @@ class Validate:
             by_partition.setdefault(customer_partition, []).append(fact)
             if self.settings.patterns_enabled:
                 # the words travel with the fact: what ``count`` counts, patterns group
-                words = TicketWords(ticket.created_at.isoformat(), ticket.subject, ticket.body[:PATTERN_BODY_CHARS])
+                tokens = tagged.tokens[n] if tagged.tokens else None
+                words = TicketWords(
+                    ticket.created_at.isoformat(), ticket.subject, ticket.body[:PATTERN_BODY_CHARS], tokens
+                )
                 texts.setdefault(customer_partition, []).append(words)
             source = str(source_partition)
             if fact.window > marks.get(source, -1):
@@ -112,7 +115,7 @@ class Validate:
                 self.stats.newest_created = ticket.created_ts
             _add_context(context, fact, ticket)
         self.stats.received += len(records)
-        await self.send_to_counting(out, by_partition, texts, marks)
+        await self.send_to_counting(out, by_partition, texts, marks, tagged.tokens_of)
         await self._send_tags(out, tagged)
         await self._send_context(out, context)
         await out.delivered()
@@ -165,6 +168,7 @@ class Validate:
         by_partition: dict[int, list[Fact]],
         texts: dict[int, list[TicketWords]],
         marks: dict[str, int],
+        tokens_of: str | None = None,
     ) -> None:
         """Facts (and their words) to their counting partitions, with the tickets partitions' watermarks.
 
@@ -177,7 +181,8 @@ class Validate:
         for partition in range(self.settings.partitions):
             facts = by_partition.get(partition, [])
             if facts or marks:
-                message = CountingBatch(facts, marks, texts.get(partition, []) if patterns else None)
+                words = texts.get(partition, []) if patterns else None
+                message = CountingBatch(facts, marks, words, tokens_of if words else None)
                 await out.send_parts(self.topics["by_customer"], partition, message, ["facts", "texts"])
 
     async def _send_tags(self, out: Outbox, tagged: TaggedBatch) -> None:

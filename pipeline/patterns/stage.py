@@ -135,7 +135,10 @@ class GroupPatterns:
             touched: set[tuple[int, str]] = set()
             for record in records:
                 message = self.codec.decode(record.value)
-                changed = pw.add(message.tickets) | pw.hear(message.watermarks)
+                tickets = message.tickets
+                if message.tokens_of != self.encoder.model_id:  # none, or ids of another model: tokenized here
+                    tickets = [t._replace(tokens=None) if t.tokens is not None else t for t in tickets]
+                changed = pw.add(tickets) | pw.hear(message.watermarks)
                 touched |= changed
                 events += [(tp.partition, e) for e in pw.judge(changed) + pw.close()]
             self.positions[tp.partition] = records[-1].offset + 1

@@ -57,7 +57,8 @@ from pipeline.text.privacy import mask_personal
 __all__ = ["OutdatedPatternState", "PatternRecord", "PatternWatch", "merge_threshold_for"]
 
 #: A counted ticket as ``count`` forwards it:
-#: ``[id, window, area, case_type, customer_id, created_at, subject, body]``.
+#: ``[id, window, area, case_type, customer_id, created_at, subject, body, tokens]`` (``tokens``,
+#: optional: its reading's token ids packed where it was tagged, ``TicketEncoder.pack_tokens``).
 PatternRecord = Sequence[Any]
 
 
@@ -329,18 +330,19 @@ class PatternWatch:
             return set()
         tickets = [
             {
-                "id": ticket_id,
-                "customer_id": customer,
-                "subject": subject,
-                "body": body,
-                "case_type": case_type,
-                "product_area": area,
-                "created_at": created_at,
+                "id": record[0],
+                "customer_id": record[4],
+                "subject": record[6],
+                "body": record[7],
+                "case_type": record[3],
+                "product_area": record[2],
+                "created_at": record[5],
             }
-            for ticket_id, _, area, case_type, customer, created_at, subject, body in records
+            for record in records
         ]
         encoder = self._encoder()
-        vectors = encoder.encode_tickets(tickets)
+        # the token ids the tagger made of each reading, where they came with it (one tokenization a ticket)
+        vectors = encoder.encode_tickets(tickets, [record[8] if len(record) > 8 else None for record in records])
         churn = [near_churn(t["subject"], t["body"]) for t in tickets]
         rows_of: dict[str, list[int]] = {}
         for i, ticket in enumerate(tickets):
@@ -366,7 +368,7 @@ class PatternWatch:
 
     def _count(self, record: PatternRecord, pattern: Pattern, churn: bool) -> tuple[int, str]:
         """Count a grouped ticket in its window and pattern; the key changed."""
-        ticket_id, window, area, _, customer, _, subject, body = record
+        ticket_id, window, area, _, customer, _, subject, body = record[:8]
         pid = pattern.id
         self.assigned.append([ticket_id, pid])
         if churn and self.near_churn_ids is not None:

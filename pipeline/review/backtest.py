@@ -32,6 +32,7 @@ from pipeline.review.sections import HourCounts, ReportData, effects_of, predict
 from pipeline.settings import Settings
 from pipeline.tagging.choice import new_tagger
 from pipeline.tagging.tagger import FIELDS
+from pipeline.text.cleaning import reading_text
 from pipeline.text.privacy import mask_personal
 
 __all__ = ["Backtest", "backtest"]
@@ -139,10 +140,18 @@ class Backtest:
         """One batch of :meth:`run` (event-time order, after the batches before): tagged, counted,
         watched, grouped; the windows before its last ticket's closed."""
         docs = [self._document(t) for t in batch]
+        tokens: list[bytes | None] = [None] * len(docs)
         if self.settings.tagging_enabled:
+            for doc in docs:  # made once: the tagger reads it, and finds its tokens by it
+                doc["reading"] = reading_text(doc["subject"], doc["body"])
             for doc, predicted in zip(docs, self.tagger.process_many(docs), strict=True):
                 doc["predicted"] = _confident(predicted)
-        records = [self._count(ticket, doc) for ticket, doc in zip(batch, docs, strict=True)]
+            packed = getattr(self.tagger, "packed_tokens", None)
+            if packed is not None:  # the grouper embeds the tagger's token ids, as in the worker
+                tokens = [packed(doc) for doc in docs]
+            for doc in docs:
+                del doc["reading"]
+        records = [self._count(ticket, doc, t) for ticket, doc, t in zip(batch, docs, tokens, strict=True)]
         self.patterns.add(records)
         # the windows before the batch's last have closed: grouped in one encoding, as the
         # worker groups what a batch of watermarks closed
@@ -164,7 +173,7 @@ class Backtest:
             return predicted_or_given(doc, name)
         return str(doc.get(name) or UNASSIGNED)
 
-    def _count(self, ticket: Ticket, doc: dict[str, Any]) -> PatternTicket:
+    def _count(self, ticket: Ticket, doc: dict[str, Any], tokens: bytes | None = None) -> PatternTicket:
         """One ticket through counting and the spike watches; its record for pattern grouping."""
         area, case_type = self._tag(doc, "product_area"), self._tag(doc, "case_type")
         hour = window_start(ticket.created_ts, self.window)
@@ -177,7 +186,7 @@ class Backtest:
         self.docs.append(doc)
         self.doc_hours.append(hour)
         return PatternTicket(
-            ticket.id, hour, area, case_type, ticket.customer_id, doc["created_at"], ticket.subject, ticket.body
+            ticket.id, hour, area, case_type, ticket.customer_id, doc["created_at"], ticket.subject, ticket.body, tokens
         )
 
     def _hear_patterns(self, watermark: int) -> None:

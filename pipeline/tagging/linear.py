@@ -277,10 +277,15 @@ class EncodedReadings:
         while len(self._kept) > self.size:
             self._kept.popitem(last=False)
 
-    def tokens_of(self, ticket: Mapping[str, Any]) -> list[int] | None:
+    def token_ids(self, ticket: Mapping[str, Any]) -> np.ndarray | None:
         """The token ids of a ticket's reading, when it was encoded lately (else ``None``)."""
         row = self._kept.get((str(ticket.get("id")), hash(document_reading(ticket))))
-        return None if row is None else row[1].tolist()
+        return None if row is None else row[1]
+
+    def tokens_of(self, ticket: Mapping[str, Any]) -> list[int] | None:
+        """:meth:`token_ids` as a list (what a training example carries)."""
+        ids = self.token_ids(ticket)
+        return None if ids is None else ids.tolist()
 
 
 class LinearTagger:
@@ -388,6 +393,12 @@ class LinearTagger:
         training example carries, so that the workers learning it do not tokenize it again."""
         readings = self.__dict__.get("_readings")
         return None if readings is None else readings.tokens_of(ticket)
+
+    def packed_tokens(self, ticket: Mapping[str, Any]) -> bytes | None:
+        """The token ids of a ticket's reading, packed for the pattern stage (:meth:`TicketEncoder.pack_tokens`),
+        if this tagger encoded it lately: the grouper embeds them rather than tokenizing the ticket again."""
+        readings = self.__dict__.get("_readings")
+        return None if readings is None else self.encoder.pack_tokens(readings.token_ids(ticket))
 
     # -- predicting ------------------------------------------------------------------------
 

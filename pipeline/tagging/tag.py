@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -56,6 +56,11 @@ class TaggedBatch:
     to_join: dict[int, list[dict[str, Any]]]
     #: training examples of the tickets that carry labels this worker has not learned
     labelled: dict[int, list[dict[str, Any]]]
+    #: per ticket, in order: the token ids of its reading, packed (``TicketEncoder.pack_tokens``),
+    #: for the pattern stage to embed; empty when the tagger has no embedding
+    tokens: list[bytes | None] = field(default_factory=list)
+    #: the embedding model those ids belong to (``TicketEncoder.model_id``)
+    tokens_of: str | None = None
 
 
 def tag_tickets(
@@ -76,6 +81,9 @@ def tag_tickets(
     predictions, margin_bins = tagger.predict_binned(readings)
     tagged = TaggedBatch(predictions, {}, {}, {})
     tokens_of = getattr(tagger, "tokens_of", None)
+    packed_tokens = getattr(tagger, "packed_tokens", None)
+    if packed_tokens is not None:  # the linear tagger's: one tokenization a ticket, for tags and patterns
+        tagged.tokens, tagged.tokens_of = [packed_tokens(r) for r in readings], tagger.model_id  # type: ignore[union-attr]
     ids = [doc["id"].encode() for doc in docs]
     id_partitions = kafka_partitions(ids, partitions)
     for doc, key, id_partition, reading, predicted, bins in zip(

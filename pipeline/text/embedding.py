@@ -19,36 +19,23 @@ import itertools
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import scipy.sparse as sp
 from safetensors.numpy import load_file
 from tokenizers import Tokenizer, normalizers
 
-__all__ = ["BODY_CHARS", "MODEL_DIR", "TicketEncoder", "check_model_id", "shared_encoder", "ticket_text"]
+from pipeline.text.cleaning import reading_text
+
+__all__ = ["MODEL_DIR", "PACKED_TOKEN", "TicketEncoder", "check_model_id", "shared_encoder"]
 
 #: the committed model (``deploy/build-embedding-model.sh`` writes it)
 MODEL_DIR = Path(__file__).resolve().parent / "model"
 
-#: Characters of the body read after the subject. Tokenizing is most of the cost, and a
-#: forum question's opening says what it is about: on SUMO 2022-2024 200 characters gave
-#: the best topic accuracy of 100-1,000 (docs/benchmarks.md, benchmarks/embedding_eval.py).
-BODY_CHARS = 300
-
-
-def ticket_text(subject: str, body: str, body_chars: int = BODY_CHARS) -> str:
-    """What is embedded of a ticket: its subject, then the first ``body_chars`` characters of its body.
-
-    >>> ticket_text("Firefox won't start", "Since the update it crashes at once. I tried safe mode.", 20)
-    "Firefox won't start. Since the update it"
-    """
-    subject, body = subject.strip(), " ".join(body[: body_chars + 1].split())
-    if len(body) > body_chars:
-        body = body[:body_chars].rsplit(" ", 1)[0]  # whole words
-    if not subject:
-        return body
-    return f"{subject}. {body}" if body else subject
+#: The dtype token ids travel in between stages (:meth:`TicketEncoder.pack_tokens`): two
+#: bytes an id, for a vocabulary of at most 65,536 tokens (the committed model has 30,522).
+PACKED_TOKEN = np.dtype("<u2")
 
 
 class TicketEncoder:
@@ -58,8 +45,6 @@ class TicketEncoder:
     ----------
     model_dir
         A folder with ``model.safetensors``, ``tokenizer.json`` and ``config.json``.
-    body_chars
-        Characters of a ticket's body read (:func:`ticket_text`).
 
     Examples
     --------
@@ -71,7 +56,7 @@ class TicketEncoder:
     True
     """
 
-    def __init__(self, model_dir: Path | str = MODEL_DIR, body_chars: int = BODY_CHARS) -> None:
+    def __init__(self, model_dir: Path | str = MODEL_DIR) -> None:
         model_dir = Path(model_dir)
         missing = [n for n in ("model.safetensors", "tokenizer.json", "config.json") if not (model_dir / n).exists()]
         if missing:
@@ -79,9 +64,6 @@ class TicketEncoder:
                 f"{model_dir} lacks {', '.join(missing)}: the embedding model is committed in pipeline/text/model "
                 "(deploy/build-embedding-model.sh makes it again)"
             )
-        if body_chars < 0:
-            raise ValueError(f"body_chars must be 0 or more, got {body_chars}")
-        self.body_chars = body_chars
         self.config: dict[str, Any] = json.loads((model_dir / "config.json").read_text())
         weights = model_dir / "model.safetensors"
         tensors = load_file(str(weights))
@@ -90,7 +72,7 @@ class TicketEncoder:
             vectors *= tensors["scales"].astype(np.float32)[:, None]
         self.dims = int(vectors.shape[1])
         self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-        self.tokenizer.no_truncation()  # the text is cut by characters first (ticket_text)
+        self.tokenizer.no_truncation()  # the text is cut by characters first (reading_text)
         self.tokenizer.no_padding()
         normalizer = self.config.get("normalizer")
         self.lowercase = False
@@ -147,11 +129,44 @@ class TicketEncoder:
         np.divide(out, norms, out=out, where=norms > 0)
         return out
 
-    def encode_tickets(self, tickets: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        """:meth:`encode` of each ticket's :func:`ticket_text`."""
-        return self.encode(
-            [ticket_text(str(t.get("subject", "")), str(t.get("body", "")), self.body_chars) for t in tickets]
-        )
+    def encode_tickets(
+        self, tickets: Sequence[Mapping[str, Any]], tokens: Sequence[bytes | None] | None = None
+    ) -> np.ndarray:
+        """:meth:`encode` of each ticket's reading (the tagger's: :func:`pipeline.text.cleaning.reading_text`).
+
+        ``tokens``: per ticket, the token ids of its reading packed where it was tagged
+        (:meth:`pack_tokens`), or ``None``: those are embedded (:meth:`embed_tokens`), not
+        tokenized again, and give the rows encoding the reading would. One representation
+        a ticket: the tagger's and the grouper's vectors are the same.
+        """
+        rows = np.zeros((len(tickets), self.dims), dtype=np.float32)
+        carried = [self.unpack_tokens(t) for t in tokens] if tokens is not None else [None] * len(tickets)
+        fresh = [i for i, ids in enumerate(carried) if ids is None]
+        if fresh:
+            rows[fresh] = self.encode(
+                [reading_text(str(tickets[i].get("subject", "")), str(tickets[i].get("body", ""))) for i in fresh]
+            )
+        given = [i for i, ids in enumerate(carried) if ids is not None]
+        if given:
+            ids_of = [cast(np.ndarray, carried[i]) for i in given]
+            lengths = np.fromiter(map(len, ids_of), dtype=np.int64, count=len(ids_of))
+            rows[given] = self.embed_tokens(np.concatenate(ids_of), lengths)
+        return rows
+
+    def pack_tokens(self, ids: np.ndarray | None) -> bytes | None:
+        """A reading's token ids as bytes, to travel between stages (``None`` if there are none to send)."""
+        if ids is None or len(self.vectors) > np.iinfo(PACKED_TOKEN).max + 1:
+            return None
+        return np.asarray(ids).astype(PACKED_TOKEN).tobytes()
+
+    def unpack_tokens(self, raw: bytes | None) -> np.ndarray | None:
+        """:meth:`pack_tokens` undone; ``None`` for none or for bytes that cannot be this model's ids."""
+        if raw is None or len(raw) % PACKED_TOKEN.itemsize:
+            return None
+        ids = np.frombuffer(raw, dtype=PACKED_TOKEN).astype(np.int32)
+        if ids.size and int(ids.max()) >= len(self.vectors):
+            return None
+        return ids
 
 
 def check_model_id(expected: str, found: str | None, what: str) -> None:
