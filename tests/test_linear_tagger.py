@@ -129,6 +129,29 @@ def test_a_correction_wins_over_the_label_it_replaces(encoder: TicketEncoder) ->
     assert tagger.corrections == 1 and tagger.held("case_type") == 0  # a correction ends its step
 
 
+def test_the_labels_of_a_ticket_are_remembered_for_the_label_horizon_and_no_longer(encoder: TicketEncoder) -> None:
+    day = 86_400
+    tagger = LinearTagger(encoder, min_labels=1, remember_seconds=2 * day)
+    docs = [
+        {"id": f"t{n}", "subject": s, "body": "", "case_type": c, "created": 1_700_000_000 + n * 3600 * 6}
+        for n, (s, c, _) in enumerate(SUBJECTS * 4)
+    ]
+    tagger.learn_batch(docs)  # 40 tickets, six hours apart: ten days
+    remembered = sorted(int(k[0][1:]) for k in tagger._taught)
+    assert remembered == list(range(31, 40))  # two days behind the newest: the last nine (and itself)
+    assert tagger.knows(docs[-1]) and not tagger.knows(docs[0])  # an old re-send would be learned again
+    # a correction of a remembered ticket is still one
+    tagger.learn_batch([{**docs[-2], "case_type": "billing"}])
+    assert tagger.corrections == 1
+    # labels joined later carry no time: they count as the newest
+    tagger.learn_batch([{"id": "late", "subject": "Refund please", "body": "", "case_type": "billing"}])
+    assert tagger.knows({"id": "late", "case_type": "billing"})
+    # a checkpoint keeps what it remembers; how long is the loading worker's setting
+    restored = LinearTagger(encoder, remember_seconds=day)
+    restored.restore(pickle.loads(pickle.dumps(tagger)))
+    assert restored.remember_seconds == day and restored._taught == tagger._taught
+
+
 def test_process_many_predicts_as_one_ticket_at_a_time(encoder: TicketEncoder) -> None:
     """The backtest tags 500 tickets a call, the replay a chunk: the same predictions, scores and
     weights as one at a time (each ticket predicted before its own labels are learned)."""

@@ -49,13 +49,16 @@ logger = logging.getLogger(__name__)
 
 def new_tagger(settings: Settings) -> Tagger:
     """An empty tagger of the kind ``TICKETPULSE_TAGGER`` names."""
-    return make_tagger(settings.tagger, settings.tagger_feature_buckets)
+    return make_tagger(settings.tagger, settings.tagger_feature_buckets, (settings.label_horizon_hours + 24) * 3600)
 
 
-def make_tagger(kind: str, feature_buckets: int | None = FEATURE_BUCKETS) -> Tagger:
-    """An empty tagger: ``"linear"``, or ``"words"`` with its ``feature_buckets``."""
+def make_tagger(
+    kind: str, feature_buckets: int | None = FEATURE_BUCKETS, remember_seconds: float | None = None
+) -> Tagger:
+    """An empty tagger: ``"linear"`` (remembering a ticket's labels ``remember_seconds``), or
+    ``"words"`` with its ``feature_buckets``."""
     if kind == "linear":
-        return LinearTagger(shared_encoder())
+        return LinearTagger(shared_encoder(), remember_seconds=remember_seconds)
     if kind == "words":
         return TicketTagger(feature_buckets=feature_buckets)
     raise ValueError(f"no tagger {kind!r} (TICKETPULSE_TAGGER): 'linear' or 'words'")

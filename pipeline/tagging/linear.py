@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
 from typing import Any, cast
 
 import numpy as np
@@ -211,6 +212,24 @@ def _carried_tokens(ticket: Mapping[str, Any], encoder: TicketEncoder) -> np.nda
     return ids
 
 
+def _event_time(ticket: Mapping[str, Any], default: float) -> float:
+    """A labelled ticket's event time (``created``, epoch seconds, or ``created_at``); else ``default``.
+
+    A label joined later carries neither: it came within the label horizon, so it counts as
+    the newest learned.
+    """
+    created = ticket.get("created")
+    if isinstance(created, int | float):
+        return float(created)
+    created_at = ticket.get("created_at")
+    if isinstance(created_at, str):
+        try:
+            return datetime.fromisoformat(created_at).timestamp()
+        except ValueError:
+            return default
+    return default
+
+
 class EncodedReadings:
     """The embedding and token ids of the readings encoded lately, by ticket id and reading.
 
@@ -309,6 +328,11 @@ class LinearTagger:
         As :class:`pipeline.tagging.tagger.TicketTagger`.
     correction_steps
         Most steps a correction is learned with (until the model gives the new label).
+    remember_seconds
+        How long, in event time behind the newest labelled ticket, the labels learned for a
+        ticket id are remembered (to learn a re-sent ticket's labels once and tell a
+        correction from a new label); ``None``: the last million. The worker's: the label
+        horizon and a day (a later label cannot be joined to its text anyway).
 
     Examples
     --------
@@ -333,6 +357,7 @@ class LinearTagger:
         min_confidence: float = 0.5,
         calibrate: bool = True,
         correction_steps: int = 8,
+        remember_seconds: float | None = None,
     ) -> None:
         if buckets < 1:
             raise ValueError(f"buckets must be a positive number, got {buckets}")
@@ -351,8 +376,14 @@ class LinearTagger:
         self.quality = {f: Prequential() for f in self.fields}
         self.calibration = {f: Calibration() for f in self.fields}
         self.version = 0
-        self._taught: OrderedDict[tuple[str, str], str] = OrderedDict()
+        #: ``(ticket id, field)`` -> (the label learned, the ticket's event time): a re-sent
+        #: ticket's labels are not learned twice, a correction is told from a new label
+        self._taught: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
         self.max_remembered = 1_000_000
+        #: how long (event time) a ticket's labels are remembered after the newest learned;
+        #: ``None``: up to ``max_remembered`` (the worker's: the label horizon and a day)
+        self.remember_seconds = remember_seconds
+        self._newest = 0.0
         self.corrections = 0
         #: per field, the labels scored but not yet learned (fewer than ``batch``; :meth:`_learn`)
         self._held: dict[str, tuple[Any, Any, list[str]]] = {}
@@ -363,6 +394,11 @@ class LinearTagger:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.encoder = None  # type: ignore[assignment]  # attach() gives it back
+        self.__dict__.setdefault("remember_seconds", None)
+        self.__dict__.setdefault("_newest", 0.0)
+        taught = self._taught
+        if taught and isinstance(next(iter(taught.values())), str):  # saved before event times were kept
+            self._taught = OrderedDict((k, (v, 0.0)) for k, v in taught.items())  # type: ignore[misc]
 
     def attach(self, encoder: TicketEncoder, what: str = "a tagger checkpoint") -> None:
         """Give a loaded tagger its encoder; refused if it learned on another model's vectors."""
@@ -373,7 +409,9 @@ class LinearTagger:
         """Become ``other`` (a checkpoint), in place, keeping this tagger's encoder; refused if
         ``other`` learned on another embedding model's vectors."""
         check_model_id(self.model_id, other.__dict__.get("model_id"), what)
-        self.__dict__.update({k: v for k, v in other.__dict__.items() if k not in ("encoder", "_readings")})
+        # how long labels are remembered is this worker's setting, not the checkpoint's
+        kept = ("encoder", "_readings", "remember_seconds")
+        self.__dict__.update({k: v for k, v in other.__dict__.items() if k not in kept})
 
     # -- features --------------------------------------------------------------------------
 
@@ -452,8 +490,13 @@ class LinearTagger:
         if ticket_id is None:
             return False
         return all(
-            not ticket.get(name) or self._taught.get((str(ticket_id), name)) == ticket.get(name) for name in self.fields
+            not ticket.get(name) or self._label_of((str(ticket_id), name)) == ticket.get(name) for name in self.fields
         )
+
+    def _label_of(self, key: tuple[str, str]) -> str | None:
+        """The label learned for a ``(ticket id, field)``, if remembered."""
+        taught = self._taught.get(key)
+        return None if taught is None else taught[0]
 
     def _changes(
         self, ticket: Mapping[str, Any], earlier_of: Callable[[tuple[str, str]], str | None]
@@ -479,16 +522,29 @@ class LinearTagger:
     def _new_labels(self, ticket: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
         """The labels not learned before for the ticket's id, and of those, the corrected ones' earlier labels."""
         fresh, earlier_of = {}, {}
-        for name, label, key, earlier in self._changes(ticket, self._taught.get):
+        at: float | None = None
+        for name, label, key, earlier in self._changes(ticket, self._label_of):
             if key is not None:
                 if earlier is not None:
                     earlier_of[name] = earlier
-                self._taught[key] = label
+                if at is None:
+                    at = _event_time(ticket, self._newest)
+                    self._newest = max(self._newest, at)
+                self._taught[key] = (label, at)
                 self._taught.move_to_end(key)
                 if len(self._taught) > self.max_remembered:
                     self._taught.popitem(last=False)
             fresh[name] = label
+        if at is not None and self.remember_seconds is not None:
+            self._forget_before(self._newest - self.remember_seconds)
         return fresh, earlier_of
+
+    def _forget_before(self, oldest: float) -> None:
+        # In the order learned: a late label of an old ticket waits behind younger ones
+        # until they go (the bound is approximate; every worker forgets at the same labels).
+        taught = self._taught
+        while taught and next(iter(taught.values()))[1] < oldest:
+            taught.popitem(last=False)
 
     def learn_one(self, ticket: Mapping[str, Any]) -> None:
         """Learn the labels one ticket carries (:meth:`learn_batch` of one)."""
@@ -658,7 +714,7 @@ class LinearTagger:
         overlay: dict[tuple[str, str], str] = {}  # what _new_labels would have recorded so far
 
         def earlier_of(key: tuple[str, str]) -> str | None:
-            return overlay[key] if key in overlay else self._taught.get(key)
+            return overlay[key] if key in overlay else self._label_of(key)
 
         for i in range(start, len(tickets)):
             ends = False

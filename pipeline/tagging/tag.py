@@ -86,8 +86,8 @@ def tag_tickets(
         tagged.tokens, tagged.tokens_of = [packed_tokens(r) for r in readings], tagger.model_id  # type: ignore[union-attr]
     ids = [doc["id"].encode() for doc in docs]
     id_partitions = kafka_partitions(ids, partitions)
-    for doc, key, id_partition, reading, predicted, bins in zip(
-        docs, ids, id_partitions, readings, predictions, margin_bins, strict=True
+    for ticket, doc, key, id_partition, reading, predicted, bins in zip(
+        tickets, docs, ids, id_partitions, readings, predictions, margin_bins, strict=True
     ):
         # keyed by ticket id, in the partition Kafka's partitioner gives that key (the
         # document is this batch's own, made above: completed in place, not copied)
@@ -106,7 +106,8 @@ def tag_tickets(
         if not _TAGGED_FIELDS.isdisjoint(reading) and not tagger.knows(reading):
             # in the partition of its id, so that a later correction comes after it
             training = id_partition % training_partitions if training_partitions else id_partition
-            example = {**reading, "predicted": first}
+            # its event time: how long its labels are remembered (LinearTagger.remember_seconds)
+            example = {**reading, "predicted": first, "created": int(ticket.created_ts)}
             tokens = tokens_of(reading) if tokens_of is not None else None
             if tokens is not None:  # the linear tagger's: no worker learning it tokenizes it again
                 example["tokens"], example["tokens_of"] = tokens, tagger.model_id  # type: ignore[union-attr]
