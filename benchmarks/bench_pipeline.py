@@ -671,10 +671,29 @@ def _read_total(reader: InfluxReader) -> int:
     return int(series[0]["values"][0][1]) if series else 0
 
 
-def _wait_for_counts(reader: InfluxReader, tickets: int, workdir: Path) -> int:
+def _rss_mb(pid: int) -> float:
+    """Resident memory of a process (MB), from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _wait_for_counts(
+    reader: InfluxReader,
+    tickets: int,
+    workdir: Path,
+    procs: Sequence[subprocess.Popen[bytes]] = (),
+    trace: list[dict[str, float]] | None = None,
+    every: float = 10.0,
+) -> int:
     """Wait until InfluxDB holds ``tickets`` tickets in all (or more: then the counts are not
-    exact, and waiting is no use); a count that stops short for 60 s is a lost ticket."""
+    exact, and waiting is no use); a count that stops short for 60 s is a lost ticket.
+
+    ``trace``: every ``every`` seconds, the tickets counted, the workers' CPU and their
+    resident memory are appended (a long run's rate and memory over time)."""
     counted, progress_at = 0, time.monotonic()
+    started = next_trace = time.monotonic()
     while counted < tickets:
         time.sleep(0.2)
         now_counted = _read_total(reader)
@@ -683,6 +702,16 @@ def _wait_for_counts(reader: InfluxReader, tickets: int, workdir: Path) -> int:
         elif time.monotonic() - progress_at > 60:
             print(f"\nthe counts stopped at {counted} of {tickets} tickets for 60 s; logs: {workdir}", file=sys.stderr)
             break
+        if trace is not None and time.monotonic() >= next_trace:
+            next_trace += every
+            trace.append(
+                {
+                    "seconds": round(time.monotonic() - started, 1),
+                    "counted": counted,
+                    "worker_cpu_seconds": round(sum(_cpu_seconds(p.pid) for p in procs), 2),
+                    "worker_rss_mb": round(sum(_rss_mb(p.pid) for p in procs), 1),
+                }
+            )
         print(f"\r  counted {counted}/{tickets}", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     return counted
@@ -792,13 +821,18 @@ def _workers_setup(
 
 
 def run_contract(
-    raws: Sequence[bytes], workers: int = 1, rate: float | None = None, settings_env: dict[str, str] | None = None
+    raws: Sequence[bytes],
+    workers: int = 1,
+    rate: float | None = None,
+    settings_env: dict[str, str] | None = None,
+    trace: list[dict[str, float]] | None = None,
 ) -> dict[str, object]:
     """Play ``raws`` in order through the embedded broker, InfluxDB and ``workers`` worker
     processes; what the ``--json`` line reports (module docstring, docs/benchmarks.md).
 
     The clock runs from the first message sent until InfluxDB holds every count; the
-    workers' CPU is read from /proc over the same span. ``rate``: messages a second (each
+    workers' CPU is read from /proc from then until they are idle again. ``trace``: filled
+    with the count, CPU and memory of the workers every ten seconds. ``rate``: messages a second (each
     stamped as it is handed to the producer), and the latency to ``tickets-classified``.
     """
     workdir = Path(tempfile.mkdtemp(prefix="ticketpulse-bench-"))
@@ -825,7 +859,7 @@ def run_contract(
         else:
             sent, stamps = produce_at_rate(settings, raws, expected.ids, rate)
         produce_s = time.perf_counter() - t0
-        _wait_for_counts(reader, expected.tickets, workdir)
+        _wait_for_counts(reader, expected.tickets, workdir, procs, trace)
         seconds = time.perf_counter() - t0
         counted_cpu = sum(_cpu_seconds(p.pid) for p in procs) - cpu0
         _wait_until_idle(procs)
@@ -916,6 +950,12 @@ def _parser() -> argparse.ArgumentParser:
         "--rate", type=float, metavar="R", help="send R messages a second; report the latency to tickets-classified"
     )
     contract.add_argument("--json", action="store_true", help="one JSON object as the last line")
+    contract.add_argument(
+        "--trace",
+        type=Path,
+        metavar="FILE",
+        help="write a JSON line every 10 s: tickets counted, the workers' CPU and resident memory",
+    )
     return parser
 
 
@@ -948,7 +988,10 @@ def contract_main(args: argparse.Namespace, settings_env: dict[str, str]) -> Non
             f", bodies {args.bodies}" if args.bodies else ""
         )
     print(f"{source}: {len(raws)} messages, {args.workers} worker(s)", file=sys.stderr)
-    result = {"source": source, **run_contract(raws, args.workers, args.rate, settings_env)}
+    trace: list[dict[str, float]] | None = [] if args.trace else None
+    result = {"source": source, **run_contract(raws, args.workers, args.rate, settings_env, trace)}
+    if args.trace and trace is not None:
+        args.trace.write_text("".join(orjson.dumps(point).decode() + "\n" for point in trace))
     result["machine"] = f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}"
     if args.json:
         print(orjson.dumps(result).decode())

@@ -1,7 +1,7 @@
 """Does a ticket cost the same after a million? The worker's stage code over a looped export.
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/flat_cost.py ../shared/data/sumo/questions-2022-2026.jsonl.gz \
-        --tickets 1000000 [--segment 100000] [--plot flat.png]
+        --tickets 1000000 [--segment 100000] [--plot flat.png] [--write looped.jsonl.gz]
 
 The export's tickets are played in order, again and again, each loop with new ids (``-<loop>``
 appended) and times moved on by the export's span, so that the stream goes on in event
@@ -49,24 +49,34 @@ def _rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def looped(rows: list[dict[str, Any]], tickets: int, max_bytes: int) -> Iterator[Ticket]:
-    """``tickets`` valid tickets: the rows again and again, new ids, times moved on a loop at a time."""
+def looped_records(rows: list[dict[str, Any]], tickets: int) -> Iterator[dict[str, Any]]:
+    """``tickets`` rows: the export's again and again, new ids, times moved on a loop at a time."""
     span = rows[-1]["_at"] - rows[0]["_at"] + 86400  # a day between loops
     made, loop = 0, 0
-    while made < tickets:
+    while True:
         for row in rows:
             record = {k: v for k, v in row.items() if k != "_at"}
             record["id"] = f"{row['id']}-{loop}"
             record["created_at"] = datetime.fromtimestamp(row["_at"] + loop * span, UTC).isoformat()
-            try:
-                ticket = parse_ticket(json.dumps(record).encode(), max_bytes, float("inf"))
-            except TicketError:
-                continue  # the export's own invalid rows
-            yield ticket
+            yield record
             made += 1
             if made >= tickets:
                 return
         loop += 1
+
+
+def looped(rows: list[dict[str, Any]], tickets: int, max_bytes: int) -> Iterator[Ticket]:
+    """``tickets`` valid tickets of :func:`looped_records` (the export's own invalid rows skipped)."""
+    made = 0
+    for record in looped_records(rows, 2 * tickets):
+        try:
+            ticket = parse_ticket(json.dumps(record).encode(), max_bytes, float("inf"))
+        except TicketError:
+            continue  # the export's own invalid rows
+        yield ticket
+        made += 1
+        if made >= tickets:
+            return
 
 
 def _rss_mb() -> float:
@@ -85,11 +95,14 @@ def _state(run: Backtest) -> dict[str, int]:
 
 
 def _forget_review(run: Backtest) -> None:
-    # what only the HTML review reads, one record a ticket: not the worker's state
+    # what only the HTML review reads (a record a ticket, the ids of each area's hours, every
+    # pattern's name and hours): not the worker's state
     run.docs.clear()
     run.doc_hours.clear()
     run.assigned.clear()
     run.pattern_hours.clear()
+    run.areas.clear()
+    run.names.clear()
 
 
 def main() -> None:
@@ -98,9 +111,20 @@ def main() -> None:
     parser.add_argument("--tickets", type=int, default=1_000_000)
     parser.add_argument("--segment", type=int, default=100_000, help="tickets a line of figures")
     parser.add_argument("--plot", type=Path, help="a PNG of the rate and memory by segment")
+    parser.add_argument(
+        "--write",
+        type=Path,
+        metavar="FILE.jsonl.gz",
+        help="only write the looped lines (for bench_pipeline.py --tickets: the same million through real workers)",
+    )
     args = parser.parse_args()
     settings = load_settings()
     rows = _rows(args.export)
+    if args.write:
+        with gzip.open(args.write, "wt", encoding="utf-8") as out:
+            for record in looped_records(rows, args.tickets):
+                out.write(json.dumps(record) + "\n")
+        return
     run = Backtest(settings)
     segments: list[dict[str, Any]] = []
     batch: list[Ticket] = []

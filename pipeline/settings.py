@@ -109,7 +109,8 @@ class Settings(BaseSettings):
         72.0,
         gt=0,
         description="TICKETPULSE_LABEL_HORIZON_HOURS: how long a ticket's text is kept for a tag or correction "
-        "that names it later on ticket-labels; a label for a ticket not seen within it goes to the dead-letter topic.",
+        "that names it later on ticket-labels; a label for a ticket not seen within it goes to the dead-letter topic. "
+        "The linear tagger remembers which labels it learned for a ticket id for this and a day more of event time.",
     )
     tagger: Literal["linear", "words"] = Field(
         "linear",
@@ -184,8 +185,9 @@ class Settings(BaseSettings):
         0.5,
         gt=0.0,
         le=1.0,
-        description="TICKETPULSE_PATTERN_THRESHOLD: cosine similarity of meaning (the embeddings of subject "
-        "and body opening, less the area's mean) a ticket needs to join a pattern; patterns merge at 0.6, or "
+        description="TICKETPULSE_PATTERN_THRESHOLD: cosine similarity of meaning (the embedding of the tagger's "
+        "reading, the cleaned subject and body opening, less the area's mean) a ticket needs to join a pattern; "
+        "patterns merge at 0.6, or "
         "at this when higher. It depends on text length: 0.5 for tickets of a subject and a few sentences "
         "(SUMO forum questions: 26 % alone in their pattern, 61 % in patterns of 5+ customers), 0.3 for "
         "one-line queries (CLINC150: NMI 0.87, ARI 0.57; at 0.3 forum questions collapse into catch-alls). "
