@@ -49,10 +49,16 @@ def _rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def looped_records(rows: list[dict[str, Any]], tickets: int) -> Iterator[dict[str, Any]]:
-    """``tickets`` rows: the export's again and again, new ids, times moved on a loop at a time."""
+def looped_records(rows: list[dict[str, Any]], tickets: int, end_at_export: bool = False) -> Iterator[dict[str, Any]]:
+    """``tickets`` rows: the export's again and again, new ids, times moved on a loop at a time.
+
+    ``end_at_export``: the loops are moved back so that the last one is the export's own
+    times (a worker refuses tickets dated far ahead of its clock).
+    """
     span = rows[-1]["_at"] - rows[0]["_at"] + 86400  # a day between loops
     made, loop = 0, 0
+    if end_at_export:
+        loop = -((tickets - 1) // len(rows))
     while True:
         for row in rows:
             record = {k: v for k, v in row.items() if k != "_at"}
@@ -122,7 +128,7 @@ def main() -> None:
     rows = _rows(args.export)
     if args.write:
         with gzip.open(args.write, "wt", encoding="utf-8") as out:
-            for record in looped_records(rows, args.tickets):
+            for record in looped_records(rows, args.tickets, end_at_export=True):
                 out.write(json.dumps(record) + "\n")
         return
     run = Backtest(settings)
