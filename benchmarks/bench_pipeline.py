@@ -506,16 +506,24 @@ def expected_counts(raws: Sequence[bytes], settings: Settings, now: float | None
     return Expected(counts, ids, rejected, without_area, lateness)
 
 
-def _start_workers(n: int, env: dict[str, str], workdir: Path) -> list[subprocess.Popen[bytes]]:
-    """``n`` worker processes of one app, each with its own data dir and log in ``workdir``."""
+def _start_workers(
+    n: int, env: dict[str, str], workdir: Path, profile_dir: Path | None = None
+) -> list[subprocess.Popen[bytes]]:
+    """``n`` worker processes of one app, each with its own data dir and log in ``workdir``
+    (with ``profile_dir``: each under cProfile, ``benchmarks/profiled_worker.py``)."""
     workers = []
     for i in range(n):
         data_dir = workdir / f"worker-{i + 1}"
         data_dir.mkdir()
+        command = [sys.executable, "-m", "pipeline.commands.cli", "worker"]
+        extra = {}
+        if profile_dir is not None:
+            command = [sys.executable, str(Path(__file__).with_name("profiled_worker.py"))]
+            extra = {"TICKETPULSE_PROFILE_OUT": str(profile_dir.resolve() / f"worker-{i + 1}.prof")}
         workers.append(
             subprocess.Popen(
-                [sys.executable, "-m", "pipeline.commands.cli", "worker"],
-                env={**env, "TICKETPULSE_DATA_DIR": str(data_dir)},
+                command,
+                env={**env, "TICKETPULSE_DATA_DIR": str(data_dir), **extra},
                 start_new_session=True,
                 stdout=(workdir / f"worker-{i + 1}.log").open("wb"),
                 stderr=subprocess.STDOUT,
@@ -826,6 +834,7 @@ def run_contract(
     rate: float | None = None,
     settings_env: dict[str, str] | None = None,
     trace: list[dict[str, float]] | None = None,
+    profile_dir: Path | None = None,
 ) -> dict[str, object]:
     """Play ``raws`` in order through the embedded broker, InfluxDB and ``workers`` worker
     processes; what the ``--json`` line reports (module docstring, docs/benchmarks.md).
@@ -845,7 +854,7 @@ def run_contract(
         influx.start()
         env, settings, expected = _workers_setup(raws, broker, influx, settings_env or {})
         ensure_topics(settings)
-        procs = _start_workers(workers, env, workdir)
+        procs = _start_workers(workers, env, workdir, profile_dir)
         _wait_until_ready(settings, procs, workdir)
         reader = InfluxReader(settings)
         if rate is not None:
@@ -956,6 +965,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="write a JSON line every 10 s: tickets counted, the workers' CPU and resident memory",
     )
+    contract.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="run the workers under cProfile (CPU time), a DIR/worker-N.prof each: slower, for attributing CPU only",
+    )
     return parser
 
 
@@ -989,7 +1004,9 @@ def contract_main(args: argparse.Namespace, settings_env: dict[str, str]) -> Non
         )
     print(f"{source}: {len(raws)} messages, {args.workers} worker(s)", file=sys.stderr)
     trace: list[dict[str, float]] | None = [] if args.trace else None
-    result = {"source": source, **run_contract(raws, args.workers, args.rate, settings_env, trace)}
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    result = {"source": source, **run_contract(raws, args.workers, args.rate, settings_env, trace, args.profile)}
     if args.trace and trace is not None:
         args.trace.write_text("".join(orjson.dumps(point).decode() + "\n" for point in trace))
     result["machine"] = f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}"
