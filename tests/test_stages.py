@@ -198,6 +198,32 @@ def test_count_rebuilt_from_its_table_counts_nothing_twice() -> None:
     assert (stats.counted, stats.duplicates) == (0, 5)
 
 
+def test_a_backlog_s_batch_is_stored_a_chunk_a_message_each_under_the_producer_s_limit() -> None:
+    from pipeline.runtime.outbox import MAX_INTERNAL_MESSAGE_BYTES
+
+    settings = _settings()
+    topics = _topics(settings)
+    # a backlog: many validated batches of one counting partition, counted in one batch
+    # (all of SUMO through one worker once made a chunk of 2.7 MB, which the producer refused)
+    for start in range(0, 3000, 500):
+        batch = _validated(
+            settings, [_ticket(n, "2026-03-02T09:30:00+00:00", f"c{n}") for n in range(start, start + 500)]
+        )
+        topics["by_customer"].sent += batch["by_customer"].sent
+    events = topics["by_customer"].as_events()
+    assert len(events) == 6
+    first_seen, stats = Table(), PipelineStats()
+    asyncio.run(Count(settings, topics, stats, first_seen).on_batch(events))
+    chunks = {key: facts for key, facts in first_seen.items() if "__" not in key}
+    assert stats.counted == 3000 and sorted(len(f) for f in chunks.values()) == [500] * 6
+    assert max(len(orjson.dumps(f)) for f in chunks.values()) < MAX_INTERNAL_MESSAGE_BYTES
+    restarted, again = Count(settings, topics, PipelineStats(), first_seen), PipelineStats()
+    restarted.stats = again
+    asyncio.run(restarted.rebuild())
+    asyncio.run(restarted.on_batch(events))  # the backlog read again after a crash: nothing counted twice
+    assert (again.counted, again.duplicates) == (0, 3000)
+
+
 def _area_volumes(windows: Iterable[tuple[int, int]], watermark: int) -> list[SimpleNamespace]:
     rows = [AreaRow(window, "reports", "all", customers, customers) for window, customers in windows]
     value = encode(AreaVolumes(rows, 0, watermark))

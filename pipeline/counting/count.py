@@ -76,7 +76,11 @@ class Count:
 
     async def on_batch(self, events: Sequence[Any]) -> None:
         """Count a batch of ``tickets-by-customer`` messages (Faust events, values raw)."""
-        chunks: dict[int, tuple[str, list[Fact]]] = {}
+        # (counting partition, offset) -> the new facts of that message: one durable chunk a
+        # message, so that a chunk is never larger than the message it came in (a backlog's
+        # batch holds many messages of a partition: one chunk of them all outgrew the
+        # producer's largest request and stopped the worker)
+        chunks: dict[tuple[int, int], list[Fact]] = {}
         touched: dict[int, set[tuple[int, tuple[str, str, str]]]] = {}
         heard: set[int] = set()
         events_read = await self.with_skipped(events)
@@ -107,9 +111,9 @@ class Count:
                             tokens if keep_tokens else None,
                         )
                         by_target.setdefault(self.partition_of(fact.area.encode()), []).append(ticket)
-                    # keyed by the first event with a new fact: a replay after a crash never
-                    # overwrites a chunk that made it (pipeline.counting.volume)
-                    chunks.setdefault(partition, (f"{partition}/{offset}", []))[1].append(fact)
+                    # keyed by its message: a replay after a crash never overwrites a chunk
+                    # that made it (its facts are duplicates then; pipeline.counting.volume)
+                    chunks.setdefault((partition, offset), []).append(fact)
                     part_touched = touched.setdefault(partition, set())
                     for key in volume_keys(fact.area, fact.case_type, fact.severity):
                         part_touched.add((fact.window, key))
@@ -135,15 +139,17 @@ class Count:
         self._record(heard, chunks)
         await self.first_seen.delivered()  # before the batch is acknowledged (DurableTable)
 
-    def _record(self, heard: set[int], chunks: dict[int, tuple[str, list[Fact]]]) -> None:
+    def _record(self, heard: set[int], chunks: dict[tuple[int, int], list[Fact]]) -> None:
         """The batch's durable state: watermarks heard, the new facts; chunks of closed windows deleted."""
         for partition in heard:
             self.first_seen[f"{partition}/{WATERMARKS}"] = dict(self.source_marks[partition])
-        for partition, (chunk_key, facts) in chunks.items():
+        for (partition, offset), facts in chunks.items():
             self.stats.counted += len(facts)
+            chunk_key = f"{partition}/{offset}"
             self.first_seen[chunk_key] = [list(fact) for fact in facts]  # as JSON arrays, as they came
+            self.volumes[partition].record_chunk(chunk_key, facts)
+        for partition in sorted({partition for partition, _ in chunks}):
             vol = self.volumes[partition]
-            vol.record_chunk(chunk_key, facts)
             if vol.close_windows():
                 for expired in vol.expired_chunks():
                     self.first_seen.pop(expired, None)
