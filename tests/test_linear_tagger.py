@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import pickle
 from pathlib import Path
@@ -12,15 +13,16 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
+import scipy.sparse as sp
 from aiokafka import TopicPartition
 
 from pipeline.ingest.schema import parse_ticket
-from pipeline.messages import TrainingBatch, encode
+from pipeline.messages import Codec, TrainingBatch, encode
 from pipeline.runtime.checkpoints import load_checkpoint
 from pipeline.settings import Settings
 from pipeline.tagging.choice import load_any_tagger, new_tagger, save_any_tagger, tagger_checkpoint
 from pipeline.tagging.learn import LearnLabels
-from pipeline.tagging.linear import LinearTagger
+from pipeline.tagging.linear import LinearTagger, SoftmaxModel
 from pipeline.tagging.tag import tag_tickets
 from pipeline.tagging.tagger import TicketTagger, predicted_labels
 from pipeline.text.embedding import TicketEncoder
@@ -370,13 +372,46 @@ def test_a_training_example_carries_its_tokens_and_every_worker_embeds_them_alik
     (examples,) = tagged.labelled.values()
     assert len(examples) == len(SUBJECTS)
     assert all(e["tokens"] and e["tokens_of"] == encoder.model_id for e in examples)
+    # as the training topic carries them: packed ids, base64 in the JSON
+    examples = Codec(TrainingBatch).decode(encode(TrainingBatch(examples))).examples
+    assert all(isinstance(e["tokens"], str) for e in examples)
     other_worker, reference = LinearTagger(encoder), LinearTagger(encoder)
     dense, sparse = other_worker.features(examples)
     plain = [{k: v for k, v in e.items() if k not in ("tokens", "tokens_of")} for e in examples]
     ref_dense, ref_sparse = reference.features(plain)
     assert np.array_equal(dense, ref_dense) and (sparse != ref_sparse).nnz == 0
+    assert other_worker._readings.hits == 0  # embedded from the ids, not found already encoded
+    # a worker of the version before sent the ids as a list: embedded alike
+    listed = [
+        {**e, "id": f"{e['id']}-listed", "tokens": encoder.unpack_tokens(base64.b64decode(e["tokens"])).tolist()}
+        for e in examples
+    ]
+    assert np.array_equal(LinearTagger(encoder).features(listed)[0], ref_dense)
     # untrusted ids: tokenized here, the same features
-    for bad in ({"tokens_of": "another-model@1"}, {"tokens": [10**9]}, {"tokens": "not ids"}):
+    out_of_vocabulary = base64.b64encode(np.array([65535], dtype="<u2").tobytes()).decode()
+    for bad in (
+        {"tokens_of": "another-model@1"},
+        {"tokens": [10**9]},
+        {"tokens": "not ids"},
+        {"tokens": out_of_vocabulary},
+        {"tokens": "AA=="},  # one byte: not a whole id
+    ):
         odd = [{**e, **bad, "id": f"{e['id']}-odd"} for e in examples[:2]]
         got = LinearTagger(encoder).features(odd)[0]
         assert np.array_equal(got, ref_dense[:2]), bad
+
+
+def test_a_step_on_rows_of_a_batch_learns_what_a_step_on_those_rows_alone_learns(encoder: TicketEncoder) -> None:
+    """The learning step reads its rows from the batch's arrays (no scipy slice): the same
+    weights, to float rounding, as a step on a matrix of those rows alone."""
+    tickets = [{"subject": s, "body": f"since this morning (ticket {i})"} for i, (s, _, _) in enumerate(SUBJECTS * 4)]
+    labels = [case_type for _, case_type, _ in SUBJECTS * 4]
+    dense, sparse = LinearTagger(encoder).features(tickets)
+    by_rows, by_slices = SoftmaxModel(encoder.dims, 2**15), SoftmaxModel(encoder.dims, 2**15)
+    for start in range(0, len(labels), 5):
+        stop = min(start + 5, len(labels))
+        by_rows.learn_rows(dense, sparse, start, stop, labels[start:stop])
+        by_slices.learn(dense[start:stop], sp.csr_matrix(sparse[start:stop].toarray()), labels[start:stop])
+    assert by_rows.classes == by_slices.classes
+    np.testing.assert_allclose(by_rows.scores(dense, sparse), by_slices.scores(dense, sparse), atol=1e-4)
+    assert by_rows.scores(dense, sparse).argmax(axis=1).tolist() == [by_rows.index[c] for c in labels]

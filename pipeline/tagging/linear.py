@@ -32,6 +32,7 @@ The worker gives every worker one order: its training topic has one partition
 
 from __future__ import annotations
 
+import base64
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
@@ -149,24 +150,39 @@ class SoftmaxModel:
 
     def learn(self, dense: np.ndarray, sparse: sp.csr_matrix, labels: Sequence[str]) -> None:
         """One gradient step on a mini-batch (the summed cross-entropy of its rows), AdaGrad's step sizes."""
+        self.learn_rows(dense, sparse, 0, sparse.shape[0], labels)
+
+    def learn_rows(
+        self, dense: np.ndarray, sparse: sp.csr_matrix, start: int, stop: int, labels: Sequence[str]
+    ) -> None:
+        """:meth:`learn` on rows ``start:stop`` of ``dense`` and ``sparse`` (``labels``: theirs).
+
+        A step is a few labels: its sparse rows are read from ``sparse``'s arrays into a
+        small dense matrix over the buckets present, without scipy, whose checks and copies
+        of a sliced matrix cost more than the step's arithmetic (docs/benchmarks.md).
+        """
         for label in labels:
             if label not in self.index:
                 self._add_class(label)
         k = len(self.classes)
         y = np.fromiter((self.index[label] for label in labels), dtype=np.intp, count=len(labels))
-        present = _present(sparse)
-        grad = _softmax(self._scores(dense, present))
+        x = dense[start:stop]
+        cols, compact = _present_rows(sparse, start, stop)
+        grad = x @ self._dense[:k].T + self._bias[:k]
+        if cols.size:  # whole rows gathered (contiguous), the classes beyond ``k`` left as they are
+            w_rows = self._sparse.take(cols, axis=0)
+            w = w_rows[:, :k]
+            grad += compact @ w
+        grad = _softmax(np.asarray(grad, dtype=np.float32))
         grad[np.arange(len(y)), y] -= 1.0
-        _adagrad(self._dense[:k], self._g_dense[:k], grad.T @ dense, self.step)
+        _adagrad(self._dense[:k], self._g_dense[:k], grad.T @ x, self.step)
         bias_grad = grad.sum(axis=0)
         self._g_bias[:k] += bias_grad * bias_grad
         self._bias[:k] -= self.step * bias_grad / (np.sqrt(self._g_bias[:k]) + 1e-6)
-        if present is not None:
-            cols, compact = present
-            g = np.asarray(compact.T @ grad, dtype=np.float32)
-            w, acc = self._sparse[cols, :k], self._g_sparse[cols, :k]
-            _adagrad(w, acc, g, self.step)
-            self._sparse[cols, :k], self._g_sparse[cols, :k] = w, acc
+        if cols.size:
+            acc_rows = self._g_sparse.take(cols, axis=0)
+            _adagrad(w, acc_rows[:, :k], compact.T @ grad, self.step)
+            self._sparse[cols], self._g_sparse[cols] = w_rows, acc_rows
 
 
 def _softmax(s: np.ndarray) -> np.ndarray:
@@ -192,6 +208,25 @@ def _present(sparse: sp.csr_matrix) -> tuple[np.ndarray, sp.csr_matrix] | None:
     return cols, compact
 
 
+def _present_rows(sparse: sp.csr_matrix, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """The buckets present in rows ``start:stop`` of ``sparse``, and those rows on them alone, dense.
+
+    Read from the CSR arrays directly (a step's rows: a few thousand entries). The rows'
+    entries are distinct per row, as :func:`token_features` makes them (duplicates summed).
+
+    >>> m = sp.csr_matrix(np.array([[0, 2.0, 0, 1.0], [0, 0, 0, 3.0], [5.0, 0, 0, 0]], dtype=np.float32))
+    >>> cols, rows = _present_rows(m, 0, 2)
+    >>> cols.tolist(), rows.tolist()
+    ([1, 3], [[2.0, 1.0], [0.0, 3.0]])
+    """
+    lo, hi = sparse.indptr[start], sparse.indptr[stop]
+    cols, at = np.unique(sparse.indices[lo:hi], return_inverse=True)
+    rows = np.repeat(np.arange(stop - start), np.diff(sparse.indptr[start : stop + 1]))
+    compact = np.zeros((stop - start, cols.size), dtype=np.float32)
+    compact[rows, at] = sparse.data[lo:hi]
+    return cols, compact
+
+
 def _adagrad(weights: np.ndarray, accumulated: np.ndarray, grad: np.ndarray, step: float) -> None:
     """AdaGrad's update, in place (``weights`` and ``accumulated`` may be views)."""
     accumulated += grad * grad
@@ -203,6 +238,11 @@ def _carried_tokens(ticket: Mapping[str, Any], encoder: TicketEncoder) -> np.nda
     tokens = ticket.get("tokens")
     if tokens is None or ticket.get("tokens_of") != encoder.model_id:
         return None  # none, or tokenized by another model (a rolling upgrade): tokenized here
+    if isinstance(tokens, str):  # packed, base64 (pipeline.tagging.tag); a list of ids before
+        try:
+            return encoder.unpack_tokens(base64.b64decode(tokens, validate=True))
+        except ValueError:  # binascii.Error: not base64
+            return None
     try:
         ids = np.asarray(tokens, dtype=np.int32)
     except (TypeError, ValueError, OverflowError):
@@ -611,7 +651,8 @@ class LinearTagger:
             if not at:
                 continue
             corrects = [name in fresh[j][1] for j in at]
-            self._learn(name, dense[at], sparse[at], [fresh[j][0][name] for j in at], corrects)
+            rows = (dense, sparse) if len(at) == len(fresh) else (dense[at], sparse[at])  # scipy copies rows
+            self._learn(name, *rows, [fresh[j][0][name] for j in at], corrects)
             learned += len(at)
             self.version += len(at)
         return learned
@@ -645,13 +686,13 @@ class LinearTagger:
         for end in [k + 1 for k, corrected in enumerate(corrects) if corrected]:
             for step in range(start, end, self.batch):
                 stop = min(step + self.batch, end)
-                model.learn(dense[step:stop], sparse[step:stop], labels[step:stop])
+                model.learn_rows(dense, sparse, step, stop, labels[step:stop])
             self._correct(name, dense[end - 1 : end], sparse[end - 1 : end], labels[end - 1 : end])
             start = end
         whole = start + (len(labels) - start) // self.batch * self.batch
         for step in range(start, whole, self.batch):
             end = step + self.batch
-            model.learn(dense[step:end], sparse[step:end], labels[step:end])
+            model.learn_rows(dense, sparse, step, end, labels[step:end])
         self._held[name] = (dense[whole:], sparse[whole:], labels[whole:])
 
     def _correct(self, name: str, dense: np.ndarray, sparse: sp.csr_matrix, labels: list[str]) -> None:
