@@ -1,13 +1,17 @@
 """Where a ticket's CPU goes: the worker's stage code over an export, stage by stage, and the floors under it.
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/stage_cost.py ../shared/data/sumo/questions-2022-2026.jsonl.gz \
-        [--limit 20000] [--busier 1] [--body-chars 300] [--json]
+        [--limit 20000] [--busier 1] [--body-chars 300] [--batch 500] [--json]
 
 The first ``--limit`` tickets of the export go through :class:`pipeline.review.backtest.Backtest`
 (the worker's stages in one process: tagging and learning every label, counting, the
 spike watches of every area and case type, grouping into patterns and the pattern
 watches), batch by batch, with the CPU of each stage timed apart (a stage's time excludes
 the stages it calls). No Kafka or InfluxDB: what the stages cost, not the transport.
+``--batch``: tickets a batch; the longest single call of each stage is printed too (a
+worker runs its stages in its event loop: a long call holds its Kafka clients'
+heartbeats), which a backlog's batches, thousands of tickets over weeks of event time,
+make longest.
 
 ``--busier F`` plays the same tickets with their times squeezed F times closer (from
 the first ticket's): the same texts as a helpdesk F times busier. The spike watches close
@@ -50,6 +54,8 @@ class StageClock:
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
+        #: the longest single call of each stage (exclusive): how long it holds the event loop
+        self.longest: dict[str, float] = defaultdict(float)
         self._stack: list[list[float]] = []  # [start, time of the stages called inside]
 
     def wrap(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -62,6 +68,7 @@ class StageClock:
                 self._stack.pop()
                 spent = time.process_time() - frame[0]
                 self.seconds[name] += spent - frame[1]
+                self.longest[name] = max(self.longest[name], spent - frame[1])
                 if self._stack:
                     self._stack[-1][1] += spent
 
@@ -111,7 +118,7 @@ def floors(raws: list[bytes], tickets: list[Ticket], encoder: embedding.TicketEn
     }
 
 
-def run_stages(tickets: list[Ticket], clock: StageClock) -> Backtest:
+def run_stages(tickets: list[Ticket], clock: StageClock, batch: int = BATCH) -> Backtest:
     settings = load_settings()
     run = Backtest(settings)
     run.tagger.process_many = clock.wrap("tag and learn (encoding included)", run.tagger.process_many)
@@ -124,9 +131,9 @@ def run_stages(tickets: list[Ticket], clock: StageClock) -> Backtest:
     run.patterns.close = clock.wrap("pattern spike watches", run.patterns.close)
     run.patterns.points = clock.wrap("patterns: points", run.patterns.points)
     run.run_batch = clock.wrap("other (documents, the review's records)", run.run_batch)
-    for start in range(0, len(tickets), BATCH):
-        run.run_batch(tickets[start : start + BATCH])
-        print(f"\r  {min(start + BATCH, len(tickets))}/{len(tickets)} tickets", end="", file=sys.stderr, flush=True)
+    for start in range(0, len(tickets), batch):
+        run.run_batch(tickets[start : start + batch])
+        print(f"\r  {min(start + batch, len(tickets))}/{len(tickets)} tickets", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     return run
 
@@ -137,6 +144,9 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=20_000)
     parser.add_argument("--busier", type=float, default=1.0, help="times squeezed this many times closer")
     parser.add_argument("--body-chars", type=int, help="characters of the body read (default: the product's)")
+    parser.add_argument(
+        "--batch", type=int, default=BATCH, help="tickets a batch (a worker reading a backlog gets 2,000 and more)"
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object as the last line")
     args = parser.parse_args()
     if args.body_chars is not None:  # the reading: what the tagger and the grouper embed of a ticket
@@ -150,7 +160,7 @@ def main() -> None:
             continue
     clock = StageClock()
     t0 = time.process_time()
-    run = run_stages(tickets, clock)
+    run = run_stages(tickets, clock, args.batch)
     total = time.process_time() - t0
     n = len(tickets)
     stages = {name: round(1e6 * s / n, 1) for name, s in sorted(clock.seconds.items(), key=lambda kv: -kv[1])}
@@ -165,6 +175,8 @@ def main() -> None:
         "us_per_ticket": round(1e6 * total / n, 1),
         "tickets_per_cpu_second": round(n / total),
         "stages_us_per_ticket": stages,
+        "batch": args.batch,
+        "longest_call_seconds": {name: round(s, 3) for name, s in clock.longest.items()},
         "floors_us_per_ticket": floor,
         "topic_accuracy": round(quality.accuracy(), 4),
         "topic_macro_f1": round(quality.macro_f1(), 4),
@@ -177,6 +189,8 @@ def main() -> None:
     )
     for name, us in floor.items():
         print(f"  floor {name}: {us}", file=sys.stderr)
+    longest = max(clock.longest.items(), key=lambda kv: kv[1])
+    print(f"  longest call (batches of {args.batch}): {longest[1]:.2f} CPU-s, {longest[0]}", file=sys.stderr)
     if args.json:
         print(json.dumps(result))
 
