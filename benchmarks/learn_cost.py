@@ -10,9 +10,10 @@ of each reading), ``--message`` examples a message: a worker under load tags bat
 hundreds, one under a light load a few tickets at a time, and the learner's costs a call
 (building and stacking the batch's matrices) are spread over as many labels. A second
 tagger, which never saw the tickets (the other worker), then reads those messages as
-:class:`pipeline.tagging.learn.LearnLabels` does: decodes them and learns their labels (scored, embedded from the carried ids, hashed into n-grams, learned
-in steps of 16). Printed: CPU microseconds a label, in all and by part, the best of
-``--repeat`` runs (a fresh learner each). In-process: no Kafka.
+:class:`pipeline.tagging.learn.LearnLabels` does: decodes them and learns their labels
+(scored, embedded from the carried ids, hashed into n-grams, learned in steps of 16).
+Printed: CPU microseconds a label, in all and by part, the best of ``--repeat`` runs (a
+fresh learner each). In-process: no Kafka.
 """
 
 from __future__ import annotations
