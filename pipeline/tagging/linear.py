@@ -302,8 +302,8 @@ class EncodedReadings:
         found = [self._kept.get(key) for key in keys]
         missing = [i for i, row in enumerate(found) if row is None]
         self.hits += len(keys) - len(missing)
-        # a training example carries the ids its reading was tokenized into (:meth:`tokens_of`,
-        # where it was tagged): every worker learning it embeds them, none tokenizes it again
+        # a training example carries the ids its reading was tokenized into (packed, where it
+        # was tagged: :meth:`LinearTagger.packed_tokens`): every worker learning it embeds them
         carried_ids = {i: _carried_tokens(tickets[i], encoder) for i in missing}
         carried = [i for i in missing if carried_ids[i] is not None]
         fresh = [i for i in missing if carried_ids[i] is None]
@@ -340,11 +340,6 @@ class EncodedReadings:
         """The token ids of a ticket's reading, when it was encoded lately (else ``None``)."""
         row = self._kept.get((str(ticket.get("id")), hash(document_reading(ticket))))
         return None if row is None else row[1]
-
-    def tokens_of(self, ticket: Mapping[str, Any]) -> list[int] | None:
-        """:meth:`token_ids` as a list (what a training example carries)."""
-        ids = self.token_ids(ticket)
-        return None if ids is None else ids.tolist()
 
 
 class LinearTagger:
@@ -465,12 +460,6 @@ class LinearTagger:
         encoded, ids, lengths = readings.encode(self.encoder, tickets)
         dense = encoded if vectors is None else np.asarray(vectors, dtype=np.float32)
         return dense * np.float32(self.dense_weight), token_features(ids, lengths, self.buckets)
-
-    def tokens_of(self, ticket: Mapping[str, Any]) -> list[int] | None:
-        """The token ids of a ticket's reading, if this tagger encoded it lately: what its
-        training example carries, so that the workers learning it do not tokenize it again."""
-        readings = self.__dict__.get("_readings")
-        return None if readings is None else readings.tokens_of(ticket)
 
     def packed_tokens(self, ticket: Mapping[str, Any]) -> bytes | None:
         """The token ids of a ticket's reading, packed for the pattern stage (:meth:`TicketEncoder.pack_tokens`),
