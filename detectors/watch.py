@@ -116,7 +116,10 @@ class VolumeWatch:
 
     **One episode across scales.** The best scale of a window opens an episode, or
     updates the open one when its score has grown by ``update_step`` (or turned
-    critical); the first closed window where no scale alerts resolves it. An episode
+    critical); the first closed window where no scale alerts and the episode's scale (the
+    one it last reported) scores under ``resolve_score`` (by default half of
+    ``alert_score``: volume back to normal, not merely below the alert level, so that one
+    incident does not open, resolve and open again) resolves it. An episode
     that lasts ``adapt_after_seconds`` is a new level: the model takes the last day's
     level as normal and the episode resolves (alerted once). While an episode is open
     the model learns nothing; otherwise each window teaches it at most its ``cap``.
@@ -153,6 +156,8 @@ class VolumeWatch:
     keep_baselines: bool = True
     #: read by instances pickled before it was an argument
     max_context_windows: int = 48
+    #: read by instances pickled before it was an argument (``None``: half ``alert_score``)
+    resolve_score: float | None = None
     #: the last window whose level the watch took from an unusual run (:meth:`_adapt`, or
     #: days unusual without alerting); read as ``None`` by instances pickled before it existed
     raised_at: int | None = None
@@ -179,6 +184,7 @@ class VolumeWatch:
         protect_p: float = 0.01,
         dormant_after_seconds: int = 28 * 86400,
         max_context_windows: int = 48,
+        resolve_score: float | None = None,
     ) -> None:
         self.key = key
         self.window_seconds = window_seconds
@@ -196,6 +202,7 @@ class VolumeWatch:
         self.max_log10 = max_log10
         self.adapt_after_seconds = adapt_after_seconds
         self.update_step = update_step
+        self.resolve_score = resolve_score
         self.protect_p = protect_p
         #: closed windows in a row whose spans were unusual (less likely than ``protect_p``)
         self.protected_run = 0
@@ -734,7 +741,18 @@ class VolumeWatch:
             return []
         if not closed or ep is None or window <= ep.last:
             return []
+        held = next((e for e in evidence if e.scale == self.episode_scale), None)
+        if held is not None and held.score >= self._resolve_below():
+            # the episode's own scale still well above normal, if no longer alerting: the same
+            # incident goes on (resolved here, it would open again at the next busy hour: one
+            # incident, two or three alerts); a burst's hour that is over ends its burst
+            if window - ep.start >= self.adapt_after_seconds:
+                return self._adapt(window)
+            return []
         return [self._resolve(window)]
+
+    def _resolve_below(self) -> float:
+        return self.alert_score / 2 if self.resolve_score is None else self.resolve_score
 
     def _adapt(self, window: int) -> list[SpikeEvent]:
         # a level that has lasted: normal from now on (the last day's, this window's included)

@@ -67,6 +67,26 @@ def test_a_sharp_burst_alerts_within_its_first_hour_and_ends_with_it() -> None:
     assert events[0].customers == 40 and 2 < events[0].expected < 4
 
 
+def test_a_surge_that_dips_below_the_alert_level_but_not_to_normal_stays_one_episode() -> None:
+    """A quiet topic (four a day) gets 23 a day for three days, quiet each night. An hour
+    after it opened its six-hour span dips under the alert level, still far above
+    normal: the episode goes on (resolved only when volume is back to normal), rather
+    than resolving and opening again the next hour, one incident two alerts."""
+    rng = np.random.default_rng(1)
+    counts = list(rng.poisson(4 / 24, 28 * 24))
+    surge_start = START + len(counts) * H
+    for _ in range(3):
+        counts += list(rng.poisson([0.1] * 7 + [1.5] * 15 + [0.3] * 2))
+    counts += list(rng.poisson(4 / 24, 7 * 24))
+    events = _feed(VolumeWatch("vpn", H), counts)
+    assert len(_opened(events)) == 1, [(e.event, e.window_start, e.scale) for e in events]
+    (resolved,) = [e for e in events if e.event == "resolved"]
+    assert surge_start + 3 * DAY <= resolved.window_start <= surge_start + 4 * DAY
+    # resolved at the first hour under the alert level, as the watch did before: two episodes
+    flapping = _feed(VolumeWatch("vpn", H, resolve_score=0.4), counts)
+    assert len(_opened(flapping)) == 2
+
+
 def test_a_lasting_new_level_is_alerted_once_then_is_normal() -> None:
     rng = np.random.default_rng(5)
     counts = list(rng.poisson(10.0, 14 * 24)) + list(rng.poisson(30.0, 14 * 24))
