@@ -44,8 +44,9 @@ too, which the workers must dead-letter), through the embedded broker, InfluxDB 
 worker processes, and prints one JSON object as its last line (:func:`run_contract`):
 the time until InfluxDB holds every count, the workers' CPU, the broker's raw consumption
 of the same messages, with ``--rate R`` the latency from produce to ``tickets-classified``,
-and ``exact``: whether the counts read back from InfluxDB equal the valid tickets per area
-and window computed from the file. Without ``--tickets``, the generated tickets are played.
+``exact``: whether the counts read back from InfluxDB equal the valid tickets per area
+and window computed from the file, and ``changelog_records``: what each of the workers'
+tables wrote to its changelog. Without ``--tickets``, the generated tickets are played.
 """
 
 from __future__ import annotations
@@ -774,6 +775,27 @@ def transport_rate(settings: Settings, messages: int) -> dict[str, float]:
     return asyncio.run(consume())
 
 
+def changelog_records(settings: Settings) -> dict[str, int]:
+    """Records on each table's changelog topic (every partition's end offset, summed): what the
+    workers' tables wrote, which their commits wait for (Faust flushes table changes first)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    async def read() -> dict[str, int]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None)
+        await consumer.start()
+        try:
+            records = {}
+            for topic in sorted(t for t in await consumer.topics() if t.endswith("-changelog")):
+                tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+                ends = await consumer.end_offsets(tps)
+                records[topic.removeprefix(f"{settings.app_id}-").removesuffix("-changelog")] = sum(ends.values())
+            return records
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(read())
+
+
 def _check_counts(expected: Expected, counts: Mapping[tuple[str, int], int], by_window: bool) -> dict[str, object]:
     """Whether the counts read back equal the expected ones (per area and window, or per window
     when some tickets are counted under predicted areas); a few differences when not."""
@@ -883,6 +905,7 @@ def run_contract(
             watch.stop()
             latency = latency_ms(stamps, watch.arrived)
         _stop_workers(procs)  # idle by now; stopped so that the transport run has the cores
+        tables = changelog_records(settings)
         checked = _check_counts(
             expected, _read_counts(reader), by_window=expected.without_area > 0 and settings.count_predicted_tags
         )
@@ -916,6 +939,7 @@ def run_contract(
         **({"rate": rate, **latency} if rate is not None else {}),
         **checked,
         "exact": exact,
+        "changelog_records": tables,
     }
 
 
