@@ -137,6 +137,7 @@ def build_pipeline(
     app.task(reader.run)
     batches(topics["by_customer"], "count", count.on_batch)
     merge = stages["merge"] = Merge(settings, topics, stats, sink, table("volume-totals"))
+    merge.totals_table.on_recover(merge.rebuild)
     batches(topics["partials"], "merge", merge.on_batch)
     watch = stages["watch"] = Watch(settings, topics, stats, sink, table("volume-watch"))
     batches(topics["area_volumes"], "watch", watch.on_batch)

@@ -30,6 +30,7 @@ from pipeline.messages import (
     AreaVolumes,
     Codec,
     CountingBatch,
+    PartialRow,
     PatternTicket,
     PatternTickets,
     TrainingBatch,
@@ -184,6 +185,66 @@ def test_count_then_merge_count_a_ticket_sent_twice_once_and_write_the_window_ex
     (to_watch,) = [m for m in validated["area_volumes"].decoded(AreaMessage) if isinstance(m, AreaVolumes)]
     # with when its newest ticket came: when an episode it opens would have fired
     assert AreaRow(MONDAY + 9 * H, "reports", "all", 10, 3, MONDAY + 9 * H + 9 * 60) in to_watch.rows
+
+
+def _partials(offset: int, rows: list[tuple[int, str, int, int, int]], marks: dict[str, int]) -> SimpleNamespace:
+    """A ``volume-partials`` event of merging partition 0: rows of (window, area, counting partition, tickets, customers)."""
+    message = VolumePartials(
+        [PartialRow(f'[{w},"{area}","all","all"]', p, t, c, w + 60) for w, area, p, t, c in rows], marks
+    )
+    return SimpleNamespace(value=encode(message), key=None, message=SimpleNamespace(partition=0, offset=offset))
+
+
+def _written(sink: Sink) -> dict[tuple[int, str], tuple[int, int]]:
+    """The last ``ticket_volume`` point of each (window, area), as InfluxDB keeps it."""
+    return {
+        (int(p.time), p.tags["area"]): (p.fields["tickets"], p.fields["customers"])
+        for p in sink.points
+        if p.measurement == "ticket_volume"
+    }
+
+
+def test_the_merge_stores_a_batch_as_one_chunk_and_a_rebuilt_merge_goes_on_from_it() -> None:
+    """One durable record a batch and merging partition, not one a total (a backlog's batch
+    touched thousands); rebuilt from the table (chunks, and keys of the layout before), the
+    totals are the same, and a batch read again after a crash overwrites no chunk."""
+    settings = _settings(partitions=2)
+    areas = [f"area-{n}" for n in range(30)]
+    first = [_partials(0, [(MONDAY + h * H, a, 0, 2, 1) for h in range(5) for a in areas], {"0": MONDAY})]
+    table = Table()
+    merge = Merge(settings, _topics(settings), PipelineStats(), Sink(), table)
+    asyncio.run(merge.on_batch(first))
+    assert sorted(table) == ["0/__watermarks__", "0/~totals~/0"] and len(table["0/~totals~/0"]) == 150
+    # the layout before: one key a total (a worker upgraded in place reads them too)
+    table[f'0/[{MONDAY},"old-area","all","all"]'] = {"1": [4, 3, MONDAY]}
+    restarted, sink = Merge(settings, _topics(settings), PipelineStats(), Sink(), table), Sink()
+    restarted.sink = sink
+    asyncio.run(restarted.rebuild())
+    again = _partials(1, [(MONDAY, "area-0", 1, 3, 2), (MONDAY, "old-area", 0, 1, 1)], {"0": MONDAY, "1": MONDAY})
+    asyncio.run(restarted.on_batch([*first, again]))  # the first batch read again, after a crash
+    assert _written(sink) == {(MONDAY, "area-0"): (5, 3), (MONDAY, "old-area"): (5, 4)}
+    assert len(table["0/~totals~/0"]) == 150 and table["0/~totals~/1"] == [
+        [f'[{MONDAY},"area-0","all","all"]', {"0": [2, 1, MONDAY + 60], "1": [3, 2, MONDAY + 60]}],
+        [f'[{MONDAY},"old-area","all","all"]', {"1": [4, 3, MONDAY], "0": [1, 1, MONDAY + 60]}],
+    ]
+
+
+def test_the_merge_lets_go_of_windows_the_allowed_lateness_has_closed() -> None:
+    """Totals and chunks of windows closed for every counting partition are let go: the
+    merge's state is bounded by the allowed lateness, not by history; a partial of such a
+    window (a counting partition restarted from an older watermark) is not merged."""
+    settings = _settings(partitions=2, allowed_lateness_seconds=2 * H)
+    table, sink = Table(), Sink()
+    merge = Merge(settings, _topics(settings), PipelineStats(), sink, table)
+    for day in range(10):
+        window = MONDAY + day * 24 * H
+        rows = [(window, "reports", p, 3, 2) for p in (0, 1)]
+        asyncio.run(merge.on_batch([_partials(day, rows, {"0": window, "1": window})]))
+    assert sorted(table) == ["0/__watermarks__", "0/~totals~/9"]
+    assert list(merge.totals) == [f'0/[{MONDAY + 9 * 24 * H},"reports","all","all"]']
+    late = _partials(10, [(MONDAY + 8 * 24 * H, "reports", 0, 9, 9)], {"0": MONDAY + 9 * 24 * H})
+    asyncio.run(merge.on_batch([late]))
+    assert _written(sink)[(MONDAY + 8 * 24 * H, "reports")] == (6, 4)
 
 
 def test_count_rebuilt_from_its_table_counts_nothing_twice() -> None:
