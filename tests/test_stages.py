@@ -188,7 +188,7 @@ def test_count_then_merge_count_a_ticket_sent_twice_once_and_write_the_window_ex
 
 
 def _partials(offset: int, rows: list[tuple[int, str, int, int, int]], marks: dict[str, int]) -> SimpleNamespace:
-    """A ``volume-partials`` event of merging partition 0: rows of (window, area, counting partition, tickets, customers)."""
+    """A ``volume-partials`` event of merging partition 0 (rows: window, area, source, tickets, customers)."""
     message = VolumePartials(
         [PartialRow(f'[{w},"{area}","all","all"]', p, t, c, w + 60) for w, area, p, t, c in rows], marks
     )
