@@ -23,12 +23,11 @@ import gzip
 import json
 import os
 import time
-from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as the ticketpulse command sets it
+
+from stage_cost import StageClock  # this script's neighbour (benchmarks/)
 
 import pipeline.tagging.linear as linear
 from pipeline.ingest.schema import parse_ticket
@@ -56,34 +55,19 @@ def training_messages(path: Path, limit: int, size: int) -> list[bytes]:
 
 
 def learn_once(messages: list[bytes]) -> tuple[int, dict[str, float]]:
-    """Labels learned and CPU seconds by part, by a fresh tagger reading ``messages``."""
-    seconds: dict[str, float] = defaultdict(float)
+    """Labels learned and CPU seconds by part (exclusive) of a fresh tagger reading ``messages``."""
+    clock = StageClock()
     learner = new_tagger(load_settings())
     assert isinstance(learner, linear.LinearTagger), "the linear tagger (TICKETPULSE_TAGGER=linear)"
-
-    def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        def run(*args: Any, **kwargs: Any) -> Any:
-            start = time.process_time()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                seconds[name] += time.process_time() - start
-
-        return run
-
-    learner.features = timed("features (embedding the carried ids, n-grams)", learner.features)  # type: ignore[method-assign]
-    learner._learn_rows = timed("gradient steps", learner._learn_rows)  # type: ignore[method-assign]
-    codec = Codec(TrainingBatch)
+    learner.features = clock.wrap("features (embedding the carried ids, n-grams)", learner.features)  # type: ignore[method-assign]
+    learner._learn_rows = clock.wrap("gradient steps", learner._learn_rows)  # type: ignore[method-assign]
+    learn_batch = clock.wrap("the rest (which labels are new, scoring them)", learner.learn_batch)
+    decode = clock.wrap("decoding the message", Codec(TrainingBatch).decode)
     learned = 0
     start = time.process_time()
     for raw in messages:
-        decoded = timed("decoding the message", codec.decode)(raw)
-        learned += learner.learn_batch(decoded.examples)
-    seconds["all"] = time.process_time() - start
-    seconds["the rest (which labels are new, scoring them)"] = seconds["all"] - sum(
-        v for k, v in seconds.items() if k != "all"
-    )
-    return learned, seconds
+        learned += learn_batch(decode(raw).examples)
+    return learned, {**clock.seconds, "all": time.process_time() - start}
 
 
 def main() -> None:
