@@ -64,6 +64,9 @@ class TicketWords(NamedTuple):
     #: the token ids of its reading, packed where it was tagged (``TicketEncoder.pack_tokens``):
     #: the grouper embeds them instead of tokenizing the ticket again (``None``: it tokenizes)
     tokens: bytes | None = None
+    #: the ticket's ``locale`` ("" when it has none): patterns are grouped per area and
+    #: language (:func:`pipeline.patterns.watch.grouping_key`); absent in messages of earlier versions
+    locale: str = ""
 
 
 class CountingBatch(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -114,6 +117,8 @@ class PatternTicket(NamedTuple):
     body: str
     #: as :attr:`TicketWords.tokens`
     tokens: bytes | None = None
+    #: as :attr:`TicketWords.locale`
+    locale: str = ""
 
 
 class PatternTickets(msgspec.Struct, frozen=True, omit_defaults=True):

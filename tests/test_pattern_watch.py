@@ -413,3 +413,57 @@ def test_a_pattern_checkpoint_grouped_on_words_is_let_go_with_one_log_line(
     assert stage.watches == {} and stage.positions == {}
     (line,) = [r.getMessage() for r in caplog.records if "agent=patterns" in r.getMessage()]
     assert "checkpoint=refused" in line and "grouped on words (areas export)" in line
+
+
+def _in_locale(rec: list[object], locale: str, n: int) -> list[object]:
+    """``rec`` posted in ``locale`` by another customer (a record's ``tokens`` none, its ``locale`` set)."""
+    return [f"{rec[0]}-{locale}-{n}", rec[1], rec[2], rec[3], f"{locale}-c{n}", rec[5], rec[6], rec[7], None, locale]
+
+
+@pytest.mark.parametrize("by_locale", [True, False])
+def test_tickets_are_grouped_per_language_of_their_locale_and_reported_under_their_area(by_locale: bool) -> None:
+    # The model reads English: questions in a language it cannot read meet whatever they
+    # ask. The same words from an English and a Portuguese forum show the split plainly.
+    pw = PatternWatch(H, 7 * DAY, sources=1, by_locale=by_locale)
+    export = record(0, START, "export", "c0", area="app")
+    login = record(1, START, "login", "c1", area="app")
+    tickets = [_in_locale(r, loc, n) for n in range(3) for r in (export, login) for loc in ("en-US", "pt-BR", "en")]
+    tickets.append(login)  # no locale (a record of an earlier version): the area's tickets without one
+    pw.add(tickets)
+    points = pw.points(pw.hear({"0": START + H}), "1h")
+    assigned = dict(pw.drain_assigned())
+    customers = {p.tags["pattern"]: p.fields["customers"] for p in points}
+    assert {p.tags["area"] for p in points} == {"app"}  # the language splits groupers, not areas
+    export_en = {assigned[f"export-0-{loc}-{n}"] for n in range(3) for loc in ("en-US", "en")}
+    export_pt = {assigned[f"export-0-pt-BR-{n}"] for n in range(3)}
+    assert len(export_en) == 1 and len(export_pt) == 1  # en-US and en are one language
+    if by_locale:
+        assert export_en != export_pt
+        assert (customers[export_en.pop()], customers[export_pt.pop()]) == (6, 3)
+        assert assigned["login-1"] not in {assigned[f"login-1-{loc}-0"] for loc in ("en-US", "pt-BR")}
+        assert sorted(pw.groupers) == ["app", "app\nen", "app\npt"]
+    else:
+        assert export_en == export_pt and customers[export_en.pop()] == 9
+        assert sorted(pw.groupers) == ["app"]
+
+
+def test_a_watch_pickled_before_languages_were_told_apart_goes_on_grouping_per_area() -> None:
+    pw = PatternWatch(H, 2 * DAY, sources=1, retire_after_seconds=DAY)
+    pw.add([record(0, START, "invoice", "c0"), record(1, START, "export", "c1")])
+    pw.hear({"0": START + H})
+    pw.drain_assigned()
+    state = pw.__getstate__()
+    del state["by_locale"], state["group_of"]  # as a checkpoint of the version before holds it
+    old = PatternWatch.__new__(PatternWatch)
+    old.__setstate__(pickle.loads(pickle.dumps(state)))
+    old.attach(shared_encoder())
+    assert old.by_locale is False and old.group_of == old.area_of
+    invoice_id = next(pid for pid, area in old.area_of.items() if area == "billing")
+    old.add([_in_locale(record(2, START + H, "invoice", "c2"), "es", 0)])
+    old.hear({"0": START + 2 * H})
+    assert dict(old.drain_assigned()) == {"invoice-2-es-0": invoice_id}  # joined the area's pattern, as before
+    for day in range(1, 5):  # a quiet small pattern is still forgotten from its grouper
+        old.add([record(10 + day, START + day * DAY, "login", "c9")])
+        old.points(old.hear({"0": START + day * DAY + H}), "1h")
+        old.close()
+    assert invoice_id not in old.area_of and invoice_id not in old.group_of and old.forgotten >= 1

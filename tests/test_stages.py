@@ -9,6 +9,7 @@ tests.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -441,6 +442,35 @@ def test_a_ticket_is_tokenized_once_its_ids_travel_from_tagging_to_the_grouper(m
     )
     assert calls and with_ids == from_text and len(with_ids) == 9
     assert len({pid for _, pid in with_ids}) == 2  # the two export tickets' wordings together, refunds apart
+
+
+def test_a_tickets_locale_travels_from_tagging_to_the_grouper_which_groups_per_language() -> None:
+    settings = _settings()
+    locales = ["en-US", "pt-BR", None]
+    raws = [
+        orjson.dumps(
+            {
+                "id": f"t{n}",
+                "created_at": f"2026-03-02T09:{n:02d}:00+00:00",
+                "customer_id": f"c{n}",
+                "subject": "Export fails",
+                "body": "The CSV export times out",
+                "product_area": "reports",
+                **({"locale": locales[n % 3]} if locales[n % 3] else {}),
+            }
+        )
+        for n in range(9)
+    ]
+    topics = _validated(settings, raws)
+    asyncio.run(Count(settings, topics, PipelineStats(), Table()).on_batch(topics["by_customer"].as_events()))
+    carried = [m for m in topics["pattern_tickets"].decoded(PatternTickets) if m.tickets]
+    assert sorted(t.locale for m in carried for t in m.tickets) == sorted(["", "en-US", "pt-BR"] * 3)
+    closing = PatternTickets([], {"0": MONDAY + 11 * H})
+    stage = GroupPatterns(settings, _topics(settings), PipelineStats(), Sink(), lambda: {0})
+    assigned = dict(_grouped(settings, [*carried, closing], stage))
+    # one wording, three languages as the locales say (none, en, pt): three patterns of three customers
+    assert sorted(Counter(assigned.values()).values()) == [3, 3, 3]
+    assert {assigned[f"t{n}"] for n in (0, 3, 6)} == {assigned["t0"]}
 
 
 def test_the_watch_state_of_the_longest_tickets_allowed_stays_far_under_the_producers_limit() -> None:

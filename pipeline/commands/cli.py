@@ -227,6 +227,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         feature_buckets=settings.tagger_feature_buckets,
         pattern_threshold=settings.pattern_threshold,
         tagger_kind=settings.tagger,
+        pattern_by_locale=settings.pattern_by_locale,
     )
     print(orjson.dumps(summary).decode())
     return 0
@@ -270,6 +271,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
             feature_buckets=load_settings().tagger_feature_buckets,
             pattern_threshold=load_settings().pattern_threshold,
             tagger_kind=load_settings().tagger,
+            pattern_by_locale=load_settings().pattern_by_locale,
         )
         Path(fh.name).unlink()
         summary["rejected"] += len(rejected)

@@ -28,7 +28,7 @@ from detectors.backtest import ALL_CASE_TYPES, SpikeBacktest
 from pipeline.ingest.schema import UNASSIGNED, Ticket, TicketError, parse_ticket
 from pipeline.patterns.nearchurn import near_churn
 from pipeline.patterns.semantic import SemanticGrouper
-from pipeline.patterns.watch import merge_threshold_for
+from pipeline.patterns.watch import grouping_key, merge_threshold_for
 from pipeline.tagging.choice import make_tagger
 from pipeline.tagging.tagger import FEATURE_BUCKETS, FIELDS
 from pipeline.text.embedding import shared_encoder
@@ -78,14 +78,15 @@ def replay(
     feature_buckets: int | None = FEATURE_BUCKETS,
     pattern_threshold: float = 0.5,
     tagger_kind: str = "linear",
+    pattern_by_locale: bool = True,
 ) -> dict[str, Any]:
     """Run the tagger over ``source``; write predictions to ``output``; return the summary.
 
     ``tagger_kind``: the worker's ``TICKETPULSE_TAGGER`` (a warm-start model must be of
     the worker's kind); ``feature_buckets``: the words tagger's
     (``TICKETPULSE_TAGGER_FEATURE_BUCKETS``), which a worker warm-started from
-    ``save_model`` must share. ``pattern_threshold``: the worker's
-    (``TICKETPULSE_PATTERN_THRESHOLD``).
+    ``save_model`` must share. ``pattern_threshold``, ``pattern_by_locale``: the worker's
+    (``TICKETPULSE_PATTERN_THRESHOLD``, ``TICKETPULSE_PATTERN_BY_LOCALE``).
 
     The summary also backtests spike detection on the history (``spike_episodes``, see
     :func:`backtest_spikes`): the alerts the worker would have sent, per product area
@@ -112,10 +113,10 @@ def replay(
             assert isinstance(doc, dict)  # noqa: S101 - a ticket's entry holds its document
             predicted = next(predictions)
             churn = near_churn(ticket.subject, ticket.body)
-            area = ticket.product_area or UNASSIGNED
-            grouper = groupers.get(area)
+            key = grouping_key(ticket.product_area or UNASSIGNED, ticket.locale, pattern_by_locale)
+            grouper = groupers.get(key)
             if grouper is None:
-                grouper = groupers[area] = SemanticGrouper(
+                grouper = groupers[key] = SemanticGrouper(
                     encoder, threshold=pattern_threshold, merge_threshold=merge_threshold_for(pattern_threshold)
                 )
             pattern = grouper.add(

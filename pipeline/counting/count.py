@@ -98,17 +98,18 @@ class Count:
                 if outcome == COUNTED:
                     if texts:
                         by_target = for_patterns.setdefault(partition, {})
-                        created_at, subject, body, tokens = texts[n]
+                        words = texts[n]
                         ticket = PatternTicket(
                             fact.ticket_id,
                             fact.window,
                             fact.area,
                             fact.case_type,
                             fact.customer_id,
-                            created_at,
-                            subject,
-                            body,
-                            tokens if keep_tokens else None,
+                            words.created_at,
+                            words.subject,
+                            words.body,
+                            words.tokens if keep_tokens else None,
+                            words.locale,
                         )
                         by_target.setdefault(self.partition_of(fact.area.encode()), []).append(ticket)
                     # keyed by its message: a replay after a crash never overwrites a chunk

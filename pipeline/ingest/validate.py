@@ -105,7 +105,11 @@ class Validate:
                 # the words travel with the fact: what ``count`` counts, patterns group
                 tokens = tagged.tokens[n] if tagged.tokens else None
                 words = TicketWords(
-                    ticket.created_at.isoformat(), ticket.subject, ticket.body[:PATTERN_BODY_CHARS], tokens
+                    ticket.created_at.isoformat(),
+                    ticket.subject,
+                    ticket.body[:PATTERN_BODY_CHARS],
+                    tokens,
+                    ticket.locale or "",
                 )
                 texts.setdefault(customer_partition, []).append(words)
             source = str(source_partition)

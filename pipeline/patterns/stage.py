@@ -85,6 +85,7 @@ class GroupPatterns:
             min_customers=settings.pattern_spike_min_customers,
             encoder=self.encoder,
             watch_after=PATTERN_WATCH_AFTER,
+            by_locale=settings.pattern_by_locale,
         )
 
     def load(self) -> None:
@@ -111,6 +112,8 @@ class GroupPatterns:
         try:
             for watch in watches.values():
                 watch.attach(self.encoder, f"the pattern checkpoint {self.checkpoint}")
+                # the setting, not the checkpoint, says how tickets are grouped from now on
+                watch.by_locale = self.settings.pattern_by_locale
         except OutdatedPatternState as exc:
             logger.warning(
                 "agent=patterns checkpoint=refused path=%s reason=%s: patterns start anew from the beginning of "

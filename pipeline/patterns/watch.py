@@ -54,12 +54,30 @@ from pipeline.runtime.watermarks import hear, low_watermark
 from pipeline.text.embedding import TicketEncoder, shared_encoder
 from pipeline.text.privacy import mask_personal
 
-__all__ = ["OutdatedPatternState", "PatternRecord", "PatternWatch", "merge_threshold_for"]
+__all__ = ["OutdatedPatternState", "PatternRecord", "PatternWatch", "grouping_key", "merge_threshold_for"]
 
 #: A counted ticket as ``count`` forwards it:
-#: ``[id, window, area, case_type, customer_id, created_at, subject, body, tokens]`` (``tokens``,
-#: optional: its reading's token ids packed where it was tagged, ``TicketEncoder.pack_tokens``).
+#: ``[id, window, area, case_type, customer_id, created_at, subject, body, tokens, locale]``
+#: (``tokens``, optional: its reading's token ids packed where it was tagged,
+#: ``TicketEncoder.pack_tokens``; ``locale``, optional: the ticket's, "" when it has none).
 PatternRecord = Sequence[Any]
+
+
+def grouping_key(area: str, locale: str | None, by_locale: bool = True) -> str:
+    r"""The grouper a ticket goes to: its area's, or its area's in its language.
+
+    The embedding model was taught in English: questions in other languages it cannot read
+    land near each other whatever they ask, so an area's largest patterns were Dutch, Czech
+    and Spanish questions of unrelated problems together (SUMO; docs/benchmarks.md). Per
+    language (the locale's first subtag, ``pt-BR`` -> ``pt``) each is compared with its own
+    language's questions only, less that language's mean. Areas are one line (the schema),
+    so the separator cannot occur in one.
+
+    >>> grouping_key("sync", "pt-BR"), grouping_key("sync", ""), grouping_key("sync", "pt-BR", by_locale=False)
+    ('sync\npt', 'sync', 'sync')
+    """
+    language = (locale or "").replace("_", "-").split("-")[0].strip().lower() if by_locale else ""
+    return f"{area}\n{language}" if language else area
 
 
 class OutdatedPatternState(ValueError):
@@ -161,6 +179,7 @@ class PatternWatch:
         keep_customers: int = 10,
         encoder: TicketEncoder | None = None,
         keep_near_churn: bool = False,
+        by_locale: bool = True,
     ) -> None:
         self.encoder: TicketEncoder | None = encoder if encoder is not None else shared_encoder()
         self.window_seconds = window_seconds
@@ -173,12 +192,16 @@ class PatternWatch:
         self.retire_after_seconds = retire_after_seconds
         self.warm_windows = warm_windows
         self.keep_customers = keep_customers
+        self.by_locale = by_locale
         #: with ``keep_near_churn``, the ids of the near-churn tickets grouped (the backtest's
         #: review lists them without reading every ticket's text again); else ``None``
         self.near_churn_ids: set[str] | None = set() if keep_near_churn else None
+        #: :func:`grouping_key` -> its grouper (an area's, or an area's in one language)
         self.groupers: dict[str, SemanticGrouper] = {}
         #: pattern id -> its area
         self.area_of: dict[str, str] = {}
+        #: pattern id -> the key of its grouper
+        self.group_of: dict[str, str] = {}
         #: (window, pattern id) -> [tickets, distinct customers, near-churn tickets]
         self.counts: dict[tuple[int, str], tuple[int, set[str], int]] = {}
         #: (window, pattern id) -> up to three ``[id, customer, masked text]`` from different customers
@@ -243,6 +266,9 @@ class PatternWatch:
         state.setdefault("merges", 0)
         state.setdefault("closing", {})
         state.setdefault("zeroed", {})
+        # grouped per area alone before languages were told apart: each pattern's grouper is its area's
+        state.setdefault("by_locale", False)
+        state.setdefault("group_of", dict(state.get("area_of", {})))
         state["encoder"] = None  # attach() gives it back
         # watches of earlier versions kept every closed window's baseline, never drained
         for watch in state.get("watches", {}).values():
@@ -296,7 +322,7 @@ class PatternWatch:
     def pattern(self, pattern_id: str) -> Pattern:
         """A pattern by its id, or by an id merged into it."""
         pid = self.resolve(pattern_id)
-        return self.groupers[self.area_of[pid]].patterns[pid]
+        return self.groupers[self.group_of[pid]].patterns[pid]
 
     def add(self, records: Iterable[PatternRecord]) -> set[tuple[int, str]]:
         """Take newly counted tickets; the ``(window, pattern id)`` whose counts changed.
@@ -337,6 +363,7 @@ class PatternWatch:
                 "case_type": record[3],
                 "product_area": record[2],
                 "created_at": record[5],
+                "locale": record[9] if len(record) > 9 else "",
             }
             for record in records
         ]
@@ -346,21 +373,23 @@ class PatternWatch:
         churn = [near_churn(t["subject"], t["body"]) for t in tickets]
         rows_of: dict[str, list[int]] = {}
         for i, ticket in enumerate(tickets):
-            rows_of.setdefault(ticket["product_area"], []).append(i)
+            rows_of.setdefault(grouping_key(ticket["product_area"], ticket["locale"], self.by_locale), []).append(i)
         patterns: dict[int, Pattern] = {}
         touched: set[tuple[int, str]] = set()
-        for area, rows in sorted(rows_of.items()):
-            grouper = self.groupers.get(area)
+        for key, rows in sorted(rows_of.items()):
+            grouper = self.groupers.get(key)
             if grouper is None:
-                grouper = self.groupers[area] = SemanticGrouper(
+                grouper = self.groupers[key] = SemanticGrouper(
                     encoder, threshold=self.threshold, merge_threshold=merge_threshold_for(self.threshold)
                 )
             grouped = grouper.add_many([tickets[i] for i in rows], vectors[rows], [churn[i] for i in rows], False)
             for i, pattern in zip(rows, grouped, strict=True):
                 patterns[i] = pattern
+                self.group_of[pattern.id] = key
             # before this batch's tickets are counted: the merges move what was kept before it
+            area = tickets[rows[0]]["product_area"]
             for gone, survivor in grouper.drain_merged():
-                touched |= self._merge(area, gone, survivor)
+                touched |= self._merge(area, key, gone, survivor)
         for i, record in enumerate(records):
             touched.add(self._count(record, patterns[i], churn[i]))
         # a key moved to a survivor that was itself absorbed later in the batch: its last survivor
@@ -391,13 +420,16 @@ class PatternWatch:
             examples.append([ticket_id, customer, own if own is not None else mask_personal(f"{subject}: {body}")])
         return window, pid
 
-    def _merge(self, area: str, gone: str, survivor: str) -> set[tuple[int, str]]:
+    def _merge(self, area: str, group: str, gone: str, survivor: str) -> set[tuple[int, str]]:
         """Move what is kept under an absorbed pattern to its survivor; the survivor's keys changed."""
         self.merges += 1
         touched: set[tuple[int, str]] = set()
         self.area_of.pop(gone, None)  # absent if made in this batch: then nothing is kept under it yet
+        self.group_of.pop(gone, None)
         self.area_of[survivor] = area
-        name = self.groupers[area].patterns[self.groupers[area].resolve(survivor)].name
+        self.group_of[survivor] = group
+        grouper = self.groupers[group]
+        name = grouper.patterns[grouper.resolve(survivor)].name
         for window in sorted(self.windows_of.pop(gone, set())):
             key, into = (window, gone), (window, survivor)
             tickets, customers, churned = self.counts.pop(key)
@@ -557,11 +589,11 @@ class PatternWatch:
         for pid, last in list(self.last_window_of.items()):
             if low - last <= self.retire_after_seconds or pid in self.watches or pid in self.windows_of:
                 continue
-            grouper = self.groupers[self.area_of[pid]]
+            grouper = self.groupers[self.group_of[pid]]
             if len(grouper.patterns[pid].customers) >= self.keep_customers:
                 continue
             grouper.forget(pid)
-            del self.area_of[pid], self.last_window_of[pid]
+            del self.area_of[pid], self.group_of[pid], self.last_window_of[pid]
             self.forgotten += 1
 
     def points(self, touched: Iterable[tuple[int, str]], window_tag: str) -> list[Point]:

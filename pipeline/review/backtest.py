@@ -112,6 +112,7 @@ class Backtest:
             min_customers=settings.pattern_spike_min_customers,
             watch_after=PATTERN_WATCH_AFTER,
             keep_near_churn=True,
+            by_locale=settings.pattern_by_locale,
         )
         self.areas: dict[str, _Hours] = {}
         self.mix: dict[str, Counter[str]] = {}
@@ -186,7 +187,16 @@ class Backtest:
         self.docs.append(doc)
         self.doc_hours.append(hour)
         return PatternTicket(
-            ticket.id, hour, area, case_type, ticket.customer_id, doc["created_at"], ticket.subject, ticket.body, tokens
+            ticket.id,
+            hour,
+            area,
+            case_type,
+            ticket.customer_id,
+            doc["created_at"],
+            ticket.subject,
+            ticket.body,
+            tokens,
+            ticket.locale or "",
         )
 
     def _hear_patterns(self, watermark: int) -> None:
