@@ -50,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pipeline.patterns.grouper import PatternGrouper
 from pipeline.patterns.semantic import SemanticGrouper
+from pipeline.patterns.watch import grouping_key
 from pipeline.tagging.linear import LinearTagger
 from pipeline.tagging.tagger import OPENING_CHARS, Prequential, TicketTagger, clean_text, predicted_labels
 from pipeline.text.embedding import TicketEncoder
@@ -267,7 +268,7 @@ def sumo(args: argparse.Namespace) -> None:
         for k, q in enumerate(chunk):
             # --by-locale: one grouper per topic and language (the model is English: other
             # languages' questions meet by language, not by problem)
-            key = f"{q['product_area']}|{q.get('locale', '').split('-')[0]}" if args.by_locale else q["product_area"]
+            key = grouping_key(q["product_area"], q.get("locale"), args.by_locale)
             by_area[key].append(k)
         for area, rows in sorted(by_area.items()):
             if area not in groupers:
@@ -295,7 +296,9 @@ def sumo(args: argparse.Namespace) -> None:
             print(f"  after {start + len(chunk):,}: tag+group CPU {tag_s + group_s:.1f} s, live patterns {live:,}")
     n = len(questions)
     quality = tagger.quality[field].summary()
-    final = [groupers[a].pattern_of(i) for a, i in final_of]
+    # in the questions' order (final_of is in the order grouped: per batch, area by area)
+    pattern_by_id = {i: groupers[a].pattern_of(i) for a, i in final_of}
+    final = [pattern_by_id[q["id"]] for q in questions]
     in_5 = sum(len(p.customers) >= 5 for p in final)
     patterns = sum(len(g.patterns) for g in groupers.values())
     alone = sum(p.tickets == 1 for g in groupers.values() for p in g.patterns.values())
@@ -307,6 +310,12 @@ def sumo(args: argparse.Namespace) -> None:
         f"share in patterns of 5+ customers={in_5 / n:.3f} "
         f"cpu_us tag={1e6 * tag_s / n:.0f} group={1e6 * group_s / n:.0f} (per question)"
     )
+    sizes = Counter(p.id for p in final)
+    for name, english in (("en-US", True), ("other locales", False)):
+        rows = [k for k, q in enumerate(questions) if (q.get("locale") == "en-US") == english]
+        alone_share = sum(sizes[final[k].id] == 1 for k in rows) / max(1, len(rows))
+        in_5_share = sum(len(final[k].customers) >= 5 for k in rows) / max(1, len(rows))
+        print(f"  {name}: {len(rows)} questions, alone {alone_share:.3f}, in patterns of 5+ customers {in_5_share:.3f}")
     if args.show:
         last_month = questions[-1]["created_at"][:7]
         month = Counter(p.id for p, q in zip(final, questions, strict=True) if q["created_at"][:7] == last_month)
