@@ -213,7 +213,10 @@ def read_values(settings: Settings, topic: str, quiet_seconds: float = 3.0) -> I
                     if record.value is not None:
                         yield record.value
     finally:
-        consumer.close()
+        # closing cancels the metadata refresh in flight, which kafka-python logs as an error
+        # ("Metadata refresh: failed Cancelled") on every read of the demo's progress
+        with kafka_clients.quiet_client_logs():
+            consumer.close()
 
 
 _M = np.uint32(0x5BD1E995)
