@@ -197,8 +197,8 @@ class Settings(BaseSettings):
         True,
         description="TICKETPULSE_PATTERN_BY_LOCALE: group an area's tickets per language (the first subtag of "
         "their `locale`; tickets without one together, as before): the embedding model reads English, and "
-        "questions it cannot read meet whatever they ask. On SUMO 2022-2024, 173 of the 360 largest patterns "
-        "of a month mixed languages (under 80 % one language) when grouped per area, 23 per area and language. "
+        "questions it cannot read meet whatever they ask. On SUMO 2022-2024, 179 of the 360 largest patterns "
+        "of a month mixed languages (under 80 % one language) when grouped per area, 24 per area and language. "
         "Changing it starts new patterns for the tickets with a locale. Measured in docs/benchmarks.md.",
     )
     pattern_spike_min_customers: int = Field(
