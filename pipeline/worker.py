@@ -42,6 +42,7 @@ from pipeline.ingest.web import add_web_views
 from pipeline.outputs.sinks import InfluxSink, create_sink
 from pipeline.patterns.stage import GroupPatterns
 from pipeline.runtime.app import new_app
+from pipeline.runtime.batching import SkippedMessages
 from pipeline.runtime.kafka import broker_reachable
 from pipeline.runtime.liveness import BrokerWatchdog, RepeatFilter
 from pipeline.runtime.stats import PipelineStats, StatsWriter
@@ -120,12 +121,25 @@ def build_pipeline(
         app.tables.add(made)
         return made
 
+    guards: list[SkippedMessages] = []
+
+    def read_on_from_committed(_app: Any, /, *_args: Any, signal: Any, **_kwargs: Any) -> None:
+        # a rebalance: partitions are read on from their committed offsets
+        for guard in guards:
+            guard.forget()
+
+    app.on_partitions_revoked.connect(read_on_from_committed)
+
     def batches(topic: Any, name: str, on_batch: Any) -> None:
         # an agent that hands its stage whole batches (the per-ticket work is a dict lookup
-        # and a few additions; sends and writes happen once per batch)
+        # and a few additions; sends and writes happen once per batch), with every message
+        # Faust acknowledged without handing it over read again (SkippedMessages)
+        guard = SkippedMessages(settings.bootstrap_servers, settings.app_id, name)
+        guards.append(guard)
+
         async def agent(stream: Any) -> None:
             async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
-                await on_batch(events)
+                await on_batch(await guard.complete(events))
 
         agent.__name__ = agent.__qualname__ = name
         app.agent(topic, name=name)(agent)

@@ -34,6 +34,10 @@ from pipeline.testbed.services import EmbeddedBroker, EmbeddedInflux, EmbeddedVi
 TICKETPULSE = str(Path(sys.executable).with_name("ticketpulse"))
 
 
+#: Worker log lines that tell what happened to the counts: recoveries, holes read again, errors.
+_TELLING = ("recovered", "loaded=", "skipped=", "read_again", "ERROR", "Crashed", "commit=failed", "stop=")
+
+
 @pytest.fixture(scope="session")
 def broker() -> Iterator[EmbeddedBroker]:
     with EmbeddedBroker() as service:
@@ -125,6 +129,31 @@ class Stack:
 
     def worker_logs(self) -> str:
         return "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(self.tmp_path.glob("worker-*.log")))
+
+    def count_mismatch(self, expected: dict[tuple[int, str], int], got: dict[tuple[int, str], int]) -> str:
+        """What a failed count comparison needs to be read: the tickets missing or extra per window
+        (oldest first), and every worker's lines on recovery, holes read again and errors."""
+        windows = sorted({w for w, _ in expected} | {w for w, _ in got})
+        diffs = []
+        for window in windows:
+            want = sum(n for (w, _), n in expected.items() if w == window)
+            have = sum(n for (w, _), n in got.items() if w == window)
+            if want != have:
+                diffs.append(f"{window}:{have - want:+d}/{want}")
+        keys = [line for line in self.worker_log_lines() if any(mark in line for mark in _TELLING)]
+        total = sum(got.values()) - sum(expected.values())
+        return (
+            f"tickets {total:+d} of {sum(expected.values())}; per window (got - expected / expected): "
+            + " ".join(diffs)
+            + "\n"
+            + "\n".join(keys[-60:])
+            + "\n"
+            + self.worker_logs()
+        )
+
+    def worker_log_lines(self) -> list[str]:
+        logs = sorted(self.tmp_path.glob("worker-*.log"))
+        return [line for log in logs for line in log.read_text(errors="replace").splitlines()]
 
     def crashes(self) -> list[str]:
         """Lines where Faust's supervisor restarted a crashed agent, from every worker log."""

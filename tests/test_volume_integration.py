@@ -194,7 +194,7 @@ def test_worker_killed_mid_stream_loses_nothing_and_counts_nothing_twice(stack) 
     stack.start_worker("first", TICKETPULSE_LOG_LEVEL="info")  # the same machine: its data directory
     sender.join()
     got = stack.wait_for_counts(dict(truth), timeout=120)
-    assert got == dict(truth), stack.worker_logs()
+    assert got == dict(truth), stack.count_mismatch(dict(truth), got)
     # the restarted worker read on from its pattern checkpoint: each ticket in one pattern, once
     assert "agent=patterns loaded=checkpoint" in (stack.tmp_path / "worker-first.log").read_text()
     closed = closed_windows(truth)

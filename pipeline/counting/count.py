@@ -7,16 +7,13 @@ Why it stays exact under at-least-once delivery, rebalances and SIGKILL:
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from pipeline.counting.volume import COUNTED, DUPLICATE, PartitionVolume, volume_keys
 from pipeline.messages import Codec, CountingBatch, Fact, PartialRow, PatternTicket, PatternTickets, VolumePartials
-from pipeline.runtime.batching import skipped_offsets
 from pipeline.runtime.outbox import Outbox
 from pipeline.runtime.partitioning import KeyPartitioner
 from pipeline.runtime.stats import PipelineStats
@@ -58,8 +55,6 @@ class Count:
         # the facts, since after a restart a tickets partition may never be heard from again
         # (a stream that has ended) and its watermark would then hold every window open.
         self.source_marks: dict[int, dict[str, int]] = {}
-        # counting partition -> the offset of tickets-by-customer the next batch should start at
-        self.next_offsets: dict[int, int] = {}
 
     def heard_windows(self) -> list[int]:
         """Every window the counting partitions here have heard from any tickets partition."""
@@ -83,7 +78,12 @@ class Count:
         chunks: dict[tuple[int, int], list[Fact]] = {}
         touched: dict[int, set[tuple[int, tuple[str, str, str]]]] = {}
         heard: set[int] = set()
-        events_read = await self.with_skipped(events)
+        # in offset order per partition (the batch, with any message Faust skipped read
+        # again: pipeline.runtime.batching.SkippedMessages)
+        events_read: list[Item] = sorted(
+            ((e.message.partition, e.message.offset, self.codec.decode(e.value)) for e in events),
+            key=lambda item: (item[0], item[1]),
+        )
         # counting partition -> pattern partition -> newly counted tickets with their words
         for_patterns: dict[int, dict[int, list[PatternTicket]]] = {}
         # the embedding model whose token ids go on with the tickets: the first message's
@@ -193,7 +193,6 @@ class Count:
     async def rebuild(self) -> None:
         """Derive the counts of the partitions this worker now owns from the durable facts."""
         self.volumes.clear()
-        self.next_offsets.clear()  # read on from the committed offsets, wherever they are
         owned = self.first_seen.active_partitions
         for chunk_key, facts in self.first_seen.items():
             partition_part, _, name = chunk_key.partition("/")
@@ -222,44 +221,3 @@ class Count:
             sum(len(v.windows()) for v in self.volumes.values()),
             len(self.first_seen),
         )
-
-    async def with_skipped(self, events: Sequence[Any]) -> list[Item]:
-        """The batch as ``(partition, offset, message)``, with any message Faust skipped read again
-        from the broker before the batch is acknowledged (see :func:`skipped_offsets`)."""
-        items = [(e.message.partition, e.message.offset, self.codec.decode(e.value)) for e in events]
-        for partition, holes in skipped_offsets(self.next_offsets, [(p, o) for p, o, _ in items]).items():
-            again = await self.read_again(partition, holes)
-            items += again
-            logger.warning(
-                "agent=count partition=%d skipped=%d-%d holes=%d read_again=%d",
-                partition,
-                holes[0],
-                holes[-1],
-                len(holes),
-                len(again),
-            )
-        return sorted(items, key=lambda item: (item[0], item[1]))
-
-    async def read_again(self, partition: int, offsets: list[int]) -> list[Item]:
-        """The messages of ``tickets-by-customer`` at ``offsets`` (ascending) of one partition."""
-        wanted = set(offsets)
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap_servers, group_id=None, enable_auto_commit=False
-        )
-        await consumer.start()
-        found: list[Item] = []
-        try:
-            tp = TopicPartition(self.topics["by_customer"].get_topic_name(), partition)
-            consumer.assign([tp])
-            consumer.seek(tp, offsets[0])
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                batch = await consumer.getmany(tp, timeout_ms=1000)
-                records = batch.get(tp, [])
-                found += [(partition, r.offset, self.codec.decode(r.value)) for r in records if r.offset in wanted]
-                if any(r.offset >= offsets[-1] for r in records):
-                    return found
-            logger.error("agent=count partition=%d offsets=%s error=not_read_again", partition, offsets)
-            return found
-        finally:
-            await consumer.stop()

@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+import time
+from collections.abc import Hashable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from aiokafka import ConsumerRebalanceListener
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
-__all__ = ["FinishBatchFirst", "interleaved_batches", "round_robin", "skipped_offsets"]
+__all__ = ["FinishBatchFirst", "SkippedMessages", "interleaved_batches", "round_robin", "skipped_offsets"]
+
+P = TypeVar("P", bound=Hashable)
 
 logger = logging.getLogger("pipeline.worker")
 
@@ -73,7 +77,7 @@ class FinishBatchFirst(ConsumerRebalanceListener):  # type: ignore[misc]
         logger.info("agent=read_tickets assigned partitions=%s", partitions)
 
 
-def skipped_offsets(next_offsets: dict[int, int], batch: Iterable[tuple[int, int]]) -> dict[int, list[int]]:
+def skipped_offsets(next_offsets: dict[P, int], batch: Iterable[tuple[P, int]]) -> dict[P, list[int]]:
     """Offsets a batch should have held but did not, per partition; advances ``next_offsets``.
 
     Faust's ``take_events`` can, under a backlog, acknowledge a message it never handed
@@ -90,11 +94,11 @@ def skipped_offsets(next_offsets: dict[int, int], batch: Iterable[tuple[int, int
     >>> nexts
     {0: 11, 1: 11}
     """
-    by_partition: dict[int, set[int]] = {}
+    by_partition: dict[P, set[int]] = {}
     for partition, offset in batch:
         by_partition.setdefault(partition, set()).add(offset)
-    holes: dict[int, list[int]] = {}
-    for partition, offsets in sorted(by_partition.items()):
+    holes: dict[P, list[int]] = {}
+    for partition, offsets in by_partition.items():
         newest = max(offsets)
         expected = next_offsets.get(partition)
         if expected is not None:
@@ -103,3 +107,130 @@ def skipped_offsets(next_offsets: dict[int, int], batch: Iterable[tuple[int, int
                 holes[partition] = missing
         next_offsets[partition] = max(newest + 1, expected or 0)
     return holes
+
+
+@dataclass(frozen=True)
+class ReadAgainMessage:
+    """Where a message read again came from (what a stage reads of a Faust event's ``message``)."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class ReadAgainEvent:
+    """A message read again from the broker, shaped as the Faust event a stage reads."""
+
+    message: ReadAgainMessage
+    key: bytes | None
+    value: bytes
+
+
+class SkippedMessages:
+    """Hands a batch agent's stage every message of its batch, with any Faust skipped read again.
+
+    Faust's ``take_events`` can acknowledge a message it never handed to the agent
+    (:func:`skipped_offsets`). A stage whose state is derived from every message (the
+    merge keeps the latest count of every counting partition) misses it for good: a
+    window's last partial of one counting partition, skipped, leaves the window's total
+    short. Each batch's offsets are checked against where the last batch of that topic
+    partition ended, and the first batch of a partition against the group's committed
+    offset (where the consumer started); a hole is read again from the broker before
+    the batch is handled, and so before it is acknowledged. :meth:`forget` at a
+    rebalance: a partition taken over is read on from its committed offset.
+
+    Parameters
+    ----------
+    bootstrap_servers
+        The broker, to read holes again (a consumer that joins no group and commits nothing).
+    group_id
+        The agent's consumer group, whose committed offsets say where a partition's first
+        batch should start.
+    agent
+        The agent's name, for the log.
+    timeout_seconds
+        How long to try to read a hole again before logging it as lost.
+    """
+
+    def __init__(self, bootstrap_servers: str, group_id: str, agent: str, timeout_seconds: float = 30.0) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.group_id = group_id
+        self.agent = agent
+        self.timeout_seconds = timeout_seconds
+        #: (topic, partition) -> the offset the next batch should start at
+        self.next_offsets: dict[tuple[str, int], int] = {}
+
+    def forget(self) -> None:
+        """Read on from the committed offsets, wherever they are (after a rebalance or recovery)."""
+        self.next_offsets.clear()
+
+    async def complete(self, events: Sequence[Any]) -> list[Any]:
+        """``events``, with any message skipped before them read again (then in offset order per partition)."""
+        offsets = [((e.message.topic, e.message.partition), e.message.offset) for e in events]
+        new = sorted({key for key, _ in offsets} - set(self.next_offsets))
+        if new:
+            self.next_offsets.update(await self.start_offsets(new))
+        holes = skipped_offsets(self.next_offsets, offsets)
+        if not holes:
+            return list(events)
+        found = list(events)
+        for (topic, partition), missing in holes.items():
+            again = await self.read_again(topic, partition, missing)
+            found += again
+            logger.warning(
+                "agent=%s topic=%s partition=%d skipped=%d-%d holes=%d read_again=%d",
+                self.agent,
+                topic,
+                partition,
+                missing[0],
+                missing[-1],
+                len(missing),
+                len(again),
+            )
+        return sorted(found, key=lambda e: (e.message.topic, e.message.partition, e.message.offset))
+
+    async def start_offsets(self, keys: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """Where the group's consumer started each partition: its committed offset, else the first kept."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap_servers, group_id=self.group_id, enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            tps = [TopicPartition(topic, partition) for topic, partition in keys]
+            consumer.assign(tps)  # assigned, not subscribed: it does not join the group
+            first = await consumer.beginning_offsets(tps)
+            starts: dict[tuple[str, int], int] = {}
+            for key, tp in zip(keys, tps, strict=True):
+                committed = await consumer.committed(tp)
+                starts[key] = first[tp] if committed is None else committed
+            return starts
+        finally:
+            await consumer.stop()
+
+    async def read_again(self, topic: str, partition: int, offsets: list[int]) -> list[ReadAgainEvent]:
+        """The messages at ``offsets`` (ascending) of one topic partition."""
+        wanted = set(offsets)
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, group_id=None, enable_auto_commit=False)
+        await consumer.start()
+        found: list[ReadAgainEvent] = []
+        try:
+            tp = TopicPartition(topic, partition)
+            consumer.assign([tp])
+            consumer.seek(tp, offsets[0])
+            deadline = time.monotonic() + self.timeout_seconds
+            while time.monotonic() < deadline:
+                records = (await consumer.getmany(tp, timeout_ms=1000)).get(tp, [])
+                found += [
+                    ReadAgainEvent(ReadAgainMessage(topic, partition, r.offset), r.key, r.value)
+                    for r in records
+                    if r.offset in wanted
+                ]
+                if any(r.offset >= offsets[-1] for r in records):
+                    return found
+            logger.error(
+                "agent=%s topic=%s partition=%d offsets=%s error=not_read_again", self.agent, topic, partition, offsets
+            )
+            return found
+        finally:
+            await consumer.stop()
