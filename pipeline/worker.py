@@ -134,7 +134,7 @@ def build_pipeline(
         # an agent that hands its stage whole batches (the per-ticket work is a dict lookup
         # and a few additions; sends and writes happen once per batch), with every message
         # Faust acknowledged without handing it over read again (SkippedMessages)
-        guard = SkippedMessages(settings.bootstrap_servers, settings.app_id, name)
+        guard = SkippedMessages(settings.bootstrap_servers, name)
         guards.append(guard)
 
         async def agent(stream: Any) -> None:

@@ -135,27 +135,24 @@ class SkippedMessages:
     merge keeps the latest count of every counting partition) misses it for good: a
     window's last partial of one counting partition, skipped, leaves the window's total
     short. Each batch's offsets are checked against where the last batch of that topic
-    partition ended, and the first batch of a partition against the group's committed
-    offset (where the consumer started); a hole is read again from the broker before
-    the batch is handled, and so before it is acknowledged. :meth:`forget` at a
-    rebalance: a partition taken over is read on from its committed offset.
+    partition ended; a hole is read again from the broker before the batch is handled,
+    and so before it is acknowledged. :meth:`forget` at a rebalance: a partition taken
+    over is read on from its committed offset, wherever that is. The first batch after
+    an assignment is not checked (that needs the group's committed offset, asked of the
+    broker by another client while the group may be rebalancing: not worth the risk).
 
     Parameters
     ----------
     bootstrap_servers
         The broker, to read holes again (a consumer that joins no group and commits nothing).
-    group_id
-        The agent's consumer group, whose committed offsets say where a partition's first
-        batch should start.
     agent
         The agent's name, for the log.
     timeout_seconds
         How long to try to read a hole again before logging it as lost.
     """
 
-    def __init__(self, bootstrap_servers: str, group_id: str, agent: str, timeout_seconds: float = 30.0) -> None:
+    def __init__(self, bootstrap_servers: str, agent: str, timeout_seconds: float = 30.0) -> None:
         self.bootstrap_servers = bootstrap_servers
-        self.group_id = group_id
         self.agent = agent
         self.timeout_seconds = timeout_seconds
         #: (topic, partition) -> the offset the next batch should start at
@@ -168,9 +165,6 @@ class SkippedMessages:
     async def complete(self, events: Sequence[Any]) -> list[Any]:
         """``events``, with any message skipped before them read again (then in offset order per partition)."""
         offsets = [((e.message.topic, e.message.partition), e.message.offset) for e in events]
-        new = sorted({key for key, _ in offsets} - set(self.next_offsets))
-        if new:
-            self.next_offsets.update(await self.start_offsets(new))
         holes = skipped_offsets(self.next_offsets, offsets)
         if not holes:
             return list(events)
@@ -189,24 +183,6 @@ class SkippedMessages:
                 len(again),
             )
         return sorted(found, key=lambda e: (e.message.topic, e.message.partition, e.message.offset))
-
-    async def start_offsets(self, keys: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
-        """Where the group's consumer started each partition: its committed offset, else the first kept."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap_servers, group_id=self.group_id, enable_auto_commit=False
-        )
-        await consumer.start()
-        try:
-            tps = [TopicPartition(topic, partition) for topic, partition in keys]
-            consumer.assign(tps)  # assigned, not subscribed: it does not join the group
-            first = await consumer.beginning_offsets(tps)
-            starts: dict[tuple[str, int], int] = {}
-            for key, tp in zip(keys, tps, strict=True):
-                committed = await consumer.committed(tp)
-                starts[key] = first[tp] if committed is None else committed
-            return starts
-        finally:
-            await consumer.stop()
 
     async def read_again(self, topic: str, partition: int, offsets: list[int]) -> list[ReadAgainEvent]:
         """The messages at ``offsets`` (ascending) of one topic partition."""
