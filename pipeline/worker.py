@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
+from faust.types import TP
 
 from pipeline.alerts.deliver import add_delivery
 from pipeline.alerts.product_events import ProductEvents
@@ -130,11 +131,18 @@ def build_pipeline(
 
     app.on_partitions_revoked.connect(read_on_from_committed)
 
+    def started_at(topic: str, partition: int) -> int | None:
+        # the committed offset Faust's consumer seeked the partition to at its assignment
+        # (Faust keeps it in a private mapping, updated by each commit: read before the
+        # partition's first batch is acknowledged, it is still where the stream started)
+        offsets = getattr(app.consumer, "_committed_offset", None)
+        return None if offsets is None else offsets.get(TP(topic, partition))
+
     def batches(topic: Any, name: str, on_batch: Any) -> None:
         # an agent that hands its stage whole batches (the per-ticket work is a dict lookup
         # and a few additions; sends and writes happen once per batch), with every message
         # Faust acknowledged without handing it over read again (SkippedMessages)
-        guard = SkippedMessages(settings.bootstrap_servers, name)
+        guard = SkippedMessages(settings.bootstrap_servers, name, start_of=started_at)
         guards.append(guard)
 
         async def agent(stream: Any) -> None:

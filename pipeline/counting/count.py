@@ -216,8 +216,9 @@ class Count:
                 await self.send_pattern_tickets(partition, {}, out)
         await out.delivered()
         logger.info(
-            "agent=count recovered partitions=%s windows=%d chunks=%d",
+            "agent=count recovered partitions=%s windows=%d tickets=%d chunks=%d",
             ",".join(str(p) for p in sorted(owned)) or "none",
             sum(len(v.windows()) for v in self.volumes.values()),
+            sum(v.open_tickets for v in self.volumes.values()),
             len(self.first_seen),
         )

@@ -220,6 +220,11 @@ class PartitionVolume:
         """``{key: event time of the newest ticket}`` of one window (when an alert would have fired)."""
         return {key: c.newest for key, c in self._windows.get(window, {}).items()}
 
+    @property
+    def open_tickets(self) -> int:
+        """How many tickets the open windows hold."""
+        return len(self._seen)
+
     def windows(self) -> list[int]:
         """The open windows, oldest first."""
         return sorted(self._windows)

@@ -6,7 +6,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -137,9 +137,9 @@ class SkippedMessages:
     short. Each batch's offsets are checked against where the last batch of that topic
     partition ended; a hole is read again from the broker before the batch is handled,
     and so before it is acknowledged. :meth:`forget` at a rebalance: a partition taken
-    over is read on from its committed offset, wherever that is. The first batch after
-    an assignment is not checked (that needs the group's committed offset, asked of the
-    broker by another client while the group may be rebalancing: not worth the risk).
+    over is read on from its committed offset. The first batch of a partition is checked
+    against where its consumer started (``start_of``: the committed offset it was
+    seeked to), when that is known.
 
     Parameters
     ----------
@@ -147,13 +147,23 @@ class SkippedMessages:
         The broker, to read holes again (a consumer that joins no group and commits nothing).
     agent
         The agent's name, for the log.
+    start_of
+        ``(topic, partition) -> offset`` its consumer started at after the last assignment
+        (``None``: not known; the first batch is then not checked).
     timeout_seconds
         How long to try to read a hole again before logging it as lost.
     """
 
-    def __init__(self, bootstrap_servers: str, agent: str, timeout_seconds: float = 30.0) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        agent: str,
+        start_of: Callable[[str, int], int | None] | None = None,
+        timeout_seconds: float = 30.0,
+    ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.agent = agent
+        self.start_of = start_of
         self.timeout_seconds = timeout_seconds
         #: (topic, partition) -> the offset the next batch should start at
         self.next_offsets: dict[tuple[str, int], int] = {}
@@ -165,6 +175,11 @@ class SkippedMessages:
     async def complete(self, events: Sequence[Any]) -> list[Any]:
         """``events``, with any message skipped before them read again (then in offset order per partition)."""
         offsets = [((e.message.topic, e.message.partition), e.message.offset) for e in events]
+        if self.start_of is not None:
+            for key in {key for key, _ in offsets} - set(self.next_offsets):
+                start = self.start_of(*key)
+                if start is not None:
+                    self.next_offsets[key] = start
         holes = skipped_offsets(self.next_offsets, offsets)
         if not holes:
             return list(events)
