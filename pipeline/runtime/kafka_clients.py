@@ -20,7 +20,8 @@ to keep ``produce`` as fast as it was with aiokafka (docs/benchmarks.md):
   writes, and keeps only theirs (:func:`_keep_metadata_of`).
 - ListOffsets(latest) on Tansu is the last record batch's base offset plus one, fewer
   than the messages when batches hold several: readers read until quiet
-  (:func:`pipeline.runtime.kafka.read_values`).
+  (:func:`pipeline.runtime.kafka.read_values`), and the worker's tables end each batch's
+  changelog records with one sent alone (:class:`pipeline.runtime.tables.DurableTable`).
 - DescribeConfigs on Tansu gives a topic's own settings as ``DEFAULT_CONFIG`` (Apache
   Kafka: ``DYNAMIC_TOPIC_CONFIG``), and drops the connection when asked for named keys:
   every config is asked for (:func:`pipeline.runtime.kafka.retention_ms`).
