@@ -138,11 +138,13 @@ def build_pipeline(
         offsets = getattr(app.consumer, "_committed_offset", None)
         return None if offsets is None else offsets.get(TP(topic, partition))
 
-    def batches(topic: Any, name: str, on_batch: Any) -> None:
+    def batches(topic: Any, name: str, on_batch: Any, start_of: Any = None) -> None:
         # an agent that hands its stage whole batches (the per-ticket work is a dict lookup
         # and a few additions; sends and writes happen once per batch), with every message
         # Faust acknowledged without handing it over read again (SkippedMessages)
-        guard = SkippedMessages(settings.bootstrap_servers, name, start_of=started_at)
+        # a stage that records how far it got says where its next batch starts; the others,
+        # where Faust's consumer was seeked to
+        guard = SkippedMessages(settings.bootstrap_servers, name, start_of=start_of or started_at)
         guards.append(guard)
 
         async def agent(stream: Any) -> None:
@@ -157,10 +159,10 @@ def build_pipeline(
     count.first_seen.on_recover(count.rebuild)
     reader = stages["read_tickets"] = TicketReader(settings, validate, tagger_ready, count.heard_windows)
     app.task(reader.run)
-    batches(topics["by_customer"], "count", count.on_batch)
+    batches(topics["by_customer"], "count", count.on_batch, count.start_of)
     merge = stages["merge"] = Merge(settings, topics, stats, sink, table("volume-totals"))
     merge.totals_table.on_recover(merge.rebuild)
-    batches(topics["partials"], "merge", merge.on_batch)
+    batches(topics["partials"], "merge", merge.on_batch, merge.start_of)
     watch = stages["watch"] = Watch(settings, topics, stats, sink, table("volume-watch"))
     batches(topics["area_volumes"], "watch", watch.on_batch)
     deliverer = stages["deliver"] = add_delivery(app, settings, topics["alerts"])

@@ -215,12 +215,14 @@ def test_the_merge_stores_a_batch_as_one_chunk_and_a_rebuilt_merge_goes_on_from_
     table = Table()
     merge = Merge(settings, _topics(settings), PipelineStats(), Sink(), table)
     asyncio.run(merge.on_batch(first))
-    assert sorted(table) == ["0/__watermarks__", "0/~totals~/0"] and len(table["0/~totals~/0"]) == 150
+    assert sorted(table) == ["0/__next_offset__", "0/__watermarks__", "0/~totals~/0"]
+    assert len(table["0/~totals~/0"]) == 150 and table["0/__next_offset__"] == 1  # where the next batch starts
     # the layout before: one key a total (a worker upgraded in place reads them too)
     table[f'0/[{MONDAY},"old-area","all","all"]'] = {"1": [4, 3, MONDAY]}
     restarted, sink = Merge(settings, _topics(settings), PipelineStats(), Sink(), table), Sink()
     restarted.sink = sink
     asyncio.run(restarted.rebuild())
+    assert restarted.start_of("partials", 0) == 1 and restarted.start_of("partials", 1) is None
     again = _partials(1, [(MONDAY, "area-0", 1, 3, 2), (MONDAY, "old-area", 0, 1, 1)], {"0": MONDAY, "1": MONDAY})
     asyncio.run(restarted.on_batch([*first, again]))  # the first batch read again, after a crash
     assert _written(sink) == {(MONDAY, "area-0"): (5, 3), (MONDAY, "old-area"): (5, 4)}
@@ -241,7 +243,7 @@ def test_the_merge_lets_go_of_windows_the_allowed_lateness_has_closed() -> None:
         window = MONDAY + day * 24 * H
         rows = [(window, "reports", p, 3, 2) for p in (0, 1)]
         asyncio.run(merge.on_batch([_partials(day, rows, {"0": window, "1": window})]))
-    assert sorted(table) == ["0/__watermarks__", "0/~totals~/9"]
+    assert sorted(table) == ["0/__next_offset__", "0/__watermarks__", "0/~totals~/9"]
     assert list(merge.totals) == [f'0/[{MONDAY + 9 * 24 * H},"reports","all","all"]']
     late = _partials(10, [(MONDAY + 8 * 24 * H, "reports", 0, 9, 9)], {"0": MONDAY + 9 * 24 * H})
     asyncio.run(merge.on_batch([late]))
@@ -256,7 +258,13 @@ def test_count_rebuilt_from_its_table_counts_nothing_twice() -> None:
     restarted, stats = Count(settings, validated, PipelineStats(), first_seen), PipelineStats()
     restarted.stats = stats
     asyncio.run(restarted.rebuild())
-    asyncio.run(restarted.on_batch(validated["by_customer"].as_events()))  # read again after a crash
+    events = validated["by_customer"].as_events()
+    # where each counting partition's next batch starts: after every message recorded
+    assert {p: restarted.start_of("by_customer", p) for p in {e.message.partition for e in events}} == {
+        p: max(e.message.offset for e in events if e.message.partition == p) + 1
+        for p in {e.message.partition for e in events}
+    }
+    asyncio.run(restarted.on_batch(events))  # read again after a crash
     assert (stats.counted, stats.duplicates) == (0, 5)
 
 
