@@ -138,8 +138,7 @@ class SkippedMessages:
     partition ended; a hole is read again from the broker before the batch is handled,
     and so before it is acknowledged. :meth:`forget` at a rebalance: a partition taken
     over is read on from its committed offset. The first batch of a partition is checked
-    against where its consumer started (``start_of``: the committed offset it was
-    seeked to), when that is known.
+    against ``start_of``, when that is known.
 
     Parameters
     ----------
@@ -148,8 +147,9 @@ class SkippedMessages:
     agent
         The agent's name, for the log.
     start_of
-        ``(topic, partition) -> offset`` its consumer started at after the last assignment
-        (``None``: not known; the first batch is then not checked).
+        ``(topic, partition) -> offset`` where a partition's first batch after an assignment
+        should start: how far the stage recorded it had got, or the offset its consumer was
+        seeked to (``None``: not known; the first batch is then not checked).
     timeout_seconds
         How long to try to read a hole again before logging it as lost.
     """
