@@ -4,35 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from dataclasses import dataclass
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from pipeline.runtime.batching import SkippedMessages
+from pipeline.runtime.batching import ReadAgainEvent, ReadAgainMessage, SkippedMessages
 from pipeline.testbed.services import EmbeddedBroker
 
 pytestmark = pytest.mark.integration
 
 
-@dataclass(frozen=True)
-class _Message:
-    topic: str
-    partition: int
-    offset: int
-
-
-@dataclass(frozen=True)
-class _Event:
-    """What Faust hands an agent, as far as a stage reads it."""
-
-    message: _Message
-    key: bytes | None
-    value: bytes
-
-
-def _events(topic: str, offsets: list[int]) -> list[_Event]:
-    return [_Event(_Message(topic, 0, o), f"k{o}".encode(), f"m{o}".encode()) for o in offsets]
+def _events(topic: str, offsets: list[int]) -> list[ReadAgainEvent]:
+    """Events as Faust hands them to an agent, as far as a stage reads them."""
+    return [ReadAgainEvent(ReadAgainMessage(topic, 0, o), f"k{o}".encode(), f"m{o}".encode()) for o in offsets]
 
 
 async def _produce(servers: str, topic: str, messages: int) -> None:
