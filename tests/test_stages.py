@@ -222,7 +222,7 @@ def test_the_merge_stores_a_batch_as_one_chunk_and_a_rebuilt_merge_goes_on_from_
     restarted, sink = Merge(settings, _topics(settings), PipelineStats(), Sink(), table), Sink()
     restarted.sink = sink
     asyncio.run(restarted.rebuild())
-    assert restarted.recorded.start_of("partials", 0) == 1 and restarted.recorded.start_of("partials", 1) is None
+    assert restarted.start_of("partials", 0) == 1 and restarted.start_of("partials", 1) is None
     again = _partials(1, [(MONDAY, "area-0", 1, 3, 2), (MONDAY, "old-area", 0, 1, 1)], {"0": MONDAY, "1": MONDAY})
     asyncio.run(restarted.on_batch([*first, again]))  # the first batch read again, after a crash
     assert _written(sink) == {(MONDAY, "area-0"): (5, 3), (MONDAY, "old-area"): (5, 4)}
@@ -260,7 +260,7 @@ def test_count_rebuilt_from_its_table_counts_nothing_twice() -> None:
     asyncio.run(restarted.rebuild())
     events = validated["by_customer"].as_events()
     # where each counting partition's next batch starts: after every message recorded
-    assert {p: restarted.recorded.start_of("by_customer", p) for p in {e.message.partition for e in events}} == {
+    assert {p: restarted.start_of("by_customer", p) for p in {e.message.partition for e in events}} == {
         p: max(e.message.offset for e in events if e.message.partition == p) + 1
         for p in {e.message.partition for e in events}
     }

@@ -14,7 +14,6 @@ import orjson
 
 from pipeline.counting.volume import COUNTED, DUPLICATE, PartitionVolume, volume_keys
 from pipeline.messages import Codec, CountingBatch, Fact, PartialRow, PatternTicket, PatternTickets, VolumePartials
-from pipeline.runtime.batching import NEXT_OFFSET, RecordedOffsets
 from pipeline.runtime.outbox import Outbox
 from pipeline.runtime.partitioning import KeyPartitioner
 from pipeline.runtime.stats import PipelineStats
@@ -22,12 +21,16 @@ from pipeline.runtime.tables import PartitionedTable
 from pipeline.runtime.watermarks import hear
 from pipeline.settings import Settings
 
-__all__ = ["WATERMARKS", "Count"]
+__all__ = ["NEXT_OFFSET", "WATERMARKS", "Count"]
 
 logger = logging.getLogger("pipeline.worker")
 
 #: Table key suffix of the watermarks a partition has heard (count, merge and watch).
 WATERMARKS = "__watermarks__"
+
+#: Table key suffix of the offset of the input partition a stage has recorded everything
+#: before (count and merge): where its next batch should start, read again if Faust skips it.
+NEXT_OFFSET = "__next_offset__"
 
 #: One batch's message of a counting partition: ``(partition, offset, message)``.
 Item = tuple[int, int, CountingBatch]
@@ -56,9 +59,9 @@ class Count:
         # the facts, since after a restart a tickets partition may never be heard from again
         # (a stream that has ended) and its watermark would then hold every window open.
         self.source_marks: dict[int, dict[str, int]] = {}
-        # how far each partition of tickets-by-customer is recorded (durable: a restarted
-        # worker reads again what Faust skips after it)
-        self.recorded = RecordedOffsets()
+        # counting partition -> the offset of tickets-by-customer recorded everything before
+        # (durable: a restarted worker reads again what Faust skips after it)
+        self.recorded_to: dict[int, int] = {}
 
     def heard_windows(self) -> list[int]:
         """Every window the counting partitions here have heard from any tickets partition."""
@@ -142,8 +145,16 @@ class Count:
                 await self.send_pattern_tickets(partition, for_patterns.get(partition, {}), out, tokens_of)
         await out.delivered()
         self._record(heard, chunks)
-        self.recorded.record(self.first_seen, ((partition, offset) for partition, offset, _ in events_read))
+        for partition, offset, _ in events_read:
+            if offset >= self.recorded_to.get(partition, -1):
+                self.recorded_to[partition] = offset + 1
+        for partition in {partition for partition, _, _ in events_read}:
+            self.first_seen[f"{partition}/{NEXT_OFFSET}"] = self.recorded_to[partition]
         await self.first_seen.delivered()  # before the batch is acknowledged (DurableTable)
+
+    def start_of(self, _topic: str, partition: int) -> int | None:
+        """Where a counting partition's next batch should start: everything before is recorded."""
+        return self.recorded_to.get(partition)
 
     def _record(self, heard: set[int], chunks: dict[tuple[int, int], list[Fact]]) -> None:
         """The batch's durable state: watermarks heard, the new facts; chunks of closed windows deleted."""
@@ -198,8 +209,8 @@ class Count:
     async def rebuild(self) -> None:
         """Derive the counts of the partitions this worker now owns from the durable facts."""
         self.volumes.clear()
+        self.recorded_to.clear()
         owned = self.first_seen.active_partitions
-        self.recorded.forget(owned)
         for chunk_key, facts in self.first_seen.items():
             partition_part, _, name = chunk_key.partition("/")
             partition = int(partition_part)
@@ -208,7 +219,7 @@ class Count:
             if name == WATERMARKS:
                 hear(self.source_marks.setdefault(partition, {}), facts)
             elif name == NEXT_OFFSET:
-                self.recorded.restore(partition, facts)
+                self.recorded_to[partition] = int(facts)
             else:
                 self.volume(partition).restore(chunk_key, facts)
         out = Outbox()

@@ -9,12 +9,11 @@ from typing import Any
 
 import orjson
 
-from pipeline.counting.count import WATERMARKS
+from pipeline.counting.count import NEXT_OFFSET, WATERMARKS
 from pipeline.counting.volume import ALL, VolumeTotals
 from pipeline.messages import AreaRow, AreaVolumes, Codec, VolumePartials
 from pipeline.outputs.series import volume_point
 from pipeline.outputs.sinks import InfluxSink
-from pipeline.runtime.batching import NEXT_OFFSET, RecordedOffsets
 from pipeline.runtime.outbox import Outbox
 from pipeline.runtime.partitioning import KeyPartitioner
 from pipeline.runtime.stats import PipelineStats
@@ -82,8 +81,8 @@ class Merge:
         self.stored: dict[str, int] = {}
         #: per merging partition: windows before this one are closed and let go
         self.closed_before: dict[int, int] = {}
-        #: how far each merging partition of volume-partials is recorded
-        self.recorded = RecordedOffsets()
+        #: per merging partition: the offset of volume-partials recorded everything before
+        self.recorded_to: dict[int, int] = {}
 
     async def on_batch(self, events: Sequence[Any]) -> None:
         """Merge a batch; points to InfluxDB, then totals to the watch, then the table."""
@@ -118,7 +117,12 @@ class Merge:
                 await out.send_parts(self.topics["area_volumes"], q, AreaVolumes(rows, target, low), ["rows"])
         await out.delivered()
         self._record(staged, chunk_of, marks)
-        self.recorded.record(self.totals_table, ((e.message.partition, e.message.offset) for e in events))
+        for event in events:
+            target, offset = event.message.partition, event.message.offset
+            if offset >= self.recorded_to.get(target, -1):
+                self.recorded_to[target] = offset + 1
+        for target in targets:
+            self.totals_table[f"{target}/{NEXT_OFFSET}"] = self.recorded_to[target]
         await self.totals_table.delivered()
         if events:
             stats = self.stats
@@ -131,6 +135,10 @@ class Merge:
                 stats.too_late,
                 stats.points_written,
             )
+
+    def start_of(self, _topic: str, partition: int) -> int | None:
+        """Where a merging partition's next batch should start: everything before is recorded."""
+        return self.recorded_to.get(partition)
 
     def _record(self, staged: dict[str, Any], chunk_of: dict[int, str], marks: dict[int, dict[str, int]]) -> None:
         """The batch's changed totals into memory and one chunk a merging partition; the watermarks;
@@ -174,9 +182,9 @@ class Merge:
     async def rebuild(self) -> None:
         """Read the totals of the partitions this worker now owns back from the table (after a recovery)."""
         owned = self.totals_table.active_partitions
-        self.recorded.forget(owned)
         for target in owned:
             self.closed_before.pop(target, None)
+            self.recorded_to.pop(target, None)
             for table_key in [k for w in self.windows.pop(target, {}).values() for k in w]:
                 self.totals.pop(table_key, None)
         self.stored = {k: w for k, w in self.stored.items() if int(k.split("/", 1)[0]) not in owned}
@@ -187,7 +195,7 @@ class Merge:
             if target not in owned or name == WATERMARKS:
                 continue
             if name == NEXT_OFFSET:
-                self.recorded.restore(target, value)
+                self.recorded_to[target] = int(value)
                 continue
             # a chunk of this layout, or one total of the earlier one
             chunk = value if name.startswith(CHUNK) else [[name, value]]

@@ -12,23 +12,11 @@ from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
-__all__ = [
-    "NEXT_OFFSET",
-    "FinishBatchFirst",
-    "RecordedOffsets",
-    "SkippedMessages",
-    "interleaved_batches",
-    "round_robin",
-    "skipped_offsets",
-]
+__all__ = ["FinishBatchFirst", "SkippedMessages", "interleaved_batches", "round_robin", "skipped_offsets"]
 
 P = TypeVar("P", bound=Hashable)
 
 logger = logging.getLogger("pipeline.worker")
-
-#: Table key suffix (``"<partition>/__next_offset__"``) of how far a stage has recorded an
-#: input partition (:class:`RecordedOffsets`).
-NEXT_OFFSET = "__next_offset__"
 
 
 def interleaved_batches(fetched: dict[Any, list[Any]], size: int) -> Iterator[dict[Any, list[Any]]]:
@@ -119,47 +107,6 @@ def skipped_offsets(next_offsets: dict[P, int], batch: Iterable[tuple[P, int]]) 
                 holes[partition] = missing
         next_offsets[partition] = max(newest + 1, expected or 0)
     return holes
-
-
-class RecordedOffsets:
-    """How far a stage has recorded each input partition: where its next batch should start.
-
-    Stored in the stage's own table with each batch's state (``"<partition>/__next_offset__"``),
-    so a restarted worker checks its first batch from there (:class:`SkippedMessages`'s
-    ``start_of``) and reads again what Faust skips after it.
-
-    >>> table, recorded = {}, RecordedOffsets()
-    >>> recorded.record(table, [(0, 4), (0, 6), (1, 2)]); table
-    {'0/__next_offset__': 7, '1/__next_offset__': 3}
-    >>> recorded.record(table, [(0, 5)]); recorded.start_of("topic", 0)  # read again: no step back
-    7
-    """
-
-    def __init__(self) -> None:
-        self.next: dict[int, int] = {}
-
-    def record(self, table: Any, offsets: Iterable[tuple[int, int]]) -> None:
-        """Note a batch's ``(partition, offset)`` pairs as recorded, in memory and in ``table``."""
-        touched: set[int] = set()
-        for partition, offset in offsets:
-            if offset >= self.next.get(partition, -1):
-                self.next[partition] = offset + 1
-            touched.add(partition)
-        for partition in sorted(touched):
-            table[f"{partition}/{NEXT_OFFSET}"] = self.next[partition]
-
-    def restore(self, partition: int, value: Any) -> None:
-        """What the table said of ``partition`` (at a recovery)."""
-        self.next[partition] = int(value)
-
-    def forget(self, partitions: Iterable[int]) -> None:
-        """Before a recovery reads these partitions back."""
-        for partition in partitions:
-            self.next.pop(partition, None)
-
-    def start_of(self, _topic: str, partition: int) -> int | None:
-        """Where ``partition``'s next batch should start (``None``: not known)."""
-        return self.next.get(partition)
 
 
 @dataclass(frozen=True)
